@@ -1,0 +1,71 @@
+//! The `firedrill` command line: argument parsing (clap), dispatch, and exit codes.
+//!
+//! Exit codes: 0 ok; 1 thresholds or SLOs failed (later issues); 2 bad input (arguments,
+//! scenario, mock); 3 an invariant was violated (a found bug).
+
+mod queue;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Exit code for a run that met its checks.
+pub const EXIT_OK: u8 = 0;
+/// Exit code for bad input: arguments, scenario or mock files.
+pub const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code for a broken invariant (a found bug) or a run that hit a safety bound.
+pub const EXIT_INVARIANT: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "firedrill",
+    version,
+    about = "Deterministic simulator and chaos testbed for cloud control planes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Capacity calculator: simulate an open-loop c-server station and print the exact
+    /// queueing-theory answer beside it.
+    Queue(queue::QueueArgs),
+}
+
+/// Bad input found after parsing; the message says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    BadInput(String),
+}
+
+/// Parses `args` (including the program name) and runs the command; prints to stdout/stderr.
+pub fn main_with_args<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints usage errors to stderr and --help/--version to stdout.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                EXIT_BAD_INPUT
+            } else {
+                EXIT_OK
+            });
+        }
+    };
+    let result = match cli.command {
+        Command::Queue(args) => queue::run(&args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(CliError::BadInput(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The sans-IO component model: a component handles one event at a time and emits effects
+//! (schedule a timer, send to another component, cancel, record a metric, stop, report a broken
+//! invariant) through an [`Outbox`]. It never does I/O, reads a clock, spawns or awaits.
+//!
+//! The same component runs under the simulator ([`crate::kernel::Sim`]) and, later, under a tokio
+//! driver in live mode: both own an [`EventQueue`] and hand the component an `Outbox` over it; only
+//! how `now` is obtained and how long the driver waits for the next event differ.
+
+use super::queue::{EventQueue, TimerId};
+use super::time::{SimDuration, SimTime};
+use crate::metrics::{CounterId, HistogramId, Registry};
+
+/// Addresses one component of a world. Issued by the world when a component is added, so an id
+/// always names a component of that world.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ComponentId(u32);
+
+impl ComponentId {
+    pub(crate) fn new(index: usize) -> ComponentId {
+        ComponentId(u32::try_from(index).expect("more than 2^32 components"))
+    }
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// What every event type of a world tells the kernel about itself: a kind, hashed into the trace
+/// and named in divergence reports.
+pub trait Message {
+    /// A small code, stable across runs and versions, for the kind of event (e.g. the enum
+    /// variant's index).
+    fn kind_code(&self) -> u32;
+    /// A readable name for the kind of event.
+    fn kind_name(&self) -> &'static str;
+}
+
+/// A state machine of the system under test or of its environment.
+pub trait Component<M> {
+    /// Handles one event delivered at `out.now()`. All effects go through `out`.
+    fn on_event(&mut self, event: M, out: &mut Outbox<'_, M>);
+}
+
+impl<M, C: Component<M> + ?Sized> Component<M> for Box<C> {
+    #[inline]
+    fn on_event(&mut self, event: M, out: &mut Outbox<'_, M>) {
+        (**self).on_event(event, out)
+    }
+}
+
+/// An event addressed to a component.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope<M> {
+    pub to: ComponentId,
+    pub msg: M,
+}
+
+/// Requests a component made of the driver beyond scheduling: stop the run, or report a bug.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Control {
+    pub(crate) stop: bool,
+    pub(crate) violation: Option<String>,
+}
+
+/// The only window a component has onto the world while it handles an event.
+pub struct Outbox<'a, M> {
+    now: SimTime,
+    me: ComponentId,
+    queue: &'a mut EventQueue<Envelope<M>>,
+    metrics: &'a mut Registry,
+    control: &'a mut Control,
+}
+
+impl<'a, M> Outbox<'a, M> {
+    pub(crate) fn new(
+        now: SimTime,
+        me: ComponentId,
+        queue: &'a mut EventQueue<Envelope<M>>,
+        metrics: &'a mut Registry,
+        control: &'a mut Control,
+    ) -> Self {
+        Outbox {
+            now,
+            me,
+            queue,
+            metrics,
+            control,
+        }
+    }
+
+    /// The virtual time of the event being handled.
+    #[inline]
+    pub fn now(&self) -> SimTime {
+        self.now
+    }
+
+    /// The component handling the event.
+    #[inline]
+    pub fn me(&self) -> ComponentId {
+        self.me
+    }
+
+    /// Delivers `msg` to `to` after `delay` (zero: after every event already due now).
+    /// A time past the end of representable time is clamped to [`SimTime::MAX`], which no
+    /// run reaches before its time limit.
+    #[inline]
+    pub fn send(&mut self, to: ComponentId, delay: SimDuration, msg: M) -> TimerId {
+        let at = self.now.saturating_add(delay);
+        self.queue
+            .push(at, Envelope { to, msg })
+            .expect("now + delay is never in the past")
+    }
+
+    /// Delivers `msg` to `to` at the absolute time `at`, clamped to be no earlier than now.
+    #[inline]
+    pub fn send_at(&mut self, to: ComponentId, at: SimTime, msg: M) -> TimerId {
+        let at = at.max(self.now);
+        self.queue
+            .push(at, Envelope { to, msg })
+            .expect("clamped to now")
+    }
+
+    /// A timer to self: `msg` comes back to this component after `delay`.
+    #[inline]
+    pub fn schedule(&mut self, delay: SimDuration, msg: M) -> TimerId {
+        let me = self.me;
+        self.send(me, delay, msg)
+    }
+
+    /// Cancels a pending timer or message; returns whether it was still pending.
+    #[inline]
+    pub fn cancel(&mut self, id: TimerId) -> bool {
+        self.queue.cancel(id).is_some()
+    }
+
+    /// Records a latency (or any nanosecond value) into a registered histogram.
+    #[inline]
+    pub fn record(&mut self, h: HistogramId, value_ns: u64) {
+        self.metrics.record(h, value_ns);
+    }
+
+    /// Adds to a registered counter.
+    #[inline]
+    pub fn count(&mut self, c: CounterId, n: u64) {
+        self.metrics.add(c, n);
+    }
+
+    /// Asks the driver to end the run after this event (outcome `Stopped`).
+    pub fn stop(&mut self) {
+        self.control.stop = true;
+    }
+
+    /// Reports a broken invariant of the system under test: a found bug. The driver ends the run
+    /// and reports it with the seed and virtual time.
+    pub fn violation(&mut self, message: impl Into<String>) {
+        if self.control.violation.is_none() {
+            self.control.violation = Some(message.into());
+        }
+    }
+}

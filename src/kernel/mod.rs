@@ -1,0 +1,18 @@
+//! The deterministic discrete-event kernel: virtual time, the event queue, seeded randomness,
+//! distributions, the sans-IO component model, the simulator driver and the trace.
+
+pub mod component;
+pub mod dist;
+pub mod queue;
+pub mod rng;
+pub mod sim;
+pub mod time;
+pub mod trace;
+
+pub use component::{Component, ComponentId, Envelope, Message, Outbox};
+pub use dist::Dist;
+pub use queue::{EventQueue, TimerId};
+pub use rng::{RootSeed, SimRng};
+pub use sim::{Limits, Outcome, RunReport, Sim, Step};
+pub use time::{SimDuration, SimTime};
+pub use trace::{EventRecord, TraceHash, check_determinism};

@@ -1,0 +1,327 @@
+//! The simulator driver: owns the components, the event queue, the metrics and the trace, and
+//! processes events one at a time in (time, seq) order, jumping straight to the next event.
+//!
+//! A run always ends, with an [`Outcome`] that says why: the queue drained, a component asked to
+//! stop, a bound was reached (events, simulated time, pending events), or an invariant broke.
+
+use super::component::{Component, ComponentId, Control, Envelope, Message, Outbox};
+use super::queue::{EventQueue, ScheduleError, TimerId};
+use super::rng::{RootSeed, SimRng};
+use super::time::{SimDuration, SimTime};
+use super::trace::{EventRecord, TraceHash};
+use crate::metrics::Registry;
+use std::fmt;
+use std::marker::PhantomData;
+
+/// Bounds on one run. Reaching one ends the run with the matching [`Outcome`]; it never hangs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Events processed at most.
+    pub max_events: u64,
+    /// Simulated time at most: events scheduled later than this are not processed.
+    pub max_time: SimDuration,
+    /// Pending events at most (a runaway schedule is a bug, not a reason to exhaust memory).
+    pub max_pending: usize,
+}
+
+impl Limits {
+    /// Bounds for a run the caller has already bounded by construction (a finite source): still
+    /// finite, so a bug cannot hang the process.
+    pub const GENEROUS: Limits = Limits {
+        max_events: 1 << 40,
+        max_time: SimDuration::from_secs(10 * 365 * 86_400),
+        max_pending: 1 << 26,
+    };
+}
+
+/// Why a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// No events were left.
+    Drained,
+    /// A component asked to stop.
+    Stopped { by: ComponentId, at: SimTime },
+    /// `max_events` were processed.
+    EventLimit { events: u64, at: SimTime },
+    /// The next event was later than `max_time`.
+    TimeLimit { at: SimTime },
+    /// More than `max_pending` events were pending.
+    PendingLimit { pending: usize, at: SimTime },
+    /// A component reported a broken invariant: a found bug.
+    InvariantViolated {
+        by: ComponentId,
+        at: SimTime,
+        message: String,
+    },
+}
+
+impl Outcome {
+    /// A short stable label for reports: `drained`, `stopped`, `event_limit`, `time_limit`,
+    /// `pending_limit`, `invariant_violated`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Drained => "drained",
+            Outcome::Stopped { .. } => "stopped",
+            Outcome::EventLimit { .. } => "event_limit",
+            Outcome::TimeLimit { .. } => "time_limit",
+            Outcome::PendingLimit { .. } => "pending_limit",
+            Outcome::InvariantViolated { .. } => "invariant_violated",
+        }
+    }
+
+    /// Whether the run ended by itself (drained or asked to stop), not by a bound or a bug.
+    pub fn is_natural(&self) -> bool {
+        matches!(self, Outcome::Drained | Outcome::Stopped { .. })
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Drained => write!(f, "drained: no events left"),
+            Outcome::Stopped { by, at } => {
+                write!(f, "stopped by component #{} at {at}", by.index())
+            }
+            Outcome::EventLimit { events, at } => {
+                write!(f, "event limit of {events} reached at {at}")
+            }
+            Outcome::TimeLimit { at } => write!(f, "simulated-time limit reached at {at}"),
+            Outcome::PendingLimit { pending, at } => {
+                write!(f, "pending-event limit reached ({pending} pending) at {at}")
+            }
+            Outcome::InvariantViolated { by, at, message } => {
+                write!(
+                    f,
+                    "invariant violated by component #{} at {at}: {message}",
+                    by.index()
+                )
+            }
+        }
+    }
+}
+
+/// The result of one [`Sim::step`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    Event(EventRecord),
+    Finished(Outcome),
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunReport {
+    pub outcome: Outcome,
+    pub events: u64,
+    pub end_time: SimTime,
+    pub trace_hash: TraceHash,
+}
+
+/// A deterministic world of components of type `C` exchanging messages of type `M`.
+///
+/// `C` is either one concrete type (an enum of the world's components: static dispatch, the
+/// fastest) or `Box<dyn Component<M>>` (open-ended worlds).
+pub struct Sim<M, C> {
+    seed: RootSeed,
+    limits: Limits,
+    queue: EventQueue<Envelope<M>>,
+    components: Vec<C>,
+    names: Vec<String>,
+    metrics: Registry,
+    control: Control,
+    trace: TraceHash,
+    events: u64,
+    finished: Option<Outcome>,
+    _m: PhantomData<fn(M)>,
+}
+
+impl<M: Message, C: Component<M>> Sim<M, C> {
+    pub fn new(seed: RootSeed, limits: Limits) -> Self {
+        Sim {
+            seed,
+            limits,
+            queue: EventQueue::with_capacity(1024),
+            components: Vec::new(),
+            names: Vec::new(),
+            metrics: Registry::new(),
+            control: Control::default(),
+            trace: TraceHash::new(),
+            events: 0,
+            finished: None,
+            _m: PhantomData,
+        }
+    }
+
+    pub fn seed(&self) -> RootSeed {
+        self.seed
+    }
+
+    /// The random substream `label` of this run's seed.
+    pub fn rng(&self, label: &str) -> SimRng {
+        self.seed.fork(label)
+    }
+
+    /// Adds a component under a unique, readable name (used in traces and reports).
+    pub fn add(&mut self, name: &str, component: C) -> ComponentId {
+        assert!(
+            !self.names.iter().any(|n| n == name),
+            "component name `{name}` is used twice"
+        );
+        self.components.push(component);
+        self.names.push(name.to_string());
+        ComponentId::new(self.components.len() - 1)
+    }
+
+    pub fn component(&self, id: ComponentId) -> &C {
+        &self.components[id.index()]
+    }
+    pub fn component_mut(&mut self, id: ComponentId) -> &mut C {
+        &mut self.components[id.index()]
+    }
+    pub fn name(&self, id: ComponentId) -> &str {
+        &self.names[id.index()]
+    }
+    pub fn metrics(&self) -> &Registry {
+        &self.metrics
+    }
+    pub fn metrics_mut(&mut self) -> &mut Registry {
+        &mut self.metrics
+    }
+    pub fn now(&self) -> SimTime {
+        self.queue.now()
+    }
+    pub fn events_processed(&self) -> u64 {
+        self.events
+    }
+    pub fn pending(&self) -> usize {
+        self.queue.len()
+    }
+    pub fn trace_hash(&self) -> TraceHash {
+        self.trace
+    }
+
+    /// Schedules an initial (or external) event.
+    pub fn schedule(
+        &mut self,
+        at: SimTime,
+        to: ComponentId,
+        msg: M,
+    ) -> Result<TimerId, ScheduleError> {
+        assert!(
+            to.index() < self.components.len(),
+            "no component #{}",
+            to.index()
+        );
+        self.queue.push(at, Envelope { to, msg })
+    }
+
+    /// `record` rendered with names, e.g. `#12 t=1.5ms station/Departure`.
+    pub fn describe(&self, record: &EventRecord) -> String {
+        format!(
+            "#{} {} {}/{}",
+            record.index,
+            record.time,
+            self.name(record.component),
+            record.kind_name
+        )
+    }
+
+    /// Why the run cannot go on, if it cannot.
+    #[inline]
+    fn check_bounds(&mut self) -> Option<Outcome> {
+        if let Some(o) = &self.finished {
+            return Some(o.clone());
+        }
+        let next = match self.queue.peek_time() {
+            None => return Some(Outcome::Drained),
+            Some(t) => t,
+        };
+        let now = self.queue.now();
+        if next.since_start() > self.limits.max_time {
+            return Some(Outcome::TimeLimit { at: now });
+        }
+        if self.events >= self.limits.max_events {
+            return Some(Outcome::EventLimit {
+                events: self.events,
+                at: now,
+            });
+        }
+        if self.queue.len() > self.limits.max_pending {
+            return Some(Outcome::PendingLimit {
+                pending: self.queue.len(),
+                at: now,
+            });
+        }
+        None
+    }
+
+    /// Processes the next event and says which it was, or why the run is over.
+    pub fn step(&mut self) -> Step {
+        if let Some(o) = self.check_bounds() {
+            self.finished = Some(o.clone());
+            return Step::Finished(o);
+        }
+        match self.process_one() {
+            Ok(rec) => Step::Event(rec),
+            Err(o) => Step::Finished(o),
+        }
+    }
+
+    #[inline]
+    fn process_one(&mut self) -> Result<EventRecord, Outcome> {
+        let popped = self.queue.pop().expect("check_bounds saw a pending event");
+        let Envelope { to, msg } = popped.payload;
+        let (kind_code, kind_name) = (msg.kind_code(), msg.kind_name());
+        self.trace.mix(popped.time, to, kind_code);
+        let index = self.events;
+        self.events += 1;
+        let component = &mut self.components[to.index()];
+        let mut out = Outbox::new(
+            popped.time,
+            to,
+            &mut self.queue,
+            &mut self.metrics,
+            &mut self.control,
+        );
+        component.on_event(msg, &mut out);
+        if self.control.stop || self.control.violation.is_some() {
+            let at = popped.time;
+            let outcome = match self.control.violation.take() {
+                Some(message) => Outcome::InvariantViolated {
+                    by: to,
+                    at,
+                    message,
+                },
+                None => Outcome::Stopped { by: to, at },
+            };
+            self.control.stop = false;
+            self.finished = Some(outcome.clone());
+            return Err(outcome);
+        }
+        Ok(EventRecord {
+            index,
+            time: popped.time,
+            component: to,
+            kind_code,
+            kind_name,
+        })
+    }
+
+    /// Runs until the run ends (see [`Outcome`]).
+    pub fn run(&mut self) -> RunReport {
+        let outcome = loop {
+            if let Some(o) = self.check_bounds() {
+                break o;
+            }
+            if let Err(o) = self.process_one() {
+                break o;
+            }
+        };
+        self.finished = Some(outcome.clone());
+        RunReport {
+            outcome,
+            events: self.events,
+            end_time: self.queue.now(),
+            trace_hash: self.trace,
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Streaming measurements: latency histograms (HdrHistogram, 3 significant digits, plus exact
+//! count, sum, min and max) and counters, registered by name and recorded by id.
+//!
+//! Memory is independent of how many values are recorded, so it stays flat however long the
+//! simulated run is. Nothing here averages away the tail: percentiles come from the histogram,
+//! and the mean is computed from the exact sum.
+
+use hdrhistogram::Histogram;
+
+/// A latency histogram in nanoseconds: HdrHistogram for quantiles (relative error ≤ 0.1%), and
+/// exact count, sum, min and max beside it.
+#[derive(Clone, Debug)]
+pub struct LatencyHistogram {
+    hdr: Histogram<u64>,
+    count: u64,
+    sum_ns: u128,
+    min_ns: u64,
+    max_ns: u64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LatencyHistogram {
+    pub fn new() -> LatencyHistogram {
+        // Auto-resizing: any u64 value can be recorded; memory grows with log(max), not count.
+        let hdr = Histogram::new(3).expect("3 significant digits is a valid precision");
+        LatencyHistogram {
+            hdr,
+            count: 0,
+            sum_ns: 0,
+            min_ns: u64::MAX,
+            max_ns: 0,
+        }
+    }
+
+    #[inline]
+    pub fn record(&mut self, value_ns: u64) {
+        // Auto-resizing: `record` only fails for values near u64::MAX, which then saturate.
+        if self.hdr.record(value_ns).is_err() {
+            self.hdr.saturating_record(value_ns);
+        }
+        self.count += 1;
+        self.sum_ns += u128::from(value_ns);
+        self.min_ns = self.min_ns.min(value_ns);
+        self.max_ns = self.max_ns.max(value_ns);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+    /// Exact mean in ns (from the exact sum), `None` when empty.
+    pub fn mean_ns(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum_ns as f64 / self.count as f64)
+    }
+    pub fn min_ns(&self) -> Option<u64> {
+        (self.count > 0).then_some(self.min_ns)
+    }
+    pub fn max_ns(&self) -> Option<u64> {
+        (self.count > 0).then_some(self.max_ns)
+    }
+    /// The value at quantile `q` in [0, 1] (HdrHistogram's "highest equivalent value" of the
+    /// bucket, capped at the exact max), `None` when empty.
+    pub fn quantile_ns(&self, q: f64) -> Option<u64> {
+        (self.count > 0).then(|| self.hdr.value_at_quantile(q).min(self.max_ns))
+    }
+    /// Adds every value recorded in `other` (exact: histograms merge losslessly).
+    pub fn merge(&mut self, other: &LatencyHistogram) {
+        self.hdr
+            .add(&other.hdr)
+            .expect("auto-resizing histograms always merge");
+        self.count += other.count;
+        self.sum_ns += other.sum_ns;
+        self.min_ns = self.min_ns.min(other.min_ns);
+        self.max_ns = self.max_ns.max(other.max_ns);
+    }
+    pub fn hdr(&self) -> &Histogram<u64> {
+        &self.hdr
+    }
+}
+
+/// Names a histogram in a [`Registry`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HistogramId(u32);
+
+/// Names a counter in a [`Registry`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CounterId(u32);
+
+/// All metrics of one run, in registration order (which is deterministic).
+#[derive(Clone, Debug, Default)]
+pub struct Registry {
+    histograms: Vec<(String, LatencyHistogram)>,
+    counters: Vec<(String, u64)>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Registers (or finds) a histogram by name.
+    pub fn histogram(&mut self, name: &str) -> HistogramId {
+        if let Some(i) = self.histograms.iter().position(|(n, _)| n == name) {
+            return HistogramId(i as u32);
+        }
+        self.histograms
+            .push((name.to_string(), LatencyHistogram::new()));
+        HistogramId((self.histograms.len() - 1) as u32)
+    }
+
+    /// Registers (or finds) a counter by name.
+    pub fn counter(&mut self, name: &str) -> CounterId {
+        if let Some(i) = self.counters.iter().position(|(n, _)| n == name) {
+            return CounterId(i as u32);
+        }
+        self.counters.push((name.to_string(), 0));
+        CounterId((self.counters.len() - 1) as u32)
+    }
+
+    #[inline]
+    pub fn record(&mut self, id: HistogramId, value_ns: u64) {
+        self.histograms[id.0 as usize].1.record(value_ns);
+    }
+
+    #[inline]
+    pub fn add(&mut self, id: CounterId, n: u64) {
+        self.counters[id.0 as usize].1 += n;
+    }
+
+    pub fn get_histogram(&self, id: HistogramId) -> &LatencyHistogram {
+        &self.histograms[id.0 as usize].1
+    }
+    pub fn get_counter(&self, id: CounterId) -> u64 {
+        self.counters[id.0 as usize].1
+    }
+    /// Histograms sorted by name.
+    pub fn histograms(&self) -> Vec<(&str, &LatencyHistogram)> {
+        let mut v: Vec<_> = self
+            .histograms
+            .iter()
+            .map(|(n, h)| (n.as_str(), h))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v
+    }
+    /// Counters sorted by name.
+    pub fn counters(&self) -> Vec<(&str, u64)> {
+        let mut v: Vec<_> = self
+            .counters
+            .iter()
+            .map(|(n, c)| (n.as_str(), *c))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_keeps_exact_moments_and_close_quantiles() {
+        let mut h = LatencyHistogram::new();
+        for v in 1..=100_000u64 {
+            h.record(v * 1_000);
+        }
+        assert_eq!(h.count(), 100_000);
+        assert_eq!(h.mean_ns(), Some(50_000_500.0));
+        assert_eq!(h.min_ns(), Some(1_000));
+        assert_eq!(h.max_ns(), Some(100_000_000));
+        let p99 = h.quantile_ns(0.99).unwrap() as f64;
+        assert!((p99 / 99_000_000.0 - 1.0).abs() < 0.001, "p99 {p99}");
+        let p50 = h.quantile_ns(0.5).unwrap() as f64;
+        assert!((p50 / 50_000_000.0 - 1.0).abs() < 0.001, "p50 {p50}");
+        assert_eq!(LatencyHistogram::new().quantile_ns(0.5), None);
+    }
+
+    #[test]
+    fn merge_is_lossless() {
+        let (mut a, mut b, mut all) = (
+            LatencyHistogram::new(),
+            LatencyHistogram::new(),
+            LatencyHistogram::new(),
+        );
+        for v in 0..1000u64 {
+            let x = v * v * 37 + 5;
+            if v % 3 == 0 {
+                a.record(x)
+            } else {
+                b.record(x)
+            }
+            all.record(x);
+        }
+        a.merge(&b);
+        assert_eq!(a.count(), all.count());
+        assert_eq!(a.mean_ns(), all.mean_ns());
+        for q in [0.1, 0.5, 0.9, 0.99] {
+            assert_eq!(a.quantile_ns(q), all.quantile_ns(q));
+        }
+    }
+
+    #[test]
+    fn registry_finds_by_name_and_lists_sorted() {
+        let mut r = Registry::new();
+        let b = r.counter("b");
+        let a = r.counter("a");
+        assert_eq!(r.counter("b"), b);
+        r.add(a, 2);
+        r.add(b, 5);
+        assert_eq!(r.counters(), vec![("a", 2), ("b", 5)]);
+        let h = r.histogram("lat");
+        r.record(h, 7);
+        assert_eq!(r.get_histogram(h).count(), 1);
+    }
+}
