@@ -1,0 +1,7 @@
+//! All integration tests in one binary (one link, one run). Run optimized:
+//! `cargo test --release` — the statistical tests need millions of samples.
+
+mod cli;
+mod determinism;
+mod kernel;
+mod queueing;
