@@ -6,6 +6,7 @@ pub mod dist;
 pub mod queue;
 pub mod rng;
 pub mod sim;
+pub mod slab;
 pub mod time;
 pub mod trace;
 
@@ -14,5 +15,6 @@ pub use dist::Dist;
 pub use queue::{EventQueue, TimerId};
 pub use rng::{RootSeed, SimRng};
 pub use sim::{Limits, Outcome, RunReport, Sim, Step};
+pub use slab::{Handle, Slab};
 pub use time::{SimDuration, SimTime};
 pub use trace::{EventRecord, TraceHash, check_determinism};

@@ -24,6 +24,9 @@ pub struct TimerId {
 }
 
 impl TimerId {
+    /// An id that names no event (cancelling it is a no-op): a placeholder before the real id exists.
+    pub const DANGLING: TimerId = TimerId { slot: u32::MAX, seq: u64::MAX };
+
     /// The event's insertion sequence number: its rank among events at the same instant.
     pub fn seq(self) -> u64 {
         self.seq
