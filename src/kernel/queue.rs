@@ -25,7 +25,10 @@ pub struct TimerId {
 
 impl TimerId {
     /// An id that names no event (cancelling it is a no-op): a placeholder before the real id exists.
-    pub const DANGLING: TimerId = TimerId { slot: u32::MAX, seq: u64::MAX };
+    pub const DANGLING: TimerId = TimerId {
+        slot: u32::MAX,
+        seq: u64::MAX,
+    };
 
     /// The event's insertion sequence number: its rank among events at the same instant.
     pub fn seq(self) -> u64 {
@@ -69,6 +72,16 @@ pub struct Popped<P> {
     pub payload: P,
 }
 
+/// What [`EventQueue::pop_until`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pop<P> {
+    Event(Popped<P>),
+    /// Nothing pending.
+    Empty,
+    /// The earliest pending event is at this time, past the limit; nothing was removed.
+    Later(SimTime),
+}
+
 /// Pending events in (time, seq) order. `P` is the payload (for a simulation, the addressed message).
 pub struct EventQueue<P> {
     heap: BinaryHeap<Key>,
@@ -80,6 +93,9 @@ pub struct EventQueue<P> {
     now: SimTime,
     live: usize,
     heap_tombstones: usize,
+    /// The heap's top was handed out by `pop_until` but its key is still in place: the next push
+    /// replaces it (one sift instead of a pop's and a push's), anything else removes it first.
+    heap_top_taken: bool,
 }
 
 /// Why an event could not be scheduled.
@@ -112,6 +128,7 @@ impl<P> EventQueue<P> {
             now: SimTime::ZERO,
             live: 0,
             heap_tombstones: 0,
+            heap_top_taken: false,
         }
     }
 
@@ -138,7 +155,7 @@ impl<P> EventQueue<P> {
     }
 
     /// Schedules `payload` at `at`, which must not be before [`now`](Self::now).
-    #[inline]
+    #[inline(always)]
     pub fn push(&mut self, at: SimTime, payload: P) -> Result<TimerId, ScheduleError> {
         if at < self.now {
             return Err(ScheduleError::InThePast { at, now: self.now });
@@ -164,14 +181,21 @@ impl<P> EventQueue<P> {
                 s
             }
         };
+        let key = Key {
+            time: at.as_ns(),
+            seq,
+            slot,
+        };
         if at == self.now {
             self.immediate.push_back((seq, slot));
+        } else if self.heap_top_taken {
+            self.heap_top_taken = false;
+            *self
+                .heap
+                .peek_mut()
+                .expect("a taken top is still in the heap") = key;
         } else {
-            self.heap.push(Key {
-                time: at.as_ns(),
-                seq,
-                slot,
-            });
+            self.heap.push(key);
         }
         self.live += 1;
         Ok(TimerId { slot, seq })
@@ -205,7 +229,17 @@ impl<P> EventQueue<P> {
             .is_some_and(|e| e.seq == id.seq && e.payload.is_some())
     }
 
+    /// Completes a deferred removal of the heap's top.
+    #[inline(always)]
+    fn settle(&mut self) {
+        if self.heap_top_taken {
+            self.heap_top_taken = false;
+            self.heap.pop();
+        }
+    }
+
     fn maybe_compact(&mut self) {
+        self.settle();
         if self.heap_tombstones > 1024 && self.heap_tombstones > self.heap.len() / 2 {
             let slots = &self.slots;
             self.heap.retain(|k| {
@@ -218,6 +252,7 @@ impl<P> EventQueue<P> {
 
     /// Time of the next pending event, skipping tombstones.
     pub fn peek_time(&mut self) -> Option<SimTime> {
+        self.settle();
         self.skip_tombstones();
         if !self.immediate.is_empty() {
             return Some(self.now);
@@ -245,23 +280,44 @@ impl<P> EventQueue<P> {
     /// Removes and returns the earliest pending event by (time, seq), advancing `now` to its time.
     #[inline]
     pub fn pop(&mut self) -> Option<Popped<P>> {
+        match self.pop_until(SimTime::MAX) {
+            Pop::Event(p) => Some(p),
+            Pop::Empty | Pop::Later(_) => None,
+        }
+    }
+
+    /// Like [`pop`](Self::pop), but leaves the queue untouched when the earliest event is later
+    /// than `limit` (then its time is returned). One pass: the driver's bound check and the pop
+    /// share the work.
+    #[inline(always)]
+    pub fn pop_until(&mut self, limit: SimTime) -> Pop<P> {
         loop {
+            self.settle();
             // Choose between the FIFO front (at `now`) and the heap top (at `now` or later).
             let from_fifo = match (self.immediate.front(), self.heap.peek()) {
-                (None, None) => return None,
+                (None, None) => return Pop::Empty,
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
                 (Some(&(fseq, _)), Some(k)) => (self.now.as_ns(), fseq) < (k.time, k.seq),
             };
             let (time, seq, slot) = if from_fifo {
-                let (seq, slot) = self.immediate.pop_front().expect("checked non-empty");
+                let &(seq, slot) = self.immediate.front().expect("checked non-empty");
                 (self.now.as_ns(), seq, slot)
             } else {
-                let k = self.heap.pop().expect("checked non-empty");
+                let k = self.heap.peek().expect("checked non-empty");
                 (k.time, k.seq, k.slot)
             };
             let entry = &mut self.slots[slot as usize];
-            if entry.seq != seq || entry.payload.is_none() {
+            let live = entry.seq == seq && entry.payload.is_some();
+            if live && time > limit.as_ns() {
+                return Pop::Later(SimTime::from_ns(time));
+            }
+            if from_fifo {
+                self.immediate.pop_front();
+            } else {
+                self.heap_top_taken = true;
+            }
+            if !live {
                 if !from_fifo {
                     self.heap_tombstones -= 1;
                 }
@@ -272,7 +328,7 @@ impl<P> EventQueue<P> {
             self.live -= 1;
             debug_assert!(time >= self.now.as_ns(), "time went backwards");
             self.now = SimTime::from_ns(time);
-            return Some(Popped {
+            return Pop::Event(Popped {
                 time: self.now,
                 seq,
                 payload,

@@ -5,7 +5,7 @@
 //! stop, a bound was reached (events, simulated time, pending events), or an invariant broke.
 
 use super::component::{Component, ComponentId, Control, Envelope, Message, Outbox};
-use super::queue::{EventQueue, ScheduleError, TimerId};
+use super::queue::{EventQueue, Pop, Popped, ScheduleError, TimerId};
 use super::rng::{RootSeed, SimRng};
 use super::time::{SimDuration, SimTime};
 use super::trace::{EventRecord, TraceHash};
@@ -225,54 +225,68 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
         )
     }
 
-    /// Why the run cannot go on, if it cannot.
-    #[inline]
-    fn check_bounds(&mut self) -> Option<Outcome> {
+    /// The next event if the run may go on, or why it cannot.
+    #[inline(always)]
+    fn next_event(&mut self) -> Result<Popped<Envelope<M>>, Outcome> {
         if let Some(o) = &self.finished {
-            return Some(o.clone());
+            return Err(o.clone());
         }
-        let next = match self.queue.peek_time() {
-            None => return Some(Outcome::Drained),
-            Some(t) => t,
-        };
         let now = self.queue.now();
-        if next.since_start() > self.limits.max_time {
-            return Some(Outcome::TimeLimit { at: now });
-        }
         if self.events >= self.limits.max_events {
-            return Some(Outcome::EventLimit {
-                events: self.events,
-                at: now,
+            return Err(if self.queue.peek_time().is_none() {
+                Outcome::Drained
+            } else {
+                Outcome::EventLimit {
+                    events: self.events,
+                    at: now,
+                }
             });
         }
         if self.queue.len() > self.limits.max_pending {
-            return Some(Outcome::PendingLimit {
+            return Err(Outcome::PendingLimit {
                 pending: self.queue.len(),
                 at: now,
             });
         }
-        None
+        let limit = SimTime::ZERO.saturating_add(self.limits.max_time);
+        match self.queue.pop_until(limit) {
+            Pop::Event(p) => Ok(p),
+            Pop::Empty => Err(Outcome::Drained),
+            Pop::Later(_) => Err(Outcome::TimeLimit { at: now }),
+        }
     }
 
     /// Processes the next event and says which it was, or why the run is over.
     pub fn step(&mut self) -> Step {
-        if let Some(o) = self.check_bounds() {
-            self.finished = Some(o.clone());
-            return Step::Finished(o);
-        }
-        match self.process_one() {
-            Ok(rec) => Step::Event(rec),
-            Err(o) => Step::Finished(o),
+        match self.next_event() {
+            Ok(popped) => {
+                let kind_name = popped.payload.msg.kind_name();
+                let (to, time) = (popped.payload.to, popped.time);
+                let (index, kind_code) = (self.events, popped.payload.msg.kind_code());
+                match self.dispatch(popped) {
+                    Ok(()) => Step::Event(EventRecord {
+                        index,
+                        time,
+                        component: to,
+                        kind_code,
+                        kind_name,
+                    }),
+                    Err(o) => Step::Finished(o),
+                }
+            }
+            Err(o) => {
+                self.finished = Some(o.clone());
+                Step::Finished(o)
+            }
         }
     }
 
-    #[inline]
-    fn process_one(&mut self) -> Result<EventRecord, Outcome> {
-        let popped = self.queue.pop().expect("check_bounds saw a pending event");
+    /// Hands one event to its component; `Err` when the component stopped the run or reported a
+    /// broken invariant.
+    #[inline(always)]
+    fn dispatch(&mut self, popped: Popped<Envelope<M>>) -> Result<(), Outcome> {
         let Envelope { to, msg } = popped.payload;
-        let (kind_code, kind_name) = (msg.kind_code(), msg.kind_name());
-        self.trace.mix(popped.time, to, kind_code);
-        let index = self.events;
+        self.trace.mix(popped.time, to, msg.kind_code());
         self.events += 1;
         let component = &mut self.components[to.index()];
         let mut out = Outbox::new(
@@ -297,23 +311,19 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
             self.finished = Some(outcome.clone());
             return Err(outcome);
         }
-        Ok(EventRecord {
-            index,
-            time: popped.time,
-            component: to,
-            kind_code,
-            kind_name,
-        })
+        Ok(())
     }
 
     /// Runs until the run ends (see [`Outcome`]).
     pub fn run(&mut self) -> RunReport {
         let outcome = loop {
-            if let Some(o) = self.check_bounds() {
-                break o;
-            }
-            if let Err(o) = self.process_one() {
-                break o;
+            match self.next_event() {
+                Ok(popped) => {
+                    if let Err(o) = self.dispatch(popped) {
+                        break o;
+                    }
+                }
+                Err(o) => break o,
             }
         };
         self.finished = Some(outcome.clone());

@@ -14,7 +14,10 @@ impl Handle {
         (self.generation as u64) << 32 | self.slot as u64
     }
     pub const fn from_u64(v: u64) -> Handle {
-        Handle { slot: v as u32, generation: (v >> 32) as u32 }
+        Handle {
+            slot: v as u32,
+            generation: (v >> 32) as u32,
+        }
     }
     pub const fn slot(self) -> usize {
         self.slot as usize
@@ -41,7 +44,11 @@ impl<T> Default for Slab<T> {
 
 impl<T> Slab<T> {
     pub fn new() -> Slab<T> {
-        Slab { entries: Vec::new(), free: Vec::new(), len: 0 }
+        Slab {
+            entries: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -58,24 +65,39 @@ impl<T> Slab<T> {
                 let e = &mut self.entries[slot as usize];
                 debug_assert!(e.value.is_none());
                 e.value = Some(value);
-                Handle { slot, generation: e.generation }
+                Handle {
+                    slot,
+                    generation: e.generation,
+                }
             }
             None => {
                 let slot = u32::try_from(self.entries.len()).expect("more than 2^32 live records");
-                self.entries.push(Entry { generation: 0, value: Some(value) });
-                Handle { slot, generation: 0 }
+                self.entries.push(Entry {
+                    generation: 0,
+                    value: Some(value),
+                });
+                Handle {
+                    slot,
+                    generation: 0,
+                }
             }
         }
     }
 
     #[inline]
     pub fn get(&self, h: Handle) -> Option<&T> {
-        self.entries.get(h.slot()).filter(|e| e.generation == h.generation).and_then(|e| e.value.as_ref())
+        self.entries
+            .get(h.slot())
+            .filter(|e| e.generation == h.generation)
+            .and_then(|e| e.value.as_ref())
     }
 
     #[inline]
     pub fn get_mut(&mut self, h: Handle) -> Option<&mut T> {
-        self.entries.get_mut(h.slot()).filter(|e| e.generation == h.generation).and_then(|e| e.value.as_mut())
+        self.entries
+            .get_mut(h.slot())
+            .filter(|e| e.generation == h.generation)
+            .and_then(|e| e.value.as_mut())
     }
 
     /// Removes the record; `None` if the handle is stale.
@@ -94,7 +116,15 @@ impl<T> Slab<T> {
     /// Live records in slot order (deterministic).
     pub fn iter(&self) -> impl Iterator<Item = (Handle, &T)> {
         self.entries.iter().enumerate().filter_map(|(i, e)| {
-            e.value.as_ref().map(|v| (Handle { slot: i as u32, generation: e.generation }, v))
+            e.value.as_ref().map(|v| {
+                (
+                    Handle {
+                        slot: i as u32,
+                        generation: e.generation,
+                    },
+                    v,
+                )
+            })
         })
     }
 }
@@ -117,7 +147,10 @@ mod tests {
         assert_eq!(Handle::from_u64(b.to_u64()), b);
         assert_eq!(s.len(), 1);
         let c = s.insert("c");
-        assert_eq!(s.iter().map(|(_, v)| *v).collect::<Vec<_>>(), vec!["b", "c"]);
+        assert_eq!(
+            s.iter().map(|(_, v)| *v).collect::<Vec<_>>(),
+            vec!["b", "c"]
+        );
         *s.get_mut(c).unwrap() = "C";
         assert_eq!(s.get(c), Some(&"C"));
     }

@@ -82,13 +82,18 @@ impl SimDuration {
     /// The conversion is one IEEE multiplication and one rounding: the same bits on every machine.
     #[inline]
     pub fn from_secs_f64(s: f64) -> SimDuration {
-        let ns = (s * 1e9).round();
-        if ns.is_nan() || ns <= 0.0 {
+        let x = s * 1e9;
+        if x.is_nan() || x <= 0.0 {
             SimDuration(0)
-        } else if ns >= u64::MAX as f64 {
+        } else if x >= i64::MAX as f64 {
+            // Past ~292 years: saturate (no run gets near; the time limit ends runs long before).
             SimDuration(u64::MAX)
         } else {
-            SimDuration(ns as u64)
+            // Round half away from zero, as `f64::round`, without its library call; signed
+            // conversions are single instructions on x86-64, unsigned ones are not. The fraction
+            // `x - trunc(x)` is exact for every x below 2^53, and x ≥ 2^52 has no fraction.
+            let t = x as i64;
+            SimDuration((if x - t as f64 >= 0.5 { t + 1 } else { t }) as u64)
         }
     }
     pub const fn as_ns(self) -> u64 {

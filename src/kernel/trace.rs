@@ -16,10 +16,14 @@ impl TraceHash {
         TraceHash(0x6a09_e667_f3bc_c908)
     }
 
-    #[inline]
+    /// Folds one event in: one SplitMix64 finaliser over the running hash combined with the
+    /// event's time and its (component, kind) word, spread by an odd constant so a change in
+    /// either cannot cancel the other.
+    #[inline(always)]
     pub fn mix(&mut self, time: SimTime, component: ComponentId, kind_code: u32) {
-        let h = mix64(self.0.wrapping_add(time.as_ns()));
-        self.0 = mix64(h ^ ((component.index() as u64) << 32 | u64::from(kind_code)));
+        let who = ((component.index() as u64) << 32 | u64::from(kind_code))
+            .wrapping_mul(0xD6E8_FEB8_6659_FD93);
+        self.0 = mix64(self.0.rotate_left(29) ^ time.as_ns() ^ who);
     }
 
     pub fn value(self) -> u64 {

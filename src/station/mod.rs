@@ -6,8 +6,8 @@
 //! This is the seed of the API front end: a node's worker pool and accept queue are a station.
 
 use crate::kernel::{
-    Component, ComponentId, Dist, Limits, Message, Outbox, RootSeed, RunReport, Sim, SimRng,
-    SimTime,
+    Component, ComponentId, Dist, Limits, Message, Outbox, RootSeed, RunReport, Sim, SimDuration,
+    SimRng, SimTime,
 };
 use crate::metrics::{HistogramId, LatencyHistogram};
 use std::collections::VecDeque;
@@ -15,9 +15,10 @@ use std::collections::VecDeque;
 /// The events of a station world.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StationMsg {
-    /// The source's own timer: emit the next customer.
-    Tick,
-    /// A customer reaches the station; `intended` is when it was meant to start.
+    /// The station's own open-loop arrival: schedules the next one, then arrives.
+    OpenArrival { intended: SimTime },
+    /// A customer sent by another component reaches the station; `intended` is when it was
+    /// meant to start.
     Arrival { intended: SimTime },
     /// A server finishes the customer that arrived at `intended`.
     Departure { intended: SimTime },
@@ -27,76 +28,56 @@ impl Message for StationMsg {
     #[inline]
     fn kind_code(&self) -> u32 {
         match self {
-            StationMsg::Tick => 0,
+            StationMsg::OpenArrival { .. } => 0,
             StationMsg::Arrival { .. } => 1,
             StationMsg::Departure { .. } => 2,
         }
     }
     fn kind_name(&self) -> &'static str {
         match self {
-            StationMsg::Tick => "Tick",
+            StationMsg::OpenArrival { .. } => "OpenArrival",
             StationMsg::Arrival { .. } => "Arrival",
             StationMsg::Departure { .. } => "Departure",
         }
     }
 }
 
-/// An open-loop arrival process: emits `Arrival`s to its target at instants drawn from the
-/// inter-arrival distribution, whatever the target's state (no coordinated omission).
+/// An open-loop arrival process owned by the station: each arrival schedules the next one at an
+/// instant drawn from the inter-arrival distribution, whatever the station's state (no
+/// coordinated omission). Owning it saves one event per customer against a separate source
+/// component; arrivals from elsewhere (another component's `Arrival` messages) work the same.
 #[derive(Clone, Debug)]
-pub struct Source {
+pub struct OpenArrivals {
     inter_arrival: Dist,
     rng: SimRng,
-    target: ComponentId,
     remaining: u64,
 }
 
-impl Source {
-    /// A source that emits `customers` arrivals to `target`; the first one an inter-arrival time
-    /// after it is started with a `Tick`.
-    pub fn new(inter_arrival: Dist, rng: SimRng, target: ComponentId, customers: u64) -> Source {
-        Source {
+impl OpenArrivals {
+    /// `customers` arrivals in all.
+    pub fn new(inter_arrival: Dist, rng: SimRng, customers: u64) -> OpenArrivals {
+        OpenArrivals {
             inter_arrival,
             rng,
-            target,
             remaining: customers,
         }
     }
 
-    /// Arrivals still to emit.
-    pub fn remaining(&self) -> u64 {
-        self.remaining
-    }
-
-    /// The delay before the first arrival (call once, then schedule a `Tick` after it).
-    pub fn first_delay(&mut self) -> crate::kernel::SimDuration {
-        self.inter_arrival.sample_duration(&mut self.rng)
-    }
-
+    /// Draws the next gap and counts one arrival; `None` when all have been emitted.
     #[inline]
-    fn on_event(&mut self, msg: StationMsg, out: &mut Outbox<'_, StationMsg>) {
-        debug_assert_eq!(msg, StationMsg::Tick, "a source only handles its own ticks");
+    fn next_gap(&mut self) -> Option<SimDuration> {
         if self.remaining == 0 {
-            return;
+            return None;
         }
         self.remaining -= 1;
-        out.send(
-            self.target,
-            crate::kernel::SimDuration::ZERO,
-            StationMsg::Arrival {
-                intended: out.now(),
-            },
-        );
-        if self.remaining > 0 {
-            let gap = self.inter_arrival.sample_duration(&mut self.rng);
-            out.schedule(gap, StationMsg::Tick);
-        }
+        Some(self.inter_arrival.sample_duration(&mut self.rng))
     }
 }
 
 /// `c` identical FCFS servers with room for at most `capacity` customers in the system.
 #[derive(Clone, Debug)]
 pub struct Station {
+    arrivals: Option<OpenArrivals>,
     service: Dist,
     rng: SimRng,
     servers: u32,
@@ -104,11 +85,10 @@ pub struct Station {
     busy: u32,
     waiting: VecDeque<SimTime>,
     response: HistogramId,
-    /// Completions not recorded (warm-up).
-    warmup_completions: u64,
-    /// Arrivals whose admission is not counted towards blocking (warm-up).
-    warmup_arrivals: u64,
-    arrivals: u64,
+    /// Warm-up: the first this many completions are not recorded, and the first this many
+    /// arrivals do not count towards blocking.
+    warmup_customers: u64,
+    arrivals_seen: u64,
     rejected: u64,
     rejected_measured: u64,
     completions: u64,
@@ -139,13 +119,13 @@ pub struct StationCounts {
 impl Station {
     /// `capacity` = most customers in the system (in service + waiting); `None` = unbounded.
     pub fn new(
+        arrivals: Option<OpenArrivals>,
         service: Dist,
         rng: SimRng,
         servers: u32,
         capacity: Option<u64>,
         response: HistogramId,
-        warmup_completions: u64,
-        warmup_arrivals: u64,
+        warmup_customers: u64,
     ) -> Station {
         assert!(servers > 0, "a station needs at least one server");
         let capacity = capacity.unwrap_or(u64::MAX);
@@ -154,6 +134,7 @@ impl Station {
             "capacity below the number of servers"
         );
         Station {
+            arrivals,
             service,
             rng,
             servers,
@@ -161,13 +142,12 @@ impl Station {
             busy: 0,
             waiting: VecDeque::with_capacity(1024),
             response,
-            warmup_completions,
-            warmup_arrivals,
-            arrivals: 0,
+            warmup_customers,
+            arrivals_seen: 0,
             rejected: 0,
             rejected_measured: 0,
             completions: 0,
-            window_start: (warmup_completions == 0).then_some(SimTime::ZERO),
+            window_start: (warmup_customers == 0).then_some(SimTime::ZERO),
             last_change: SimTime::ZERO,
             busy_ns: 0,
         }
@@ -180,12 +160,12 @@ impl Station {
 
     pub fn counts(&self) -> StationCounts {
         StationCounts {
-            arrivals: self.arrivals,
+            arrivals: self.arrivals_seen,
             rejected: self.rejected,
             rejected_measured: self.rejected_measured,
-            arrivals_measured: self.arrivals.saturating_sub(self.warmup_arrivals),
+            arrivals_measured: self.arrivals_seen.saturating_sub(self.warmup_customers),
             completions: self.completions,
-            recorded: self.completions.saturating_sub(self.warmup_completions),
+            recorded: self.completions.saturating_sub(self.warmup_customers),
             busy_server_ns: self.busy_ns,
             window_ns: self
                 .window_start
@@ -212,11 +192,21 @@ impl Station {
     fn on_event(&mut self, msg: StationMsg, out: &mut Outbox<'_, StationMsg>) {
         let now = out.now();
         match msg {
-            StationMsg::Arrival { intended } => {
-                self.arrivals += 1;
+            StationMsg::OpenArrival { intended } | StationMsg::Arrival { intended } => {
+                if let StationMsg::OpenArrival { .. } = msg {
+                    if let Some(gap) = self.arrivals.as_mut().and_then(OpenArrivals::next_gap) {
+                        out.schedule(
+                            gap,
+                            StationMsg::OpenArrival {
+                                intended: now.saturating_add(gap),
+                            },
+                        );
+                    }
+                }
+                self.arrivals_seen += 1;
                 if self.in_system() >= self.capacity {
                     self.rejected += 1;
-                    if self.arrivals > self.warmup_arrivals {
+                    if self.arrivals_seen > self.warmup_customers {
                         self.rejected_measured += 1;
                     }
                     return;
@@ -232,9 +222,9 @@ impl Station {
             StationMsg::Departure { intended } => {
                 self.account_busy(now);
                 self.completions += 1;
-                if self.completions > self.warmup_completions {
+                if self.completions > self.warmup_customers {
                     out.record(self.response, now.saturating_since(intended).as_ns());
-                } else if self.completions == self.warmup_completions {
+                } else if self.completions == self.warmup_customers {
                     self.window_start = Some(now);
                 }
                 if let Some(next) = self.waiting.pop_front() {
@@ -243,29 +233,16 @@ impl Station {
                     self.busy -= 1;
                 }
             }
-            StationMsg::Tick => {
-                out.violation("a station received a source tick: the world is wired wrong");
-            }
         }
         debug_assert!(self.busy <= self.servers);
         debug_assert!(self.in_system() <= self.capacity);
     }
 }
 
-/// The components of a station world (static dispatch: the fastest way to run it).
-#[derive(Clone, Debug)]
-pub enum StationNode {
-    Source(Source),
-    Station(Station),
-}
-
-impl Component<StationMsg> for StationNode {
+impl Component<StationMsg> for Station {
     #[inline]
     fn on_event(&mut self, msg: StationMsg, out: &mut Outbox<'_, StationMsg>) {
-        match self {
-            StationNode::Source(s) => s.on_event(msg, out),
-            StationNode::Station(s) => s.on_event(msg, out),
-        }
+        Station::on_event(self, msg, out)
     }
 }
 
@@ -365,13 +342,13 @@ impl StationConfig {
         (self.customers as f64 * self.warmup_fraction) as u64
     }
 
-    /// The world of this experiment, ready to run: a source and a station.
-    pub fn build(&self, seed: RootSeed) -> (Sim<StationMsg, StationNode>, ComponentId) {
+    /// The world of this experiment, ready to run: one station owning its open-loop arrivals.
+    pub fn build(&self, seed: RootSeed) -> (Sim<StationMsg, Station>, ComponentId) {
         let n = self.customers;
         let limits = Limits {
-            // Three events per customer (tick, arrival, departure) plus slack: hitting this bound
-            // means a bug, and it is reported as the run's outcome.
-            max_events: 3 * n + 16,
+            // Two events per customer (arrival, departure) plus slack: hitting this bound means a
+            // bug, and it is reported as the run's outcome.
+            max_events: 2 * n + 16,
             max_time: Limits::GENEROUS.max_time,
             max_pending: usize::try_from(n.saturating_add(u64::from(self.servers)) + 16)
                 .unwrap_or(usize::MAX),
@@ -379,30 +356,23 @@ impl StationConfig {
         let mut sim = Sim::new(seed, limits);
         let response = sim.metrics_mut().histogram("station.response_ns");
         let warm = self.warmup_customers();
-        // Ids are issued in order: the station is #0, the source #1.
-        let station_id = sim.add(
-            "station",
-            StationNode::Station(Station::new(
-                self.service.clone(),
-                seed.fork("station.service"),
-                self.servers,
-                self.capacity,
-                response,
-                warm,
-                warm,
-            )),
+        let mut arrivals =
+            OpenArrivals::new(self.inter_arrival.clone(), seed.fork("station.arrivals"), n);
+        let first = arrivals.next_gap().expect("at least one customer");
+        let station = Station::new(
+            Some(arrivals),
+            self.service.clone(),
+            seed.fork("station.service"),
+            self.servers,
+            self.capacity,
+            response,
+            warm,
         );
-        let mut source = Source::new(
-            self.inter_arrival.clone(),
-            seed.fork("station.arrivals"),
-            station_id,
-            n,
-        );
-        let first = source.first_delay();
-        let source_id = sim.add("source", StationNode::Source(source));
-        sim.schedule(SimTime::ZERO + first, source_id, StationMsg::Tick)
+        let id = sim.add("station", station);
+        let at = SimTime::ZERO + first;
+        sim.schedule(at, id, StationMsg::OpenArrival { intended: at })
             .expect("the first event is at or after time zero");
-        (sim, station_id)
+        (sim, id)
     }
 }
 
@@ -440,9 +410,7 @@ impl StationResult {
 pub fn run_station(cfg: &StationConfig, seed: RootSeed) -> StationResult {
     let (mut sim, station_id) = cfg.build(seed);
     let report = sim.run();
-    let StationNode::Station(station) = sim.component(station_id) else {
-        unreachable!("build() puts the station at its id")
-    };
+    let station = sim.component(station_id);
     let counts = station.counts();
     let response = sim.metrics().get_histogram(station.response).clone();
     StationResult {
