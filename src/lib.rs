@@ -31,8 +31,14 @@
 //! ```
 
 pub mod analytic;
+pub mod api;
 pub mod cli;
+pub mod db;
+pub mod deps;
+pub mod gc;
 pub mod kernel;
 pub mod metrics;
 pub mod report;
 pub mod station;
+pub mod traffic;
+pub mod world;

@@ -1,0 +1,936 @@
+//! An API server node: thread-per-request workers behind a bounded accept queue, CPU cores,
+//! a JVM-like heap whose stop-the-world pauses freeze the node, a database connection pool, and
+//! calls to dependencies with the caller's timeout and retry policy. Each API runs as a short
+//! plan of steps (CPU, database queries, dependency calls) on the worker that took the request.
+
+use super::types::{Api, ErrorCode, InstanceIdRange, InstanceState, Request, Response, Status};
+use crate::db::{
+    Acquire, ConnectionPool, DbError, DbOp, DbQuery, DbReply, DbResult, UpdateOutcome, WaiterTicket,
+};
+use crate::deps::{CallOutcome, DepCall, DepOp, DepReply, RetryPolicy};
+use crate::gc::{Heap, HeapConfig, Pause};
+use crate::kernel::{
+    ComponentId, Dist, Handle, Outbox, SimDuration, SimRng, SimTime, Slab, TimerId,
+};
+use crate::metrics::{CounterId, HistogramId, Registry};
+use crate::world::Msg;
+use std::collections::VecDeque;
+
+/// The dependencies a node calls, by role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DepIds {
+    pub inventory: ComponentId,
+    pub image: ComponentId,
+}
+
+/// A validated node configuration (see [`NodeConfigBuilder`]).
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    workers: u32,
+    cores: u32,
+    accept_queue: u32,
+    cpu: [Dist; Api::COUNT],
+    alloc_bytes: [Dist; Api::COUNT],
+    heap: HeapConfig,
+    pool_size: u32,
+    pool_wait_limit: u32,
+    pool_acquire_timeout: SimDuration,
+    db_hop: SimDuration,
+    dep_hop: SimDuration,
+    gateway_hop: SimDuration,
+    dep_timeout: SimDuration,
+    dep_retry: RetryPolicy,
+    page_size: u16,
+    shed_expired: bool,
+}
+
+/// Why a node configuration is not valid; each variant says what to change.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NodeConfigError {
+    #[error("`{field}` must be at least 1")]
+    Zero { field: &'static str },
+    #[error("`{field}` must be longer than 0 (e.g. \"50ms\")")]
+    ZeroDuration { field: &'static str },
+    #[error("`page_size` must be 1..=100 (ECS's DescribeInstances maximum), got {0}")]
+    PageSize(u16),
+}
+
+/// Builds a [`NodeConfig`]; every field starts at a documented *(assumed)* default.
+#[derive(Clone, Debug)]
+pub struct NodeConfigBuilder(NodeConfig);
+
+impl NodeConfigBuilder {
+    /// Defaults *(assumed)*: 200 workers, 8 cores, accept queue 1,000, Describe* 2 ms of CPU and
+    /// mutating APIs 5 ms (lognormal, p99 = 4× p50), 256 KiB allocated per Describe and 2 MiB per
+    /// mutating call, the given heap, a 50-connection pool with 200 waiters and a 200 ms acquire
+    /// timeout, 0.25 ms network hops, dependency timeout 2 s with the default retry policy,
+    /// 10 instances per page, and shedding of requests whose deadline passed in the queue.
+    pub fn new(heap: HeapConfig) -> NodeConfigBuilder {
+        let ms = |p50: f64| Dist::lognormal_p50_p99(p50 * 1e-3, 4.0 * p50 * 1e-3).expect("valid");
+        let kib = |k: f64| Dist::lognormal_mean_cs2(k * 1024.0, 1.0).expect("valid");
+        NodeConfigBuilder(NodeConfig {
+            workers: 200,
+            cores: 8,
+            accept_queue: 1_000,
+            cpu: Api::ALL.map(|a| if a.is_mutating() { ms(5.0) } else { ms(2.0) }),
+            alloc_bytes: Api::ALL.map(|a| {
+                if a.is_mutating() {
+                    kib(2048.0)
+                } else {
+                    kib(256.0)
+                }
+            }),
+            heap,
+            pool_size: 50,
+            pool_wait_limit: 200,
+            pool_acquire_timeout: SimDuration::from_ms(200),
+            db_hop: SimDuration::from_us(250),
+            dep_hop: SimDuration::from_us(250),
+            gateway_hop: SimDuration::from_us(250),
+            dep_timeout: SimDuration::from_secs(2),
+            dep_retry: RetryPolicy::default(),
+            page_size: 10,
+            shed_expired: true,
+        })
+    }
+    pub fn workers(mut self, n: u32) -> Self {
+        self.0.workers = n;
+        self
+    }
+    pub fn cores(mut self, n: u32) -> Self {
+        self.0.cores = n;
+        self
+    }
+    pub fn accept_queue(mut self, n: u32) -> Self {
+        self.0.accept_queue = n;
+        self
+    }
+    /// CPU time of one call of `api` (seconds).
+    pub fn cpu(mut self, api: Api, d: Dist) -> Self {
+        self.0.cpu[api.index()] = d;
+        self
+    }
+    /// CPU time of every API (seconds).
+    pub fn cpu_all(mut self, d: Dist) -> Self {
+        self.0.cpu = Api::ALL.map(|_| d.clone());
+        self
+    }
+    /// Bytes allocated by one call of `api`.
+    pub fn alloc_bytes(mut self, api: Api, d: Dist) -> Self {
+        self.0.alloc_bytes[api.index()] = d;
+        self
+    }
+    pub fn heap(mut self, heap: HeapConfig) -> Self {
+        self.0.heap = heap;
+        self
+    }
+    pub fn pool(mut self, size: u32, wait_limit: u32, acquire_timeout: SimDuration) -> Self {
+        self.0.pool_size = size;
+        self.0.pool_wait_limit = wait_limit;
+        self.0.pool_acquire_timeout = acquire_timeout;
+        self
+    }
+    /// One-way network delays to the database, the dependencies and the gateway.
+    pub fn hops(mut self, db: SimDuration, dep: SimDuration, gateway: SimDuration) -> Self {
+        self.0.db_hop = db;
+        self.0.dep_hop = dep;
+        self.0.gateway_hop = gateway;
+        self
+    }
+    pub fn dependency_calls(mut self, timeout: SimDuration, retry: RetryPolicy) -> Self {
+        self.0.dep_timeout = timeout;
+        self.0.dep_retry = retry;
+        self
+    }
+    pub fn page_size(mut self, n: u16) -> Self {
+        self.0.page_size = n;
+        self
+    }
+    /// Whether a worker drops a request whose deadline passed while it waited in the queue.
+    pub fn shed_expired(mut self, on: bool) -> Self {
+        self.0.shed_expired = on;
+        self
+    }
+    pub fn build(self) -> Result<NodeConfig, NodeConfigError> {
+        let c = self.0;
+        for (field, v) in [
+            ("workers", c.workers),
+            ("cores", c.cores),
+            ("accept_queue", c.accept_queue),
+            ("pool_size", c.pool_size),
+        ] {
+            if v == 0 {
+                return Err(NodeConfigError::Zero { field });
+            }
+        }
+        if c.pool_acquire_timeout.is_zero() {
+            return Err(NodeConfigError::ZeroDuration {
+                field: "pool_acquire_timeout",
+            });
+        }
+        if c.dep_timeout.is_zero() {
+            return Err(NodeConfigError::ZeroDuration {
+                field: "dep_timeout",
+            });
+        }
+        if !(1..=100).contains(&c.page_size) {
+            return Err(NodeConfigError::PageSize(c.page_size));
+        }
+        Ok(c)
+    }
+}
+
+impl NodeConfig {
+    pub fn workers(&self) -> u32 {
+        self.workers
+    }
+    pub fn accept_queue(&self) -> u32 {
+        self.accept_queue
+    }
+    pub fn heap(&self) -> &HeapConfig {
+        &self.heap
+    }
+}
+
+/// A node's own timers and deferred work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeTimer {
+    /// A request's CPU burst ends.
+    CpuDone(Handle),
+    /// A request waited too long for a database connection.
+    ConnTimeout(Handle),
+    /// A dependency call's attempt got no reply in time.
+    DepTimeout { req: Handle, attempt: u8 },
+    /// A dependency call's backoff ended: try again.
+    DepRetry(Handle),
+    /// A stop-the-world pause ends.
+    Resume,
+    /// Background allocation may have filled the young generation.
+    GcCheck,
+}
+
+/// Where a request is in its plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for a core.
+    CpuQueued,
+    /// On a core until `end`.
+    Cpu { end: SimTime, timer: TimerId },
+    /// Waiting for a database connection.
+    ConnWait {
+        ticket: WaiterTicket,
+        timer: TimerId,
+        op: DbOp,
+        replica: bool,
+    },
+    /// A query is out.
+    Db,
+    /// A dependency call's attempt `attempt` is out.
+    Dep { attempt: u8, timer: TimerId },
+    /// Waiting out a retry backoff.
+    Backoff { attempt: u8 },
+}
+
+/// One request on a worker.
+#[derive(Clone, Copy, Debug)]
+struct Work {
+    req: Request,
+    gw: Handle,
+    /// Steps of the plan done so far.
+    step: u8,
+    phase: Phase,
+    created: Option<InstanceIdRange>,
+    state: Option<InstanceState>,
+    /// Instances the inventory granted (RunInstances `MinAmount` semantics).
+    granted: u16,
+}
+
+/// What the next step of a plan is.
+enum Next {
+    Cpu,
+    Db(DbOp, bool),
+    Dep(DepOp),
+    Done(Status),
+}
+
+/// Node metric ids.
+#[derive(Clone, Debug)]
+struct NodeMetrics {
+    latency: HistogramId,
+    queue_wait: HistogramId,
+    rejected_queue_full: CounterId,
+    shed_expired: CounterId,
+    deadline_aborts: CounterId,
+    pool_timeouts: CounterId,
+    pool_rejected: CounterId,
+    db_errors: CounterId,
+    dep_attempts: CounterId,
+    dep_retries: CounterId,
+    dep_timeouts: CounterId,
+    gc_pause: HistogramId,
+}
+
+impl NodeMetrics {
+    fn register(reg: &mut Registry, name: &str) -> NodeMetrics {
+        let h = |reg: &mut Registry, m: &str| reg.histogram(&format!("{name}.{m}"));
+        let c = |reg: &mut Registry, m: &str| reg.counter(&format!("{name}.{m}"));
+        NodeMetrics {
+            latency: h(reg, "latency_ns"),
+            queue_wait: h(reg, "queue_wait_ns"),
+            rejected_queue_full: c(reg, "rejected_queue_full"),
+            shed_expired: c(reg, "shed_expired"),
+            deadline_aborts: c(reg, "deadline_aborts"),
+            pool_timeouts: c(reg, "pool_timeouts"),
+            pool_rejected: c(reg, "pool_rejected"),
+            db_errors: c(reg, "db_errors"),
+            dep_attempts: c(reg, "dep_attempts"),
+            dep_retries: c(reg, "dep_retries"),
+            dep_timeouts: c(reg, "dep_timeouts"),
+            gc_pause: h(reg, "gc_pause_ns"),
+        }
+    }
+}
+
+/// An API server node.
+pub struct ApiNode {
+    cfg: NodeConfig,
+    rng: SimRng,
+    gateway: ComponentId,
+    db: ComponentId,
+    deps: DepIds,
+    heap: Heap,
+    pool: ConnectionPool<Handle>,
+    /// Accepted requests waiting for a worker: (gateway handle, request, arrival at the node).
+    queue: VecDeque<(Handle, Request, SimTime)>,
+    free_workers: u32,
+    free_cores: u32,
+    cpu_queue: VecDeque<Handle>,
+    work: Slab<Work>,
+    /// While `Some(t)`, the node is stopped until t: events are deferred.
+    paused_until: Option<SimTime>,
+    deferred: Vec<Msg>,
+    gc_check: Option<TimerId>,
+    metrics: NodeMetrics,
+}
+
+impl ApiNode {
+    /// `name` prefixes the node's metrics (e.g. `node.3`).
+    pub fn new(
+        cfg: NodeConfig,
+        rng: SimRng,
+        gateway: ComponentId,
+        db: ComponentId,
+        deps: DepIds,
+        name: &str,
+        registry: &mut Registry,
+    ) -> ApiNode {
+        let heap = Heap::new(cfg.heap);
+        let pool = ConnectionPool::new(cfg.pool_size, cfg.pool_wait_limit);
+        ApiNode {
+            free_workers: cfg.workers,
+            free_cores: cfg.cores,
+            rng,
+            gateway,
+            db,
+            deps,
+            heap,
+            pool,
+            queue: VecDeque::new(),
+            cpu_queue: VecDeque::new(),
+            work: Slab::new(),
+            paused_until: None,
+            deferred: Vec::new(),
+            gc_check: None,
+            metrics: NodeMetrics::register(registry, name),
+            cfg,
+        }
+    }
+
+    pub fn heap(&self) -> &Heap {
+        &self.heap
+    }
+    pub fn in_flight(&self) -> usize {
+        self.work.len()
+    }
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+    pub fn pool(&self) -> &ConnectionPool<Handle> {
+        &self.pool
+    }
+
+    /// Arms the background-allocation timer; call once when the world starts.
+    pub fn start(&mut self, out: &mut Outbox<'_, Msg>) {
+        self.arm_gc_check(out);
+    }
+
+    fn arm_gc_check(&mut self, out: &mut Outbox<'_, Msg>) {
+        if let Some(t) = self.gc_check.take() {
+            out.cancel(t);
+        }
+        if let Some(at) = self.heap.next_background_trigger(out.now()) {
+            self.gc_check = Some(out.send_at(out.me(), at, Msg::Node(NodeTimer::GcCheck)));
+        }
+    }
+
+    /// Handles every message addressed to the node.
+    pub fn on_message(&mut self, msg: Msg, out: &mut Outbox<'_, Msg>) {
+        if let Msg::Node(NodeTimer::Resume) = msg {
+            return self.resume(out);
+        }
+        if self.paused_until.is_some() {
+            // Stop-the-world: the OS still accepts connections into the backlog, but no thread
+            // runs. Everything else waits for the pause to end.
+            if let Msg::Dispatch { handle, req } = msg {
+                self.admit(handle, req, out);
+            } else {
+                self.deferred.push(msg);
+            }
+            return;
+        }
+        self.handle(msg, out);
+    }
+
+    fn handle(&mut self, msg: Msg, out: &mut Outbox<'_, Msg>) {
+        match msg {
+            Msg::Dispatch { handle, req } => {
+                self.admit(handle, req, out);
+                self.start_work(out);
+            }
+            Msg::Node(t) => self.on_timer(t, out),
+            Msg::DbReply(r) => self.on_db_reply(r, out),
+            Msg::DepReply(r) => self.on_dep_reply(r, out),
+            other => out.violation(format!(
+                "an API node received {}",
+                crate::kernel::Message::kind_name(&other)
+            )),
+        }
+    }
+
+    fn admit(&mut self, handle: Handle, req: Request, out: &mut Outbox<'_, Msg>) {
+        if self.queue.len() >= self.cfg.accept_queue as usize {
+            out.count(self.metrics.rejected_queue_full, 1);
+            self.respond_early(
+                handle,
+                &req,
+                Status::Err(ErrorCode::ServiceUnavailable),
+                out,
+            );
+            return;
+        }
+        self.queue.push_back((handle, req, out.now()));
+    }
+
+    /// Answers without a worker (queue full, shed).
+    fn respond_early(
+        &mut self,
+        gw: Handle,
+        req: &Request,
+        status: Status,
+        out: &mut Outbox<'_, Msg>,
+    ) {
+        let resp = Response {
+            id: req.id,
+            api: req.api,
+            account: req.account,
+            intended: req.intended,
+            status,
+            instances: None,
+            state: None,
+        };
+        out.send(
+            self.gateway,
+            self.cfg.gateway_hop,
+            Msg::Response { handle: gw, resp },
+        );
+    }
+
+    /// Gives queued requests to free workers.
+    fn start_work(&mut self, out: &mut Outbox<'_, Msg>) {
+        while self.paused_until.is_none() && self.free_workers > 0 {
+            let Some((gw, req, arrived)) = self.queue.pop_front() else {
+                break;
+            };
+            let now = out.now();
+            if self.cfg.shed_expired && now >= req.deadline {
+                out.count(self.metrics.shed_expired, 1);
+                self.respond_early(gw, &req, Status::Err(ErrorCode::ServiceUnavailable), out);
+                continue;
+            }
+            out.record(
+                self.metrics.queue_wait,
+                now.saturating_since(arrived).as_ns(),
+            );
+            self.free_workers -= 1;
+            let h = self.work.insert(Work {
+                req,
+                gw,
+                step: 0,
+                phase: Phase::CpuQueued,
+                created: None,
+                state: None,
+                granted: 0,
+            });
+            let bytes = self.cfg.alloc_bytes[req.api.index()]
+                .sample(&mut self.rng)
+                .max(0.0) as u64;
+            let pause = self.heap.allocate(now, bytes);
+            self.advance(h, out);
+            if let Some(p) = pause {
+                self.enter_pause(p, out);
+            }
+        }
+    }
+
+    /// Runs the request's plan until it waits for something.
+    fn advance(&mut self, h: Handle, out: &mut Outbox<'_, Msg>) {
+        let Some(w) = self.work.get(h).copied() else {
+            return;
+        };
+        let next = self.plan(&w);
+        match next {
+            Next::Cpu => {
+                if self.free_cores > 0 {
+                    self.free_cores -= 1;
+                    self.start_cpu(h, out);
+                } else {
+                    self.set_phase(h, Phase::CpuQueued);
+                    self.cpu_queue.push_back(h);
+                }
+            }
+            _ if out.now() >= w.req.deadline => {
+                out.count(self.metrics.deadline_aborts, 1);
+                self.finish(h, Status::Err(ErrorCode::DeadlineExceeded), out);
+            }
+            Next::Db(op, replica) => self.db_query(h, op, replica, out),
+            Next::Dep(op) => self.dep_call(h, op, 0, out),
+            Next::Done(status) => self.finish(h, status, out),
+        }
+    }
+
+    fn set_phase(&mut self, h: Handle, phase: Phase) {
+        if let Some(w) = self.work.get_mut(h) {
+            w.phase = phase;
+        }
+    }
+
+    fn start_cpu(&mut self, h: Handle, out: &mut Outbox<'_, Msg>) {
+        let api = self.work.get(h).expect("live work").req.api;
+        let secs = self.cfg.cpu[api.index()].sample(&mut self.rng) * self.heap.cpu_multiplier();
+        let d = SimDuration::from_secs_f64(secs);
+        let end = out.now().saturating_add(d);
+        let timer = out.schedule(d, Msg::Node(NodeTimer::CpuDone(h)));
+        self.set_phase(h, Phase::Cpu { end, timer });
+    }
+
+    /// The plan of each API, as a function of the steps done and what they returned.
+    fn plan(&self, w: &Work) -> Next {
+        use InstanceState::*;
+        let p = &w.req.params;
+        let account = w.req.account;
+        let get = |id| DbOp::GetInstance(id);
+        match (w.req.api, w.step) {
+            (_, 0) => Next::Cpu,
+            (Api::DescribeInstances | Api::DescribeInstanceStatus, 1) => match p.instance {
+                Some(id) => Next::Db(get(id), true),
+                None => Next::Db(
+                    DbOp::ListInstances {
+                        account,
+                        page: p.page,
+                        page_size: self.cfg.page_size,
+                    },
+                    true,
+                ),
+            },
+            (Api::DescribeInstances | Api::DescribeInstanceStatus, _) => {
+                Next::Done(self.found_or_not(w))
+            }
+            (Api::RunInstances | Api::CreateInstance, 1) => Next::Dep(DepOp::GetImage),
+            (Api::RunInstances | Api::CreateInstance, 2) => Next::Dep(DepOp::AllocateHost),
+            (Api::RunInstances, 3) => Next::Db(
+                DbOp::InsertInstances {
+                    account,
+                    count: w.granted.max(1),
+                    instance_type: p.instance_type,
+                    state: Pending,
+                },
+                false,
+            ),
+            (Api::CreateInstance, 3) => Next::Db(
+                DbOp::InsertInstances {
+                    account,
+                    count: 1,
+                    instance_type: p.instance_type,
+                    state: Stopped,
+                },
+                false,
+            ),
+            (Api::RunInstances | Api::CreateInstance, _) => Next::Done(Status::Ok),
+            (
+                Api::StartInstance | Api::StopInstance | Api::RebootInstance | Api::DeleteInstance,
+                1,
+            ) => match p.instance {
+                Some(id) => Next::Db(get(id), false),
+                None => Next::Done(Status::Err(ErrorCode::InvalidParameter)),
+            },
+            (api, 2) => {
+                let Some(state) = w.state else {
+                    return Next::Done(Status::Err(ErrorCode::InstanceNotFound));
+                };
+                let id = p.instance.expect("checked at step 1");
+                let (expect, to) = match api {
+                    Api::StartInstance => (Stopped, Starting),
+                    Api::StopInstance => (Running, Stopping),
+                    Api::RebootInstance => (Running, Starting),
+                    Api::DeleteInstance if p.force && state != Deleted => (state, Deleted),
+                    _ => (Stopped, Deleted),
+                };
+                if state != expect {
+                    return Next::Done(Status::Err(ErrorCode::IncorrectInstanceStatus));
+                }
+                Next::Db(
+                    DbOp::UpdateInstanceState {
+                        id,
+                        expect: Some(expect),
+                        to,
+                    },
+                    false,
+                )
+            }
+            (_, _) => Next::Done(Status::Ok),
+        }
+    }
+
+    fn found_or_not(&self, w: &Work) -> Status {
+        match (w.req.params.instance, w.state) {
+            (Some(_), None) => Status::Err(ErrorCode::InstanceNotFound),
+            _ => Status::Ok,
+        }
+    }
+
+    fn db_query(&mut self, h: Handle, op: DbOp, replica: bool, out: &mut Outbox<'_, Msg>) {
+        match self.pool.try_acquire(h) {
+            Acquire::Granted(_) => self.send_query(h, op, replica, out),
+            Acquire::Queued(ticket) => {
+                let timer = out.schedule(
+                    self.cfg.pool_acquire_timeout,
+                    Msg::Node(NodeTimer::ConnTimeout(h)),
+                );
+                self.set_phase(
+                    h,
+                    Phase::ConnWait {
+                        ticket,
+                        timer,
+                        op,
+                        replica,
+                    },
+                );
+            }
+            Acquire::Rejected(_) => {
+                out.count(self.metrics.pool_rejected, 1);
+                self.finish(h, Status::Err(ErrorCode::InternalError), out);
+            }
+        }
+    }
+
+    fn send_query(&mut self, h: Handle, op: DbOp, replica: bool, out: &mut Outbox<'_, Msg>) {
+        let account = self.work.get(h).expect("live work").req.account;
+        self.set_phase(h, Phase::Db);
+        let q = DbQuery {
+            tag: h.to_u64(),
+            reply_to: out.me(),
+            account,
+            read_replica: replica,
+            op,
+        };
+        out.send(self.db, self.cfg.db_hop, Msg::DbQuery(q));
+    }
+
+    /// Returns a connection to the pool and hands it to the next waiter, if any.
+    fn release_connection(&mut self, out: &mut Outbox<'_, Msg>) {
+        if let Some((_, next)) = self.pool.release() {
+            if let Some(Phase::ConnWait {
+                timer, op, replica, ..
+            }) = self.work.get(next).map(|w| w.phase)
+            {
+                out.cancel(timer);
+                self.send_query(next, op, replica, out);
+            } else {
+                // The waiter is gone (cannot happen: timeouts cancel their ticket); keep the
+                // connection accounting exact anyway.
+                self.release_connection(out);
+            }
+        }
+    }
+
+    fn on_db_reply(&mut self, r: DbReply, out: &mut Outbox<'_, Msg>) {
+        self.release_connection(out);
+        let h = Handle::from_u64(r.tag);
+        let Some(w) = self.work.get_mut(h) else {
+            return;
+        };
+        match r.result {
+            Ok(DbResult::Instance(row)) => {
+                w.state = row
+                    .map(|r| r.state)
+                    .filter(|s| *s != InstanceState::Deleted);
+            }
+            Ok(DbResult::Inserted(range)) => w.created = Some(range),
+            Ok(DbResult::Updated(UpdateOutcome::Done { .. })) => {}
+            Ok(DbResult::Updated(UpdateOutcome::Mismatch { .. })) => {
+                return self.finish(h, Status::Err(ErrorCode::IncorrectInstanceStatus), out);
+            }
+            Ok(DbResult::Updated(UpdateOutcome::NotFound)) => {
+                return self.finish(h, Status::Err(ErrorCode::InstanceNotFound), out);
+            }
+            Ok(DbResult::Listed { .. } | DbResult::Appended | DbResult::Archived(_)) => {}
+            Err(e) => {
+                out.count(self.metrics.db_errors, 1);
+                let code = match e {
+                    DbError::Overloaded | DbError::Unavailable => ErrorCode::ServiceUnavailable,
+                    _ => ErrorCode::InternalError,
+                };
+                return self.finish(h, Status::Err(code), out);
+            }
+        }
+        w.step += 1;
+        self.advance(h, out);
+    }
+
+    fn dep_call(&mut self, h: Handle, op: DepOp, attempt: u8, out: &mut Outbox<'_, Msg>) {
+        let w = *self.work.get(h).expect("live work");
+        let target = match op {
+            DepOp::GetImage => self.deps.image,
+            _ => self.deps.inventory,
+        };
+        let count = match op {
+            DepOp::AllocateHost => u32::from(w.req.params.amount),
+            _ => 1,
+        };
+        // The downstream token ties every attempt of this step to one side effect.
+        let token = (w.req.id.0 << 8 | u64::from(w.step)) ^ 0x5bd1_e995_0000_0000;
+        let tag = h.to_u64();
+        let call = DepCall::new(tag, out.me(), op)
+            .with_token(token)
+            .with_count(count)
+            .with_instance_type(w.req.params.instance_type);
+        out.count(self.metrics.dep_attempts, 1);
+        out.send(target, self.cfg.dep_hop, Msg::DepCall(call));
+        let timer = out.schedule(
+            self.cfg.dep_timeout,
+            Msg::Node(NodeTimer::DepTimeout { req: h, attempt }),
+        );
+        self.set_phase(h, Phase::Dep { attempt, timer });
+    }
+
+    fn on_dep_reply(&mut self, r: DepReply, out: &mut Outbox<'_, Msg>) {
+        let h = Handle::from_u64(r.tag);
+        let Some(w) = self.work.get(h).copied() else {
+            return;
+        };
+        let Phase::Dep { attempt, timer } = w.phase else {
+            // A reply to an attempt that already timed out: its side effect stays behind.
+            return;
+        };
+        out.cancel(timer);
+        match r.result {
+            Ok(ok) => {
+                let w = self.work.get_mut(h).expect("live work");
+                if w.step == 2 && matches!(w.req.api, Api::RunInstances | Api::CreateInstance) {
+                    w.granted = u16::try_from(ok.resources.count).unwrap_or(u16::MAX);
+                }
+                w.step += 1;
+                self.advance(h, out);
+            }
+            Err(e) => self.dep_failed(h, attempt, CallOutcome::Error(e.code), out),
+        }
+    }
+
+    fn dep_failed(
+        &mut self,
+        h: Handle,
+        attempt: u8,
+        outcome: CallOutcome,
+        out: &mut Outbox<'_, Msg>,
+    ) {
+        if self.cfg.dep_retry.should_retry(u32::from(attempt), outcome) {
+            out.count(self.metrics.dep_retries, 1);
+            let wait = self
+                .cfg
+                .dep_retry
+                .backoff(u32::from(attempt), &mut self.rng);
+            out.schedule(wait, Msg::Node(NodeTimer::DepRetry(h)));
+            self.set_phase(
+                h,
+                Phase::Backoff {
+                    attempt: attempt + 1,
+                },
+            );
+            return;
+        }
+        let status = match outcome {
+            CallOutcome::Error(ErrorCode::NoStock) => Status::Err(ErrorCode::NoStock),
+            CallOutcome::Error(ErrorCode::InvalidParameter) => {
+                Status::Err(ErrorCode::InvalidParameter)
+            }
+            _ => Status::Err(ErrorCode::InternalError),
+        };
+        self.finish(h, status, out);
+    }
+
+    fn on_timer(&mut self, t: NodeTimer, out: &mut Outbox<'_, Msg>) {
+        match t {
+            NodeTimer::CpuDone(h) => {
+                if let Some(next) = self.cpu_queue.pop_front() {
+                    self.start_cpu(next, out);
+                } else {
+                    self.free_cores += 1;
+                }
+                if let Some(w) = self.work.get_mut(h) {
+                    w.step += 1;
+                    self.advance(h, out);
+                }
+            }
+            NodeTimer::ConnTimeout(h) => {
+                if let Some(Phase::ConnWait { ticket, .. }) = self.work.get(h).map(|w| w.phase) {
+                    self.pool.cancel(ticket);
+                    out.count(self.metrics.pool_timeouts, 1);
+                    self.finish(h, Status::Err(ErrorCode::InternalError), out);
+                }
+            }
+            NodeTimer::DepTimeout { req, attempt } => {
+                // Only the attempt still out counts; an older attempt's timer is stale.
+                let Some(Phase::Dep {
+                    attempt: current, ..
+                }) = self.work.get(req).map(|w| w.phase)
+                else {
+                    return;
+                };
+                if current != attempt {
+                    return;
+                }
+                out.count(self.metrics.dep_timeouts, 1);
+                self.dep_failed(req, attempt, CallOutcome::Timeout, out);
+            }
+            NodeTimer::DepRetry(h) => {
+                if let Some(Phase::Backoff { attempt }) = self.work.get(h).map(|w| w.phase) {
+                    let w = *self.work.get(h).expect("live work");
+                    if out.now() >= w.req.deadline {
+                        out.count(self.metrics.deadline_aborts, 1);
+                        return self.finish(h, Status::Err(ErrorCode::DeadlineExceeded), out);
+                    }
+                    let op = match self.plan(&w) {
+                        Next::Dep(op) => op,
+                        _ => return out.violation("a retry found no dependency step to retry"),
+                    };
+                    self.dep_call(h, op, attempt, out);
+                }
+            }
+            NodeTimer::GcCheck => {
+                self.gc_check = None;
+                if let Some(p) = self.heap.advance(out.now()) {
+                    self.enter_pause(p, out);
+                } else {
+                    self.arm_gc_check(out);
+                }
+            }
+            NodeTimer::Resume => unreachable!("handled in on_message"),
+        }
+    }
+
+    /// Finishes a request on its worker: answers the gateway and frees the worker.
+    fn finish(&mut self, h: Handle, status: Status, out: &mut Outbox<'_, Msg>) {
+        let Some(w) = self.work.remove(h) else { return };
+        let resp = Response {
+            id: w.req.id,
+            api: w.req.api,
+            account: w.req.account,
+            intended: w.req.intended,
+            status,
+            instances: if status == Status::Ok {
+                w.created
+            } else {
+                None
+            },
+            state: w.state,
+        };
+        out.record(
+            self.metrics.latency,
+            out.now().saturating_since(w.req.intended).as_ns(),
+        );
+        out.send(
+            self.gateway,
+            self.cfg.gateway_hop,
+            Msg::Response { handle: w.gw, resp },
+        );
+        self.free_workers += 1;
+        self.start_work(out);
+    }
+
+    /// Stop-the-world: every thread freezes for the pause. CPU bursts in progress end later by
+    /// the pause's length; everything else that arrives waits until it ends.
+    fn enter_pause(&mut self, p: Pause, out: &mut Outbox<'_, Msg>) {
+        if p.duration.is_zero() {
+            return;
+        }
+        out.record(self.metrics.gc_pause, p.duration.as_ns());
+        let now = out.now();
+        let until = match self.paused_until {
+            Some(t) => t.saturating_add(p.duration),
+            None => now.saturating_add(p.duration),
+        };
+        let extra = until.saturating_since(self.paused_until.unwrap_or(now));
+        // Shift every running CPU burst (slot order: deterministic).
+        let running: Vec<(Handle, SimTime, TimerId)> = self
+            .work
+            .iter()
+            .filter_map(|(h, w)| match w.phase {
+                Phase::Cpu { end, timer } => Some((h, end, timer)),
+                _ => None,
+            })
+            .collect();
+        for (h, end, timer) in running {
+            out.cancel(timer);
+            let new_end = end.saturating_add(extra);
+            let timer = out.send_at(out.me(), new_end, Msg::Node(NodeTimer::CpuDone(h)));
+            self.set_phase(
+                h,
+                Phase::Cpu {
+                    end: new_end,
+                    timer,
+                },
+            );
+        }
+        if self.paused_until.is_none() {
+            out.send_at(out.me(), until, Msg::Node(NodeTimer::Resume));
+        }
+        self.paused_until = Some(until);
+        if let Some(t) = self.gc_check.take() {
+            out.cancel(t);
+        }
+    }
+
+    fn resume(&mut self, out: &mut Outbox<'_, Msg>) {
+        let Some(until) = self.paused_until else {
+            return;
+        };
+        if out.now() < until {
+            // The pause was extended: wait for its new end.
+            out.send_at(out.me(), until, Msg::Node(NodeTimer::Resume));
+            return;
+        }
+        self.paused_until = None;
+        let deferred = std::mem::take(&mut self.deferred);
+        for msg in deferred {
+            if self.paused_until.is_some() {
+                self.deferred.push(msg);
+            } else {
+                self.handle(msg, out);
+            }
+        }
+        self.start_work(out);
+        if self.paused_until.is_none() {
+            self.arm_gc_check(out);
+        }
+    }
+}

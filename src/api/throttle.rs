@@ -1,0 +1,382 @@
+//! Admission control at the front door: per account × API rate limits (ECS-style fixed one-minute
+//! windows, or EC2-style token buckets) and the per-account instance-creation cap.
+//!
+//! State is kept in dense vectors indexed by account and API (accounts are small integers), so
+//! a check is O(1) and iteration order never depends on hashing. Token buckets count in
+//! nano-tokens so refill is exact integer arithmetic.
+
+use super::types::{AccountId, Api};
+use crate::kernel::{SimDuration, SimTime};
+
+/// One API's limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// At most `max` calls per fixed window (ECS: per minute, counted from the epoch; throttled in
+    /// window T, allowed again in window T + 1).
+    FixedWindow { max: u32, window: SimDuration },
+    /// A bucket of `capacity` tokens refilled at `refill_per_s` tokens per second; one token per call
+    /// (EC2 style).
+    TokenBucket { capacity: u32, refill_per_s: u32 },
+    /// No limit.
+    Unlimited,
+}
+
+/// Why a limit is not valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error("a fixed window needs max >= 1 and a window longer than 0 (e.g. 200 per \"60s\")")]
+    EmptyWindow,
+    #[error(
+        "a token bucket needs capacity >= 1 and refill >= 1 per second (e.g. capacity 100, refill 20)"
+    )]
+    EmptyBucket,
+}
+
+impl Limit {
+    pub fn validate(self) -> Result<Limit, LimitError> {
+        match self {
+            Limit::FixedWindow { max, window } if max == 0 || window.is_zero() => {
+                Err(LimitError::EmptyWindow)
+            }
+            Limit::TokenBucket {
+                capacity,
+                refill_per_s,
+            } if capacity == 0 || refill_per_s == 0 => Err(LimitError::EmptyBucket),
+            other => Ok(other),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Cell {
+    /// Fixed window: index of the current window; bucket: last refill instant (ns).
+    stamp: u64,
+    /// Fixed window: calls admitted in the window; bucket: nano-tokens available.
+    level: u64,
+    /// Whether the cell has been used (a bucket starts full).
+    touched: bool,
+}
+
+const NANO: u64 = 1_000_000_000;
+
+impl Cell {
+    #[inline]
+    fn admit(&mut self, limit: Limit, now: SimTime, cost: u64) -> bool {
+        match limit {
+            Limit::Unlimited => true,
+            Limit::FixedWindow { max, window } => {
+                let w = now.as_ns() / window.as_ns();
+                if !self.touched || w != self.stamp {
+                    self.touched = true;
+                    self.stamp = w;
+                    self.level = 0;
+                }
+                if self.level + cost <= u64::from(max) {
+                    self.level += cost;
+                    true
+                } else {
+                    false
+                }
+            }
+            Limit::TokenBucket {
+                capacity,
+                refill_per_s,
+            } => {
+                let cap = u64::from(capacity) * NANO;
+                if !self.touched {
+                    self.touched = true;
+                    self.level = cap;
+                } else {
+                    let dt = now.as_ns().saturating_sub(self.stamp);
+                    // refill_per_s tokens per second = refill_per_s nano-tokens per ns.
+                    self.level = self
+                        .level
+                        .saturating_add(dt.saturating_mul(u64::from(refill_per_s)))
+                        .min(cap);
+                }
+                self.stamp = now.as_ns();
+                let need = cost * NANO;
+                if self.level >= need {
+                    self.level -= need;
+                    true
+                } else {
+                    false
+                }
+            }
+        }
+    }
+}
+
+/// Per account × API limits plus the per-account instance-creation cap.
+#[derive(Clone, Debug)]
+pub struct Throttle {
+    limits: [Limit; Api::COUNT],
+    creation_cap: Limit,
+    cells: Vec<[Cell; Api::COUNT]>,
+    creation: Vec<Cell>,
+    max_accounts: u32,
+    throttled: [u64; Api::COUNT],
+    creation_capped: u64,
+}
+
+/// What the throttle says about one call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Admit,
+    /// Over the account × API rate: `Throttling` (400).
+    Throttled,
+    /// Over the account's instances-per-minute cap: `QuotaExceed` (403).
+    CreationCapped,
+}
+
+impl Throttle {
+    /// `limits[api.index()]` per API; `creation_cap` counts instances (not calls) per account.
+    /// Accounts are numbered 0..max_accounts.
+    pub fn new(
+        limits: [Limit; Api::COUNT],
+        creation_cap: Limit,
+        max_accounts: u32,
+    ) -> Result<Throttle, LimitError> {
+        for l in limits {
+            l.validate()?;
+        }
+        creation_cap.validate()?;
+        Ok(Throttle {
+            limits,
+            creation_cap,
+            cells: Vec::new(),
+            creation: Vec::new(),
+            max_accounts,
+            throttled: [0; Api::COUNT],
+            creation_capped: 0,
+        })
+    }
+
+    /// ECS defaults *(assumed figures)*: 200 calls per minute per account and mutating API, 2,000 for
+    /// Describe*, and the documented 5,000 instances per minute per account.
+    pub fn ecs_defaults(max_accounts: u32) -> Throttle {
+        let minute = SimDuration::MINUTE;
+        let limits = Api::ALL.map(|api| {
+            if api.is_mutating() {
+                Limit::FixedWindow {
+                    max: 200,
+                    window: minute,
+                }
+            } else {
+                Limit::FixedWindow {
+                    max: 2_000,
+                    window: minute,
+                }
+            }
+        });
+        Throttle::new(
+            limits,
+            Limit::FixedWindow {
+                max: 5_000,
+                window: minute,
+            },
+            max_accounts,
+        )
+        .expect("the defaults are valid")
+    }
+
+    /// EC2's documented token buckets: reads 100/20, mutating 50/5, RunInstances 5/2, and an
+    /// instance bucket of 1,000 refilled at 2 per second.
+    pub fn ec2_defaults(max_accounts: u32) -> Throttle {
+        let limits = Api::ALL.map(|api| match api {
+            Api::RunInstances => Limit::TokenBucket {
+                capacity: 5,
+                refill_per_s: 2,
+            },
+            a if a.is_mutating() => Limit::TokenBucket {
+                capacity: 50,
+                refill_per_s: 5,
+            },
+            _ => Limit::TokenBucket {
+                capacity: 100,
+                refill_per_s: 20,
+            },
+        });
+        Throttle::new(
+            limits,
+            Limit::TokenBucket {
+                capacity: 1_000,
+                refill_per_s: 2,
+            },
+            max_accounts,
+        )
+        .expect("the defaults are valid")
+    }
+
+    fn ensure(&mut self, account: AccountId) -> usize {
+        let i = account.0 as usize;
+        assert!(
+            account.0 < self.max_accounts,
+            "account {} beyond the configured {}",
+            account.0,
+            self.max_accounts
+        );
+        if i >= self.cells.len() {
+            self.cells.resize(i + 1, [Cell::default(); Api::COUNT]);
+            self.creation.resize(i + 1, Cell::default());
+        }
+        i
+    }
+
+    /// Checks one call that would create `instances` instances (0 for other APIs), and counts it
+    /// if admitted. A call throttled by its API limit does not consume creation quota.
+    pub fn check(&mut self, now: SimTime, account: AccountId, api: Api, instances: u32) -> Verdict {
+        let i = self.ensure(account);
+        if !self.cells[i][api.index()].admit(self.limits[api.index()], now, 1) {
+            self.throttled[api.index()] += 1;
+            return Verdict::Throttled;
+        }
+        if instances > 0 && !self.creation[i].admit(self.creation_cap, now, u64::from(instances)) {
+            self.creation_capped += 1;
+            return Verdict::CreationCapped;
+        }
+        Verdict::Admit
+    }
+
+    pub fn throttled(&self, api: Api) -> u64 {
+        self.throttled[api.index()]
+    }
+    pub fn creation_capped(&self) -> u64 {
+        self.creation_capped
+    }
+    /// Replaces one API's limit (a runbook action or a fault: "a quota set too low").
+    pub fn set_limit(&mut self, api: Api, limit: Limit) -> Result<(), LimitError> {
+        self.limits[api.index()] = limit.validate()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> SimTime {
+        SimTime::from_ns(n * 1_000_000)
+    }
+
+    #[test]
+    fn fixed_window_admits_exactly_max_per_window() {
+        let limits = [Limit::FixedWindow {
+            max: 200,
+            window: SimDuration::MINUTE,
+        }; Api::COUNT];
+        let mut t = Throttle::new(limits, Limit::Unlimited, 4).unwrap();
+        let a = AccountId(1);
+        // 1,000 calls per minute, evenly spread, for 10 minutes.
+        let mut admitted_per_minute = [0u32; 10];
+        for k in 0..10_000u64 {
+            let now = ms(k * 60);
+            if t.check(now, a, Api::StartInstance, 0) == Verdict::Admit {
+                admitted_per_minute[(k / 1_000) as usize] += 1;
+            }
+        }
+        assert_eq!(admitted_per_minute, [200; 10]);
+        assert_eq!(t.throttled(Api::StartInstance), 8_000);
+        // Other accounts and other APIs are independent.
+        assert_eq!(
+            t.check(ms(1), AccountId(2), Api::StartInstance, 0),
+            Verdict::Admit
+        );
+        assert_eq!(
+            t.check(ms(599_999), a, Api::StopInstance, 0),
+            Verdict::Admit
+        );
+    }
+
+    #[test]
+    fn token_bucket_admits_burst_plus_refill() {
+        let limits = [Limit::TokenBucket {
+            capacity: 100,
+            refill_per_s: 20,
+        }; Api::COUNT];
+        let mut t = Throttle::new(limits, Limit::Unlimited, 1).unwrap();
+        let a = AccountId(0);
+        // 1,000 calls per second for 60 s: admitted = burst 100 + 20/s × 60 s (minus the first instant).
+        let mut admitted = 0u32;
+        for k in 0..60_000u64 {
+            if t.check(ms(k), a, Api::DescribeInstances, 0) == Verdict::Admit {
+                admitted += 1;
+            }
+        }
+        // Refill from t = 0 to t = 59.999 s is 1,199.98 tokens: 1,199 whole calls after the burst.
+        assert_eq!(admitted, 100 + 1_199);
+        // After a long idle the bucket is full again, not more.
+        let mut burst = 0;
+        for k in 0..500u64 {
+            if t.check(
+                SimTime::from_ns(3_600 * NANO + k),
+                a,
+                Api::DescribeInstances,
+                0,
+            ) == Verdict::Admit
+            {
+                burst += 1;
+            }
+        }
+        assert_eq!(burst, 100);
+    }
+
+    #[test]
+    fn creation_cap_counts_instances_not_calls() {
+        let mut t = Throttle::ecs_defaults(2);
+        let a = AccountId(0);
+        // 60 RunInstances of Amount 100 in one minute: 50 fit (5,000 instances).
+        let verdicts: Vec<_> = (0..60)
+            .map(|k| t.check(ms(k * 100), a, Api::RunInstances, 100))
+            .collect();
+        assert_eq!(
+            verdicts.iter().filter(|v| **v == Verdict::Admit).count(),
+            50
+        );
+        assert_eq!(t.creation_capped(), 10);
+        // The next minute admits again.
+        assert_eq!(
+            t.check(ms(60_000), a, Api::RunInstances, 100),
+            Verdict::Admit
+        );
+    }
+
+    #[test]
+    fn ec2_defaults_follow_the_documented_buckets() {
+        let mut t = Throttle::ec2_defaults(1);
+        let a = AccountId(0);
+        let run: usize = (0..20)
+            .filter(|_| t.check(ms(0), a, Api::RunInstances, 1) == Verdict::Admit)
+            .count();
+        assert_eq!(run, 5, "RunInstances bucket holds 5");
+        assert_eq!(
+            t.check(ms(500), a, Api::RunInstances, 1),
+            Verdict::Admit,
+            "2 per second refill"
+        );
+        assert_eq!(
+            t.check(ms(500), a, Api::RunInstances, 1),
+            Verdict::Throttled
+        );
+    }
+
+    #[test]
+    fn invalid_limits_are_refused() {
+        assert_eq!(
+            Limit::FixedWindow {
+                max: 0,
+                window: SimDuration::MINUTE
+            }
+            .validate(),
+            Err(LimitError::EmptyWindow)
+        );
+        assert_eq!(
+            Limit::TokenBucket {
+                capacity: 5,
+                refill_per_s: 0
+            }
+            .validate(),
+            Err(LimitError::EmptyBucket)
+        );
+    }
+}

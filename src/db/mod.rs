@@ -1,0 +1,1007 @@
+//! The control plane's database: owns the instance table and the size-only workflow, history and
+//! idempotency tables, sharded by account, with per-shard primaries and read replicas that admit
+//! queries through bounded concurrency slots and bounded FIFO wait queues, and the per-class
+//! latency model (slow SQL grows with table size). Also the API node's [`ConnectionPool`].
+//!
+//! # Shape
+//!
+//! The database is one sans-IO component, generic over the world's message type `M`, which wraps
+//! [`DbQuery`] (in), [`DbReply`] (out, sent to `query.reply_to`) and [`DbTimer`] (its own
+//! wake-ups). Accounts map to shards by `account % shards`; each shard has a primary and
+//! `replicas` read replicas ("servers"), each with `max_concurrent` slots and a wait queue of at
+//! most `queue_limit` queries (one more is answered [`DbError::Overloaded`] at once).
+//!
+//! # Timing, and why it is cheap
+//!
+//! A query that finds a free slot is executed at once: its effect is applied and its reply is
+//! sent straight to the caller at `now + service latency`; the slot's end time goes into a small
+//! min-heap per server and is freed lazily by the next query that looks. No event of the
+//! database's own is needed on this path. Only when queries wait does the server arm a single
+//! [`DbTimer`] for the earliest slot end; at that instant it frees every ended slot and starts
+//! waiters FIFO. Slot accounting is exact (`in service ≤ max_concurrent` is asserted), so the
+//! queueing is the same as a `c`-server FCFS station's.
+//!
+//! # Consistency
+//!
+//! A query takes effect when it *starts* service (its linearization point); its reply arrives
+//! when service ends. The primary is read-your-writes from then on. A read with
+//! `read_replica = true` goes to the shard's replicas round-robin (or to the primary when there
+//! are none) and sees the primary's data as of `start − lag`, `lag` drawn per read from
+//! `replication_lag` (capped at `max_replication_lag`): a row created later is not found, a row
+//! updated later shows its previous state (one version back is kept per row; when two updates
+//! fall inside the lag, the older kept version is shown), and list counts are those of that
+//! instant. This is ECS's documented read-after-write inconsistency; every replica answer that
+//! differs from what the primary would have answered counts as a stale read.
+//!
+//! # Tables
+//!
+//! Instances live in a `BTreeMap<InstanceId, _>` on the shard that owns the account. Ids come from
+//! one global counter (inserts take contiguous blocks), so they do not encode the shard; no owner
+//! map is needed because every query is routed by account: by-id queries ([`DbOp::GetInstance`],
+//! [`DbOp::UpdateInstanceState`]) go to `query.account`'s shard and only match rows of that
+//! account (tenant isolation: an id of another account is not found). Ops that name an account
+//! ([`DbOp::ListInstances`], [`DbOp::InsertInstances`]) are routed by that account instead.
+//! Workflows, history and idempotency records are size-only counters per shard. Archiving the
+//! instance table removes the oldest rows in state `Deleted` (live instances are never archived).
+//!
+//! # Unavailability
+//!
+//! [`Db::set_available`] takes a shard's primary down or up (fault injection): while it is down,
+//! queries for the primary are answered [`DbError::Unavailable`] at once, and queued ones when
+//! their turn comes; queries already in service complete; replica reads go on.
+
+mod config;
+mod pool;
+#[cfg(test)]
+mod tests;
+
+pub use config::{DbConfig, DbConfigBuilder, DbConfigError};
+pub use pool::{Acquire, ConnectionPool, PoolCounts, WaiterTicket};
+
+use crate::api::types::{AccountId, InstanceId, InstanceIdRange, InstanceState, InstanceType};
+use crate::kernel::{ComponentId, Outbox, SimDuration, SimRng, SimTime, TimerId};
+use crate::metrics::LatencyHistogram;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::fmt;
+
+/// The kinds of query, each with its own latency distribution, size scaling and statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum QueryClass {
+    /// A read by primary key (indexed).
+    PointRead,
+    /// The unindexed list of an account's instances: cost linear in table size.
+    FilteredList,
+    /// A batch of new instance rows (indexed).
+    Insert,
+    /// A compare-and-set of one instance's state (indexed).
+    Update,
+    /// Rows appended to a size-only table: workflow steps, history events, idempotency records.
+    WorkflowStepWrite,
+    /// A batch of old rows removed (the asynchronous data-cleanup job).
+    ArchiveBatch,
+}
+
+impl QueryClass {
+    pub const ALL: [QueryClass; 6] = [
+        QueryClass::PointRead,
+        QueryClass::FilteredList,
+        QueryClass::Insert,
+        QueryClass::Update,
+        QueryClass::WorkflowStepWrite,
+        QueryClass::ArchiveBatch,
+    ];
+    pub const COUNT: usize = QueryClass::ALL.len();
+
+    /// Dense index in `ALL` (for per-class arrays).
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            QueryClass::PointRead => "point_read",
+            QueryClass::FilteredList => "filtered_list",
+            QueryClass::Insert => "insert",
+            QueryClass::Update => "update",
+            QueryClass::WorkflowStepWrite => "workflow_step_write",
+            QueryClass::ArchiveBatch => "archive_batch",
+        }
+    }
+
+    /// Whether the class only reads (and so may be served by a replica).
+    pub const fn is_read(self) -> bool {
+        matches!(self, QueryClass::PointRead | QueryClass::FilteredList)
+    }
+}
+
+impl fmt::Display for QueryClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The database's tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    /// Instance rows (id, account, type, state, timestamps).
+    Instances,
+    /// Workflow executions and their steps (size only).
+    Workflows,
+    /// Workflow history events (size only).
+    History,
+    /// Idempotency records (size only).
+    Idempotency,
+}
+
+impl Table {
+    pub const ALL: [Table; 4] = [
+        Table::Instances,
+        Table::Workflows,
+        Table::History,
+        Table::Idempotency,
+    ];
+    pub const COUNT: usize = Table::ALL.len();
+
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Table::Instances => "instances",
+            Table::Workflows => "workflows",
+            Table::History => "history",
+            Table::Idempotency => "idempotency",
+        }
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One query to the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DbQuery {
+    /// The caller's correlation id, echoed in the reply.
+    pub tag: u64,
+    /// Where the [`DbReply`] goes.
+    pub reply_to: ComponentId,
+    /// The caller's account: picks the shard and scopes by-id lookups (see the module docs).
+    pub account: AccountId,
+    /// Whether a read may be served by a replica (ignored for writes).
+    pub read_replica: bool,
+    pub op: DbOp,
+}
+
+impl DbQuery {
+    /// The account whose shard serves this query: the op's own account for a list or an insert,
+    /// `self.account` otherwise.
+    pub fn routing_account(&self) -> AccountId {
+        match self.op {
+            DbOp::ListInstances { account, .. } | DbOp::InsertInstances { account, .. } => account,
+            _ => self.account,
+        }
+    }
+}
+
+/// What a query does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DbOp {
+    /// One instance by id (PointRead, indexed). Not found if it belongs to another account.
+    GetInstance(InstanceId),
+    /// One page of an account's instances that are not `Deleted` (FilteredList: the unindexed
+    /// list, latency linear in the shard's instance rows). Pages count from 0; `page_size` is
+    /// clamped to `max_page_size`.
+    ListInstances {
+        account: AccountId,
+        page: u32,
+        page_size: u16,
+    },
+    /// `count` new rows with contiguous ids from the global counter (Insert).
+    InsertInstances {
+        account: AccountId,
+        count: u16,
+        instance_type: InstanceType,
+        state: InstanceState,
+    },
+    /// Compare-and-set of an instance's state (Update): applied only if `expect` is `None` or
+    /// equals the current state. The database does not check lifecycle legality (callers do).
+    UpdateInstanceState {
+        id: InstanceId,
+        expect: Option<InstanceState>,
+        to: InstanceState,
+    },
+    /// `rows` rows appended to a size-only table (WorkflowStepWrite). Not for `Instances`.
+    AppendRows { table: Table, rows: u32 },
+    /// Removes up to `max_rows` of the oldest rows (ArchiveBatch); for `Instances`, only rows in
+    /// state `Deleted`.
+    ArchiveRows { table: Table, max_rows: u32 },
+}
+
+impl DbOp {
+    pub fn class(&self) -> QueryClass {
+        match self {
+            DbOp::GetInstance(_) => QueryClass::PointRead,
+            DbOp::ListInstances { .. } => QueryClass::FilteredList,
+            DbOp::InsertInstances { .. } => QueryClass::Insert,
+            DbOp::UpdateInstanceState { .. } => QueryClass::Update,
+            DbOp::AppendRows { .. } => QueryClass::WorkflowStepWrite,
+            DbOp::ArchiveRows { .. } => QueryClass::ArchiveBatch,
+        }
+    }
+}
+
+/// The answer to a [`DbQuery`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DbReply {
+    /// The query's `tag`.
+    pub tag: u64,
+    /// Time from the query's arrival at the database to this reply: wait for a slot plus service.
+    /// Zero for queries refused at once.
+    pub latency: SimDuration,
+    pub result: Result<DbResult, DbError>,
+}
+
+/// What a successful query returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DbResult {
+    Instance(Option<InstanceRow>),
+    Listed {
+        /// Rows on the requested page.
+        returned: u16,
+        /// The account's instances that are not `Deleted` (as of the snapshot read).
+        total_for_account: u64,
+    },
+    Inserted(InstanceIdRange),
+    Updated(UpdateOutcome),
+    Appended,
+    /// Rows removed.
+    Archived(u32),
+}
+
+/// An instance row as a read returns it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstanceRow {
+    pub id: InstanceId,
+    pub account: AccountId,
+    pub instance_type: InstanceType,
+    pub state: InstanceState,
+    pub created_at: SimTime,
+    pub updated_at: SimTime,
+}
+
+/// The outcome of a compare-and-set update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdateOutcome {
+    /// Applied; the state before.
+    Done {
+        from: InstanceState,
+    },
+    /// Not applied: the current state is not the expected one.
+    Mismatch {
+        actual: InstanceState,
+    },
+    NotFound,
+}
+
+/// Why a query was refused (always at once, with zero latency).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DbError {
+    #[error("the server's wait queue is full")]
+    Overloaded,
+    #[error("the shard's primary is down")]
+    Unavailable,
+    #[error("{rows} rows in one query; at most {max} are allowed")]
+    BatchTooLarge { rows: u32, max: u32 },
+    #[error("table `{0}` has no appendable rows: instances are inserted")]
+    NotAppendable(Table),
+}
+
+/// The database's own wake-up: the earliest slot of a server with waiting queries ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DbTimer {
+    shard: u16,
+    /// 0 = the primary, 1.. = replicas.
+    server: u16,
+}
+
+/// Statistics of one query class.
+#[derive(Clone, Debug, Default)]
+pub struct ClassStats {
+    /// Queries received.
+    pub received: u64,
+    /// Queries that got a slot and were executed.
+    pub served: u64,
+    /// Queries refused (overloaded, unavailable, invalid).
+    pub refused: u64,
+    /// Served queries whose latency (wait + service) reached `slow_query_threshold`.
+    pub slow: u64,
+    /// Latency (wait + service, ns) of served queries, recorded when service starts.
+    pub latency: LatencyHistogram,
+}
+
+/// What the database counts.
+#[derive(Clone, Debug, Default)]
+pub struct DbStats {
+    classes: [ClassStats; QueryClass::COUNT],
+    /// Reads served by a replica.
+    pub replica_reads: u64,
+    /// Replica reads whose answer differed from the primary's at that instant.
+    pub stale_reads: u64,
+    /// Queries refused because a wait queue was full.
+    pub rejected_overloaded: u64,
+    /// Queries refused because the primary was down.
+    pub rejected_unavailable: u64,
+    /// Queries refused as invalid (batch too large, not appendable).
+    pub rejected_invalid: u64,
+    /// Lists whose page size was clamped to `max_page_size`.
+    pub page_size_clamped: u64,
+    /// Most queries in service at once on one server (≤ `max_concurrent`).
+    pub max_in_service: u32,
+    /// Most queries waiting at once on one server (≤ `queue_limit`).
+    pub max_queued: u32,
+    /// [`DbTimer`] wake-ups scheduled (only while queries wait).
+    pub wakeups: u64,
+}
+
+impl DbStats {
+    pub fn class(&self, c: QueryClass) -> &ClassStats {
+        &self.classes[c.index()]
+    }
+    pub fn received(&self) -> u64 {
+        self.classes.iter().map(|c| c.received).sum()
+    }
+    pub fn served(&self) -> u64 {
+        self.classes.iter().map(|c| c.served).sum()
+    }
+    pub fn slow_queries(&self) -> u64 {
+        self.classes.iter().map(|c| c.slow).sum()
+    }
+    pub fn refused(&self) -> u64 {
+        self.classes.iter().map(|c| c.refused).sum()
+    }
+}
+
+/// Size-only tables, in `Table::ALL` order after `Instances`.
+const COUNTER_TABLES: usize = Table::COUNT - 1;
+
+/// Bound on one account's membership history (entries within the replication-lag horizon).
+const MAX_MEMBERSHIP_LOG: usize = 4_096;
+
+#[derive(Clone, Debug)]
+struct StoredRow {
+    account: AccountId,
+    instance_type: InstanceType,
+    state: InstanceState,
+    updated_at: SimTime,
+    prev_state: InstanceState,
+    prev_updated_at: SimTime,
+    created_at: SimTime,
+}
+
+impl StoredRow {
+    fn view(&self, id: InstanceId) -> InstanceRow {
+        InstanceRow {
+            id,
+            account: self.account,
+            instance_type: self.instance_type,
+            state: self.state,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+
+    /// The row as a snapshot at `v` sees it, `None` if created later.
+    fn view_as_of(&self, id: InstanceId, v: SimTime) -> Option<InstanceRow> {
+        if self.created_at > v {
+            return None;
+        }
+        let mut row = self.view(id);
+        if self.updated_at > v {
+            row.state = self.prev_state;
+            row.updated_at = self.prev_updated_at;
+        }
+        Some(row)
+    }
+}
+
+/// The number of an account's listed (not `Deleted`) rows over time: the current value and its
+/// recent history, enough to answer "as of `now − lag`" for any lag up to the cap.
+#[derive(Clone, Debug, Default)]
+struct Membership {
+    /// The value before the first logged change.
+    base: u64,
+    /// (time of a change, value after it), times increasing.
+    log: VecDeque<(SimTime, u64)>,
+}
+
+impl Membership {
+    fn current(&self) -> u64 {
+        self.log.back().map_or(self.base, |e| e.1)
+    }
+
+    fn as_of(&self, v: SimTime) -> u64 {
+        match self.log.partition_point(|e| e.0 <= v) {
+            0 => self.base,
+            i => self.log[i - 1].1,
+        }
+    }
+
+    /// Records the value `value` from `now` on; forgets changes older than `horizon`.
+    fn set(&mut self, now: SimTime, value: u64, horizon: SimTime) {
+        while let Some(&(t, v)) = self.log.front() {
+            if t >= horizon && self.log.len() < MAX_MEMBERSHIP_LOG {
+                break;
+            }
+            self.base = v;
+            self.log.pop_front();
+        }
+        match self.log.back_mut() {
+            Some(last) if last.0 == now => last.1 = value,
+            _ => self.log.push_back((now, value)),
+        }
+    }
+}
+
+/// The data of one shard (shared by its primary and replicas).
+#[derive(Clone, Debug, Default)]
+struct ShardData {
+    rows: BTreeMap<InstanceId, StoredRow>,
+    /// Ids of rows in state `Deleted`: the archivable ones, oldest first.
+    deleted: BTreeSet<InstanceId>,
+    accounts: BTreeMap<AccountId, Membership>,
+    /// Size-only tables: workflows, history, idempotency.
+    counters: [u64; COUNTER_TABLES],
+}
+
+impl ShardData {
+    fn rows(&self, t: Table) -> u64 {
+        match t {
+            Table::Instances => self.rows.len() as u64,
+            other => self.counters[other.index() - 1],
+        }
+    }
+
+    fn add_listed(&mut self, account: AccountId, delta: i64, now: SimTime, horizon: SimTime) {
+        let m = self.accounts.entry(account).or_default();
+        let value = m.current().saturating_add_signed(delta);
+        m.set(now, value, horizon);
+    }
+}
+
+/// A query waiting for a slot.
+#[derive(Clone, Copy, Debug)]
+struct Waiting {
+    query: DbQuery,
+    arrived: SimTime,
+}
+
+/// A primary or a replica: slots, wait queue, random stream.
+#[derive(Clone, Debug)]
+struct Server {
+    rng: SimRng,
+    /// End times of the queries in service (some may have ended: freed lazily).
+    busy: BinaryHeap<Reverse<SimTime>>,
+    waiting: VecDeque<Waiting>,
+    /// The armed wake-up, if any.
+    wakeup: Option<(SimTime, TimerId)>,
+}
+
+impl Server {
+    fn new(rng: SimRng) -> Server {
+        Server {
+            rng,
+            busy: BinaryHeap::new(),
+            waiting: VecDeque::new(),
+            wakeup: None,
+        }
+    }
+
+    #[inline]
+    fn free_ended(&mut self, now: SimTime) {
+        while let Some(&Reverse(end)) = self.busy.peek() {
+            if end > now {
+                break;
+            }
+            self.busy.pop();
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Shard {
+    data: ShardData,
+    /// `[0]` is the primary, `[1..]` the replicas.
+    servers: Vec<Server>,
+    available: bool,
+    next_replica: u16,
+}
+
+/// The database component. See the module documentation.
+#[derive(Clone, Debug)]
+pub struct Db {
+    cfg: DbConfig,
+    shards: Vec<Shard>,
+    next_instance: u64,
+    stats: DbStats,
+}
+
+impl Db {
+    /// A database with empty tables. Each server draws from its own stream forked from `rng`:
+    /// `shard.<s>.primary` and `shard.<s>.replica.<r>` (r from 1).
+    pub fn new(cfg: DbConfig, rng: SimRng) -> Db {
+        let shards = (0..cfg.shards)
+            .map(|s| {
+                let mut servers = Vec::with_capacity(usize::from(cfg.replicas) + 1);
+                servers.push(Server::new(rng.fork(&format!("shard.{s}.primary"))));
+                for r in 1..=cfg.replicas {
+                    servers.push(Server::new(rng.fork(&format!("shard.{s}.replica.{r}"))));
+                }
+                Shard {
+                    data: ShardData::default(),
+                    servers,
+                    available: true,
+                    next_replica: 0,
+                }
+            })
+            .collect();
+        Db {
+            cfg,
+            shards,
+            next_instance: 1,
+            stats: DbStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &DbConfig {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> &DbStats {
+        &self.stats
+    }
+
+    /// The shard that owns `account`: `account % shards`. (To address shard `s` directly, e.g.
+    /// for an archive job, use `AccountId(s)`.)
+    #[inline]
+    pub fn shard_of(&self, account: AccountId) -> u16 {
+        (account.0 % u32::from(self.cfg.shards)) as u16
+    }
+
+    /// Rows of a table, summed over shards, now.
+    pub fn table_rows(&self, t: Table) -> u64 {
+        self.shards.iter().map(|s| s.data.rows(t)).sum()
+    }
+
+    /// Rows of a table on one shard, now.
+    pub fn shard_table_rows(&self, shard: u16, t: Table) -> u64 {
+        self.shards[usize::from(shard)].data.rows(t)
+    }
+
+    /// Instance ids handed out so far.
+    pub fn instances_created(&self) -> u64 {
+        self.next_instance - 1
+    }
+
+    /// Queries waiting for a slot on a shard's servers (primary and replicas) now.
+    pub fn queued(&self, shard: u16) -> usize {
+        self.shards[usize::from(shard)]
+            .servers
+            .iter()
+            .map(|s| s.waiting.len())
+            .sum()
+    }
+
+    /// Takes a shard's primary down (`false`) or brings it back (`true`): the fault-injection
+    /// hook. See the module documentation for what a down primary does.
+    pub fn set_available(&mut self, shard: u16, available: bool) {
+        self.shards[usize::from(shard)].available = available;
+    }
+
+    pub fn is_available(&self, shard: u16) -> bool {
+        self.shards[usize::from(shard)].available
+    }
+
+    /// The primary's current row, read directly (no query, no latency): for invariant checks,
+    /// reconciliation oracles and tests, not for the system under test's request path.
+    pub fn inspect_instance(&self, account: AccountId, id: InstanceId) -> Option<InstanceRow> {
+        self.shards[usize::from(self.shard_of(account))]
+            .data
+            .rows
+            .get(&id)
+            .filter(|r| r.account == account)
+            .map(|r| r.view(id))
+    }
+
+    /// Handles a query: refuses it at once, starts it, or queues it.
+    pub fn on_query<M: From<DbReply> + From<DbTimer>>(
+        &mut self,
+        q: DbQuery,
+        out: &mut Outbox<'_, M>,
+    ) {
+        let class = q.op.class();
+        self.stats.classes[class.index()].received += 1;
+        if let Err(e) = self.check_op(&q.op) {
+            self.stats.rejected_invalid += 1;
+            self.refuse(&q, SimDuration::ZERO, e, out);
+            return;
+        }
+        let s = usize::from(self.shard_of(q.routing_account()));
+        let shard = &mut self.shards[s];
+        let k = if q.read_replica && class.is_read() && shard.servers.len() > 1 {
+            let r = usize::from(shard.next_replica);
+            shard.next_replica = ((r + 1) % (shard.servers.len() - 1)) as u16;
+            r + 1
+        } else {
+            0
+        };
+        if k == 0 && !shard.available {
+            self.stats.rejected_unavailable += 1;
+            self.refuse(&q, SimDuration::ZERO, DbError::Unavailable, out);
+            return;
+        }
+        // Bring the server up to date: free ended slots and start waiters due by now, so the
+        // new query queues behind them.
+        self.drain(s, k, out);
+        let server = &mut self.shards[s].servers[k];
+        if server.busy.len() < self.cfg.max_concurrent as usize {
+            debug_assert!(server.waiting.is_empty(), "a free slot with waiters");
+            let now = out.now();
+            self.start(s, k, q, now, out);
+        } else if server.waiting.len() >= self.cfg.queue_limit as usize {
+            self.stats.rejected_overloaded += 1;
+            self.refuse(&q, SimDuration::ZERO, DbError::Overloaded, out);
+        } else {
+            server.waiting.push_back(Waiting {
+                query: q,
+                arrived: out.now(),
+            });
+            self.stats.max_queued = self.stats.max_queued.max(server.waiting.len() as u32);
+            self.arm_wakeup(s, k, out);
+        }
+    }
+
+    /// Handles the database's own wake-up: frees ended slots and starts waiters.
+    pub fn on_timer<M: From<DbReply> + From<DbTimer>>(
+        &mut self,
+        t: DbTimer,
+        out: &mut Outbox<'_, M>,
+    ) {
+        let (s, k) = (usize::from(t.shard), usize::from(t.server));
+        self.shards[s].servers[k].wakeup = None;
+        self.drain(s, k, out);
+    }
+
+    fn check_op(&self, op: &DbOp) -> Result<(), DbError> {
+        let max = self.cfg.max_batch_rows;
+        let rows = match *op {
+            DbOp::InsertInstances { count, .. } => u32::from(count),
+            DbOp::AppendRows {
+                table: Table::Instances,
+                ..
+            } => return Err(DbError::NotAppendable(Table::Instances)),
+            DbOp::AppendRows { rows, .. } => rows,
+            DbOp::ArchiveRows { max_rows, .. } => max_rows,
+            _ => 0,
+        };
+        if rows > max {
+            return Err(DbError::BatchTooLarge { rows, max });
+        }
+        Ok(())
+    }
+
+    fn refuse<M: From<DbReply>>(
+        &mut self,
+        q: &DbQuery,
+        latency: SimDuration,
+        e: DbError,
+        out: &mut Outbox<'_, M>,
+    ) {
+        self.stats.classes[q.op.class().index()].refused += 1;
+        let reply = DbReply {
+            tag: q.tag,
+            latency,
+            result: Err(e),
+        };
+        out.send(q.reply_to, SimDuration::ZERO, M::from(reply));
+    }
+
+    /// Frees the slots of server `k` of shard `s` that ended by now and starts waiters FIFO while
+    /// slots are free; then makes sure a wake-up is armed if queries still wait.
+    fn drain<M: From<DbReply> + From<DbTimer>>(
+        &mut self,
+        s: usize,
+        k: usize,
+        out: &mut Outbox<'_, M>,
+    ) {
+        let now = out.now();
+        let c = self.cfg.max_concurrent as usize;
+        loop {
+            let server = &mut self.shards[s].servers[k];
+            server.free_ended(now);
+            if server.busy.len() >= c {
+                break;
+            }
+            let Some(w) = server.waiting.pop_front() else {
+                break;
+            };
+            if k == 0 && !self.shards[s].available {
+                self.stats.rejected_unavailable += 1;
+                self.refuse(
+                    &w.query,
+                    now.saturating_since(w.arrived),
+                    DbError::Unavailable,
+                    out,
+                );
+                continue;
+            }
+            self.start(s, k, w.query, w.arrived, out);
+        }
+        self.arm_wakeup(s, k, out);
+    }
+
+    /// Arms (or moves) the server's one wake-up to its earliest slot end while queries wait.
+    fn arm_wakeup<M: From<DbTimer>>(&mut self, s: usize, k: usize, out: &mut Outbox<'_, M>) {
+        let server = &mut self.shards[s].servers[k];
+        if server.waiting.is_empty() {
+            return;
+        }
+        let Some(&Reverse(first_end)) = server.busy.peek() else {
+            unreachable!("queries wait only while every slot is busy");
+        };
+        match server.wakeup {
+            Some((at, _)) if at <= first_end => {}
+            armed => {
+                if let Some((_, id)) = armed {
+                    out.cancel(id);
+                }
+                let timer = DbTimer {
+                    shard: s as u16,
+                    server: k as u16,
+                };
+                let id = out.send_at(out.me(), first_end, M::from(timer));
+                server.wakeup = Some((first_end, id));
+                self.stats.wakeups += 1;
+            }
+        }
+    }
+
+    /// Executes `q` on server `k` of shard `s` now, takes a slot until it ends, records its
+    /// statistics and sends the reply for the instant it ends.
+    fn start<M: From<DbReply>>(
+        &mut self,
+        s: usize,
+        k: usize,
+        q: DbQuery,
+        arrived: SimTime,
+        out: &mut Outbox<'_, M>,
+    ) {
+        let now = out.now();
+        let Db {
+            cfg,
+            shards,
+            next_instance,
+            stats,
+        } = self;
+        let shard = &mut shards[s];
+        let server = &mut shard.servers[k];
+        let ctx = Exec {
+            cfg,
+            next_instance,
+            stats,
+        };
+        let (service, result) = execute(ctx, &mut shard.data, &mut server.rng, &q, now, k > 0);
+        let end = now.saturating_add(service);
+        server.busy.push(Reverse(end));
+        let in_service = server.busy.len();
+        assert!(
+            in_service <= cfg.max_concurrent as usize,
+            "{in_service} queries in service on shard {s} server {k}, above max_concurrent {}",
+            cfg.max_concurrent
+        );
+        stats.max_in_service = stats.max_in_service.max(in_service as u32);
+        let latency = end.saturating_since(arrived);
+        let cs = &mut stats.classes[q.op.class().index()];
+        cs.served += 1;
+        cs.latency.record(latency.as_ns());
+        if latency >= cfg.slow_query_threshold {
+            cs.slow += 1;
+        }
+        let reply = DbReply {
+            tag: q.tag,
+            latency,
+            result: Ok(result),
+        };
+        out.send(q.reply_to, service, M::from(reply));
+    }
+}
+
+/// The parts of a [`Db`] besides the shard that one execution needs.
+struct Exec<'a> {
+    cfg: &'a DbConfig,
+    next_instance: &'a mut u64,
+    stats: &'a mut DbStats,
+}
+
+/// Applies `q` to `data` at `now` (or reads it, from a replica's snapshot when `replica`), and
+/// returns its service time and result.
+fn execute(
+    ctx: Exec<'_>,
+    data: &mut ShardData,
+    rng: &mut SimRng,
+    q: &DbQuery,
+    now: SimTime,
+    replica: bool,
+) -> (SimDuration, DbResult) {
+    let Exec {
+        cfg,
+        next_instance,
+        stats,
+    } = ctx;
+    let class = q.op.class();
+    let base = cfg.latency[class.index()].sample(rng);
+    let instance_rows = data.rows.len() as u64;
+    // Changes older than this are never asked about: forget them.
+    let horizon = if cfg.replicas == 0 {
+        now
+    } else {
+        SimTime::from_ns(now.as_ns().saturating_sub(cfg.max_replication_lag.as_ns()))
+    };
+    let snapshot = if replica {
+        stats.replica_reads += 1;
+        let lag = cfg
+            .replication_lag
+            .sample_duration(rng)
+            .min(cfg.max_replication_lag);
+        Some(SimTime::from_ns(now.as_ns().saturating_sub(lag.as_ns())))
+    } else {
+        None
+    };
+    let (factor, result) = match q.op {
+        DbOp::GetInstance(id) => {
+            let row = data.rows.get(&id).filter(|r| r.account == q.account);
+            let found = match snapshot {
+                None => row.map(|r| r.view(id)),
+                Some(v) => {
+                    let seen = row.and_then(|r| r.view_as_of(id, v));
+                    if seen.map(|r| r.state) != row.map(|r| r.state) {
+                        stats.stale_reads += 1;
+                    }
+                    seen
+                }
+            };
+            (cfg.index_factor(instance_rows), DbResult::Instance(found))
+        }
+        DbOp::ListInstances {
+            account,
+            page,
+            page_size,
+        } => {
+            let size = if page_size > cfg.max_page_size {
+                stats.page_size_clamped += 1;
+                cfg.max_page_size
+            } else {
+                page_size
+            };
+            let m = data.accounts.get(&account);
+            let current = m.map_or(0, Membership::current);
+            let total = match snapshot {
+                None => current,
+                Some(v) => {
+                    let seen = m.map_or(0, |m| m.as_of(v));
+                    if seen != current {
+                        stats.stale_reads += 1;
+                    }
+                    seen
+                }
+            };
+            let skip = u64::from(page).saturating_mul(u64::from(size));
+            let returned = total.saturating_sub(skip).min(u64::from(size)) as u16;
+            (
+                cfg.list_factor(instance_rows),
+                DbResult::Listed {
+                    returned,
+                    total_for_account: total,
+                },
+            )
+        }
+        DbOp::InsertInstances {
+            account,
+            count,
+            instance_type,
+            state,
+        } => {
+            let first = *next_instance;
+            *next_instance += u64::from(count);
+            for id in (first..first + u64::from(count)).map(InstanceId) {
+                data.rows.insert(
+                    id,
+                    StoredRow {
+                        account,
+                        instance_type,
+                        state,
+                        updated_at: now,
+                        prev_state: state,
+                        prev_updated_at: now,
+                        created_at: now,
+                    },
+                );
+                if state == InstanceState::Deleted {
+                    data.deleted.insert(id);
+                }
+            }
+            if state != InstanceState::Deleted && count > 0 {
+                data.add_listed(account, i64::from(count), now, horizon);
+            }
+            let factor = cfg.index_factor(instance_rows) * cfg.batch_factor(u64::from(count));
+            let range = InstanceIdRange {
+                first: InstanceId(first),
+                count: u32::from(count),
+            };
+            (factor, DbResult::Inserted(range))
+        }
+        DbOp::UpdateInstanceState { id, expect, to } => {
+            let outcome = match data.rows.get_mut(&id).filter(|r| r.account == q.account) {
+                None => UpdateOutcome::NotFound,
+                Some(r) if expect.is_some_and(|e| e != r.state) => {
+                    UpdateOutcome::Mismatch { actual: r.state }
+                }
+                Some(r) => {
+                    let from = r.state;
+                    r.prev_state = from;
+                    r.prev_updated_at = r.updated_at;
+                    r.state = to;
+                    r.updated_at = now;
+                    let account = r.account;
+                    let deleted = InstanceState::Deleted;
+                    if from != deleted && to == deleted {
+                        data.deleted.insert(id);
+                        data.add_listed(account, -1, now, horizon);
+                    } else if from == deleted && to != deleted {
+                        data.deleted.remove(&id);
+                        data.add_listed(account, 1, now, horizon);
+                    }
+                    UpdateOutcome::Done { from }
+                }
+            };
+            (cfg.index_factor(instance_rows), DbResult::Updated(outcome))
+        }
+        DbOp::AppendRows { table, rows } => {
+            let before = data.rows(table);
+            let slot = &mut data.counters[table.index() - 1];
+            *slot = slot.saturating_add(u64::from(rows));
+            let factor = cfg.index_factor(before) * cfg.batch_factor(u64::from(rows));
+            (factor, DbResult::Appended)
+        }
+        DbOp::ArchiveRows { table, max_rows } => {
+            let removed = match table {
+                Table::Instances => {
+                    let mut n = 0u32;
+                    while n < max_rows {
+                        let Some(id) = data.deleted.pop_first() else {
+                            break;
+                        };
+                        data.rows.remove(&id);
+                        n += 1;
+                    }
+                    n
+                }
+                other => {
+                    let slot = &mut data.counters[other.index() - 1];
+                    let n = (*slot).min(u64::from(max_rows));
+                    *slot -= n;
+                    n as u32
+                }
+            };
+            (
+                cfg.archive_factor(u64::from(removed)),
+                DbResult::Archived(removed),
+            )
+        }
+    };
+    (SimDuration::from_secs_f64(base * factor), result)
+}

@@ -1,0 +1,558 @@
+//! The control-plane world: the one message type every component speaks, the enum of its
+//! components, and [`Topology`], the embeddable builder that assembles traffic → gateway →
+//! API nodes → database and dependencies, runs it under a seed and returns typed results.
+
+use crate::api::gateway::{ApiMetrics, Gateway, STATUSES, status_at};
+use crate::api::lb::LbPolicy;
+use crate::api::node::{ApiNode, DepIds, NodeConfig, NodeTimer};
+use crate::api::throttle::Throttle;
+use crate::api::types::{Api, Request, Response, Status};
+use crate::db::{Db, DbConfig, DbQuery, DbReply, DbStats, DbTimer};
+use crate::deps::{
+    DepCall, DepReply, DepTimer, Dependency, DependencyKind, DependencySpec, DependencyStats,
+};
+use crate::gc::GcStats;
+use crate::kernel::{
+    Component, ComponentId, Handle, Limits, Message, Outbox, Outcome, RootSeed, RunReport, Sim,
+    SimDuration, SimTime, TraceHash,
+};
+use crate::metrics::LatencyHistogram;
+use crate::traffic::{OpenLoop, OpenLoopConfig};
+
+/// Every event of the control-plane world.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Msg {
+    /// The traffic's own timer: send the next request.
+    TrafficTick,
+    /// A successful creation, echoed to the traffic so it can target the new instances.
+    Created(Response),
+    /// Traffic → gateway.
+    Request(Request),
+    /// Gateway → node.
+    Dispatch {
+        handle: Handle,
+        req: Request,
+    },
+    /// Node → gateway.
+    Response {
+        handle: Handle,
+        resp: Response,
+    },
+    /// The gateway's per-request deadline.
+    Deadline(Handle),
+    /// A node's own timers.
+    Node(NodeTimer),
+    DbQuery(DbQuery),
+    DbReply(DbReply),
+    DbTimer(DbTimer),
+    DepCall(DepCall),
+    DepReply(DepReply),
+    DepTimer(DepTimer),
+}
+
+impl Message for Msg {
+    #[inline]
+    fn kind_code(&self) -> u32 {
+        match self {
+            Msg::TrafficTick => 0,
+            Msg::Created(_) => 1,
+            Msg::Request(_) => 2,
+            Msg::Dispatch { .. } => 3,
+            Msg::Response { .. } => 4,
+            Msg::Deadline(_) => 5,
+            Msg::Node(t) => match t {
+                NodeTimer::CpuDone(_) => 6,
+                NodeTimer::ConnTimeout(_) => 7,
+                NodeTimer::DepTimeout { .. } => 8,
+                NodeTimer::DepRetry(_) => 9,
+                NodeTimer::Resume => 10,
+                NodeTimer::GcCheck => 11,
+            },
+            Msg::DbQuery(_) => 12,
+            Msg::DbReply(_) => 13,
+            Msg::DbTimer(_) => 14,
+            Msg::DepCall(_) => 15,
+            Msg::DepReply(_) => 16,
+            Msg::DepTimer(_) => 17,
+        }
+    }
+
+    fn kind_name(&self) -> &'static str {
+        match self {
+            Msg::TrafficTick => "TrafficTick",
+            Msg::Created(_) => "Created",
+            Msg::Request(_) => "Request",
+            Msg::Dispatch { .. } => "Dispatch",
+            Msg::Response { .. } => "Response",
+            Msg::Deadline(_) => "Deadline",
+            Msg::Node(t) => match t {
+                NodeTimer::CpuDone(_) => "CpuDone",
+                NodeTimer::ConnTimeout(_) => "ConnTimeout",
+                NodeTimer::DepTimeout { .. } => "DepTimeout",
+                NodeTimer::DepRetry(_) => "DepRetry",
+                NodeTimer::Resume => "GcResume",
+                NodeTimer::GcCheck => "GcCheck",
+            },
+            Msg::DbQuery(_) => "DbQuery",
+            Msg::DbReply(_) => "DbReply",
+            Msg::DbTimer(_) => "DbTimer",
+            Msg::DepCall(_) => "DepCall",
+            Msg::DepReply(_) => "DepReply",
+            Msg::DepTimer(_) => "DepTimer",
+        }
+    }
+}
+
+impl From<DbReply> for Msg {
+    fn from(r: DbReply) -> Msg {
+        Msg::DbReply(r)
+    }
+}
+impl From<DbTimer> for Msg {
+    fn from(t: DbTimer) -> Msg {
+        Msg::DbTimer(t)
+    }
+}
+impl From<DepReply> for Msg {
+    fn from(r: DepReply) -> Msg {
+        Msg::DepReply(r)
+    }
+}
+impl From<DepTimer> for Msg {
+    fn from(t: DepTimer) -> Msg {
+        Msg::DepTimer(t)
+    }
+}
+
+/// The components of the world (static dispatch).
+pub enum Part {
+    Traffic(Box<OpenLoop>),
+    Gateway(Box<Gateway>),
+    Node(Box<ApiNode>),
+    Db(Box<Db>),
+    Dep(Box<Dependency>),
+}
+
+impl Component<Msg> for Part {
+    #[inline]
+    fn on_event(&mut self, msg: Msg, out: &mut Outbox<'_, Msg>) {
+        match (self, msg) {
+            (Part::Traffic(t), Msg::TrafficTick) => t.on_tick(out),
+            (Part::Traffic(t), Msg::Created(r)) => t.on_created(r),
+            (Part::Gateway(g), Msg::Request(r)) => g.on_request(r, out),
+            (Part::Gateway(g), Msg::Response { handle, resp }) => g.on_response(handle, resp, out),
+            (Part::Gateway(g), Msg::Deadline(h)) => g.on_deadline(h, out),
+            (Part::Node(n), msg) => n.on_message(msg, out),
+            (Part::Db(d), Msg::DbQuery(q)) => d.on_query(q, out),
+            (Part::Db(d), Msg::DbTimer(t)) => d.on_timer(t, out),
+            (Part::Dep(d), Msg::DepCall(c)) => d.on_call(c, out),
+            (Part::Dep(d), Msg::DepTimer(t)) => d.on_timer(t, out),
+            (_, msg) => out.violation(format!(
+                "message {} sent to the wrong component",
+                msg.kind_name()
+            )),
+        }
+    }
+}
+
+/// Why a topology is not valid; each variant says what to change.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TopologyError {
+    #[error("`nodes` must be 1..=1024, got {0}")]
+    Nodes(u32),
+    #[error("no `{0}` dependency: add a mock of that kind (see mocks/)")]
+    MissingDependency(&'static str),
+    #[error("`duration` must be longer than 0 (e.g. \"60s\")")]
+    ZeroDuration,
+    #[error("node {index} does not exist: nodes are numbered 0..{nodes}")]
+    NoSuchNode { index: u32, nodes: u32 },
+}
+
+/// A control-plane topology: what to build and how long to drive it. Cloneable, so one
+/// description runs under many seeds.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    nodes: u32,
+    node: NodeConfig,
+    lb: LbPolicy,
+    throttle: Throttle,
+    db: DbConfig,
+    deps: Vec<DependencySpec>,
+    traffic: OpenLoopConfig,
+    duration: SimDuration,
+    gateway_hop: SimDuration,
+    gateway_max_in_flight: usize,
+    max_events: u64,
+    /// Nodes configured differently from the rest (a bad heap, a smaller pool): (index, config).
+    node_overrides: Vec<(u32, NodeConfig)>,
+}
+
+impl Topology {
+    /// `duration` of traffic; the run then continues until every request has been answered or
+    /// has hit its deadline (plus the dependency timeout), and ends there.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        nodes: u32,
+        node: NodeConfig,
+        lb: LbPolicy,
+        throttle: Throttle,
+        db: DbConfig,
+        deps: Vec<DependencySpec>,
+        traffic: OpenLoopConfig,
+        duration: SimDuration,
+    ) -> Result<Topology, TopologyError> {
+        if !(1..=1024).contains(&nodes) {
+            return Err(TopologyError::Nodes(nodes));
+        }
+        if duration.is_zero() {
+            return Err(TopologyError::ZeroDuration);
+        }
+        for kind in [DependencyKind::Inventory, DependencyKind::Image] {
+            if !deps.iter().any(|d| d.kind() == kind) {
+                return Err(TopologyError::MissingDependency(kind.name()));
+            }
+        }
+        let mut traffic = traffic;
+        traffic.until = SimTime::ZERO.saturating_add(duration);
+        Ok(Topology {
+            nodes,
+            node,
+            lb,
+            throttle,
+            db,
+            deps,
+            traffic,
+            duration,
+            gateway_hop: SimDuration::from_us(250),
+            gateway_max_in_flight: 1_000_000,
+            max_events: 1 << 36,
+            node_overrides: Vec::new(),
+        })
+    }
+
+    /// The most events one run may process (a safety bound, reported as the outcome).
+    pub fn with_max_events(mut self, n: u64) -> Topology {
+        self.max_events = n;
+        self
+    }
+
+    /// Gives node `index` its own configuration (e.g. one node with a heap that needs full GCs).
+    pub fn with_node_config(
+        mut self,
+        index: u32,
+        config: NodeConfig,
+    ) -> Result<Topology, TopologyError> {
+        if index >= self.nodes {
+            return Err(TopologyError::NoSuchNode {
+                index,
+                nodes: self.nodes,
+            });
+        }
+        self.node_overrides.retain(|(i, _)| *i != index);
+        self.node_overrides.push((index, config));
+        Ok(self)
+    }
+
+    pub fn duration(&self) -> SimDuration {
+        self.duration
+    }
+
+    /// The world, ready to run, and where its parts are.
+    pub fn build(&self, seed: RootSeed) -> World {
+        let drain = self
+            .traffic
+            .timeout
+            .saturating_add(SimDuration::from_secs(60));
+        let limits = Limits {
+            max_events: self.max_events,
+            max_time: self.duration.saturating_add(drain),
+            max_pending: 1 << 26,
+        };
+        let mut sim: Sim<Msg, Part> = Sim::new(seed, limits);
+        // Ids are issued in order of `add`: traffic 0, gateway 1, database 2, dependencies
+        // 3.., then nodes. Components are created knowing the ids of those they talk to.
+        let n_deps = self.deps.len();
+        let traffic_id = ComponentId::new(0);
+        let gateway_id = ComponentId::new(1);
+        let db_id = ComponentId::new(2);
+        let dep_id = |i: usize| ComponentId::new(3 + i);
+        let node_id = |i: u32| ComponentId::new(3 + n_deps + i as usize);
+        let find = |kind: DependencyKind| {
+            dep_id(
+                self.deps
+                    .iter()
+                    .position(|d| d.kind() == kind)
+                    .expect("checked in Topology::new"),
+            )
+        };
+        let dep_ids = DepIds {
+            inventory: find(DependencyKind::Inventory),
+            image: find(DependencyKind::Image),
+        };
+
+        let mut traffic = OpenLoop::new(self.traffic.clone(), seed.fork("traffic"), gateway_id);
+        let first = traffic.first_arrival();
+        assert_eq!(
+            sim.add("traffic", Part::Traffic(Box::new(traffic))),
+            traffic_id
+        );
+        let api_metrics = ApiMetrics::register(sim.metrics_mut());
+        let mut gateway = Gateway::new(
+            self.throttle.clone(),
+            self.lb,
+            seed.fork("gateway.lb"),
+            (0..self.nodes).map(node_id).collect(),
+            self.gateway_hop,
+            self.gateway_max_in_flight,
+            api_metrics.clone(),
+        );
+        gateway.set_client(traffic_id);
+        assert_eq!(
+            sim.add("gateway", Part::Gateway(Box::new(gateway))),
+            gateway_id
+        );
+        assert_eq!(
+            sim.add(
+                "db",
+                Part::Db(Box::new(Db::new(self.db.clone(), seed.fork("db"))))
+            ),
+            db_id
+        );
+        for (i, spec) in self.deps.iter().enumerate() {
+            let name = format!("dep.{}", spec.name());
+            let dep = Dependency::new(spec.clone(), seed.fork(&name));
+            assert_eq!(sim.add(&name, Part::Dep(Box::new(dep))), dep_id(i));
+        }
+        for i in 0..self.nodes {
+            let name = format!("node.{i}");
+            let cfg = self
+                .node_overrides
+                .iter()
+                .find(|(k, _)| *k == i)
+                .map_or(&self.node, |(_, c)| c);
+            let node = ApiNode::new(
+                cfg.clone(),
+                seed.fork(&name),
+                gateway_id,
+                db_id,
+                dep_ids,
+                &name,
+                sim.metrics_mut(),
+            );
+            let id = sim.add(&name, Part::Node(Box::new(node)));
+            assert_eq!(id, node_id(i));
+            sim.schedule(SimTime::ZERO, id, Msg::Node(NodeTimer::GcCheck))
+                .expect("time zero");
+        }
+        sim.schedule(SimTime::ZERO + first, traffic_id, Msg::TrafficTick)
+            .expect("after time zero");
+        World {
+            sim,
+            nodes: (0..self.nodes).map(node_id).collect(),
+            db: db_id,
+            gateway: gateway_id,
+            deps: (0..n_deps).map(dep_id).collect(),
+            api_metrics,
+        }
+    }
+
+    /// Builds and runs the world under `seed`.
+    pub fn run(&self, seed: RootSeed) -> RunResult {
+        let mut world = self.build(seed);
+        let report = world.sim.run();
+        world.result(report, self.duration)
+    }
+}
+
+/// A built world: the simulator and the ids of its parts.
+pub struct World {
+    pub sim: Sim<Msg, Part>,
+    pub nodes: Vec<ComponentId>,
+    pub db: ComponentId,
+    pub gateway: ComponentId,
+    pub deps: Vec<ComponentId>,
+    api_metrics: ApiMetrics,
+}
+
+/// Per-API results, as the client saw them.
+#[derive(Clone, Debug)]
+pub struct ApiResult {
+    pub api: Api,
+    /// Responses by status (only statuses that occurred), in status order.
+    pub status: Vec<(Status, u64)>,
+    pub requests: u64,
+    /// Latency from the intended start to the response at the gateway, ns.
+    pub latency: LatencyHistogram,
+}
+
+impl ApiResult {
+    pub fn count(&self, s: Status) -> u64 {
+        self.status
+            .iter()
+            .find(|(x, _)| *x == s)
+            .map_or(0, |(_, n)| *n)
+    }
+    pub fn count_5xx(&self) -> u64 {
+        self.status
+            .iter()
+            .filter(|(s, _)| s.is_5xx())
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// Per-node results.
+#[derive(Clone, Debug)]
+pub struct NodeResult {
+    /// Latency from the intended start to the node's answer, ns.
+    pub latency: LatencyHistogram,
+    pub gc: GcStats,
+    /// Paused time / simulated time.
+    pub gc_time_fraction: f64,
+}
+
+/// What a run measured.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    pub report: RunReport,
+    pub apis: Vec<ApiResult>,
+    pub nodes: Vec<NodeResult>,
+    pub db: DbStats,
+    pub deps: Vec<(String, DependencyStats)>,
+    /// Counters of the run by name (sorted).
+    pub counters: Vec<(String, u64)>,
+}
+
+impl RunResult {
+    pub fn trace_hash(&self) -> TraceHash {
+        self.report.trace_hash
+    }
+    pub fn api(&self, api: Api) -> &ApiResult {
+        &self.apis[api.index()]
+    }
+    pub fn requests(&self) -> u64 {
+        self.apis.iter().map(|a| a.requests).sum()
+    }
+    pub fn responses_5xx(&self) -> u64 {
+        self.apis.iter().map(ApiResult::count_5xx).sum()
+    }
+    pub fn rate_5xx(&self) -> f64 {
+        let n = self.requests();
+        if n == 0 {
+            0.0
+        } else {
+            self.responses_5xx() as f64 / n as f64
+        }
+    }
+    pub fn counter(&self, name: &str) -> u64 {
+        self.counters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, v)| *v)
+    }
+    /// Whether the run ended as designed (traffic over, then drained or stopped at the drain
+    /// bound), not on a safety bound or a broken invariant.
+    pub fn ended_normally(&self) -> bool {
+        matches!(
+            self.report.outcome,
+            Outcome::Drained | Outcome::TimeLimit { .. } | Outcome::Stopped { .. }
+        )
+    }
+}
+
+impl World {
+    /// Collects the typed results of a finished run.
+    pub fn result(&self, report: RunReport, duration: SimDuration) -> RunResult {
+        let reg = self.sim.metrics();
+        let apis = Api::ALL
+            .iter()
+            .map(|&api| {
+                let i = api.index();
+                let status: Vec<(Status, u64)> = (0..STATUSES)
+                    .map(|k| (status_at(k), reg.get_counter(self.api_metrics.status[i][k])))
+                    .filter(|(_, n)| *n > 0)
+                    .collect();
+                ApiResult {
+                    api,
+                    requests: status.iter().map(|(_, n)| n).sum(),
+                    status,
+                    latency: reg.get_histogram(self.api_metrics.latency[i]).clone(),
+                }
+            })
+            .collect();
+        let span_ns = report.end_time.as_ns().max(duration.as_ns()).max(1);
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|&id| {
+                let Part::Node(n) = self.sim.component(id) else {
+                    unreachable!("node ids name nodes")
+                };
+                let name = self.sim.name(id).to_string();
+                let latency = reg
+                    .histograms()
+                    .into_iter()
+                    .find(|(k, _)| *k == format!("{name}.latency_ns"))
+                    .map(|(_, h)| h.clone())
+                    .unwrap_or_default();
+                let gc = n.heap().stats().clone();
+                NodeResult {
+                    latency,
+                    gc_time_fraction: gc.total_paused_ns() as f64 / span_ns as f64,
+                    gc,
+                }
+            })
+            .collect();
+        let Part::Db(db) = self.sim.component(self.db) else {
+            unreachable!("the db id names the db")
+        };
+        let deps = self
+            .deps
+            .iter()
+            .map(|&id| match self.sim.component(id) {
+                Part::Dep(d) => (d.name().to_string(), d.stats().clone()),
+                _ => unreachable!("dependency ids name dependencies"),
+            })
+            .collect();
+        RunResult {
+            report,
+            apis,
+            nodes,
+            db: db.stats().clone(),
+            deps,
+            counters: reg
+                .counters()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        }
+    }
+}
+
+/// The dependency mocks shipped in `mocks/`, compiled in, so an embedding program needs no
+/// files. Sorted by file name, as `load_mocks_dir` reads them.
+pub fn shipped_mocks() -> Vec<DependencySpec> {
+    const FILES: [(&str, &str); 5] = [
+        (
+            "mocks/billing.toml",
+            include_str!("../../mocks/billing.toml"),
+        ),
+        (
+            "mocks/block_storage.toml",
+            include_str!("../../mocks/block_storage.toml"),
+        ),
+        ("mocks/image.toml", include_str!("../../mocks/image.toml")),
+        (
+            "mocks/inventory.toml",
+            include_str!("../../mocks/inventory.toml"),
+        ),
+        ("mocks/vpc.toml", include_str!("../../mocks/vpc.toml")),
+    ];
+    FILES
+        .iter()
+        .map(|(name, text)| {
+            crate::deps::parse_mock(name, text)
+                .unwrap_or_else(|e| panic!("shipped mock {name}: {e}"))
+        })
+        .collect()
+}

@@ -1,0 +1,484 @@
+//! The control-plane core end to end (traffic → gateway → API nodes → database and
+//! dependencies): behaviour a capacity planner relies on, checked against theory or exact counts.
+
+use firedrill::analytic::Mmck;
+use firedrill::api::lb::LbPolicy;
+use firedrill::api::node::{NodeConfig, NodeConfigBuilder};
+use firedrill::api::throttle::{Limit, Throttle};
+use firedrill::api::types::{AccountId, Api, ErrorCode, Status};
+use firedrill::db::DbConfig;
+use firedrill::deps::{DependencyKind, FaultCode, Jitter, RetryOn, RetryPolicy};
+use firedrill::gc::{GcProfile, HeapConfig, HeapSpec, MIB, PauseKind};
+use firedrill::kernel::{Dist, RootSeed, SimDuration, SimTime, check_determinism};
+use firedrill::traffic::{ApiMix, OpenLoopConfig};
+use firedrill::world::{Part, RunResult, Topology, shipped_mocks};
+
+fn traffic(rate_per_s: f64, mix: ApiMix, accounts: u32, timeout: SimDuration) -> OpenLoopConfig {
+    OpenLoopConfig {
+        inter_arrival: Dist::exponential(1.0 / rate_per_s).unwrap(),
+        mix,
+        accounts,
+        account_skew: None,
+        amount: Dist::constant(1.0).unwrap(),
+        instance_types: 1,
+        timeout,
+        until: SimTime::ZERO,
+        describe_list_share: 0.0,
+    }
+}
+
+fn unlimited(accounts: u32) -> Throttle {
+    Throttle::new([Limit::Unlimited; Api::COUNT], Limit::Unlimited, accounts).unwrap()
+}
+
+/// A database that answers at once and never queues: isolates the nodes' own queueing.
+fn instant_db() -> DbConfig {
+    DbConfig::builder()
+        .latency_all(Dist::constant(0.0).unwrap())
+        .max_concurrent(100_000)
+        .build()
+        .unwrap()
+}
+
+fn heap(profile: GcProfile) -> HeapConfig {
+    HeapConfig::defaults_for(profile)
+}
+
+fn topology(
+    nodes: u32,
+    node: NodeConfig,
+    db: DbConfig,
+    t: OpenLoopConfig,
+    throttle: Throttle,
+    secs: u64,
+) -> Topology {
+    Topology::new(
+        nodes,
+        node,
+        LbPolicy::RoundRobin,
+        throttle,
+        db,
+        shipped_mocks(),
+        t,
+        SimDuration::from_secs(secs),
+    )
+    .unwrap()
+}
+
+/// One node with c workers and K − c accept-queue slots, exponential CPU and nothing else: an
+/// M/M/c/K station. Its 503s must come at the Erlang blocking rate, its admitted latency at the
+/// M/M/c/K mean.
+#[test]
+fn accept_queue_and_workers_reject_at_the_mmck_rate() {
+    let (c, k, lam, mu) = (8u32, 16u32, 7.2, 1.0);
+    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
+        .workers(c)
+        .cores(c)
+        .accept_queue(k - c)
+        .cpu_all(Dist::exponential(1.0 / mu).unwrap())
+        .hops(SimDuration::ZERO, SimDuration::ZERO, SimDuration::ZERO)
+        .pool(c, c, SimDuration::from_secs(1))
+        .shed_expired(false)
+        .build()
+        .unwrap();
+    let t = traffic(
+        lam,
+        ApiMix::only(Api::DescribeInstanceStatus),
+        10,
+        SimDuration::from_secs(86_400),
+    );
+    let topo = topology(1, node, instant_db(), t, unlimited(10), 60_000);
+    let exact = Mmck::new(c, k, lam, mu).unwrap();
+    let (mut blocked, mut total, mut mean_sum, mut n) = (0u64, 0u64, 0.0, 0.0);
+    for seed in 1..=4 {
+        let r = topo.run(RootSeed::new(seed));
+        assert!(r.ended_normally(), "{}", r.report.outcome);
+        let a = r.api(Api::DescribeInstanceStatus);
+        blocked += a.count(Status::Err(ErrorCode::ServiceUnavailable));
+        total += a.requests;
+        // Admitted requests answer NotFound (no instance exists): their latency is the station's.
+        assert_eq!(
+            a.requests,
+            a.count(Status::Err(ErrorCode::ServiceUnavailable))
+                + a.count(Status::Err(ErrorCode::InstanceNotFound))
+        );
+        mean_sum += r.nodes[0].latency.mean_ns().unwrap() * 1e-9;
+        n += 1.0;
+    }
+    let p_block = blocked as f64 / total as f64;
+    let se = (exact.p_block * (1.0 - exact.p_block) / total as f64).sqrt();
+    // Blocking events are correlated (busy periods): allow 4 se of a sample 5× smaller.
+    assert!(
+        (p_block - exact.p_block).abs() < 4.0 * se * 5f64.sqrt(),
+        "p_block {p_block} vs {} (se {se}, n {total})",
+        exact.p_block
+    );
+    // The node records the latency of the requests its workers served (the 503s are not).
+    let admitted_mean = mean_sum / n;
+    assert!(
+        (admitted_mean / exact.mean_response - 1.0).abs() < 0.02,
+        "W {admitted_mean} vs {}",
+        exact.mean_response
+    );
+}
+
+/// A node with a heap that needs full GCs shows them in its p99 (by about the pause length) while
+/// the other nodes, without GC, stay flat.
+#[test]
+fn a_full_gc_on_one_node_raises_only_that_nodes_p99() {
+    let flat = NodeConfigBuilder::new(heap(GcProfile::Off))
+        .workers(200)
+        .cores(8);
+    let bad_heap = HeapSpec {
+        eden_bytes: 256 * MIB,
+        survivor_bytes: 0,
+        old_bytes: 512 * MIB,
+        survival_ratio: 0.5,
+        young_pause_base: SimDuration::from_us(200),
+        young_pause_per_mib_surviving: SimDuration::from_us(1),
+        live_set_bytes: 256 * MIB,
+        ..HeapSpec::defaults_for(GcProfile::Parallel)
+    }
+    .build()
+    .unwrap();
+    let bad = flat.clone().heap(bad_heap).alloc_bytes(
+        Api::DescribeInstanceStatus,
+        Dist::constant(256.0 * 1024.0).unwrap(),
+    );
+    let t = traffic(
+        4_000.0,
+        ApiMix::only(Api::DescribeInstanceStatus),
+        100,
+        SimDuration::from_secs(30),
+    );
+    let topo = topology(
+        4,
+        flat.build().unwrap(),
+        DbConfig::assumed_defaults(),
+        t,
+        unlimited(100),
+        60,
+    )
+    .with_node_config(0, bad.build().unwrap())
+    .unwrap();
+    let r = topo.run(RootSeed::new(7));
+    assert!(r.ended_normally(), "{}", r.report.outcome);
+    let gc = &r.nodes[0].gc;
+    let fulls = gc.count(PauseKind::Full);
+    assert!(fulls >= 5, "the bad heap had {fulls} full GCs");
+    let pause_s = gc.histogram(PauseKind::Full).max_ns().unwrap() as f64 * 1e-9;
+    let p99 = |i: usize| r.nodes[i].latency.quantile_ns(0.99).unwrap() as f64 * 1e-9;
+    let others: Vec<f64> = (1..4).map(p99).collect();
+    let other_max = others.iter().cloned().fold(0.0, f64::max);
+    let other_min = others.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(
+        other_max / other_min < 1.2,
+        "GC-free nodes stay alike: {others:?}"
+    );
+    assert_eq!(r.nodes[1].gc.all_pauses().count(), 0);
+    let rise = p99(0) - other_max;
+    // Requests arriving during a pause of P wait uniformly in [0, P]: with pauses covering ~9% of
+    // the time, p99 lands at ≈ 0.9 P above the base.
+    assert!(
+        rise > 0.5 * pause_s && rise < 1.5 * pause_s,
+        "p99 rise {rise:.3}s vs full-GC pause {pause_s:.3}s"
+    );
+}
+
+fn gc_load(profile: GcProfile, spec: Option<HeapSpec>) -> RunResult {
+    let h = match spec {
+        Some(s) => s.build().unwrap(),
+        None => heap(profile),
+    };
+    let node = NodeConfigBuilder::new(h)
+        .alloc_bytes(
+            Api::DescribeInstanceStatus,
+            Dist::constant(1024.0 * 1024.0).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let t = traffic(
+        2_000.0,
+        ApiMix::only(Api::DescribeInstanceStatus),
+        100,
+        SimDuration::from_secs(30),
+    );
+    let r = topology(
+        2,
+        node,
+        DbConfig::assumed_defaults(),
+        t,
+        unlimited(100),
+        120,
+    )
+    .run(RootSeed::new(3));
+    assert!(r.ended_normally(), "{}", r.report.outcome);
+    r
+}
+
+/// ZGC keeps every pause under a millisecond at a load where G1's young pauses are tens of ms.
+#[test]
+fn zgc_cuts_max_pause_below_a_millisecond_at_the_same_load() {
+    let g1 = gc_load(GcProfile::G1, None);
+    let zgc = gc_load(GcProfile::Zgc, None);
+    for n in &zgc.nodes {
+        assert!(n.gc.all_pauses().count() > 0, "ZGC ran cycles");
+        assert!(
+            n.gc.all_pauses().max_ns().unwrap() < 1_000_000,
+            "ZGC max pause {}",
+            n.gc.all_pauses().max_ns().unwrap()
+        );
+    }
+    for n in &g1.nodes {
+        assert!(
+            n.gc.all_pauses().max_ns().unwrap() > 5_000_000,
+            "G1 young pauses are longer"
+        );
+    }
+}
+
+/// Young-GC frequency follows eden / allocation rate: count = allocated / eden, and doubling
+/// eden halves it.
+#[test]
+fn young_gc_frequency_follows_eden_over_allocation_rate() {
+    let spec = |eden_mib: u64| HeapSpec {
+        eden_bytes: eden_mib * MIB,
+        ..HeapSpec::defaults_for(GcProfile::Parallel)
+    };
+    let small = gc_load(GcProfile::Parallel, Some(spec(256)));
+    let large = gc_load(GcProfile::Parallel, Some(spec(512)));
+    for (r, eden) in [(&small, 256 * MIB), (&large, 512 * MIB)] {
+        for n in &r.nodes {
+            let young = n.gc.count(PauseKind::Young) + n.gc.count(PauseKind::Full);
+            let predicted = n.gc.bytes_allocated() / eden;
+            assert!(
+                young.abs_diff(predicted) <= 1,
+                "young GCs {young} vs allocated/eden {predicted}"
+            );
+        }
+    }
+    let count = |r: &RunResult| {
+        r.nodes
+            .iter()
+            .map(|n| n.gc.count(PauseKind::Young))
+            .sum::<u64>() as f64
+    };
+    let ratio = count(&small) / count(&large);
+    assert!(
+        (ratio - 2.0).abs() < 0.1,
+        "doubling eden halves young GCs: ratio {ratio}"
+    );
+}
+
+/// The unindexed list gets slower as the instances table grows, and slow queries appear once
+/// it is large; indexed point reads barely move.
+#[test]
+fn list_latency_grows_with_the_instances_table() {
+    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
+        .build()
+        .unwrap();
+    let mut mix = [0.0; Api::COUNT];
+    mix[Api::RunInstances.index()] = 1.0;
+    mix[Api::DescribeInstances.index()] = 1.0;
+    let mut t = traffic(
+        200.0,
+        ApiMix::new(mix).unwrap(),
+        2,
+        SimDuration::from_secs(60),
+    );
+    t.amount = Dist::constant(100.0).unwrap();
+    t.describe_list_share = 1.0;
+    // An inventory with stock for every instance this test creates.
+    let mocks: Vec<_> = shipped_mocks()
+        .into_iter()
+        .map(|m| {
+            if m.kind() != DependencyKind::Inventory {
+                return m;
+            }
+            let text =
+                include_str!("../../mocks/inventory.toml").replace("0 = 200000", "0 = 50000000");
+            firedrill::deps::parse_mock("inventory.toml", &text).unwrap()
+        })
+        .collect();
+    let run = |secs: u64| {
+        let topo = Topology::new(
+            4,
+            node.clone(),
+            LbPolicy::RoundRobin,
+            unlimited(2),
+            DbConfig::assumed_defaults(),
+            mocks.clone(),
+            t.clone(),
+            SimDuration::from_secs(secs),
+        )
+        .unwrap();
+        let r = topo.run(RootSeed::new(5));
+        assert!(r.ended_normally(), "{}", r.report.outcome);
+        r
+    };
+    let short = run(10);
+    let long = run(100);
+    assert!(
+        long.api(Api::RunInstances)
+            .count(Status::Err(ErrorCode::NoStock))
+            == 0
+    );
+    let list = |r: &RunResult| {
+        r.db.class(firedrill::db::QueryClass::FilteredList)
+            .latency
+            .mean_ns()
+            .unwrap()
+    };
+    let point = |r: &RunResult| {
+        r.db.class(firedrill::db::QueryClass::Insert)
+            .latency
+            .mean_ns()
+            .unwrap()
+    };
+    assert!(
+        list(&long) > 4.0 * list(&short),
+        "list mean {} → {}",
+        list(&short),
+        list(&long)
+    );
+    assert!(
+        point(&long) < 1.5 * point(&short),
+        "indexed insert mean {} → {}",
+        point(&short),
+        point(&long)
+    );
+    let slow = |r: &RunResult| r.db.class(firedrill::db::QueryClass::FilteredList).slow;
+    assert!(
+        slow(&long) > slow(&short),
+        "slow lists {} → {}",
+        slow(&short),
+        slow(&long)
+    );
+}
+
+/// A dependency failing half its calls: 3 attempts per call amplify its load by 1 + p + p² =
+/// 1.75, with or without jitter; no retries, no amplification.
+#[test]
+fn retries_amplify_load_on_a_failing_dependency() {
+    let amplification = |policy: RetryPolicy| {
+        let node = NodeConfigBuilder::new(heap(GcProfile::Off))
+            .dependency_calls(SimDuration::from_secs(2), policy)
+            .build()
+            .unwrap();
+        let t = traffic(
+            200.0,
+            ApiMix::only(Api::CreateInstance),
+            10,
+            SimDuration::from_secs(60),
+        );
+        let topo = topology(2, node, DbConfig::assumed_defaults(), t, unlimited(10), 120);
+        let mut world = topo.build(RootSeed::new(11));
+        let inventory = world
+            .deps
+            .iter()
+            .copied()
+            .find(|&id| matches!(world.sim.component(id), Part::Dep(d) if d.spec().kind() == DependencyKind::Inventory))
+            .unwrap();
+        // Exactly one failure mode: the inventory fails half its calls with InternalError; every
+        // other injected error of the mocks is switched off.
+        for &id in &world.deps.clone() {
+            if let Part::Dep(d) = world.sim.component_mut(id) {
+                let is_inventory = d.spec().kind() == DependencyKind::Inventory;
+                for code in FaultCode::ALL {
+                    let p = if is_inventory && code == FaultCode::InternalError {
+                        0.5
+                    } else {
+                        0.0
+                    };
+                    d.set_error_override(code, Some(p));
+                }
+            }
+        }
+        let _ = inventory;
+        let report = world.sim.run();
+        let r = world.result(report, topo.duration());
+        let inv = &r.deps.iter().find(|(n, _)| n == "inventory").unwrap().1;
+        let requests = r.api(Api::CreateInstance).requests as f64;
+        inv.calls as f64 / requests
+    };
+    let attempts = |jitter| {
+        RetryPolicy::new(
+            3,
+            SimDuration::from_ms(50),
+            SimDuration::from_secs(1),
+            jitter,
+            &[RetryOn::Code(ErrorCode::InternalError), RetryOn::Timeout],
+        )
+        .unwrap()
+    };
+    let full = amplification(attempts(Jitter::Full));
+    let none = amplification(attempts(Jitter::None));
+    let single = amplification(
+        RetryPolicy::new(1, SimDuration::ZERO, SimDuration::ZERO, Jitter::Full, &[]).unwrap(),
+    );
+    for (name, got) in [("full jitter", full), ("no jitter", none)] {
+        assert!(
+            (got - 1.75).abs() < 0.04,
+            "{name}: {got} calls per request, 1.75 expected"
+        );
+    }
+    assert!((single - 1.0).abs() < 1e-9, "no retries: {single}");
+}
+
+/// A fixed one-minute window of 200 calls per account admits exactly 200 per minute.
+#[test]
+fn throttling_admits_exactly_the_configured_rate() {
+    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
+        .build()
+        .unwrap();
+    let limits = [Limit::FixedWindow {
+        max: 200,
+        window: SimDuration::MINUTE,
+    }; Api::COUNT];
+    let throttle = Throttle::new(limits, Limit::Unlimited, 1).unwrap();
+    let t = traffic(
+        10.0,
+        ApiMix::only(Api::StopInstance),
+        1,
+        SimDuration::from_secs(30),
+    );
+    let r = topology(2, node, DbConfig::assumed_defaults(), t, throttle, 300).run(RootSeed::new(2));
+    let a = r.api(Api::StopInstance);
+    let throttled = a.count(Status::Err(ErrorCode::Throttling));
+    // Five full minutes of ~600 calls each: exactly 200 admitted per minute.
+    assert_eq!(a.requests - throttled, 5 * 200, "{:?}", a.status);
+    let _ = AccountId(0);
+}
+
+/// Every topology of this file is deterministic: two builds run in lockstep agree event by event.
+#[test]
+fn core_worlds_are_deterministic() {
+    let node = NodeConfigBuilder::new(heap(GcProfile::G1)).build().unwrap();
+    let mut t = traffic(
+        3_000.0,
+        ApiMix::describe_heavy(),
+        50,
+        SimDuration::from_secs(5),
+    );
+    t.amount = Dist::uniform(1.0, 20.0).unwrap();
+    t.describe_list_share = 0.2;
+    let topo = topology(
+        4,
+        node,
+        DbConfig::assumed_defaults(),
+        t,
+        Throttle::ecs_defaults(50),
+        20,
+    );
+    let (outcome, hash) = check_determinism(
+        topo.build(RootSeed::new(9)).sim,
+        topo.build(RootSeed::new(9)).sim,
+    )
+    .unwrap();
+    assert_eq!(hash, topo.run(RootSeed::new(9)).trace_hash());
+    assert!(matches!(
+        outcome,
+        firedrill::kernel::Outcome::Drained | firedrill::kernel::Outcome::TimeLimit { .. }
+    ));
+    assert_ne!(topo.run(RootSeed::new(10)).trace_hash(), hash);
+}
