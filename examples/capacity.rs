@@ -28,6 +28,7 @@ fn main() {
         timeout: SimDuration::from_secs(5),
         until: SimTime::ZERO,
         describe_list_share: 0.2,
+        min_amount_fraction: 0.0,
     };
     let topology = Topology::new(
         4,

@@ -710,9 +710,14 @@ impl ApiNode {
         // The downstream token ties every attempt of this step to one side effect.
         let token = (w.req.id.0 << 8 | u64::from(w.step)) ^ 0x5bd1_e995_0000_0000;
         let tag = h.to_u64();
+        let min = match op {
+            DepOp::AllocateHost => u32::from(w.req.params.min_amount.clamp(1, w.req.params.amount)),
+            _ => 0,
+        };
         let call = DepCall::new(tag, out.me(), op)
             .with_token(token)
             .with_count(count)
+            .with_min_count(min)
             .with_instance_type(w.req.params.instance_type);
         out.count(self.metrics.dep_attempts, 1);
         out.send(target, self.cfg.dep_hop, Msg::DepCall(call));

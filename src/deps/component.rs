@@ -49,6 +49,9 @@ pub struct DepCall {
     pub instance_type: InstanceType,
     /// The records a delete, attach or detach acts on.
     pub target: Option<ResourceRange>,
+    /// For a host allocation: create as many as stock allows up to `count`, but none unless at
+    /// least this many (RunInstances `MinAmount`); 0 means all `count` or none.
+    pub min_count: u32,
 }
 
 impl DepCall {
@@ -62,7 +65,13 @@ impl DepCall {
             count: 1,
             instance_type: InstanceType(0),
             target: None,
+            min_count: 0,
         }
+    }
+    /// Accept a partial host allocation of at least `min` (see [`DepCall::min_count`]).
+    pub fn with_min_count(mut self, min: u32) -> DepCall {
+        self.min_count = min;
+        self
     }
     pub fn with_token(mut self, token: u64) -> DepCall {
         self.token = token;
@@ -647,16 +656,23 @@ impl Dependency {
     }
 
     fn create(&mut self, call: &DepCall, now: SimTime) -> Result<ResourceRange, ErrorCode> {
-        let n = u64::from(call.count);
+        let mut n = u64::from(call.count);
         if self.records.len() as u64 + n > self.spec.max_records() {
             return Err(ErrorCode::QuotaExceed);
         }
         let kind = call.op.resource();
         if kind == ResourceKind::Host {
             if let Some(stock) = &mut self.stock {
-                if stock.remaining(call.instance_type) < n {
+                let remaining = stock.remaining(call.instance_type);
+                let min = if call.min_count == 0 {
+                    n
+                } else {
+                    u64::from(call.min_count).min(n)
+                };
+                if remaining < min {
                     return Err(ErrorCode::NoStock);
                 }
+                n = n.min(remaining);
                 stock.take(call.instance_type, n);
             }
         }
@@ -677,7 +693,7 @@ impl Dependency {
         self.stats.records_created += n;
         Ok(ResourceRange {
             first: ResourceId(first),
-            count: call.count,
+            count: u32::try_from(n).expect("n <= call.count"),
         })
     }
 

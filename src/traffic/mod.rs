@@ -89,6 +89,9 @@ pub struct OpenLoopConfig {
     pub account_skew: Option<Dist>,
     /// RunInstances `Amount` (clamped to 1..=100).
     pub amount: Dist,
+    /// RunInstances `MinAmount` as a fraction of `Amount` (rounded up, at least 1): 0 asks for
+    /// "as many as stock allows", 1 for "all or nothing".
+    pub min_amount_fraction: f64,
     pub instance_types: u16,
     /// The client's timeout: the request's deadline is intended start + timeout.
     pub timeout: SimDuration,
@@ -170,7 +173,8 @@ impl OpenLoop {
                 let amount =
                     (self.cfg.amount.sample(&mut self.rng).round() as i64).clamp(1, 100) as u16;
                 params.amount = amount;
-                params.min_amount = 1;
+                let min = (f64::from(amount) * self.cfg.min_amount_fraction.clamp(0.0, 1.0)).ceil();
+                params.min_amount = (min as u16).clamp(1, amount);
             }
             Api::CreateInstance => {}
             Api::DescribeInstances if self.rng.unit() < self.cfg.describe_list_share => {

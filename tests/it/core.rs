@@ -11,7 +11,7 @@ use firedrill::deps::{DependencyKind, FaultCode, Jitter, RetryOn, RetryPolicy};
 use firedrill::gc::{GcProfile, HeapConfig, HeapSpec, MIB, PauseKind};
 use firedrill::kernel::{Dist, RootSeed, SimDuration, SimTime, check_determinism};
 use firedrill::traffic::{ApiMix, OpenLoopConfig};
-use firedrill::world::{Part, RunResult, Topology, shipped_mocks};
+use firedrill::world::{Part, RunResult, Topology, World, shipped_mocks};
 
 fn traffic(rate_per_s: f64, mix: ApiMix, accounts: u32, timeout: SimDuration) -> OpenLoopConfig {
     OpenLoopConfig {
@@ -24,6 +24,7 @@ fn traffic(rate_per_s: f64, mix: ApiMix, accounts: u32, timeout: SimDuration) ->
         timeout,
         until: SimTime::ZERO,
         describe_list_share: 0.0,
+        min_amount_fraction: 0.0,
     }
 }
 
@@ -65,6 +66,30 @@ fn topology(
     .unwrap()
 }
 
+/// Builds the world twice, applies `setup` (fault hooks) to each, runs both and checks they
+/// processed the same events (same trace hash): every topology of this file is deterministic.
+fn run_checked(topo: &Topology, seed: u64, setup: impl Fn(&mut World)) -> (RunResult, World) {
+    let mut runs = (0..2).map(|_| {
+        let mut world = topo.build(RootSeed::new(seed));
+        setup(&mut world);
+        let report = world.sim.run();
+        (world.result(report, topo.duration()), world)
+    });
+    let (a, world) = runs.next().unwrap();
+    let (b, _) = runs.next().unwrap();
+    assert_eq!(
+        a.trace_hash(),
+        b.trace_hash(),
+        "same topology, same seed, same trace"
+    );
+    assert!(a.ended_normally(), "{}", a.report.outcome);
+    (a, world)
+}
+
+fn run(topo: &Topology, seed: u64) -> RunResult {
+    run_checked(topo, seed, |_| {}).0
+}
+
 /// One node with c workers and K − c accept-queue slots, exponential CPU and nothing else: an
 /// M/M/c/K station. Its 503s must come at the Erlang blocking rate, its admitted latency at the
 /// M/M/c/K mean.
@@ -91,7 +116,7 @@ fn accept_queue_and_workers_reject_at_the_mmck_rate() {
     let exact = Mmck::new(c, k, lam, mu).unwrap();
     let (mut blocked, mut total, mut mean_sum, mut n) = (0u64, 0u64, 0.0, 0.0);
     for seed in 1..=4 {
-        let r = topo.run(RootSeed::new(seed));
+        let r = run(&topo, seed);
         assert!(r.ended_normally(), "{}", r.report.outcome);
         let a = r.api(Api::DescribeInstanceStatus);
         blocked += a.count(Status::Err(ErrorCode::ServiceUnavailable));
@@ -161,7 +186,7 @@ fn a_full_gc_on_one_node_raises_only_that_nodes_p99() {
     )
     .with_node_config(0, bad.build().unwrap())
     .unwrap();
-    let r = topo.run(RootSeed::new(7));
+    let r = run(&topo, 7);
     assert!(r.ended_normally(), "{}", r.report.outcome);
     let gc = &r.nodes[0].gc;
     let fulls = gc.count(PauseKind::Full);
@@ -203,17 +228,17 @@ fn gc_load(profile: GcProfile, spec: Option<HeapSpec>) -> RunResult {
         100,
         SimDuration::from_secs(30),
     );
-    let r = topology(
-        2,
-        node,
-        DbConfig::assumed_defaults(),
-        t,
-        unlimited(100),
-        120,
+    run(
+        &topology(
+            2,
+            node,
+            DbConfig::assumed_defaults(),
+            t,
+            unlimited(100),
+            120,
+        ),
+        3,
     )
-    .run(RootSeed::new(3));
-    assert!(r.ended_normally(), "{}", r.report.outcome);
-    r
 }
 
 /// ZGC keeps every pause under a millisecond at a load where G1's young pauses are tens of ms.
@@ -312,7 +337,7 @@ fn list_latency_grows_with_the_instances_table() {
             SimDuration::from_secs(secs),
         )
         .unwrap();
-        let r = topo.run(RootSeed::new(5));
+        let r = run(&topo, 5);
         assert!(r.ended_normally(), "{}", r.report.outcome);
         r
     };
@@ -372,31 +397,23 @@ fn retries_amplify_load_on_a_failing_dependency() {
             SimDuration::from_secs(60),
         );
         let topo = topology(2, node, DbConfig::assumed_defaults(), t, unlimited(10), 120);
-        let mut world = topo.build(RootSeed::new(11));
-        let inventory = world
-            .deps
-            .iter()
-            .copied()
-            .find(|&id| matches!(world.sim.component(id), Part::Dep(d) if d.spec().kind() == DependencyKind::Inventory))
-            .unwrap();
         // Exactly one failure mode: the inventory fails half its calls with InternalError; every
         // other injected error of the mocks is switched off.
-        for &id in &world.deps.clone() {
-            if let Part::Dep(d) = world.sim.component_mut(id) {
-                let is_inventory = d.spec().kind() == DependencyKind::Inventory;
-                for code in FaultCode::ALL {
-                    let p = if is_inventory && code == FaultCode::InternalError {
-                        0.5
-                    } else {
-                        0.0
-                    };
-                    d.set_error_override(code, Some(p));
+        let (r, _) = run_checked(&topo, 11, |world| {
+            for &id in &world.deps.clone() {
+                if let Part::Dep(d) = world.sim.component_mut(id) {
+                    let is_inventory = d.spec().kind() == DependencyKind::Inventory;
+                    for code in FaultCode::ALL {
+                        let p = if is_inventory && code == FaultCode::InternalError {
+                            0.5
+                        } else {
+                            0.0
+                        };
+                        d.set_error_override(code, Some(p));
+                    }
                 }
             }
-        }
-        let _ = inventory;
-        let report = world.sim.run();
-        let r = world.result(report, topo.duration());
+        });
         let inv = &r.deps.iter().find(|(n, _)| n == "inventory").unwrap().1;
         let requests = r.api(Api::CreateInstance).requests as f64;
         inv.calls as f64 / requests
@@ -442,7 +459,10 @@ fn throttling_admits_exactly_the_configured_rate() {
         1,
         SimDuration::from_secs(30),
     );
-    let r = topology(2, node, DbConfig::assumed_defaults(), t, throttle, 300).run(RootSeed::new(2));
+    let r = run(
+        &topology(2, node, DbConfig::assumed_defaults(), t, throttle, 300),
+        2,
+    );
     let a = r.api(Api::StopInstance);
     let throttled = a.count(Status::Err(ErrorCode::Throttling));
     // Five full minutes of ~600 calls each: exactly 200 admitted per minute.
@@ -475,10 +495,120 @@ fn core_worlds_are_deterministic() {
         topo.build(RootSeed::new(9)).sim,
     )
     .unwrap();
-    assert_eq!(hash, topo.run(RootSeed::new(9)).trace_hash());
+    assert_eq!(hash, run(&topo, 9).trace_hash());
     assert!(matches!(
         outcome,
         firedrill::kernel::Outcome::Drained | firedrill::kernel::Outcome::TimeLimit { .. }
     ));
-    assert_ne!(topo.run(RootSeed::new(10)).trace_hash(), hash);
+    assert_ne!(run(&topo, 10).trace_hash(), hash);
+}
+
+/// Inventories with stock for 55 hosts and RunInstances of Amount 10: with MinAmount 1 the
+/// calls take 10, 10, 10, 10, 10, then the last 5, then NoStock; with MinAmount = Amount the
+/// sixth call already gets NoStock and 5 hosts stay unsold.
+#[test]
+fn min_amount_takes_what_stock_allows_or_nothing() {
+    let mocks = |stock: u32| -> Vec<firedrill::deps::DependencySpec> {
+        shipped_mocks()
+            .into_iter()
+            .map(|m| {
+                if m.kind() != DependencyKind::Inventory {
+                    return m;
+                }
+                let text = include_str!("../../mocks/inventory.toml")
+                    .replace("0 = 200000", &format!("0 = {stock}"));
+                firedrill::deps::parse_mock("inventory.toml", &text).unwrap()
+            })
+            .collect()
+    };
+    let created = |min_fraction: f64| {
+        let node = NodeConfigBuilder::new(heap(GcProfile::Off))
+            .build()
+            .unwrap();
+        let mut t = traffic(
+            2.0,
+            ApiMix::only(Api::RunInstances),
+            1,
+            SimDuration::from_secs(60),
+        );
+        t.amount = Dist::constant(10.0).unwrap();
+        t.min_amount_fraction = min_fraction;
+        let topo = Topology::new(
+            1,
+            node,
+            LbPolicy::RoundRobin,
+            unlimited(1),
+            DbConfig::assumed_defaults(),
+            mocks(55),
+            t,
+            SimDuration::from_secs(20),
+        )
+        .unwrap();
+        // No injected errors: only stock decides.
+        let (r, world) = run_checked(&topo, 4, |world| {
+            for &id in &world.deps.clone() {
+                if let Part::Dep(d) = world.sim.component_mut(id) {
+                    for code in FaultCode::ALL {
+                        d.set_error_override(code, Some(0.0));
+                    }
+                }
+            }
+        });
+        let Part::Db(db) = world.sim.component(world.db) else {
+            unreachable!()
+        };
+        let rows = db.table_rows(firedrill::db::Table::Instances);
+        let a = r.api(Api::RunInstances);
+        (
+            rows,
+            a.count(Status::Ok),
+            a.count(Status::Err(ErrorCode::NoStock)),
+            a.requests,
+        )
+    };
+    let (rows, ok, no_stock, total) = created(0.0);
+    assert!(total > 20, "{total} calls");
+    assert_eq!(
+        (rows, ok, no_stock),
+        (55, 6, total - 6),
+        "five full batches and one of the last 5"
+    );
+    let (rows, ok, no_stock, total) = created(1.0);
+    assert_eq!((rows, ok, no_stock), (50, 5, total - 5), "all or nothing");
+}
+
+/// An EC2-style token bucket (capacity 50, 5 per second) under 100 calls/s for 60 s admits the
+/// burst plus the refill: 50 + 5 × 60 = 350, less the fraction of a token the first and last
+/// arrivals leave unused.
+#[test]
+fn token_buckets_admit_burst_plus_refill() {
+    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
+        .build()
+        .unwrap();
+    let t = traffic(
+        100.0,
+        ApiMix::only(Api::StopInstance),
+        1,
+        SimDuration::from_secs(30),
+    );
+    let r = run(
+        &topology(
+            2,
+            node,
+            DbConfig::assumed_defaults(),
+            t,
+            Throttle::ec2_defaults(1),
+            60,
+        ),
+        8,
+    );
+    let a = r.api(Api::StopInstance);
+    let admitted = a.requests - a.count(Status::Err(ErrorCode::Throttling));
+    assert!(
+        (348..=350).contains(&admitted),
+        "admitted {admitted}: {:?}",
+        a.status
+    );
+    assert!(a.count(Status::Err(ErrorCode::Throttling)) > 5_000);
+    assert_eq!(a.count_5xx(), 0, "throttled calls are 4XX, apart from 5XX");
 }
