@@ -8,12 +8,12 @@
 //! with a unit; durations are read as seconds, and [`Dist::sample_duration`] turns a sample of
 //! seconds into integer nanoseconds.
 //!
-//! Sampling uses `rand_distr` (pinned, pure-Rust `libm` maths) and the run's [`SimRng`], so a
-//! sample is the same on every machine.
+//! Sampling uses the samplers of [`super::sample`] (pure-Rust `libm` maths only) and the run's
+//! [`SimRng`], so a sample is the same on every machine.
 
 use super::rng::SimRng;
+use super::sample::{self, Zipf};
 use super::time::SimDuration;
-use rand_distr::Distribution;
 use std::fmt;
 use std::str::FromStr;
 
@@ -33,27 +33,23 @@ enum Kind {
     },
     Exponential {
         mean: f64,
-        sampler: rand_distr::Exp<f64>,
     },
     Normal {
         mean: f64,
         sd: f64,
-        sampler: rand_distr::Normal<f64>,
     },
     LogNormal {
         mu: f64,
         sigma: f64,
-        sampler: rand_distr::LogNormal<f64>,
     },
     Pareto {
         scale: f64,
         shape: f64,
-        sampler: rand_distr::Pareto<f64>,
     },
     Zipf {
         n: u64,
         s: f64,
-        sampler: rand_distr::Zipf<f64>,
+        sampler: Zipf,
     },
     /// Branches as (cumulative probability, mean); the last cumulative probability is 1.
     HyperExp {
@@ -142,29 +138,17 @@ impl Dist {
     /// Exponential with the given mean (rate 1/mean).
     pub fn exponential(mean: f64) -> Result<Dist, DistError> {
         let mean = positive("mean", mean)?;
-        let sampler = rand_distr::Exp::new(1.0 / mean).map_err(|_| DistError::NotPositive {
-            param: "mean",
-            value: mean,
-        })?;
-        Ok(Dist(Kind::Exponential { mean, sampler }))
+        Ok(Dist(Kind::Exponential { mean }))
     }
     /// Normal with mean and standard deviation (samples may be negative; a duration clamps to 0).
     pub fn normal(mean: f64, sd: f64) -> Result<Dist, DistError> {
         let (mean, sd) = (finite("mean", mean)?, non_negative("sd", sd)?);
-        let sampler = rand_distr::Normal::new(mean, sd).map_err(|_| DistError::Negative {
-            param: "sd",
-            value: sd,
-        })?;
-        Ok(Dist(Kind::Normal { mean, sd, sampler }))
+        Ok(Dist(Kind::Normal { mean, sd }))
     }
     /// Lognormal: ln X ~ Normal(mu, sigma).
     pub fn lognormal(mu: f64, sigma: f64) -> Result<Dist, DistError> {
         let (mu, sigma) = (finite("mu", mu)?, non_negative("sigma", sigma)?);
-        let sampler = rand_distr::LogNormal::new(mu, sigma).map_err(|_| DistError::Negative {
-            param: "sigma",
-            value: sigma,
-        })?;
-        Ok(Dist(Kind::LogNormal { mu, sigma, sampler }))
+        Ok(Dist(Kind::LogNormal { mu, sigma }))
     }
     /// Lognormal with the given median and 99th percentile (how latencies are usually known).
     pub fn lognormal_p50_p99(p50: f64, p99: f64) -> Result<Dist, DistError> {
@@ -183,16 +167,7 @@ impl Dist {
     /// Pareto (type I) with minimum `scale` and tail index `shape`.
     pub fn pareto(scale: f64, shape: f64) -> Result<Dist, DistError> {
         let (scale, shape) = (positive("scale", scale)?, positive("shape", shape)?);
-        let sampler =
-            rand_distr::Pareto::new(scale, shape).map_err(|_| DistError::NotPositive {
-                param: "shape",
-                value: shape,
-            })?;
-        Ok(Dist(Kind::Pareto {
-            scale,
-            shape,
-            sampler,
-        }))
+        Ok(Dist(Kind::Pareto { scale, shape }))
     }
     /// Zipf over ranks 1..=n with exponent s: P(k) ∝ k^-s.
     pub fn zipf(n: u64, s: f64) -> Result<Dist, DistError> {
@@ -200,7 +175,7 @@ impl Dist {
             return Err(DistError::ZipfN);
         }
         let s = non_negative("s", s)?;
-        let sampler = rand_distr::Zipf::new(n as f64, s).map_err(|_| DistError::ZipfN)?;
+        let sampler = Zipf::new(n as f64, s);
         Ok(Dist(Kind::Zipf { n, s, sampler }))
     }
     /// Hyperexponential: with probability p_i, an exponential of mean m_i. `branches` = [(p, mean)].
@@ -266,10 +241,11 @@ impl Dist {
         match &self.0 {
             Kind::Constant(v) => *v,
             Kind::Uniform { low, high } => low + (high - low) * rng.unit(),
-            Kind::Exponential { sampler, .. } => sampler.sample(rng),
-            Kind::Normal { sampler, .. } => sampler.sample(rng),
-            Kind::LogNormal { sampler, .. } => sampler.sample(rng),
-            Kind::Pareto { sampler, .. } => sampler.sample(rng),
+            Kind::Exponential { mean } => mean * sample::exp1(rng),
+            Kind::Normal { mean, sd } => mean + sd * sample::normal1(rng),
+            Kind::LogNormal { mu, sigma } => libm::exp(mu + sigma * sample::normal1(rng)),
+            // Inversion: scale · U^(-1/shape) with U in (0, 1].
+            Kind::Pareto { scale, shape } => scale * libm::pow(rng.open01(), -1.0 / shape),
             Kind::Zipf { sampler, .. } => sampler.sample(rng),
             Kind::HyperExp { branches } => {
                 let u = rng.unit();
@@ -875,4 +851,84 @@ mod tests {
         let neg = Dist::constant(-1.0).unwrap();
         assert_eq!(neg.sample_duration(&mut rng).as_ns(), 0);
     }
+}
+
+#[cfg(test)]
+mod golden {
+    use super::*;
+    use crate::kernel::rng::RootSeed;
+
+    /// The first samples of every kind for seed 0, as exact bit patterns. They pin the samplers
+    /// and the pinned `libm`: if this fails, recorded results and baselines changed meaning.
+    #[test]
+    fn golden_samples_of_every_kind_for_seed_zero() {
+        let kinds = [
+            "det:0.25",
+            "uniform:1:3",
+            "exp:0.04",
+            "normal:10:2",
+            "lognormal:1:0.5",
+            "pareto:1:2.5",
+            "zipf:1000:1.1",
+            "h2:1:4",
+            "empirical:0:1:0.5:3:1:20",
+        ];
+        let got: Vec<[u64; 3]> = kinds
+            .iter()
+            .map(|k| {
+                let d: Dist = k.parse().unwrap();
+                let mut rng = RootSeed::new(0).fork(k);
+                std::array::from_fn(|_| d.sample(&mut rng).to_bits())
+            })
+            .collect();
+        assert_eq!(got, GOLDEN, "{got:?}");
+    }
+
+    const GOLDEN: [[u64; 3]; 9] = [
+        [
+            4598175219545276416,
+            4598175219545276416,
+            4598175219545276416,
+        ],
+        [
+            4607242271817245911,
+            4608839912559209003,
+            4611802905720582848,
+        ],
+        [
+            4574268019112430620,
+            4586354823330627195,
+            4589594470760971785,
+        ],
+        [
+            4620729808737068914,
+            4619922614148404956,
+            4623827186376443155,
+        ],
+        [
+            4611380582442100267,
+            4608461491357200480,
+            4606150196030732363,
+        ],
+        [
+            4608717297124411484,
+            4607662081709095592,
+            4607821647641626337,
+        ],
+        [
+            4618441417868443648,
+            4611686018427387904,
+            4611686018427387904,
+        ],
+        [
+            4599042398135141422,
+            4599159449111493046,
+            4596942096773957504,
+        ],
+        [
+            4621576615677274243,
+            4610706001041754018,
+            4612820043935618741,
+        ],
+    ];
 }

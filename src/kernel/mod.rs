@@ -5,6 +5,7 @@ pub mod component;
 pub mod dist;
 pub mod queue;
 pub mod rng;
+pub mod sample;
 pub mod sim;
 pub mod slab;
 pub mod time;

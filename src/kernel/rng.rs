@@ -30,7 +30,7 @@ impl RootSeed {
     }
 }
 
-/// A deterministic random stream; implements `rand::Rng` so `rand_distr` samplers accept it.
+/// A deterministic random stream (implements `rand::Rng`).
 #[derive(Clone, Debug)]
 pub struct SimRng {
     inner: ChaCha8Rng,
@@ -58,6 +58,13 @@ impl SimRng {
     pub fn open01(&mut self) -> f64 {
         use rand::Rng;
         ((self.inner.next_u64() >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// 64 random bits.
+    #[inline]
+    pub fn next_bits(&mut self) -> u64 {
+        use rand::Rng;
+        self.inner.next_u64()
     }
 
     /// Uniform in [0, 1).

@@ -102,7 +102,7 @@ fn same_seed_identical_json_across_processes() {
     assert_ne!(queue_json(&other), a);
 }
 
-/// Golden: pins the whole pipeline (seed → substreams → ChaCha8 → rand_distr samplers → event
+/// Golden: pins the whole pipeline (seed → substreams → ChaCha8 → libm samplers → event
 /// order → histogram) for one small run. It must hold on every machine and platform; if it
 /// changes, every recorded baseline has changed meaning.
 #[test]

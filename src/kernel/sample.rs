@@ -1,0 +1,217 @@
+//! Samplers for [`super::Dist`] whose every floating-point operation is either IEEE-exact
+//! (+, −, ×, ÷, √) or a call into the pure-Rust `libm` crate: the same bits on every platform and
+//! toolchain.
+//!
+//! Why not `rand_distr`: its `f64` samplers call the inherent `f64::ln`/`exp` (the platform's C
+//! maths library) in their ziggurat tails, and its generic ones go through `num_traits::Float`,
+//! whose `std` feature (switched on in the build by other crates, e.g. `hdrhistogram`) routes
+//! them to the platform library too. Platform maths libraries differ in the last bit, and one
+//! different bit is a different run.
+//!
+//! - exponential: Marsaglia & Tsang's 256-layer ziggurat (tables built with `libm` on first use),
+//!   ~1 table lookup per sample, `libm::log` only in the tail;
+//! - normal: Marsaglia's polar method;
+//! - Zipf: Hörmann & Derflinger's rejection-inversion (as in `rand_distr`), with `libm::pow`.
+
+use super::rng::SimRng;
+use std::sync::OnceLock;
+
+const ZIG_EXP_R: f64 = 7.697_117_470_131_05;
+const ZIG_EXP_V: f64 = 0.003_949_659_822_581_557;
+
+struct ExpTables {
+    x: [f64; 257],
+    f: [f64; 257],
+}
+
+fn exp_tables() -> &'static ExpTables {
+    static TABLES: OnceLock<ExpTables> = OnceLock::new();
+    TABLES.get_or_init(|| {
+        let mut x = [0.0; 257];
+        let mut f = [0.0; 257];
+        x[0] = ZIG_EXP_V * libm::exp(ZIG_EXP_R);
+        x[1] = ZIG_EXP_R;
+        for i in 1..255 {
+            x[i + 1] = -libm::log(ZIG_EXP_V / x[i] + libm::exp(-x[i]));
+        }
+        x[256] = 0.0;
+        for i in 0..257 {
+            f[i] = libm::exp(-x[i]);
+        }
+        ExpTables { x, f }
+    })
+}
+
+/// A standard exponential sample (mean 1).
+#[inline]
+pub fn exp1(rng: &mut SimRng) -> f64 {
+    let t = exp_tables();
+    loop {
+        let bits = rng.next_bits();
+        let i = (bits & 0xff) as usize;
+        // 53 random bits for the position within the layer (independent of the 8 index bits).
+        let u = (bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
+        let x = u * t.x[i];
+        if x < t.x[i + 1] {
+            return x;
+        }
+        if i == 0 {
+            // The tail beyond R is again exponential: R + Exp(1).
+            return ZIG_EXP_R - libm::log(rng.open01());
+        }
+        if t.f[i + 1] + (t.f[i] - t.f[i + 1]) * rng.unit() < libm::exp(-x) {
+            return x;
+        }
+    }
+}
+
+/// A standard normal sample (mean 0, sd 1), by the polar method (the pair's second value is
+/// dropped so that a sample never depends on an earlier call's state).
+#[inline]
+pub fn normal1(rng: &mut SimRng) -> f64 {
+    loop {
+        let u = 2.0 * rng.unit() - 1.0;
+        let v = 2.0 * rng.unit() - 1.0;
+        let s = u * u + v * v;
+        if s > 0.0 && s < 1.0 {
+            return u * (-2.0 * libm::log(s) / s).sqrt();
+        }
+    }
+}
+
+/// Zipf over ranks 1..=n with exponent s, by rejection-inversion.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Zipf {
+    s: f64,
+    t: f64,
+    q: f64,
+}
+
+impl Zipf {
+    /// `n >= 1`, `s >= 0` (checked by the caller).
+    pub fn new(n: f64, s: f64) -> Zipf {
+        let q = if s != 1.0 { 1.0 / (1.0 - s) } else { 0.0 };
+        let t = if s != 1.0 {
+            (libm::pow(n, 1.0 - s) - s) * q
+        } else {
+            1.0 + libm::log(n)
+        };
+        Zipf { s, t, q }
+    }
+
+    fn inv_cdf(&self, p: f64) -> f64 {
+        let pt = p * self.t;
+        if pt <= 1.0 {
+            pt
+        } else if self.s != 1.0 {
+            libm::pow(pt * (1.0 - self.s) + self.s, self.q)
+        } else {
+            libm::exp(pt - 1.0)
+        }
+    }
+
+    #[inline]
+    pub fn sample(&self, rng: &mut SimRng) -> f64 {
+        loop {
+            let inv_b = self.inv_cdf(rng.unit());
+            let x = libm::floor(inv_b + 1.0);
+            let mut ratio = libm::pow(x, -self.s);
+            if x > 1.0 {
+                ratio *= libm::pow(inv_b, self.s);
+            }
+            if rng.unit() < ratio {
+                return x;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::RootSeed;
+
+    #[test]
+    fn tables_close_the_ziggurat() {
+        let t = exp_tables();
+        // Each layer has area V: x[i] * (f[i+1] - f[i]) = V for the layers above the base.
+        for i in 1..255 {
+            let area = t.x[i] * (t.f[i + 1] - t.f[i]);
+            assert!((area / ZIG_EXP_V - 1.0).abs() < 1e-9, "layer {i}: {area}");
+        }
+        // The top layer [0, x255] × [f(x255), 1] has area V too: the layers tile the density.
+        let top = t.x[255] * (1.0 - t.f[255]);
+        assert!((top / ZIG_EXP_V - 1.0).abs() < 1e-6, "top layer area {top}");
+    }
+
+    #[test]
+    fn exponential_moments_and_tail() {
+        let mut rng = RootSeed::new(1).fork("exp1");
+        let n = 4_000_000;
+        let (mut s1, mut s2, mut beyond_r, mut beyond_3) = (0.0, 0.0, 0u64, 0u64);
+        for _ in 0..n {
+            let x = exp1(&mut rng);
+            assert!(x >= 0.0);
+            s1 += x;
+            s2 += x * x;
+            beyond_r += u64::from(x > ZIG_EXP_R);
+            beyond_3 += u64::from(x > 3.0);
+        }
+        let mean = s1 / n as f64;
+        let var = s2 / n as f64 - mean * mean;
+        assert!((mean - 1.0).abs() < 4.0 / (n as f64).sqrt(), "mean {mean}");
+        assert!((var - 1.0).abs() < 0.01, "variance {var}");
+        // P(X > 3) = e^-3 ≈ 0.0498; P(X > R) = e^-7.697 ≈ 4.5e-4: the tail path is exercised.
+        let p3 = beyond_3 as f64 / n as f64;
+        assert!(
+            (p3 - libm::exp(-3.0)).abs() < 4.0 * (0.05 * 0.95 / n as f64).sqrt(),
+            "P(X>3) {p3}"
+        );
+        let pr = beyond_r as f64 / n as f64;
+        assert!(
+            (pr / libm::exp(-ZIG_EXP_R) - 1.0).abs() < 0.1,
+            "P(X>R) {pr}"
+        );
+    }
+
+    #[test]
+    fn normal_moments() {
+        let mut rng = RootSeed::new(2).fork("normal1");
+        let n = 2_000_000;
+        let (mut s1, mut s2, mut s4, mut above_2) = (0.0, 0.0, 0.0, 0u64);
+        for _ in 0..n {
+            let z = normal1(&mut rng);
+            s1 += z;
+            s2 += z * z;
+            s4 += z * z * z * z;
+            above_2 += u64::from(z > 1.959_963_985);
+        }
+        let nf = n as f64;
+        assert!((s1 / nf).abs() < 4.0 / nf.sqrt());
+        assert!((s2 / nf - 1.0).abs() < 0.005);
+        assert!((s4 / nf - 3.0).abs() < 0.05, "kurtosis {}", s4 / nf);
+        assert!((above_2 as f64 / nf - 0.025).abs() < 4.0 * (0.025f64 * 0.975 / nf).sqrt());
+    }
+
+    #[test]
+    fn zipf_frequencies_follow_the_power_law() {
+        let z = Zipf::new(100.0, 1.2);
+        let mut rng = RootSeed::new(3).fork("zipf");
+        let mut counts = [0u64; 101];
+        let n = 1_000_000;
+        for _ in 0..n {
+            let k = z.sample(&mut rng);
+            assert!((1.0..=100.0).contains(&k) && k.fract() == 0.0);
+            counts[k as usize] += 1;
+        }
+        let h: f64 = (1..=100).map(|k| libm::pow(f64::from(k), -1.2)).sum();
+        for k in [1usize, 2, 5, 50] {
+            let p = libm::pow(k as f64, -1.2) / h;
+            let got = counts[k] as f64 / n as f64;
+            assert!(
+                (got - p).abs() < 4.0 * (p * (1.0 - p) / n as f64).sqrt() + 1e-6,
+                "rank {k}: {got} vs {p}"
+            );
+        }
+    }
+}
