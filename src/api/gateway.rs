@@ -5,9 +5,10 @@
 use super::lb::{Balancer, LbPolicy};
 use super::throttle::{Throttle, Verdict};
 use super::types::{Api, ErrorCode, Request, Response, Status};
-use crate::kernel::{ComponentId, Handle, Outbox, SimDuration, SimRng, Slab, TimerId};
+use crate::kernel::{ComponentId, Handle, Outbox, SimDuration, SimRng, SimTime, Slab};
 use crate::metrics::{CounterId, HistogramId, Registry};
 use crate::world::Msg;
+use std::collections::VecDeque;
 
 /// Number of distinct statuses counted per API (OK + every error code).
 pub const STATUSES: usize = ErrorCode::ALL.len() + 1;
@@ -59,7 +60,6 @@ impl ApiMetrics {
 struct InFlight {
     req: Request,
     node: u16,
-    deadline: TimerId,
 }
 
 /// The gateway component.
@@ -70,6 +70,12 @@ pub struct Gateway {
     up: Vec<bool>,
     outstanding: Vec<u32>,
     in_flight: Slab<InFlight>,
+    /// In-flight requests by deadline (ties in arrival order). Completed requests are dropped
+    /// lazily from the front, so a request costs no timer of its own: one sweep timer, armed at
+    /// the earliest live deadline, expires requests exactly at their deadlines.
+    deadlines: VecDeque<(SimTime, Handle)>,
+    /// The earliest pending sweep, if any.
+    sweep_at: Option<SimTime>,
     max_in_flight: usize,
     /// One-way network delay gateway ↔ node.
     hop: SimDuration,
@@ -96,6 +102,8 @@ impl Gateway {
             up: vec![true; n],
             outstanding: vec![0; n],
             in_flight: Slab::new(),
+            deadlines: VecDeque::new(),
+            sweep_at: None,
             max_in_flight,
             hop,
             client: None,
@@ -167,20 +175,41 @@ impl Gateway {
             return self.reject(&req, ErrorCode::ServiceUnavailable, out);
         };
         self.outstanding[node] += 1;
-        // The handle is needed for the deadline timer, which is needed for the record: insert
-        // with a placeholder timer, then fill it in.
-        let deadline_at = req.deadline;
         let handle = self.in_flight.insert(InFlight {
             req,
             node: node as u16,
-            deadline: placeholder_timer(),
         });
-        let timer = out.send_at(out.me(), deadline_at, Msg::Deadline(handle));
-        self.in_flight
-            .get_mut(handle)
-            .expect("just inserted")
-            .deadline = timer;
+        self.track_deadline(req.deadline, handle, out);
         out.send(self.nodes[node], self.hop, Msg::Dispatch { handle, req });
+    }
+
+    fn track_deadline(&mut self, deadline: SimTime, handle: Handle, out: &mut Outbox<'_, Msg>) {
+        // Drop completed requests from the front (amortised O(1)).
+        while let Some(&(_, h)) = self.deadlines.front() {
+            if self.in_flight.get(h).is_some() {
+                break;
+            }
+            self.deadlines.pop_front();
+        }
+        // Deadlines usually arrive in order (one client timeout); otherwise insert in place.
+        if self.deadlines.back().is_none_or(|&(d, _)| d <= deadline) {
+            self.deadlines.push_back((deadline, handle));
+        } else {
+            let at = self.deadlines.partition_point(|&(d, _)| d <= deadline);
+            self.deadlines.insert(at, (deadline, handle));
+        }
+        self.arm_sweep(out);
+    }
+
+    /// Arms a sweep at the earliest live deadline unless one is pending no later.
+    fn arm_sweep(&mut self, out: &mut Outbox<'_, Msg>) {
+        let Some(&(first, _)) = self.deadlines.front() else {
+            return;
+        };
+        if self.sweep_at.is_none_or(|t| first < t) {
+            self.sweep_at = Some(first);
+            out.send_at(out.me(), first, Msg::DeadlineSweep);
+        }
     }
 
     pub fn on_response(&mut self, handle: Handle, resp: Response, out: &mut Outbox<'_, Msg>) {
@@ -190,21 +219,27 @@ impl Gateway {
             return;
         };
         debug_assert_eq!(f.req.id, resp.id);
-        out.cancel(f.deadline);
         self.outstanding[usize::from(f.node)] -= 1;
         self.finish(&resp, out);
     }
 
-    pub fn on_deadline(&mut self, handle: Handle, out: &mut Outbox<'_, Msg>) {
-        let Some(f) = self.in_flight.remove(handle) else {
-            return;
-        };
-        self.outstanding[usize::from(f.node)] -= 1;
-        self.reject(&f.req, ErrorCode::DeadlineExceeded, out);
+    /// Expires every in-flight request whose deadline has come, then re-arms.
+    pub fn on_sweep(&mut self, out: &mut Outbox<'_, Msg>) {
+        let now = out.now();
+        if self.sweep_at == Some(now) {
+            self.sweep_at = None;
+        }
+        while let Some(&(deadline, h)) = self.deadlines.front() {
+            let live = self.in_flight.get(h).is_some();
+            if live && deadline > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            if let Some(f) = self.in_flight.remove(h) {
+                self.outstanding[usize::from(f.node)] -= 1;
+                self.reject(&f.req, ErrorCode::DeadlineExceeded, out);
+            }
+        }
+        self.arm_sweep(out);
     }
-}
-
-/// A timer id that names nothing (never returned by a queue for a live event once replaced).
-fn placeholder_timer() -> TimerId {
-    crate::kernel::queue::TimerId::DANGLING
 }

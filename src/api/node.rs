@@ -484,10 +484,10 @@ impl ApiNode {
 
     /// Runs the request's plan until it waits for something.
     fn advance(&mut self, h: Handle, out: &mut Outbox<'_, Msg>) {
-        let Some(w) = self.work.get(h).copied() else {
+        let Some(w) = self.work.get(h) else {
             return;
         };
-        let next = self.plan(&w);
+        let (next, deadline) = (self.plan(w), w.req.deadline);
         match next {
             Next::Cpu => {
                 if self.free_cores > 0 {
@@ -498,7 +498,7 @@ impl ApiNode {
                     self.cpu_queue.push_back(h);
                 }
             }
-            _ if out.now() >= w.req.deadline => {
+            _ if out.now() >= deadline => {
                 out.count(self.metrics.deadline_aborts, 1);
                 self.finish(h, Status::Err(ErrorCode::DeadlineExceeded), out);
             }

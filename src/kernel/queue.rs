@@ -239,8 +239,8 @@ impl<P> EventQueue<P> {
     }
 
     fn maybe_compact(&mut self) {
-        self.settle();
         if self.heap_tombstones > 1024 && self.heap_tombstones > self.heap.len() / 2 {
+            self.settle();
             let slots = &self.slots;
             self.heap.retain(|k| {
                 let e = &slots[k.slot as usize];

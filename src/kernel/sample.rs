@@ -10,7 +10,7 @@
 //!
 //! - exponential: Marsaglia & Tsang's 256-layer ziggurat (tables built with `libm` on first use),
 //!   ~1 table lookup per sample, `libm::log` only in the tail;
-//! - normal: Marsaglia's polar method;
+//! - normal: the same ziggurat construction for the normal density, with Marsaglia's tail;
 //! - Zipf: Hörmann & Derflinger's rejection-inversion (as in `rand_distr`), with `libm::pow`.
 
 use super::rng::SimRng;
@@ -65,29 +65,77 @@ pub fn exp1(rng: &mut SimRng) -> f64 {
     }
 }
 
-/// A standard normal sample (mean 0, sd 1), by the polar method (the pair's second value is
-/// dropped so that a sample never depends on an earlier call's state).
+const ZIG_NORM_R: f64 = 3.654_152_885_361_009;
+const ZIG_NORM_V: f64 = 0.004_928_673_233_99;
+
+fn norm_tables() -> &'static ExpTables {
+    static TABLES: OnceLock<ExpTables> = OnceLock::new();
+    TABLES.get_or_init(|| {
+        let pdf = |x: f64| libm::exp(-x * x / 2.0);
+        let mut x = [0.0; 257];
+        let mut f = [0.0; 257];
+        x[0] = ZIG_NORM_V / pdf(ZIG_NORM_R);
+        x[1] = ZIG_NORM_R;
+        for i in 1..255 {
+            x[i + 1] = libm::sqrt(-2.0 * libm::log(ZIG_NORM_V / x[i] + pdf(x[i])));
+        }
+        x[256] = 0.0;
+        for i in 0..257 {
+            f[i] = pdf(x[i]);
+        }
+        ExpTables { x, f }
+    })
+}
+
+/// A standard normal sample (mean 0, sd 1): Marsaglia & Tsang's 256-layer ziggurat, with
+/// Marsaglia's exponential method in the tail beyond R.
 #[inline]
 pub fn normal1(rng: &mut SimRng) -> f64 {
+    let t = norm_tables();
     loop {
-        let u = 2.0 * rng.unit() - 1.0;
-        let v = 2.0 * rng.unit() - 1.0;
-        let s = u * u + v * v;
-        if s > 0.0 && s < 1.0 {
-            return u * (-2.0 * libm::log(s) / s).sqrt();
+        let bits = rng.next_bits();
+        let i = (bits & 0xff) as usize;
+        // A symmetric position in (-1, 1) from the 53 high bits.
+        let u = 2.0 * ((bits >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64) - 1.0;
+        let x = u * t.x[i];
+        if x.abs() < t.x[i + 1] {
+            return x;
+        }
+        if i == 0 {
+            loop {
+                let a = -libm::log(rng.open01()) / ZIG_NORM_R;
+                let b = -libm::log(rng.open01());
+                if 2.0 * b > a * a {
+                    return if u < 0.0 {
+                        -(ZIG_NORM_R + a)
+                    } else {
+                        ZIG_NORM_R + a
+                    };
+                }
+            }
+        }
+        if t.f[i + 1] + (t.f[i] - t.f[i + 1]) * rng.unit() < libm::exp(-x * x / 2.0) {
+            return x;
         }
     }
 }
 
-/// Zipf over ranks 1..=n with exponent s, by rejection-inversion.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// Zipf over ranks 1..=n with exponent s. Up to [`Zipf::TABLE_MAX`] ranks it samples by a
+/// binary search in the exact cumulative table (no transcendental call per sample); beyond, by
+/// Hörmann & Derflinger's rejection-inversion.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Zipf {
     s: f64,
     t: f64,
     q: f64,
+    /// Cumulative probabilities of ranks 1..=n (last = 1), when n ≤ TABLE_MAX.
+    cdf: Option<std::sync::Arc<[f64]>>,
 }
 
 impl Zipf {
+    /// Most ranks sampled from a table (512 KiB of f64).
+    pub const TABLE_MAX: u64 = 65_536;
+
     /// `n >= 1`, `s >= 0` (checked by the caller).
     pub fn new(n: f64, s: f64) -> Zipf {
         let q = if s != 1.0 { 1.0 / (1.0 - s) } else { 0.0 };
@@ -96,7 +144,23 @@ impl Zipf {
         } else {
             1.0 + libm::log(n)
         };
-        Zipf { s, t, q }
+        let cdf = (n <= Self::TABLE_MAX as f64).then(|| {
+            let n = n as usize;
+            let mut acc = 0.0;
+            let mut v: Vec<f64> = (1..=n)
+                .map(|k| {
+                    acc += libm::pow(k as f64, -s);
+                    acc
+                })
+                .collect();
+            let total = acc;
+            for c in &mut v {
+                *c /= total;
+            }
+            v[n - 1] = 1.0;
+            std::sync::Arc::from(v)
+        });
+        Zipf { s, t, q, cdf }
     }
 
     fn inv_cdf(&self, p: f64) -> f64 {
@@ -112,6 +176,10 @@ impl Zipf {
 
     #[inline]
     pub fn sample(&self, rng: &mut SimRng) -> f64 {
+        if let Some(cdf) = &self.cdf {
+            let u = rng.unit();
+            return (cdf.partition_point(|c| *c <= u).min(cdf.len() - 1) + 1) as f64;
+        }
         loop {
             let inv_b = self.inv_cdf(rng.unit());
             let x = libm::floor(inv_b + 1.0);
@@ -175,6 +243,20 @@ mod tests {
     }
 
     #[test]
+    fn normal_tables_close_the_ziggurat() {
+        let t = norm_tables();
+        for i in 1..255 {
+            let area = t.x[i] * (t.f[i + 1] - t.f[i]);
+            assert!((area / ZIG_NORM_V - 1.0).abs() < 1e-6, "layer {i}: {area}");
+        }
+        let top = t.x[255] * (1.0 - t.f[255]);
+        assert!(
+            (top / ZIG_NORM_V - 1.0).abs() < 1e-3,
+            "top layer area {top}"
+        );
+    }
+
+    #[test]
     fn normal_moments() {
         let mut rng = RootSeed::new(2).fork("normal1");
         let n = 2_000_000;
@@ -191,6 +273,33 @@ mod tests {
         assert!((s2 / nf - 1.0).abs() < 0.005);
         assert!((s4 / nf - 3.0).abs() < 0.05, "kurtosis {}", s4 / nf);
         assert!((above_2 as f64 / nf - 0.025).abs() < 4.0 * (0.025f64 * 0.975 / nf).sqrt());
+    }
+
+    #[test]
+    fn zipf_rejection_path_agrees_with_the_table() {
+        // Beyond the table size the rejection sampler runs: its rank-1 and rank-2 shares match
+        // the exact law.
+        let n = 200_000.0;
+        let z = Zipf::new(n, 1.1);
+        assert!(z.cdf.is_none());
+        let h: f64 = (1..=200_000).map(|k| libm::pow(f64::from(k), -1.1)).sum();
+        let mut rng = RootSeed::new(4).fork("zipf-big");
+        let draws = 1_000_000;
+        let (mut one, mut two) = (0u64, 0u64);
+        for _ in 0..draws {
+            let k = z.sample(&mut rng);
+            assert!((1.0..=n).contains(&k));
+            one += u64::from(k == 1.0);
+            two += u64::from(k == 2.0);
+        }
+        for (count, rank) in [(one, 1.0f64), (two, 2.0)] {
+            let p = libm::pow(rank, -1.1) / h;
+            let got = count as f64 / draws as f64;
+            assert!(
+                (got - p).abs() < 4.0 * (p * (1.0 - p) / draws as f64).sqrt(),
+                "rank {rank}: {got} vs {p}"
+            );
+        }
     }
 
     #[test]

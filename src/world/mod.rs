@@ -38,8 +38,8 @@ pub enum Msg {
         handle: Handle,
         resp: Response,
     },
-    /// The gateway's per-request deadline.
-    Deadline(Handle),
+    /// The gateway's deadline sweep: expire the requests whose deadline has come.
+    DeadlineSweep,
     /// A node's own timers.
     Node(NodeTimer),
     DbQuery(DbQuery),
@@ -59,7 +59,7 @@ impl Message for Msg {
             Msg::Request(_) => 2,
             Msg::Dispatch { .. } => 3,
             Msg::Response { .. } => 4,
-            Msg::Deadline(_) => 5,
+            Msg::DeadlineSweep => 5,
             Msg::Node(t) => match t {
                 NodeTimer::CpuDone(_) => 6,
                 NodeTimer::ConnTimeout(_) => 7,
@@ -84,7 +84,7 @@ impl Message for Msg {
             Msg::Request(_) => "Request",
             Msg::Dispatch { .. } => "Dispatch",
             Msg::Response { .. } => "Response",
-            Msg::Deadline(_) => "Deadline",
+            Msg::DeadlineSweep => "DeadlineSweep",
             Msg::Node(t) => match t {
                 NodeTimer::CpuDone(_) => "CpuDone",
                 NodeTimer::ConnTimeout(_) => "ConnTimeout",
@@ -141,7 +141,7 @@ impl Component<Msg> for Part {
             (Part::Traffic(t), Msg::Created(r)) => t.on_created(r),
             (Part::Gateway(g), Msg::Request(r)) => g.on_request(r, out),
             (Part::Gateway(g), Msg::Response { handle, resp }) => g.on_response(handle, resp, out),
-            (Part::Gateway(g), Msg::Deadline(h)) => g.on_deadline(h, out),
+            (Part::Gateway(g), Msg::DeadlineSweep) => g.on_sweep(out),
             (Part::Node(n), msg) => n.on_message(msg, out),
             (Part::Db(d), Msg::DbQuery(q)) => d.on_query(q, out),
             (Part::Db(d), Msg::DbTimer(t)) => d.on_timer(t, out),

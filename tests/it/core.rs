@@ -612,3 +612,42 @@ fn token_buckets_admit_burst_plus_refill() {
     assert!(a.count(Status::Err(ErrorCode::Throttling)) > 5_000);
     assert_eq!(a.count_5xx(), 0, "throttled calls are 4XX, apart from 5XX");
 }
+
+/// Overload on one worker: requests that wait past the client's deadline get 504 exactly at the
+/// deadline (latency = timeout), the node drops the ones that expired in its queue, and answers
+/// that come too late are counted as wasted work.
+#[test]
+fn deadlines_expire_exactly_and_expired_work_is_shed() {
+    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
+        .workers(1)
+        .cores(1)
+        .accept_queue(1_000)
+        .cpu_all(Dist::constant(1.0).unwrap())
+        .build()
+        .unwrap();
+    let mut t = traffic(
+        1.0,
+        ApiMix::only(Api::DescribeInstanceStatus),
+        1,
+        SimDuration::from_ms(2_500),
+    );
+    t.inter_arrival = Dist::constant(0.5).unwrap();
+    let r = run(&topology(1, node, instant_db(), t, unlimited(1), 60), 1);
+    let a = r.api(Api::DescribeInstanceStatus);
+    let expired = a.count(Status::Err(ErrorCode::DeadlineExceeded));
+    assert!(
+        expired > a.requests / 2,
+        "twice the capacity is offered: {:?}",
+        a.status
+    );
+    assert!(a.count_5xx() >= expired, "504 counts as 5XX");
+    // Served requests took < 2.5 s; every expired one was answered at exactly 2.5 s.
+    assert_eq!(a.latency.max_ns(), Some(2_500_000_000));
+    assert!(
+        r.counter("node.0.shed_expired") > 0,
+        "the worker skipped requests already expired"
+    );
+    // Every expired request still reached the node, which either dropped it from its queue
+    // (answering at once) or served it: either way its answer came too late to count.
+    assert_eq!(r.counter("gateway.late_responses"), expired);
+}
