@@ -55,28 +55,33 @@ impl Balancer {
         if n == 0 {
             return None;
         }
+        if self.cursor >= n {
+            self.cursor = 0;
+        }
         match self.policy {
             LbPolicy::RoundRobin => {
-                for k in 0..n {
-                    let i = (self.cursor + k) % n;
+                let mut i = self.cursor;
+                for _ in 0..n {
                     if up[i] {
-                        self.cursor = (i + 1) % n;
+                        self.cursor = if i + 1 == n { 0 } else { i + 1 };
                         return Some(i);
                     }
+                    i = if i + 1 == n { 0 } else { i + 1 };
                 }
                 None
             }
             LbPolicy::LeastOutstanding => {
                 // Scan from the cursor so equal loads rotate instead of piling on node 0.
                 let mut best: Option<usize> = None;
-                for k in 0..n {
-                    let i = (self.cursor + k) % n;
+                let mut i = self.cursor;
+                for _ in 0..n {
                     if up[i] && best.is_none_or(|b| outstanding[i] < outstanding[b]) {
                         best = Some(i);
                     }
+                    i = if i + 1 == n { 0 } else { i + 1 };
                 }
                 if let Some(b) = best {
-                    self.cursor = (b + 1) % n;
+                    self.cursor = if b + 1 == n { 0 } else { b + 1 };
                 }
                 best
             }

@@ -228,9 +228,6 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
     /// The next event if the run may go on, or why it cannot.
     #[inline(always)]
     fn next_event(&mut self) -> Result<Popped<Envelope<M>>, Outcome> {
-        if let Some(o) = &self.finished {
-            return Err(o.clone());
-        }
         let now = self.queue.now();
         if self.events >= self.limits.max_events {
             return Err(if self.queue.peek_time().is_none() {
@@ -258,6 +255,9 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
 
     /// Processes the next event and says which it was, or why the run is over.
     pub fn step(&mut self) -> Step {
+        if let Some(o) = &self.finished {
+            return Step::Finished(o.clone());
+        }
         match self.next_event() {
             Ok(popped) => {
                 let kind_name = popped.payload.msg.kind_name();
@@ -316,6 +316,15 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
 
     /// Runs until the run ends (see [`Outcome`]).
     pub fn run(&mut self) -> RunReport {
+        if let Some(o) = &self.finished {
+            let outcome = o.clone();
+            return RunReport {
+                outcome,
+                events: self.events,
+                end_time: self.queue.now(),
+                trace_hash: self.trace,
+            };
+        }
         let outcome = loop {
             match self.next_event() {
                 Ok(popped) => {
