@@ -651,3 +651,31 @@ fn deadlines_expire_exactly_and_expired_work_is_shed() {
     // (answering at once) or served it: either way its answer came too late to count.
     assert_eq!(r.counter("gateway.late_responses"), expired);
 }
+
+/// A pool of one connection in front of a 100 ms database: requests that wait longer than the
+/// 50 ms acquire timeout fail with 500 InternalError, and the node counts each timeout.
+#[test]
+fn connection_pool_acquire_timeouts_are_5xx() {
+    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
+        .pool(1, 1_000, SimDuration::from_ms(50))
+        .cpu_all(Dist::constant(0.0).unwrap())
+        .build()
+        .unwrap();
+    let db = DbConfig::builder()
+        .latency_all(Dist::constant(0.1).unwrap())
+        .build()
+        .unwrap();
+    let t = traffic(
+        50.0,
+        ApiMix::only(Api::DescribeInstanceStatus),
+        1,
+        SimDuration::from_secs(30),
+    );
+    let r = run(&topology(1, node, db, t, unlimited(1), 60), 6);
+    let a = r.api(Api::DescribeInstanceStatus);
+    let internal = a.count(Status::Err(ErrorCode::InternalError));
+    // Offered 50/s against a capacity of 10/s: most requests time out waiting.
+    assert!(internal > a.requests / 2, "{:?}", a.status);
+    assert_eq!(r.counter("node.0.pool_timeouts"), internal);
+    assert!(a.count_5xx() >= internal);
+}
