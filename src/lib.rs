@@ -32,6 +32,7 @@
 
 pub mod analytic;
 pub mod api;
+pub mod cleanup;
 pub mod cli;
 pub mod db;
 pub mod deps;

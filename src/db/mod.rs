@@ -217,9 +217,14 @@ pub enum DbOp {
     },
     /// `rows` rows appended to a size-only table (WorkflowStepWrite). Not for `Instances`.
     AppendRows { table: Table, rows: u32 },
-    /// Removes up to `max_rows` of the oldest rows (ArchiveBatch); for `Instances`, only rows in
-    /// state `Deleted`.
-    ArchiveRows { table: Table, max_rows: u32 },
+    /// Removes up to `max_rows` of the oldest rows older than `older_than` (ArchiveBatch): for
+    /// `Instances`, rows deleted before it; for the size-only tables, rows appended in a whole
+    /// second before it (ages are kept per second).
+    ArchiveRows {
+        table: Table,
+        max_rows: u32,
+        older_than: SimTime,
+    },
 }
 
 impl DbOp {
@@ -327,6 +332,12 @@ pub struct ClassStats {
 /// What the database counts.
 #[derive(Clone, Debug, Default)]
 pub struct DbStats {
+    /// Rows per table (in `Table::ALL` order) sampled about once a simulated minute as queries
+    /// arrive: the hot tables over time. Bounded: past [`DbStats::SERIES_MAX`] samples every other
+    /// one is dropped and the interval doubles.
+    pub table_rows_series: Vec<(SimTime, [u64; Table::COUNT])>,
+    series_interval_ns: u64,
+    series_next_ns: u64,
     classes: [ClassStats; QueryClass::COUNT],
     /// Reads served by a replica.
     pub replica_reads: u64,
@@ -349,6 +360,9 @@ pub struct DbStats {
 }
 
 impl DbStats {
+    /// Most samples kept in `table_rows_series`.
+    pub const SERIES_MAX: usize = 4_096;
+
     pub fn class(&self, c: QueryClass) -> &ClassStats {
         &self.classes[c.index()]
     }
@@ -451,11 +465,13 @@ impl Membership {
 #[derive(Clone, Debug, Default)]
 struct ShardData {
     rows: BTreeMap<InstanceId, StoredRow>,
-    /// Ids of rows in state `Deleted`: the archivable ones, oldest first.
-    deleted: BTreeSet<InstanceId>,
+    /// Rows in state `Deleted` by (deletion time, id): the archivable ones, oldest first.
+    deleted: BTreeSet<(SimTime, InstanceId)>,
     accounts: BTreeMap<AccountId, Membership>,
     /// Size-only tables: workflows, history, idempotency.
     counters: [u64; COUNTER_TABLES],
+    /// Their rows by age: (second of the append, rows), oldest first — what retention reads.
+    ages: [VecDeque<(u64, u64)>; COUNTER_TABLES],
 }
 
 impl ShardData {
@@ -573,6 +589,24 @@ impl Db {
     }
 
     /// Rows of a table, summed over shards, now.
+    fn sample_tables(&mut self, now: SimTime) {
+        if now.as_ns() < self.stats.series_next_ns {
+            return;
+        }
+        if self.stats.series_interval_ns == 0 {
+            self.stats.series_interval_ns = 60_000_000_000;
+        }
+        let rows = Table::ALL.map(|t| self.table_rows(t));
+        let st = &mut self.stats;
+        st.table_rows_series.push((now, rows));
+        if st.table_rows_series.len() >= DbStats::SERIES_MAX {
+            let kept: Vec<_> = st.table_rows_series.iter().copied().step_by(2).collect();
+            st.table_rows_series = kept;
+            st.series_interval_ns *= 2;
+        }
+        st.series_next_ns = now.as_ns().saturating_add(st.series_interval_ns);
+    }
+
     pub fn table_rows(&self, t: Table) -> u64 {
         self.shards.iter().map(|s| s.data.rows(t)).sum()
     }
@@ -625,6 +659,7 @@ impl Db {
     ) {
         let class = q.op.class();
         self.stats.classes[class.index()].received += 1;
+        self.sample_tables(out.now());
         if let Err(e) = self.check_op(&q.op) {
             self.stats.rejected_invalid += 1;
             self.refuse(&q, SimDuration::ZERO, e, out);
@@ -931,7 +966,7 @@ fn execute(
                     },
                 );
                 if state == InstanceState::Deleted {
-                    data.deleted.insert(id);
+                    data.deleted.insert((now, id));
                 }
             }
             if state != InstanceState::Deleted && count > 0 {
@@ -952,6 +987,7 @@ fn execute(
                 }
                 Some(r) => {
                     let from = r.state;
+                    let deleted_since = r.updated_at;
                     r.prev_state = from;
                     r.prev_updated_at = r.updated_at;
                     r.state = to;
@@ -959,10 +995,10 @@ fn execute(
                     let account = r.account;
                     let deleted = InstanceState::Deleted;
                     if from != deleted && to == deleted {
-                        data.deleted.insert(id);
+                        data.deleted.insert((now, id));
                         data.add_listed(account, -1, now, horizon);
                     } else if from == deleted && to != deleted {
-                        data.deleted.remove(&id);
+                        data.deleted.remove(&(deleted_since, id));
                         data.add_listed(account, 1, now, horizon);
                     }
                     UpdateOutcome::Done { from }
@@ -974,25 +1010,56 @@ fn execute(
             let before = data.rows(table);
             let slot = &mut data.counters[table.index() - 1];
             *slot = slot.saturating_add(u64::from(rows));
+            let second = now.as_ns() / 1_000_000_000;
+            let ages = &mut data.ages[table.index() - 1];
+            match ages.back_mut() {
+                Some((s, n)) if *s == second => *n += u64::from(rows),
+                _ => ages.push_back((second, u64::from(rows))),
+            }
             let factor = cfg.index_factor(before) * cfg.batch_factor(u64::from(rows));
             (factor, DbResult::Appended)
         }
-        DbOp::ArchiveRows { table, max_rows } => {
+        DbOp::ArchiveRows {
+            table,
+            max_rows,
+            older_than,
+        } => {
             let removed = match table {
                 Table::Instances => {
                     let mut n = 0u32;
                     while n < max_rows {
-                        let Some(id) = data.deleted.pop_first() else {
-                            break;
-                        };
-                        data.rows.remove(&id);
-                        n += 1;
+                        match data.deleted.first() {
+                            Some(&(at, id)) if at < older_than => {
+                                data.deleted.pop_first();
+                                data.rows.remove(&id);
+                                n += 1;
+                            }
+                            _ => break,
+                        }
                     }
                     n
                 }
                 other => {
+                    // Whole seconds older than the cut-off (a row appended at second s is older
+                    // than `older_than` when s + 1 <= its second).
+                    let cutoff = older_than.as_ns() / 1_000_000_000;
+                    let ages = &mut data.ages[other.index() - 1];
+                    let mut n = 0u64;
+                    while n < u64::from(max_rows) {
+                        let Some((second, rows)) = ages.front_mut() else {
+                            break;
+                        };
+                        if *second >= cutoff {
+                            break;
+                        }
+                        let take = (*rows).min(u64::from(max_rows) - n);
+                        *rows -= take;
+                        n += take;
+                        if *rows == 0 {
+                            ages.pop_front();
+                        }
+                    }
                     let slot = &mut data.counters[other.index() - 1];
-                    let n = (*slot).min(u64::from(max_rows));
                     *slot -= n;
                     n as u32
                 }

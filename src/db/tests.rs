@@ -538,6 +538,7 @@ fn archiving_shrinks_tables_and_list_latency_falls_back() {
         DbOp::ArchiveRows {
             table: Table::Instances,
             max_rows: 10_000,
+            older_than: SimTime::MAX,
         },
     );
     let arch_hist = w.query(
@@ -547,6 +548,7 @@ fn archiving_shrinks_tables_and_list_latency_falls_back() {
         DbOp::ArchiveRows {
             table: Table::History,
             max_rows: 8_000,
+            older_than: SimTime::MAX,
         },
     );
     let after = w.query(ms(3_000), 1, false, list(1));
@@ -557,6 +559,7 @@ fn archiving_shrinks_tables_and_list_latency_falls_back() {
         DbOp::ArchiveRows {
             table: Table::Instances,
             max_rows: 10_000,
+            older_than: SimTime::MAX,
         },
     );
     w.run();
@@ -792,6 +795,7 @@ fn mixed_world(seed: u64) -> World {
             8 => DbOp::ArchiveRows {
                 table: Table::History,
                 max_rows: 10,
+                older_than: SimTime::MAX,
             },
             _ => set_state(id, None, Deleted),
         };
@@ -932,4 +936,74 @@ fn membership_history_answers_as_of_and_forgets_past_the_horizon() {
         m.set(ms(200 + i), i, ms(0));
     }
     assert_eq!(m.log.len(), MAX_MEMBERSHIP_LOG, "bounded");
+}
+
+/// Retention: only rows older than the cut-off are archived — deleted instances by their
+/// deletion time, size-only rows by the second they were appended in.
+#[test]
+fn archive_respects_retention() {
+    use InstanceState::{Deleted, Running};
+    let mut w = World::new(DbConfig::assumed_defaults(), 1);
+    w.query(ms(0), 1, false, insert(1, 10, Running));
+    for id in 1..=4 {
+        w.query(ms(100), 1, false, set_state(id, Some(Running), Deleted));
+    }
+    for id in 5..=6 {
+        w.query(ms(9_000), 1, false, set_state(id, Some(Running), Deleted));
+    }
+    let hist = |rows| DbOp::AppendRows {
+        table: Table::History,
+        rows,
+    };
+    w.query(ms(500), 1, false, hist(100));
+    w.query(ms(7_200), 1, false, hist(50));
+    let cut = SimTime::from_ns(5_000_000_000);
+    let inst = w.query(
+        ms(10_000),
+        1,
+        false,
+        DbOp::ArchiveRows {
+            table: Table::Instances,
+            max_rows: 100,
+            older_than: cut,
+        },
+    );
+    let h = w.query(
+        ms(10_000),
+        1,
+        false,
+        DbOp::ArchiveRows {
+            table: Table::History,
+            max_rows: 1_000,
+            older_than: cut,
+        },
+    );
+    let again = w.query(
+        ms(20_000),
+        1,
+        false,
+        DbOp::ArchiveRows {
+            table: Table::History,
+            max_rows: 30,
+            older_than: SimTime::from_ns(8_000_000_000),
+        },
+    );
+    w.run();
+    assert_eq!(
+        w.result(inst),
+        Ok(DbResult::Archived(4)),
+        "only the instances deleted before 5 s"
+    );
+    assert_eq!(
+        w.result(h),
+        Ok(DbResult::Archived(100)),
+        "only the rows of second 0"
+    );
+    assert_eq!(
+        w.result(again),
+        Ok(DbResult::Archived(30)),
+        "a batch limit takes part of a second's rows"
+    );
+    assert_eq!(w.db().table_rows(Table::History), 20);
+    assert_eq!(w.db().table_rows(Table::Instances), 6);
 }

@@ -7,6 +7,7 @@ use crate::api::lb::LbPolicy;
 use crate::api::node::{ApiNode, DepIds, NodeConfig, NodeTimer};
 use crate::api::throttle::Throttle;
 use crate::api::types::{Api, Request, Response, Status};
+use crate::cleanup::{Cleanup, CleanupConfig, CleanupStats, CleanupTick};
 use crate::db::{Db, DbConfig, DbQuery, DbReply, DbStats, DbTimer};
 use crate::deps::{
     DepCall, DepReply, DepTimer, Dependency, DependencyKind, DependencySpec, DependencyStats,
@@ -48,6 +49,8 @@ pub enum Msg {
     DepCall(DepCall),
     DepReply(DepReply),
     DepTimer(DepTimer),
+    /// The cleanup job's periodic run.
+    CleanupTick,
 }
 
 impl Message for Msg {
@@ -74,6 +77,7 @@ impl Message for Msg {
             Msg::DepCall(_) => 15,
             Msg::DepReply(_) => 16,
             Msg::DepTimer(_) => 17,
+            Msg::CleanupTick => 18,
         }
     }
 
@@ -99,6 +103,7 @@ impl Message for Msg {
             Msg::DepCall(_) => "DepCall",
             Msg::DepReply(_) => "DepReply",
             Msg::DepTimer(_) => "DepTimer",
+            Msg::CleanupTick => "CleanupTick",
         }
     }
 }
@@ -118,6 +123,16 @@ impl From<DepReply> for Msg {
         Msg::DepReply(r)
     }
 }
+impl From<DbQuery> for Msg {
+    fn from(q: DbQuery) -> Msg {
+        Msg::DbQuery(q)
+    }
+}
+impl From<CleanupTick> for Msg {
+    fn from(_: CleanupTick) -> Msg {
+        Msg::CleanupTick
+    }
+}
 impl From<DepTimer> for Msg {
     fn from(t: DepTimer) -> Msg {
         Msg::DepTimer(t)
@@ -131,6 +146,7 @@ pub enum Part {
     Node(Box<ApiNode>),
     Db(Box<Db>),
     Dep(Box<Dependency>),
+    Cleanup(Box<Cleanup>),
 }
 
 impl Component<Msg> for Part {
@@ -147,6 +163,8 @@ impl Component<Msg> for Part {
             (Part::Db(d), Msg::DbTimer(t)) => d.on_timer(t, out),
             (Part::Dep(d), Msg::DepCall(c)) => d.on_call(c, out),
             (Part::Dep(d), Msg::DepTimer(t)) => d.on_timer(t, out),
+            (Part::Cleanup(c), Msg::CleanupTick) => c.on_tick(out),
+            (Part::Cleanup(c), Msg::DbReply(r)) => c.on_db_reply(r, out),
             (_, msg) => out.violation(format!(
                 "message {} sent to the wrong component",
                 msg.kind_name()
@@ -185,6 +203,7 @@ pub struct Topology {
     max_events: u64,
     /// Nodes configured differently from the rest (a bad heap, a smaller pool): (index, config).
     node_overrides: Vec<(u32, NodeConfig)>,
+    cleanup: Option<CleanupConfig>,
 }
 
 impl Topology {
@@ -227,6 +246,7 @@ impl Topology {
             gateway_max_in_flight: 1_000_000,
             max_events: 1 << 36,
             node_overrides: Vec::new(),
+            cleanup: None,
         })
     }
 
@@ -251,6 +271,12 @@ impl Topology {
         self.node_overrides.retain(|(i, _)| *i != index);
         self.node_overrides.push((index, config));
         Ok(self)
+    }
+
+    /// Runs the data-cleanup job against the database.
+    pub fn with_cleanup(mut self, cfg: CleanupConfig) -> Topology {
+        self.cleanup = Some(cfg);
+        self
     }
 
     pub fn duration(&self) -> SimDuration {
@@ -346,12 +372,21 @@ impl Topology {
         }
         sim.schedule(SimTime::ZERO + first, traffic_id, Msg::TrafficTick)
             .expect("after time zero");
+        let cleanup = self.cleanup.as_ref().map(|cfg| {
+            let job = Cleanup::new(cfg.clone(), db_id);
+            let first = job.first_delay();
+            let id = sim.add("cleanup", Part::Cleanup(Box::new(job)));
+            sim.schedule(SimTime::ZERO + first, id, Msg::CleanupTick)
+                .expect("after time zero");
+            id
+        });
         World {
             sim,
             nodes: (0..self.nodes).map(node_id).collect(),
             db: db_id,
             gateway: gateway_id,
             deps: (0..n_deps).map(dep_id).collect(),
+            cleanup,
             api_metrics,
         }
     }
@@ -371,6 +406,7 @@ pub struct World {
     pub db: ComponentId,
     pub gateway: ComponentId,
     pub deps: Vec<ComponentId>,
+    pub cleanup: Option<ComponentId>,
     api_metrics: ApiMetrics,
 }
 
@@ -421,6 +457,8 @@ pub struct RunResult {
     pub deps: Vec<(String, DependencyStats)>,
     /// Counters of the run by name (sorted).
     pub counters: Vec<(String, u64)>,
+    /// The cleanup job's statistics, when it ran.
+    pub cleanup: Option<CleanupStats>,
 }
 
 impl RunResult {
@@ -525,6 +563,10 @@ impl World {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
+            cleanup: self.cleanup.map(|id| match self.sim.component(id) {
+                Part::Cleanup(c) => c.stats().clone(),
+                _ => unreachable!("the cleanup id names the cleanup job"),
+            }),
         }
     }
 }

@@ -679,3 +679,102 @@ fn connection_pool_acquire_timeouts_are_5xx() {
     assert_eq!(r.counter("node.0.pool_timeouts"), internal);
     assert!(a.count_5xx() >= internal);
 }
+
+/// Create/delete churn: without cleanup every deleted row stays in the instances table and the
+/// unindexed list keeps slowing down; with an hourly-style job (here: every 30 s, retention 60 s)
+/// the table holds the live instances plus about a retention's worth of deleted ones.
+#[test]
+fn cleanup_keeps_the_instances_table_and_list_latency_bounded() {
+    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
+        .build()
+        .unwrap();
+    let mut mix = [0.0; Api::COUNT];
+    mix[Api::RunInstances.index()] = 1.0;
+    mix[Api::DeleteInstance.index()] = 3.0;
+    mix[Api::DescribeInstances.index()] = 1.0;
+    let mut t = traffic(
+        200.0,
+        ApiMix::new(mix).unwrap(),
+        1,
+        SimDuration::from_secs(30),
+    );
+    t.describe_list_share = 1.0;
+    let mocks: Vec<_> = shipped_mocks()
+        .into_iter()
+        .map(|m| {
+            if m.kind() != DependencyKind::Inventory {
+                return m;
+            }
+            let text =
+                include_str!("../../mocks/inventory.toml").replace("0 = 200000", "0 = 50000000");
+            firedrill::deps::parse_mock("inventory.toml", &text).unwrap()
+        })
+        .collect();
+    let secs = 600;
+    let base = Topology::new(
+        2,
+        node,
+        LbPolicy::RoundRobin,
+        unlimited(1),
+        DbConfig::assumed_defaults(),
+        mocks,
+        t,
+        SimDuration::from_secs(secs),
+    )
+    .unwrap();
+    let job = firedrill::cleanup::CleanupConfig::new(
+        SimDuration::from_secs(30),
+        SimDuration::from_secs(60),
+        1_000,
+        100,
+        &[firedrill::db::Table::Instances],
+        DbConfig::assumed_defaults().shards(),
+    )
+    .unwrap();
+    let without = run(&base, 3);
+    let with = run(&base.clone().with_cleanup(job), 3);
+    let rows = |r: &RunResult| {
+        r.db.table_rows_series.last().unwrap().1[firedrill::db::Table::Instances.index()]
+    };
+    let created = |r: &RunResult| r.api(Api::RunInstances).count(Status::Ok);
+    // Without cleanup nothing leaves the table; with it, deleted rows older than the retention go.
+    assert!(
+        rows(&without) as f64 > 0.95 * created(&without) as f64,
+        "{} rows of {}",
+        rows(&without),
+        created(&without)
+    );
+    assert!(
+        (rows(&with) as f64) < 0.6 * rows(&without) as f64,
+        "{} vs {}",
+        rows(&with),
+        rows(&without)
+    );
+    let archived =
+        with.cleanup.as_ref().unwrap().rows_archived[firedrill::db::Table::Instances.index()];
+    assert!(archived > 0);
+    // The table series over time: monotone growth without cleanup, bounded growth with it.
+    let last_minutes = |r: &RunResult| {
+        let s = &r.db.table_rows_series;
+        let n = s.len();
+        s[n - 1].1[0] as f64 - s[n / 2].1[0] as f64
+    };
+    assert!(
+        last_minutes(&with) < 0.5 * last_minutes(&without),
+        "second-half growth {} vs {}",
+        last_minutes(&with),
+        last_minutes(&without)
+    );
+    let list = |r: &RunResult| {
+        r.db.class(firedrill::db::QueryClass::FilteredList)
+            .latency
+            .mean_ns()
+            .unwrap()
+    };
+    assert!(
+        list(&with) < list(&without),
+        "list mean {} vs {}",
+        list(&with),
+        list(&without)
+    );
+}
