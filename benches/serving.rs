@@ -31,6 +31,7 @@ fn topology() -> Topology {
         until: SimTime::ZERO,
         describe_list_share: 0.2,
         min_amount_fraction: 0.0,
+        tokens: firedrill::traffic::TokenPolicy::NONE,
     };
     Topology::new(
         8,

@@ -29,6 +29,7 @@ fn main() {
         until: SimTime::ZERO,
         describe_list_share: 0.2,
         min_amount_fraction: 0.0,
+        tokens: firedrill::traffic::TokenPolicy::NONE,
     };
     let topology = Topology::new(
         4,

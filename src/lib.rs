@@ -37,6 +37,7 @@ pub mod cli;
 pub mod db;
 pub mod deps;
 pub mod gc;
+pub mod idempotency;
 pub mod kernel;
 pub mod metrics;
 pub mod report;

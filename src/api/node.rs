@@ -9,12 +9,19 @@ use crate::db::{
 };
 use crate::deps::{CallOutcome, DepCall, DepOp, DepReply, RetryPolicy};
 use crate::gc::{Heap, HeapConfig, Pause};
+use crate::idempotency::{
+    Check as IdemCheck, IdemKey, Mode as IdemMode, Outcome as IdemOutcome, fingerprint,
+    memoise_failure,
+};
 use crate::kernel::{
     ComponentId, Dist, Handle, Outbox, SimDuration, SimRng, SimTime, Slab, TimerId,
 };
 use crate::metrics::{CounterId, HistogramId, Registry};
 use crate::world::Msg;
 use std::collections::VecDeque;
+
+/// Tag of database writes sent on behalf of a finished request: their replies need no worker.
+const DETACHED: u64 = u64::MAX;
 
 /// The dependencies a node calls, by role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +49,7 @@ pub struct NodeConfig {
     dep_retry: RetryPolicy,
     page_size: u16,
     shed_expired: bool,
+    idem_mode: IdemMode,
 }
 
 /// Why a node configuration is not valid; each variant says what to change.
@@ -91,6 +99,7 @@ impl NodeConfigBuilder {
             dep_retry: RetryPolicy::default(),
             page_size: 10,
             shed_expired: true,
+            idem_mode: IdemMode::Atomic,
         })
     }
     pub fn workers(mut self, n: u32) -> Self {
@@ -151,6 +160,13 @@ impl NodeConfigBuilder {
         self.0.shed_expired = on;
         self
     }
+    /// How the node uses ClientToken records: `Atomic` (checked and reserved in one step, the
+    /// record written with the mutation) or `NonAtomic` (checked, then written separately after
+    /// the dependency calls: the classic duplicate bug). Must match the database's store.
+    pub fn idempotency(mut self, mode: IdemMode) -> Self {
+        self.0.idem_mode = mode;
+        self
+    }
     pub fn build(self) -> Result<NodeConfig, NodeConfigError> {
         let c = self.0;
         for (field, v) in [
@@ -181,6 +197,12 @@ impl NodeConfigBuilder {
 }
 
 impl NodeConfig {
+    /// The same configuration with another ClientToken mode (see
+    /// [`NodeConfigBuilder::idempotency`]).
+    pub fn with_idempotency_mode(mut self, mode: IdemMode) -> NodeConfig {
+        self.idem_mode = mode;
+        self
+    }
     pub fn workers(&self) -> u32 {
         self.workers
     }
@@ -243,11 +265,17 @@ struct Work {
     state: Option<InstanceState>,
     /// Instances the inventory granted (RunInstances `MinAmount` semantics).
     granted: u16,
+    /// The ClientToken key of a mutating call that carries one.
+    idem: Option<IdemKey>,
+    /// A reservation under `idem` is held: it must end completed or abandoned.
+    reserved: bool,
 }
 
 /// What the next step of a plan is.
 enum Next {
     Cpu,
+    /// Nothing to do at this step for this request (e.g. no ClientToken).
+    Skip,
     Db(DbOp, bool),
     Dep(DepOp),
     Done(Status),
@@ -462,6 +490,10 @@ impl ApiNode {
                 now.saturating_since(arrived).as_ns(),
             );
             self.free_workers -= 1;
+            let idem = match req.api {
+                Api::RunInstances | Api::CreateInstance => IdemKey::from_request(&req),
+                _ => None,
+            };
             let h = self.work.insert(Work {
                 req,
                 gw,
@@ -470,6 +502,8 @@ impl ApiNode {
                 created: None,
                 state: None,
                 granted: 0,
+                idem,
+                reserved: false,
             });
             let bytes = self.cfg.alloc_bytes[req.api.index()]
                 .sample(&mut self.rng)
@@ -489,6 +523,12 @@ impl ApiNode {
         };
         let (next, deadline) = (self.plan(w), w.req.deadline);
         match next {
+            Next::Skip => {
+                if let Some(w) = self.work.get_mut(h) {
+                    w.step += 1;
+                }
+                self.advance(h, out);
+            }
             Next::Cpu => {
                 if self.free_cores > 0 {
                     self.free_cores -= 1;
@@ -545,9 +585,31 @@ impl ApiNode {
             (Api::DescribeInstances | Api::DescribeInstanceStatus, _) => {
                 Next::Done(self.found_or_not(w))
             }
-            (Api::RunInstances | Api::CreateInstance, 1) => Next::Dep(DepOp::GetImage),
-            (Api::RunInstances | Api::CreateInstance, 2) => Next::Dep(DepOp::AllocateHost),
-            (Api::RunInstances, 3) => Next::Db(
+            // RunInstances / CreateInstance: token check → image → host → (late token write) →
+            // rows → result memoised under the token.
+            (Api::RunInstances | Api::CreateInstance, 1) => match w.idem {
+                Some(key) => Next::Db(
+                    DbOp::IdemCheck {
+                        key,
+                        fingerprint: fingerprint(w.req.api, p),
+                    },
+                    false,
+                ),
+                None => Next::Skip,
+            },
+            (Api::RunInstances | Api::CreateInstance, 2) => Next::Dep(DepOp::GetImage),
+            (Api::RunInstances | Api::CreateInstance, 3) => Next::Dep(DepOp::AllocateHost),
+            (Api::RunInstances | Api::CreateInstance, 4) => match w.idem {
+                Some(key) if self.cfg.idem_mode == IdemMode::NonAtomic => Next::Db(
+                    DbOp::IdemRecord {
+                        key,
+                        fingerprint: fingerprint(w.req.api, p),
+                    },
+                    false,
+                ),
+                _ => Next::Skip,
+            },
+            (Api::RunInstances, 5) => Next::Db(
                 DbOp::InsertInstances {
                     account,
                     count: w.granted.max(1),
@@ -556,7 +618,7 @@ impl ApiNode {
                 },
                 false,
             ),
-            (Api::CreateInstance, 3) => Next::Db(
+            (Api::CreateInstance, 5) => Next::Db(
                 DbOp::InsertInstances {
                     account,
                     count: 1,
@@ -565,6 +627,18 @@ impl ApiNode {
                 },
                 false,
             ),
+            (Api::RunInstances | Api::CreateInstance, 6) => match w.idem {
+                Some(key) => Next::Db(
+                    DbOp::IdemComplete {
+                        key,
+                        outcome: IdemOutcome::Ok {
+                            instances: w.created,
+                        },
+                    },
+                    false,
+                ),
+                None => Next::Skip,
+            },
             (Api::RunInstances | Api::CreateInstance, _) => Next::Done(Status::Ok),
             (
                 Api::StartInstance | Api::StopInstance | Api::RebootInstance | Api::DeleteInstance,
@@ -664,6 +738,10 @@ impl ApiNode {
     }
 
     fn on_db_reply(&mut self, r: DbReply, out: &mut Outbox<'_, Msg>) {
+        if r.tag == DETACHED {
+            // A write sent without a worker or a connection (a token's failure record).
+            return;
+        }
         self.release_connection(out);
         let h = Handle::from_u64(r.tag);
         let Some(w) = self.work.get_mut(h) else {
@@ -684,6 +762,24 @@ impl ApiNode {
                 return self.finish(h, Status::Err(ErrorCode::InstanceNotFound), out);
             }
             Ok(DbResult::Listed { .. } | DbResult::Appended | DbResult::Archived(_)) => {}
+            Ok(DbResult::Idem(check)) => match check {
+                IdemCheck::Proceed(_) => w.reserved = true,
+                IdemCheck::Replay(outcome) => {
+                    // The original result, the original instances, no new side effect.
+                    w.created = outcome.instances();
+                    return self.finish(h, outcome.status(), out);
+                }
+                IdemCheck::Mismatch => {
+                    return self.finish(
+                        h,
+                        Status::Err(ErrorCode::IdempotentParameterMismatch),
+                        out,
+                    );
+                }
+                IdemCheck::InProgress => {
+                    return self.finish(h, Status::Err(ErrorCode::LastTokenProcessing), out);
+                }
+            },
             Err(e) => {
                 out.count(self.metrics.db_errors, 1);
                 let code = match e {
@@ -741,7 +837,7 @@ impl ApiNode {
         match r.result {
             Ok(ok) => {
                 let w = self.work.get_mut(h).expect("live work");
-                if w.step == 2 && matches!(w.req.api, Api::RunInstances | Api::CreateInstance) {
+                if w.step == 3 && matches!(w.req.api, Api::RunInstances | Api::CreateInstance) {
                     w.granted = u16::try_from(ok.resources.count).unwrap_or(u16::MAX);
                 }
                 w.step += 1;
@@ -846,6 +942,36 @@ impl ApiNode {
     /// Finishes a request on its worker: answers the gateway and frees the worker.
     fn finish(&mut self, h: Handle, status: Status, out: &mut Outbox<'_, Msg>) {
         let Some(w) = self.work.remove(h) else { return };
+        if let (Some(key), true) = (w.idem, w.reserved) {
+            // The reservation must not outlive the request: memoise what happened, or let a
+            // retry start afresh when nothing was decided (an infrastructure failure). Completed
+            // plans (step 6 done) already memoised their result.
+            let op = match (status, w.created) {
+                (Status::Ok, _) => None,
+                // Rows exist (e.g. the deadline hit after the insert): the token owns them.
+                (_, Some(range)) => Some(DbOp::IdemComplete {
+                    key,
+                    outcome: IdemOutcome::Ok {
+                        instances: Some(range),
+                    },
+                }),
+                (Status::Err(code), None) if memoise_failure(code) => Some(DbOp::IdemComplete {
+                    key,
+                    outcome: IdemOutcome::Failed(code),
+                }),
+                (Status::Err(_), None) => Some(DbOp::IdemAbandon { key }),
+            };
+            if let Some(op) = op {
+                let q = DbQuery {
+                    tag: DETACHED,
+                    reply_to: out.me(),
+                    account: w.req.account,
+                    read_replica: false,
+                    op,
+                };
+                out.send(self.db, self.cfg.db_hop, Msg::DbQuery(q));
+            }
+        }
         let resp = Response {
             id: w.req.id,
             api: w.req.api,

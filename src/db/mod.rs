@@ -59,6 +59,10 @@ pub use config::{DbConfig, DbConfigBuilder, DbConfigError};
 pub use pool::{Acquire, ConnectionPool, PoolCounts, WaiterTicket};
 
 use crate::api::types::{AccountId, InstanceId, InstanceIdRange, InstanceState, InstanceType};
+use crate::idempotency::{
+    Check as IdemCheckResult, IdemConfig, IdemKey, IdempotencyStore, Mode as IdemMode,
+    Outcome as IdemOutcome,
+};
 use crate::kernel::{ComponentId, Outbox, SimDuration, SimRng, SimTime, TimerId};
 use crate::metrics::LatencyHistogram;
 use std::cmp::Reverse;
@@ -217,6 +221,15 @@ pub enum DbOp {
     },
     /// `rows` rows appended to a size-only table (WorkflowStepWrite). Not for `Instances`.
     AppendRows { table: Table, rows: u32 },
+    /// ClientToken check (PointRead): in `Atomic` mode it also reserves the key in the same step —
+    /// the record written with the mutation's transaction; in `NonAtomic` mode it only reads.
+    IdemCheck { key: IdemKey, fingerprint: u64 },
+    /// `NonAtomic` mode's separate, late write of the in-progress record (Insert).
+    IdemRecord { key: IdemKey, fingerprint: u64 },
+    /// The mutation's result, memoised under the token (Update).
+    IdemComplete { key: IdemKey, outcome: IdemOutcome },
+    /// The request died before its mutation: drop the reservation so a retry proceeds (Update).
+    IdemAbandon { key: IdemKey },
     /// Removes up to `max_rows` of the oldest rows older than `older_than` (ArchiveBatch): for
     /// `Instances`, rows deleted before it; for the size-only tables, rows appended in a whole
     /// second before it (ages are kept per second).
@@ -236,6 +249,9 @@ impl DbOp {
             DbOp::UpdateInstanceState { .. } => QueryClass::Update,
             DbOp::AppendRows { .. } => QueryClass::WorkflowStepWrite,
             DbOp::ArchiveRows { .. } => QueryClass::ArchiveBatch,
+            DbOp::IdemCheck { .. } => QueryClass::PointRead,
+            DbOp::IdemRecord { .. } => QueryClass::Insert,
+            DbOp::IdemComplete { .. } | DbOp::IdemAbandon { .. } => QueryClass::Update,
         }
     }
 }
@@ -266,6 +282,8 @@ pub enum DbResult {
     Appended,
     /// Rows removed.
     Archived(u32),
+    /// The answer of an `IdemCheck`.
+    Idem(IdemCheckResult),
 }
 
 /// An instance row as a read returns it.
@@ -482,6 +500,18 @@ impl ShardData {
         }
     }
 
+    /// Adds `rows` rows to a size-only table, remembering the second they were appended in.
+    fn append(&mut self, table: Table, rows: u32, now: SimTime) {
+        let slot = &mut self.counters[table.index() - 1];
+        *slot = slot.saturating_add(u64::from(rows));
+        let second = now.as_ns() / 1_000_000_000;
+        let ages = &mut self.ages[table.index() - 1];
+        match ages.back_mut() {
+            Some((s, n)) if *s == second => *n += u64::from(rows),
+            _ => ages.push_back((second, u64::from(rows))),
+        }
+    }
+
     fn add_listed(&mut self, account: AccountId, delta: i64, now: SimTime, horizon: SimTime) {
         let m = self.accounts.entry(account).or_default();
         let value = m.current().saturating_add_signed(delta);
@@ -544,6 +574,9 @@ pub struct Db {
     shards: Vec<Shard>,
     next_instance: u64,
     stats: DbStats,
+    /// ClientToken records (the idempotency table's contents; its size lives in the shards'
+    /// `Idempotency` counters like the other size-only tables).
+    idem: IdempotencyStore,
 }
 
 impl Db {
@@ -570,7 +603,24 @@ impl Db {
             shards,
             next_instance: 1,
             stats: DbStats::default(),
+            idem: IdempotencyStore::new(
+                IdemConfig::builder()
+                    .build()
+                    .expect("the defaults are valid"),
+            ),
         }
+    }
+
+    /// Replaces the ClientToken store's configuration (TTL, capacity, atomic or not). Call before
+    /// the run starts.
+    pub fn with_idempotency(mut self, cfg: IdemConfig) -> Db {
+        self.idem = IdempotencyStore::new(cfg);
+        self
+    }
+
+    /// The ClientToken store.
+    pub fn idempotency(&self) -> &IdempotencyStore {
+        &self.idem
     }
 
     pub fn config(&self) -> &DbConfig {
@@ -821,6 +871,7 @@ impl Db {
             shards,
             next_instance,
             stats,
+            idem,
         } = self;
         let shard = &mut shards[s];
         let server = &mut shard.servers[k];
@@ -828,6 +879,7 @@ impl Db {
             cfg,
             next_instance,
             stats,
+            idem,
         };
         let (service, result) = execute(ctx, &mut shard.data, &mut server.rng, &q, now, k > 0);
         let end = now.saturating_add(service);
@@ -860,6 +912,7 @@ struct Exec<'a> {
     cfg: &'a DbConfig,
     next_instance: &'a mut u64,
     stats: &'a mut DbStats,
+    idem: &'a mut IdempotencyStore,
 }
 
 /// Applies `q` to `data` at `now` (or reads it, from a replica's snapshot when `replica`), and
@@ -876,6 +929,7 @@ fn execute(
         cfg,
         next_instance,
         stats,
+        idem,
     } = ctx;
     let class = q.op.class();
     let base = cfg.latency[class.index()].sample(rng);
@@ -1006,16 +1060,39 @@ fn execute(
             };
             (cfg.index_factor(instance_rows), DbResult::Updated(outcome))
         }
+        DbOp::IdemCheck { key, fingerprint } => {
+            let before = data.rows(Table::Idempotency);
+            let check = idem.check(now, key, fingerprint);
+            if matches!(check, IdemCheckResult::Proceed(_))
+                && idem.config().mode() == IdemMode::Atomic
+            {
+                data.append(Table::Idempotency, 1, now);
+            }
+            (cfg.index_factor(before), DbResult::Idem(check))
+        }
+        DbOp::IdemRecord { key, fingerprint } => {
+            let before = data.rows(Table::Idempotency);
+            idem.record_in_progress(now, key, fingerprint);
+            data.append(Table::Idempotency, 1, now);
+            (cfg.index_factor(before), DbResult::Appended)
+        }
+        DbOp::IdemComplete { key, outcome } => {
+            idem.complete(now, key, outcome);
+            (
+                cfg.index_factor(data.rows(Table::Idempotency)),
+                DbResult::Appended,
+            )
+        }
+        DbOp::IdemAbandon { key } => {
+            idem.abandon(key);
+            (
+                cfg.index_factor(data.rows(Table::Idempotency)),
+                DbResult::Appended,
+            )
+        }
         DbOp::AppendRows { table, rows } => {
             let before = data.rows(table);
-            let slot = &mut data.counters[table.index() - 1];
-            *slot = slot.saturating_add(u64::from(rows));
-            let second = now.as_ns() / 1_000_000_000;
-            let ages = &mut data.ages[table.index() - 1];
-            match ages.back_mut() {
-                Some((s, n)) if *s == second => *n += u64::from(rows),
-                _ => ages.push_back((second, u64::from(rows))),
-            }
+            data.append(table, rows, now);
             let factor = cfg.index_factor(before) * cfg.batch_factor(u64::from(rows));
             (factor, DbResult::Appended)
         }

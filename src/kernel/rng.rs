@@ -105,6 +105,12 @@ impl rand::TryRng for SimRng {
     }
 }
 
+/// A stable 64-bit hash of (value, label): for deriving identifiers (tokens, keys) that must be
+/// the same on every machine and version.
+pub fn mix_label(value: u64, label: &str) -> u64 {
+    splitmix64(splitmix64(value) ^ fnv1a64(label.as_bytes()))
+}
+
 #[inline]
 fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);

@@ -99,6 +99,29 @@ pub struct OpenLoopConfig {
     pub until: SimTime,
     /// Share of DescribeInstances calls that list a page rather than ask for one instance.
     pub describe_list_share: f64,
+    /// ClientTokens on RunInstances/CreateInstance, and duplicate submissions.
+    pub tokens: TokenPolicy,
+}
+
+/// How clients use ClientTokens.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TokenPolicy {
+    /// Share of RunInstances/CreateInstance calls that carry a token.
+    pub share: f64,
+    /// Share of tokened calls submitted twice (same token, same parameters): a client that
+    /// resubmits, or a retry after a lost response.
+    pub duplicate_fraction: f64,
+    /// How long after the original the duplicate is sent.
+    pub duplicate_delay: SimDuration,
+}
+
+impl TokenPolicy {
+    /// No tokens, no duplicates.
+    pub const NONE: TokenPolicy = TokenPolicy {
+        share: 0.0,
+        duplicate_fraction: 0.0,
+        duplicate_delay: SimDuration::ZERO,
+    };
 }
 
 /// Instances the client knows about (a bounded ring: the newest `capacity`).
@@ -130,6 +153,8 @@ pub struct OpenLoop {
     gateway: ComponentId,
     next_id: u64,
     known: Known,
+    duplicates_sent: u64,
+    tokens_sent: u64,
 }
 
 impl OpenLoop {
@@ -144,6 +169,8 @@ impl OpenLoop {
                 next: 0,
                 capacity: 100_000,
             },
+            duplicates_sent: 0,
+            tokens_sent: 0,
         }
     }
 
@@ -154,6 +181,13 @@ impl OpenLoop {
 
     pub fn sent(&self) -> u64 {
         self.next_id
+    }
+    /// Distinct ClientTokens sent (each once, plus its duplicate if any).
+    pub fn tokens_sent(&self) -> u64 {
+        self.tokens_sent
+    }
+    pub fn duplicates_sent(&self) -> u64 {
+        self.duplicates_sent
     }
 
     fn account(&mut self) -> AccountId {
@@ -230,7 +264,26 @@ impl OpenLoop {
                     _ => return,
                 }
             }
-            let req = self.request(at);
+            let mut req = self.request(at);
+            if matches!(req.api, Api::RunInstances | Api::CreateInstance)
+                && self.rng.unit() < self.cfg.tokens.share
+            {
+                // A token is ≤ 64 ASCII characters on the wire; the simulation carries its hash.
+                req.client_token = crate::kernel::rng::mix_label(req.id.0, "client-token") | 1;
+                self.tokens_sent += 1;
+                if self.rng.unit() < self.cfg.tokens.duplicate_fraction {
+                    let later = at.saturating_add(self.cfg.tokens.duplicate_delay);
+                    let dup = Request {
+                        id: RequestId(self.next_id),
+                        intended: later,
+                        deadline: later.saturating_add(self.cfg.timeout),
+                        ..req
+                    };
+                    self.next_id += 1;
+                    self.duplicates_sent += 1;
+                    out.send_at(self.gateway, later, Msg::Request(dup));
+                }
+            }
             out.send_at(self.gateway, at, Msg::Request(req));
         }
         let gap = self.cfg.inter_arrival.sample_duration(&mut self.rng);

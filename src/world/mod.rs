@@ -13,6 +13,7 @@ use crate::deps::{
     DepCall, DepReply, DepTimer, Dependency, DependencyKind, DependencySpec, DependencyStats,
 };
 use crate::gc::GcStats;
+use crate::idempotency::IdemConfig;
 use crate::kernel::{
     Component, ComponentId, Handle, Limits, Message, Outbox, Outcome, RootSeed, RunReport, Sim,
     SimDuration, SimTime, TraceHash,
@@ -204,6 +205,7 @@ pub struct Topology {
     /// Nodes configured differently from the rest (a bad heap, a smaller pool): (index, config).
     node_overrides: Vec<(u32, NodeConfig)>,
     cleanup: Option<CleanupConfig>,
+    idempotency: IdemConfig,
 }
 
 impl Topology {
@@ -247,6 +249,7 @@ impl Topology {
             max_events: 1 << 36,
             node_overrides: Vec::new(),
             cleanup: None,
+            idempotency: IdemConfig::default(),
         })
     }
 
@@ -271,6 +274,13 @@ impl Topology {
         self.node_overrides.retain(|(i, _)| *i != index);
         self.node_overrides.push((index, config));
         Ok(self)
+    }
+
+    /// The ClientToken store of the database (TTL, capacity) and whether nodes use it atomically
+    /// (`Mode::Atomic`, the default) or in the classic check-then-write way (`Mode::NonAtomic`).
+    pub fn with_idempotency(mut self, cfg: IdemConfig) -> Topology {
+        self.idempotency = cfg;
+        self
     }
 
     /// Runs the data-cleanup job against the database.
@@ -340,7 +350,9 @@ impl Topology {
         assert_eq!(
             sim.add(
                 "db",
-                Part::Db(Box::new(Db::new(self.db.clone(), seed.fork("db"))))
+                Part::Db(Box::new(
+                    Db::new(self.db.clone(), seed.fork("db")).with_idempotency(self.idempotency)
+                ))
             ),
             db_id
         );
@@ -357,7 +369,7 @@ impl Topology {
                 .find(|(k, _)| *k == i)
                 .map_or(&self.node, |(_, c)| c);
             let node = ApiNode::new(
-                cfg.clone(),
+                cfg.clone().with_idempotency_mode(self.idempotency.mode()),
                 seed.fork(&name),
                 gateway_id,
                 db_id,
@@ -382,6 +394,7 @@ impl Topology {
         });
         World {
             sim,
+            traffic: traffic_id,
             nodes: (0..self.nodes).map(node_id).collect(),
             db: db_id,
             gateway: gateway_id,
@@ -402,6 +415,7 @@ impl Topology {
 /// A built world: the simulator and the ids of its parts.
 pub struct World {
     pub sim: Sim<Msg, Part>,
+    pub traffic: ComponentId,
     pub nodes: Vec<ComponentId>,
     pub db: ComponentId,
     pub gateway: ComponentId,

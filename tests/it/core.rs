@@ -25,6 +25,7 @@ fn traffic(rate_per_s: f64, mix: ApiMix, accounts: u32, timeout: SimDuration) ->
         until: SimTime::ZERO,
         describe_list_share: 0.0,
         min_amount_fraction: 0.0,
+        tokens: firedrill::traffic::TokenPolicy::NONE,
     }
 }
 
@@ -731,10 +732,21 @@ fn cleanup_keeps_the_instances_table_and_list_latency_bounded() {
         DbConfig::assumed_defaults().shards(),
     )
     .unwrap();
-    let without = run(&base, 3);
-    let with = run(&base.clone().with_cleanup(job), 3);
+    let final_rows = |topo: &Topology| {
+        let (r, world) = run_checked(topo, 3, |_| {});
+        let Part::Db(db) = world.sim.component(world.db) else {
+            unreachable!()
+        };
+        (db.table_rows(firedrill::db::Table::Instances), r)
+    };
+    let (rows_without, without) = final_rows(&base);
+    let (rows_with, with) = final_rows(&base.clone().with_cleanup(job));
     let rows = |r: &RunResult| {
-        r.db.table_rows_series.last().unwrap().1[firedrill::db::Table::Instances.index()]
+        if std::ptr::eq(r, &with) {
+            rows_with
+        } else {
+            rows_without
+        }
     };
     let created = |r: &RunResult| r.api(Api::RunInstances).count(Status::Ok);
     // Without cleanup nothing leaves the table; with it, deleted rows older than the retention go.
@@ -776,5 +788,89 @@ fn cleanup_keeps_the_instances_table_and_list_latency_bounded() {
         "list mean {} vs {}",
         list(&with),
         list(&without)
+    );
+}
+
+/// Every RunInstances carries a ClientToken and half of them are submitted twice, 20 ms apart
+/// (while the first is still running: image and host calls take tens of ms). Atomic records:
+/// each token creates its instances exactly once, the early duplicates get 403
+/// LastTokenProcessing and the late ones replay the original InstanceIds. Non-atomic records
+/// (check, then write after the dependency calls): the same traffic really creates duplicates.
+#[test]
+fn client_tokens_create_each_instance_set_once_unless_records_are_non_atomic() {
+    use firedrill::idempotency::{IdemConfig, Mode};
+    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
+        .build()
+        .unwrap();
+    let mut t = traffic(
+        20.0,
+        ApiMix::only(Api::RunInstances),
+        5,
+        SimDuration::from_secs(30),
+    );
+    t.tokens = firedrill::traffic::TokenPolicy {
+        share: 1.0,
+        duplicate_fraction: 0.5,
+        duplicate_delay: SimDuration::from_ms(20),
+    };
+    let run_mode = |mode: Mode| {
+        let topo = topology(
+            2,
+            node.clone(),
+            DbConfig::assumed_defaults(),
+            t.clone(),
+            unlimited(5),
+            120,
+        )
+        .with_idempotency(IdemConfig::builder().mode(mode).build().unwrap());
+        let (r, world) = run_checked(&topo, 12, |world| {
+            for &id in &world.deps.clone() {
+                if let Part::Dep(d) = world.sim.component_mut(id) {
+                    for code in FaultCode::ALL {
+                        d.set_error_override(code, Some(0.0));
+                    }
+                }
+            }
+        });
+        let Part::Db(db) = world.sim.component(world.db) else {
+            unreachable!()
+        };
+        let Part::Traffic(tr) = world.sim.component(world.traffic) else {
+            unreachable!()
+        };
+        (
+            r,
+            db.table_rows(firedrill::db::Table::Instances),
+            db.idempotency().stats().clone(),
+            tr.tokens_sent(),
+            tr.duplicates_sent(),
+        )
+    };
+    let (atomic, rows, stats, tokens, dups) = run_mode(Mode::Atomic);
+    let a = atomic.api(Api::RunInstances);
+    assert!(
+        dups > 500 && tokens > 2_000,
+        "{tokens} tokens, {dups} duplicates"
+    );
+    assert_eq!(rows, tokens, "exactly one instance per token (Amount = 1)");
+    assert_eq!(stats.duplicates_detected, 0);
+    assert!(
+        a.count(Status::Err(ErrorCode::LastTokenProcessing)) > 0,
+        "{:?}",
+        a.status
+    );
+    assert_eq!(
+        a.count(Status::Err(ErrorCode::LastTokenProcessing)) + stats.replays,
+        dups
+    );
+    let (_, rows, stats, tokens, _) = run_mode(Mode::NonAtomic);
+    assert!(
+        rows > tokens,
+        "non-atomic records let duplicates through: {rows} rows for {tokens} tokens"
+    );
+    assert_eq!(
+        rows - tokens,
+        stats.duplicates_detected,
+        "every duplicate proceed created a second instance"
     );
 }
