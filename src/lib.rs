@@ -32,6 +32,7 @@
 
 pub mod analytic;
 pub mod api;
+pub mod cache;
 pub mod cleanup;
 pub mod cli;
 pub mod db;

@@ -1,0 +1,310 @@
+//! [`LruMap`]: a bounded ordered map with recency order, the storage under both cache levels.
+//!
+//! # Structure and cost
+//!
+//! A `BTreeMap<K, u32>` maps a key to a slot of a `Vec` of nodes; the nodes form an intrusive
+//! doubly linked list (indices, not pointers) from the most recently used (`head`) to the least
+//! recently used (`tail`), with a LIFO free list of vacated slots. Lookup is O(log n) (the
+//! B-tree); moving a node to the front, unlinking it and evicting the tail are O(1). No hashing,
+//! so iteration and eviction order never depend on the process; slot reuse is deterministic.
+//!
+//! The map itself does not decide *when* order changes: [`LruMap::touch`] moves an entry to the
+//! front (an LRU cache touches on every hit; a FIFO cache never does), and [`LruMap::insert`]
+//! always puts the entry at the front.
+
+use std::collections::BTreeMap;
+
+const NIL: u32 = u32::MAX;
+
+/// Names one occupied entry of an [`LruMap`] between a [`LruMap::find`] and the next change of
+/// the map (any insert or removal may invalidate it). It avoids a second B-tree lookup when a
+/// caller both reads and then touches or removes an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot(u32);
+
+#[derive(Clone, Copy, Debug)]
+struct Node<K, T> {
+    key: K,
+    value: T,
+    prev: u32,
+    next: u32,
+}
+
+/// A map of at most `capacity` entries that keeps them in recency order and evicts the least
+/// recently used one to make room. See the module documentation.
+#[derive(Clone, Debug)]
+pub struct LruMap<K, T> {
+    index: BTreeMap<K, u32>,
+    nodes: Vec<Node<K, T>>,
+    free: Vec<u32>,
+    /// Most recently used, or `NIL` when empty.
+    head: u32,
+    /// Least recently used (the next victim), or `NIL` when empty.
+    tail: u32,
+    capacity: usize,
+}
+
+impl<K: Ord + Copy, T: Copy> LruMap<K, T> {
+    /// An empty map holding at most `capacity` (≥ 1, < 2^32 − 1) entries. Storage grows as
+    /// entries arrive, up to `capacity` nodes.
+    pub fn new(capacity: usize) -> LruMap<K, T> {
+        assert!(
+            capacity >= 1 && capacity < NIL as usize,
+            "an LRU map holds 1 to 2^32 - 2 entries, not {capacity}"
+        );
+        LruMap {
+            index: BTreeMap::new(),
+            nodes: Vec::new(),
+            free: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            capacity,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+    pub fn contains(&self, key: &K) -> bool {
+        self.index.contains_key(key)
+    }
+
+    /// The slot of `key`, if present (O(log n)); order is unchanged.
+    #[inline]
+    pub fn find(&self, key: &K) -> Option<Slot> {
+        self.index.get(key).map(|&i| Slot(i))
+    }
+
+    /// The key and value in `slot`.
+    #[inline]
+    pub fn entry(&self, slot: Slot) -> (K, &T) {
+        let n = &self.nodes[slot.0 as usize];
+        (n.key, &n.value)
+    }
+
+    /// The value in `slot`, for update in place; order is unchanged.
+    #[inline]
+    pub fn value_mut(&mut self, slot: Slot) -> &mut T {
+        &mut self.nodes[slot.0 as usize].value
+    }
+
+    /// The value of `key` without changing the order.
+    pub fn peek(&self, key: &K) -> Option<&T> {
+        self.find(key).map(|s| self.entry(s).1)
+    }
+
+    /// Moves `slot` to the front (most recently used). O(1).
+    #[inline]
+    pub fn touch_slot(&mut self, slot: Slot) {
+        if self.head != slot.0 {
+            self.unlink(slot.0);
+            self.push_front(slot.0);
+        }
+    }
+
+    /// Moves `key` to the front; returns whether it was present.
+    pub fn touch(&mut self, key: &K) -> bool {
+        match self.find(key) {
+            Some(s) => {
+                self.touch_slot(s);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes the entry in `slot` and returns its key and value. O(log n) (the index).
+    pub fn remove_slot(&mut self, slot: Slot) -> (K, T) {
+        let i = slot.0;
+        self.unlink(i);
+        let Node { key, value, .. } = self.nodes[i as usize];
+        self.index.remove(&key);
+        self.free.push(i);
+        (key, value)
+    }
+
+    /// Removes `key`; returns its value if it was present.
+    pub fn remove(&mut self, key: &K) -> Option<T> {
+        self.find(key).map(|s| self.remove_slot(s).1)
+    }
+
+    /// Puts `key` at the front with `value`, replacing the value if the key is present. When
+    /// the key is new and the map is full, the least recently used entry is evicted first and
+    /// returned.
+    pub fn insert(&mut self, key: K, value: T) -> Option<(K, T)> {
+        if let Some(s) = self.find(&key) {
+            self.nodes[s.0 as usize].value = value;
+            self.touch_slot(s);
+            return None;
+        }
+        let evicted = if self.index.len() >= self.capacity {
+            Some(self.remove_slot(Slot(self.tail)))
+        } else {
+            None
+        };
+        let node = Node {
+            key,
+            value,
+            prev: NIL,
+            next: NIL,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.nodes[i as usize] = node;
+                i
+            }
+            None => {
+                self.nodes.push(node);
+                (self.nodes.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, i);
+        self.push_front(i);
+        evicted
+    }
+
+    /// The least recently used entry: the next to be evicted.
+    pub fn lru(&self) -> Option<(K, &T)> {
+        (self.tail != NIL).then(|| self.entry(Slot(self.tail)))
+    }
+
+    /// Removes every entry; keeps the storage for reuse. Returns how many there were.
+    pub fn clear(&mut self) -> usize {
+        let n = self.index.len();
+        self.index.clear();
+        self.nodes.clear();
+        self.free.clear();
+        self.head = NIL;
+        self.tail = NIL;
+        n
+    }
+
+    /// Entries from the most to the least recently used.
+    pub fn iter(&self) -> impl Iterator<Item = (K, &T)> + '_ {
+        let mut at = self.head;
+        std::iter::from_fn(move || {
+            if at == NIL {
+                return None;
+            }
+            let n = &self.nodes[at as usize];
+            at = n.next;
+            Some((n.key, &n.value))
+        })
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (prev, next) = {
+            let n = &self.nodes[i as usize];
+            (n.prev, n.next)
+        };
+        if prev == NIL {
+            self.head = next;
+        } else {
+            self.nodes[prev as usize].next = next;
+        }
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            self.nodes[next as usize].prev = prev;
+        }
+    }
+
+    fn push_front(&mut self, i: u32) {
+        let old = self.head;
+        {
+            let n = &mut self.nodes[i as usize];
+            n.prev = NIL;
+            n.next = old;
+        }
+        if old == NIL {
+            self.tail = i;
+        } else {
+            self.nodes[old as usize].prev = i;
+        }
+        self.head = i;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::RootSeed;
+
+    fn keys(m: &LruMap<u32, u32>) -> Vec<u32> {
+        m.iter().map(|(k, _)| k).collect()
+    }
+
+    #[test]
+    fn keeps_recency_order_and_evicts_the_tail() {
+        let mut m = LruMap::new(3);
+        assert_eq!(m.insert(1, 10), None);
+        assert_eq!(m.insert(2, 20), None);
+        assert_eq!(m.insert(3, 30), None);
+        assert_eq!(keys(&m), [3, 2, 1]);
+        assert!(m.touch(&1));
+        assert_eq!(keys(&m), [1, 3, 2]);
+        assert_eq!(m.insert(4, 40), Some((2, 20)));
+        assert_eq!(keys(&m), [4, 1, 3]);
+        assert_eq!(m.insert(1, 11), None, "replacing never evicts");
+        assert_eq!(m.peek(&1), Some(&11));
+        assert_eq!(m.lru(), Some((3, &30)));
+        assert_eq!(m.remove(&3), Some(30));
+        assert_eq!(keys(&m), [1, 4]);
+        assert_eq!(m.insert(5, 50), None, "a removal made room");
+        assert_eq!(m.clear(), 3);
+        assert!(m.is_empty() && m.lru().is_none() && keys(&m).is_empty());
+        assert_eq!(m.insert(9, 90), None);
+        assert_eq!(keys(&m), [9]);
+    }
+
+    /// Random operations against a naive model (a Vec in recency order).
+    #[test]
+    fn matches_a_naive_model() {
+        let mut rng = RootSeed::new(5).fork("lru.model");
+        let cap = 7;
+        let mut m = LruMap::new(cap);
+        let mut model: Vec<(u32, u32)> = Vec::new(); // front = most recent
+        for step in 0..50_000u32 {
+            let k = rng.below(16) as u32;
+            match rng.below(4) {
+                0 | 1 => {
+                    let got = m.insert(k, step);
+                    let expect = if let Some(p) = model.iter().position(|e| e.0 == k) {
+                        model.remove(p);
+                        None
+                    } else if model.len() == cap {
+                        model.pop()
+                    } else {
+                        None
+                    };
+                    model.insert(0, (k, step));
+                    assert_eq!(got, expect);
+                }
+                2 => {
+                    let hit = m.touch(&k);
+                    let p = model.iter().position(|e| e.0 == k);
+                    assert_eq!(hit, p.is_some());
+                    if let Some(p) = p {
+                        let e = model.remove(p);
+                        model.insert(0, e);
+                    }
+                }
+                _ => {
+                    let got = m.remove(&k);
+                    let p = model.iter().position(|e| e.0 == k);
+                    assert_eq!(got, p.map(|p| model.remove(p).1));
+                }
+            }
+            let seen: Vec<(u32, u32)> = m.iter().map(|(k, v)| (k, *v)).collect();
+            assert_eq!(seen, model);
+            assert_eq!(m.len(), model.len());
+            assert!(m.nodes.len() <= cap, "storage stays within capacity");
+        }
+    }
+}
