@@ -4,6 +4,10 @@
 //! plan of steps (CPU, database queries, dependency calls) on the worker that took the request.
 
 use super::types::{Api, ErrorCode, InstanceIdRange, InstanceState, Request, Response, Status};
+use crate::cache::{
+    Broadcaster, CacheKey, Cached, CachedInstance, Fill, L1Cache, L2Op, L2Reply, L2Request,
+    L2Result, Lookup,
+};
 use crate::db::{
     Acquire, ConnectionPool, DbError, DbOp, DbQuery, DbReply, DbResult, UpdateOutcome, WaiterTicket,
 };
@@ -269,6 +273,26 @@ struct Work {
     idem: Option<IdemKey>,
     /// A reservation under `idem` is held: it must end completed or abandoned.
     reserved: bool,
+    /// A by-id read through the cache: its key, once the cache has been consulted.
+    cache: CacheUse,
+}
+
+/// Where a by-id read stands with the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CacheUse {
+    /// Not a cached read, or the cache is off.
+    None,
+    /// Not looked up yet.
+    Pending(CacheKey),
+    /// This request fetches the key for every coalesced waiter (L2, then the database).
+    Leader {
+        key: CacheKey,
+        stale: Option<CachedInstance>,
+    },
+    /// Parked behind a leader.
+    Follower(CacheKey),
+    /// Fetching alone (the waiter list was full) or after the cache answered: plain database read.
+    Direct,
 }
 
 /// What the next step of a plan is.
@@ -339,6 +363,19 @@ pub struct ApiNode {
     deferred: Vec<Msg>,
     gc_check: Option<TimerId>,
     metrics: NodeMetrics,
+    cache: Option<NodeCache>,
+}
+
+/// A node's part of the multi-level cache: its L1, where the shared L2 is, and how its writes
+/// invalidate the other nodes' L1s.
+pub struct NodeCache {
+    pub l1: L1Cache<CacheKey, CachedInstance, Handle>,
+    pub l2: ComponentId,
+    /// TTL of the entries this node stores in the L2.
+    pub l2_ttl: SimDuration,
+    /// TTL of "not found" entries stored in the L2.
+    pub l2_negative_ttl: SimDuration,
+    pub broadcaster: Broadcaster,
 }
 
 impl ApiNode {
@@ -369,6 +406,7 @@ impl ApiNode {
             paused_until: None,
             deferred: Vec::new(),
             gc_check: None,
+            cache: None,
             metrics: NodeMetrics::register(registry, name),
             cfg,
         }
@@ -376,6 +414,17 @@ impl ApiNode {
 
     pub fn heap(&self) -> &Heap {
         &self.heap
+    }
+
+    /// Puts a cache in front of the database for by-id reads.
+    pub fn with_cache(mut self, cache: NodeCache) -> ApiNode {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The node's L1 statistics, when it has a cache.
+    pub fn l1_stats(&self) -> Option<&crate::cache::CacheStats> {
+        self.cache.as_ref().map(|c| c.l1.stats())
     }
     pub fn in_flight(&self) -> usize {
         self.work.len()
@@ -428,6 +477,12 @@ impl ApiNode {
             Msg::Node(t) => self.on_timer(t, out),
             Msg::DbReply(r) => self.on_db_reply(r, out),
             Msg::DepReply(r) => self.on_dep_reply(r, out),
+            Msg::L2Reply(r) => self.on_l2_reply(r, out),
+            Msg::L1Invalidation(inv) => {
+                if let Some(c) = &mut self.cache {
+                    c.l1.on_invalidation(out.now(), inv);
+                }
+            }
             other => out.violation(format!(
                 "an API node received {}",
                 crate::kernel::Message::kind_name(&other)
@@ -504,6 +559,17 @@ impl ApiNode {
                 granted: 0,
                 idem,
                 reserved: false,
+                cache: match (&self.cache, req.api, req.params.instance) {
+                    (
+                        Some(_),
+                        Api::DescribeInstances | Api::DescribeInstanceStatus,
+                        Some(instance),
+                    ) => CacheUse::Pending(CacheKey {
+                        account: req.account,
+                        instance,
+                    }),
+                    _ => CacheUse::None,
+                },
             });
             let bytes = self.cfg.alloc_bytes[req.api.index()]
                 .sample(&mut self.rng)
@@ -521,6 +587,9 @@ impl ApiNode {
         let Some(w) = self.work.get(h) else {
             return;
         };
+        if let (CacheUse::Pending(key), 1) = (w.cache, w.step) {
+            return self.cache_lookup(h, key, out);
+        }
         let (next, deadline) = (self.plan(w), w.req.deadline);
         match next {
             Next::Skip => {
@@ -752,9 +821,39 @@ impl ApiNode {
                 w.state = row
                     .map(|r| r.state)
                     .filter(|s| *s != InstanceState::Deleted);
+                if let CacheUse::Leader { key, .. } = w.cache {
+                    let value = match row.filter(|r| r.state != InstanceState::Deleted) {
+                        Some(r) => Cached::Value(CachedInstance {
+                            state: r.state,
+                            instance_type: r.instance_type,
+                            updated_at: r.updated_at,
+                        }),
+                        None => Cached::Negative,
+                    };
+                    return self.fill_complete(h, key, value, out);
+                }
             }
             Ok(DbResult::Inserted(range)) => w.created = Some(range),
-            Ok(DbResult::Updated(UpdateOutcome::Done { .. })) => {}
+            Ok(DbResult::Updated(UpdateOutcome::Done { .. })) => {
+                if let (Some(c), Some(instance)) = (&mut self.cache, w.req.params.instance) {
+                    // Write path: L2 delete now, this node's L1 at once, the others after a delay.
+                    let key = CacheKey {
+                        account: w.req.account,
+                        instance,
+                    };
+                    let plan = c.broadcaster.plan(key, out.now(), Some(out.me()));
+                    c.l1.invalidate(key);
+                    let del = L2Request {
+                        tag: DETACHED,
+                        reply_to: out.me(),
+                        op: plan.l2_delete(),
+                    };
+                    out.send(c.l2, self.cfg.db_hop, Msg::L2Request(del));
+                    for &(node, delay) in &plan.deliveries {
+                        out.send(node, delay, Msg::L1Invalidation(plan.message()));
+                    }
+                }
+            }
             Ok(DbResult::Updated(UpdateOutcome::Mismatch { .. })) => {
                 return self.finish(h, Status::Err(ErrorCode::IncorrectInstanceStatus), out);
             }
@@ -782,6 +881,18 @@ impl ApiNode {
             },
             Err(e) => {
                 out.count(self.metrics.db_errors, 1);
+                if let CacheUse::Leader {
+                    key,
+                    stale: Some(v),
+                } = w.cache
+                {
+                    // Soft TTL passed, hard TTL not: serve the stale value while the database fails.
+                    w.state = Some(v.state).filter(|s| *s != InstanceState::Deleted);
+                    if let Some(c) = &mut self.cache {
+                        c.l1.serve_stale(out.now(), key);
+                    }
+                    return self.release_waiters(h, key, out);
+                }
                 let code = match e {
                     DbError::Overloaded | DbError::Unavailable => ErrorCode::ServiceUnavailable,
                     _ => ErrorCode::InternalError,
@@ -791,6 +902,151 @@ impl ApiNode {
         }
         w.step += 1;
         self.advance(h, out);
+    }
+
+    /// Read path, L1 first: a fresh or negative entry answers at once; otherwise one request per
+    /// key and node (the leader) asks the L2 and then the database, and the others wait for it.
+    fn cache_lookup(&mut self, h: Handle, key: CacheKey, out: &mut Outbox<'_, Msg>) {
+        let c = self
+            .cache
+            .as_mut()
+            .expect("cached reads exist only with a cache");
+        let now = out.now();
+        let (cache, answer) = match c.l1.get(now, key) {
+            Lookup::Fresh(v) => (CacheUse::None, Some(Some(v.state))),
+            Lookup::NegativeHit => (CacheUse::None, Some(None)),
+            lookup => {
+                let stale = match lookup {
+                    Lookup::Stale(v) => Some(v),
+                    _ => None,
+                };
+                match c.l1.begin_fill(key, h) {
+                    Fill::Leader => {
+                        let req = L2Request {
+                            tag: h.to_u64(),
+                            reply_to: out.me(),
+                            op: L2Op::Get { key },
+                        };
+                        out.send(c.l2, self.cfg.db_hop, Msg::L2Request(req));
+                        (CacheUse::Leader { key, stale }, None)
+                    }
+                    Fill::Follower => (CacheUse::Follower(key), None),
+                    Fill::Overflow => (CacheUse::Direct, None),
+                }
+            }
+        };
+        let w = self.work.get_mut(h).expect("live work");
+        w.cache = cache;
+        match (answer, cache) {
+            (Some(state), _) => {
+                w.state = state.filter(|s| *s != InstanceState::Deleted);
+                w.step = 2;
+                self.advance(h, out);
+            }
+            (None, CacheUse::Direct) => self.advance(h, out),
+            // Waiting for the L2 (leader) or for the leader (follower).
+            (None, _) => {}
+        }
+    }
+
+    fn on_l2_reply(&mut self, r: L2Reply, out: &mut Outbox<'_, Msg>) {
+        if r.tag == DETACHED {
+            return;
+        }
+        let h = Handle::from_u64(r.tag);
+        let Some(w) = self.work.get_mut(h) else {
+            return;
+        };
+        let CacheUse::Leader { key, .. } = w.cache else {
+            return;
+        };
+        match r.result {
+            Ok(L2Result::Hit(value)) => self.fill_complete_from_l2(h, key, value, out),
+            // A miss or a failed L2: the database, as the leader.
+            _ => self.advance_past_cache(h, out),
+        }
+    }
+
+    /// Goes on to the database read of a leader (its `cache` stays `Leader` so the reply fills).
+    fn advance_past_cache(&mut self, h: Handle, out: &mut Outbox<'_, Msg>) {
+        let Some(w) = self.work.get(h).copied() else {
+            return;
+        };
+        let next = self.plan(&w);
+        match next {
+            Next::Db(op, replica) => self.db_query(h, op, replica, out),
+            _ => out.violation("a cached read has no database step"),
+        }
+    }
+
+    fn fill_complete_from_l2(
+        &mut self,
+        h: Handle,
+        key: CacheKey,
+        value: Cached<CachedInstance>,
+        out: &mut Outbox<'_, Msg>,
+    ) {
+        if let Some(c) = &mut self.cache {
+            c.l1.insert(out.now(), key, value);
+        }
+        if let Some(w) = self.work.get_mut(h) {
+            w.state = value
+                .value()
+                .map(|v| v.state)
+                .filter(|s| *s != InstanceState::Deleted);
+        }
+        self.release_waiters(h, key, out);
+    }
+
+    /// A leader's database read came back: fill L1 and L2, answer everyone.
+    fn fill_complete(
+        &mut self,
+        h: Handle,
+        key: CacheKey,
+        value: Cached<CachedInstance>,
+        out: &mut Outbox<'_, Msg>,
+    ) {
+        if let Some(c) = &mut self.cache {
+            let ttl = if value.is_negative() {
+                c.l2_negative_ttl
+            } else {
+                c.l2_ttl
+            };
+            let set = L2Request {
+                tag: DETACHED,
+                reply_to: out.me(),
+                op: L2Op::Set { key, value, ttl },
+            };
+            out.send(c.l2, self.cfg.db_hop, Msg::L2Request(set));
+        }
+        let waiters = match &mut self.cache {
+            Some(c) => c.l1.complete_fill(out.now(), key, value),
+            None => Vec::new(),
+        };
+        self.answer_all(h, waiters, out);
+    }
+
+    /// Ends the flight without (re)filling L1 and answers the leader and its waiters.
+    fn release_waiters(&mut self, h: Handle, key: CacheKey, out: &mut Outbox<'_, Msg>) {
+        let waiters = match &mut self.cache {
+            Some(c) => c.l1.end_fill(key),
+            None => Vec::new(),
+        };
+        self.answer_all(h, waiters, out);
+    }
+
+    fn answer_all(&mut self, leader: Handle, waiters: Vec<Handle>, out: &mut Outbox<'_, Msg>) {
+        let Some(state) = self.work.get(leader).map(|w| w.state) else {
+            return;
+        };
+        for h in std::iter::once(leader).chain(waiters) {
+            if let Some(w) = self.work.get_mut(h) {
+                w.state = state;
+                w.cache = CacheUse::None;
+                w.step = 2;
+                self.advance(h, out);
+            }
+        }
     }
 
     fn dep_call(&mut self, h: Handle, op: DepOp, attempt: u8, out: &mut Outbox<'_, Msg>) {
@@ -942,6 +1198,20 @@ impl ApiNode {
     /// Finishes a request on its worker: answers the gateway and frees the worker.
     fn finish(&mut self, h: Handle, status: Status, out: &mut Outbox<'_, Msg>) {
         let Some(w) = self.work.remove(h) else { return };
+        if let CacheUse::Leader { key, .. } = w.cache {
+            // The leader ended without filling (pool refused, deadline): its waiters fetch alone.
+            let waiters = self
+                .cache
+                .as_mut()
+                .map(|c| c.l1.end_fill(key))
+                .unwrap_or_default();
+            for waiter in waiters {
+                if let Some(ww) = self.work.get_mut(waiter) {
+                    ww.cache = CacheUse::Direct;
+                    self.advance(waiter, out);
+                }
+            }
+        }
         if let (Some(key), true) = (w.idem, w.reserved) {
             // The reservation must not outlive the request: memoise what happened, or let a
             // retry start afresh when nothing was decided (an infrastructure failure). Completed

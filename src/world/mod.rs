@@ -4,9 +4,13 @@
 
 use crate::api::gateway::{ApiMetrics, Gateway, STATUSES, status_at};
 use crate::api::lb::LbPolicy;
-use crate::api::node::{ApiNode, DepIds, NodeConfig, NodeTimer};
+use crate::api::node::{ApiNode, DepIds, NodeCache, NodeConfig, NodeTimer};
 use crate::api::throttle::Throttle;
 use crate::api::types::{Api, Request, Response, Status};
+use crate::cache::{
+    Broadcaster, CacheStats, L1Cache, L1Config, L1Invalidation, L2Cache, L2Config, L2Reply,
+    L2Request, L2Stats, L2Timer,
+};
 use crate::cleanup::{Cleanup, CleanupConfig, CleanupStats, CleanupTick};
 use crate::db::{Db, DbConfig, DbQuery, DbReply, DbStats, DbTimer};
 use crate::deps::{
@@ -15,8 +19,8 @@ use crate::deps::{
 use crate::gc::GcStats;
 use crate::idempotency::IdemConfig;
 use crate::kernel::{
-    Component, ComponentId, Handle, Limits, Message, Outbox, Outcome, RootSeed, RunReport, Sim,
-    SimDuration, SimTime, TraceHash,
+    Component, ComponentId, Dist, Handle, Limits, Message, Outbox, Outcome, RootSeed, RunReport,
+    Sim, SimDuration, SimTime, TraceHash,
 };
 use crate::metrics::LatencyHistogram;
 use crate::traffic::{OpenLoop, OpenLoopConfig};
@@ -52,6 +56,11 @@ pub enum Msg {
     DepTimer(DepTimer),
     /// The cleanup job's periodic run.
     CleanupTick,
+    L2Request(L2Request),
+    L2Reply(L2Reply),
+    L2Timer,
+    /// A delayed L1 invalidation from the node that wrote.
+    L1Invalidation(L1Invalidation),
 }
 
 impl Message for Msg {
@@ -79,6 +88,10 @@ impl Message for Msg {
             Msg::DepReply(_) => 16,
             Msg::DepTimer(_) => 17,
             Msg::CleanupTick => 18,
+            Msg::L2Request(_) => 19,
+            Msg::L2Reply(_) => 20,
+            Msg::L2Timer => 21,
+            Msg::L1Invalidation(_) => 22,
         }
     }
 
@@ -105,6 +118,10 @@ impl Message for Msg {
             Msg::DepReply(_) => "DepReply",
             Msg::DepTimer(_) => "DepTimer",
             Msg::CleanupTick => "CleanupTick",
+            Msg::L2Request(_) => "L2Request",
+            Msg::L2Reply(_) => "L2Reply",
+            Msg::L2Timer => "L2Timer",
+            Msg::L1Invalidation(_) => "L1Invalidation",
         }
     }
 }
@@ -122,6 +139,16 @@ impl From<DbTimer> for Msg {
 impl From<DepReply> for Msg {
     fn from(r: DepReply) -> Msg {
         Msg::DepReply(r)
+    }
+}
+impl From<L2Reply> for Msg {
+    fn from(r: L2Reply) -> Msg {
+        Msg::L2Reply(r)
+    }
+}
+impl From<L2Timer> for Msg {
+    fn from(_: L2Timer) -> Msg {
+        Msg::L2Timer
     }
 }
 impl From<DbQuery> for Msg {
@@ -148,6 +175,7 @@ pub enum Part {
     Db(Box<Db>),
     Dep(Box<Dependency>),
     Cleanup(Box<Cleanup>),
+    L2(Box<L2Cache>),
 }
 
 impl Component<Msg> for Part {
@@ -165,6 +193,8 @@ impl Component<Msg> for Part {
             (Part::Dep(d), Msg::DepCall(c)) => d.on_call(c, out),
             (Part::Dep(d), Msg::DepTimer(t)) => d.on_timer(t, out),
             (Part::Cleanup(c), Msg::CleanupTick) => c.on_tick(out),
+            (Part::L2(c), Msg::L2Request(r)) => c.on_request(r, out),
+            (Part::L2(c), Msg::L2Timer) => c.on_timer(L2Timer, out),
             (Part::Cleanup(c), Msg::DbReply(r)) => c.on_db_reply(r, out),
             (_, msg) => out.violation(format!(
                 "message {} sent to the wrong component",
@@ -206,6 +236,19 @@ pub struct Topology {
     node_overrides: Vec<(u32, NodeConfig)>,
     cleanup: Option<CleanupConfig>,
     idempotency: IdemConfig,
+    cache: Option<CacheSetup>,
+}
+
+/// The multi-level cache in front of the database's by-id reads.
+#[derive(Clone, Debug)]
+pub struct CacheSetup {
+    pub l1: L1Config,
+    pub l2: L2Config,
+    /// TTL of the values nodes store in the L2, and of its "not found" entries.
+    pub l2_ttl: SimDuration,
+    pub l2_negative_ttl: SimDuration,
+    /// Delay of the L1 invalidation broadcast after a write.
+    pub invalidation_delay: Dist,
 }
 
 impl Topology {
@@ -250,6 +293,7 @@ impl Topology {
             node_overrides: Vec::new(),
             cleanup: None,
             idempotency: IdemConfig::default(),
+            cache: None,
         })
     }
 
@@ -280,6 +324,12 @@ impl Topology {
     /// (`Mode::Atomic`, the default) or in the classic check-then-write way (`Mode::NonAtomic`).
     pub fn with_idempotency(mut self, cfg: IdemConfig) -> Topology {
         self.idempotency = cfg;
+        self
+    }
+
+    /// Puts an L1 on every node and a shared L2 in front of the database's by-id reads.
+    pub fn with_cache(mut self, setup: CacheSetup) -> Topology {
+        self.cache = Some(setup);
         self
     }
 
@@ -361,6 +411,8 @@ impl Topology {
             let dep = Dependency::new(spec.clone(), seed.fork(&name));
             assert_eq!(sim.add(&name, Part::Dep(Box::new(dep))), dep_id(i));
         }
+        // The L2, when there is one, comes right after the nodes.
+        let l2_id = ComponentId::new(3 + n_deps + self.nodes as usize);
         for i in 0..self.nodes {
             let name = format!("node.{i}");
             let cfg = self
@@ -368,7 +420,7 @@ impl Topology {
                 .iter()
                 .find(|(k, _)| *k == i)
                 .map_or(&self.node, |(_, c)| c);
-            let node = ApiNode::new(
+            let mut node = ApiNode::new(
                 cfg.clone().with_idempotency_mode(self.idempotency.mode()),
                 seed.fork(&name),
                 gateway_id,
@@ -377,6 +429,19 @@ impl Topology {
                 &name,
                 sim.metrics_mut(),
             );
+            if let Some(c) = &self.cache {
+                node = node.with_cache(NodeCache {
+                    l1: L1Cache::new(c.l1.clone(), seed.fork(&format!("{name}.l1"))),
+                    l2: l2_id,
+                    l2_ttl: c.l2_ttl,
+                    l2_negative_ttl: c.l2_negative_ttl,
+                    broadcaster: Broadcaster::new(
+                        (0..self.nodes).map(node_id).collect(),
+                        c.invalidation_delay.clone(),
+                        seed.fork(&format!("{name}.invalidation")),
+                    ),
+                });
+            }
             let id = sim.add(&name, Part::Node(Box::new(node)));
             assert_eq!(id, node_id(i));
             sim.schedule(SimTime::ZERO, id, Msg::Node(NodeTimer::GcCheck))
@@ -384,6 +449,14 @@ impl Topology {
         }
         sim.schedule(SimTime::ZERO + first, traffic_id, Msg::TrafficTick)
             .expect("after time zero");
+        let l2 = self.cache.as_ref().map(|c| {
+            let id = sim.add(
+                "l2",
+                Part::L2(Box::new(L2Cache::new(c.l2.clone(), seed.fork("l2")))),
+            );
+            assert_eq!(id, l2_id);
+            id
+        });
         let cleanup = self.cleanup.as_ref().map(|cfg| {
             let job = Cleanup::new(cfg.clone(), db_id);
             let first = job.first_delay();
@@ -400,6 +473,7 @@ impl Topology {
             gateway: gateway_id,
             deps: (0..n_deps).map(dep_id).collect(),
             cleanup,
+            l2,
             api_metrics,
         }
     }
@@ -421,6 +495,7 @@ pub struct World {
     pub gateway: ComponentId,
     pub deps: Vec<ComponentId>,
     pub cleanup: Option<ComponentId>,
+    pub l2: Option<ComponentId>,
     api_metrics: ApiMetrics,
 }
 
@@ -473,6 +548,9 @@ pub struct RunResult {
     pub counters: Vec<(String, u64)>,
     /// The cleanup job's statistics, when it ran.
     pub cleanup: Option<CleanupStats>,
+    /// Every node's L1 statistics merged, and the L2's, when the cache is on.
+    pub l1: Option<CacheStats>,
+    pub l2: Option<L2Stats>,
 }
 
 impl RunResult {
@@ -513,6 +591,19 @@ impl RunResult {
 }
 
 impl World {
+    fn cache_l1_stats(&self) -> Option<CacheStats> {
+        self.l2?;
+        let mut all = CacheStats::default();
+        for &id in &self.nodes {
+            if let Part::Node(n) = self.sim.component(id) {
+                if let Some(s) = n.l1_stats() {
+                    all.merge(s);
+                }
+            }
+        }
+        Some(all)
+    }
+
     /// Collects the typed results of a finished run.
     pub fn result(&self, report: RunReport, duration: SimDuration) -> RunResult {
         let reg = self.sim.metrics();
@@ -577,6 +668,11 @@ impl World {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
+            l1: self.cache_l1_stats(),
+            l2: self.l2.map(|id| match self.sim.component(id) {
+                Part::L2(c) => c.stats().clone(),
+                _ => unreachable!("the l2 id names the L2"),
+            }),
             cleanup: self.cleanup.map(|id| match self.sim.component(id) {
                 Part::Cleanup(c) => c.stats().clone(),
                 _ => unreachable!("the cleanup id names the cleanup job"),

@@ -874,3 +874,67 @@ fn client_tokens_create_each_instance_set_once_unless_records_are_non_atomic() {
         "every duplicate proceed created a second instance"
     );
 }
+
+/// The multi-level cache in front of by-id reads: most DescribeInstanceStatus calls are answered
+/// by a node's L1 or the shared L2, the database's point reads fall accordingly, the reads get
+/// faster, and every read is accounted for (L1 hit, coalesced, L2 hit or database read).
+#[test]
+fn the_cache_saves_database_reads_and_latency() {
+    use firedrill::cache::{L1Config, L2Config};
+    use firedrill::world::CacheSetup;
+    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
+        .build()
+        .unwrap();
+    let mut mix = [0.0; Api::COUNT];
+    mix[Api::RunInstances.index()] = 5.0;
+    mix[Api::DescribeInstanceStatus.index()] = 95.0;
+    let t = traffic(
+        1_000.0,
+        ApiMix::new(mix).unwrap(),
+        20,
+        SimDuration::from_secs(30),
+    );
+    let base = topology(4, node, DbConfig::assumed_defaults(), t, unlimited(20), 60);
+    let setup = CacheSetup {
+        l1: L1Config::builder()
+            .capacity(10_000)
+            .ttl(SimDuration::from_secs(30), SimDuration::from_secs(60))
+            .build()
+            .unwrap(),
+        l2: L2Config::builder()
+            .capacity(100_000)
+            .latency(Dist::constant(0.000_3).unwrap())
+            .build()
+            .unwrap(),
+        l2_ttl: SimDuration::from_secs(60),
+        l2_negative_ttl: SimDuration::from_secs(1),
+        invalidation_delay: Dist::constant(0.05).unwrap(),
+    };
+    let plain = run(&base, 21);
+    let cached = run(&base.clone().with_cache(setup), 21);
+    let reads = |r: &RunResult| r.db.class(firedrill::db::QueryClass::PointRead).received;
+    assert!(
+        reads(&cached) * 4 < reads(&plain),
+        "point reads {} with the cache vs {} without",
+        reads(&cached),
+        reads(&plain)
+    );
+    let l1 = cached.l1.as_ref().unwrap();
+    let l2 = cached.l2.as_ref().unwrap();
+    assert!(l1.hit_ratio().unwrap() > 0.5, "{l1:?}");
+    // Every by-id read that reached a worker: answered by L1 (fresh or negative), parked behind a
+    // leader, or fetched by a leader from the L2 (hit) or the database.
+    assert_eq!(l1.lookups(), l1.hits() + l1.coalesced + l2.gets);
+    let p50 = |r: &RunResult| {
+        r.api(Api::DescribeInstanceStatus)
+            .latency
+            .quantile_ns(0.5)
+            .unwrap()
+    };
+    assert!(
+        p50(&cached) < p50(&plain),
+        "p50 {} vs {}",
+        p50(&cached),
+        p50(&plain)
+    );
+}
