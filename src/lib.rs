@@ -44,4 +44,5 @@ pub mod metrics;
 pub mod report;
 pub mod station;
 pub mod traffic;
+pub mod workflow;
 pub mod world;

@@ -21,6 +21,7 @@ use crate::kernel::{
     ComponentId, Dist, Handle, Outbox, SimDuration, SimRng, SimTime, Slab, TimerId,
 };
 use crate::metrics::{CounterId, HistogramId, Registry};
+use crate::workflow::{WfCommand, WorkflowKind};
 use crate::world::Msg;
 use std::collections::VecDeque;
 
@@ -32,6 +33,8 @@ const DETACHED: u64 = u64::MAX;
 pub struct DepIds {
     pub inventory: ComponentId,
     pub image: ComponentId,
+    /// The workflow engine and whether RunInstances batches, when lifecycles run as workflows.
+    pub workflow: Option<(ComponentId, bool)>,
 }
 
 /// A validated node configuration (see [`NodeConfigBuilder`]).
@@ -275,6 +278,8 @@ struct Work {
     reserved: bool,
     /// A by-id read through the cache: its key, once the cache has been consulted.
     cache: CacheUse,
+    /// The request's workflow has been handed to the engine.
+    wf_sent: bool,
 }
 
 /// Where a by-id read stands with the cache.
@@ -298,6 +303,8 @@ enum CacheUse {
 /// What the next step of a plan is.
 enum Next {
     Cpu,
+    /// Hand a workflow to the engine (fire and forget: the API is asynchronous), then go on.
+    Workflow(WfCommand),
     /// Nothing to do at this step for this request (e.g. no ClientToken).
     Skip,
     Db(DbOp, bool),
@@ -559,6 +566,7 @@ impl ApiNode {
                 granted: 0,
                 idem,
                 reserved: false,
+                wf_sent: false,
                 cache: match (&self.cache, req.api, req.params.instance) {
                     (
                         Some(_),
@@ -592,6 +600,13 @@ impl ApiNode {
         }
         let (next, deadline) = (self.plan(w), w.req.deadline);
         match next {
+            Next::Workflow(cmd) => {
+                if let (Some((engine, _)), Some(w)) = (self.deps.workflow, self.work.get_mut(h)) {
+                    w.wf_sent = true;
+                    out.send(engine, self.cfg.db_hop, Msg::WfCommand(cmd));
+                }
+                self.advance(h, out);
+            }
             Next::Skip => {
                 if let Some(w) = self.work.get_mut(h) {
                     w.step += 1;
@@ -667,6 +682,8 @@ impl ApiNode {
                 None => Next::Skip,
             },
             (Api::RunInstances | Api::CreateInstance, 2) => Next::Dep(DepOp::GetImage),
+            // With workflows, RunInstances' hosts come from its CreateInstances workflow.
+            (Api::RunInstances, 3) if self.deps.workflow.is_some() => Next::Skip,
             (Api::RunInstances | Api::CreateInstance, 3) => Next::Dep(DepOp::AllocateHost),
             (Api::RunInstances | Api::CreateInstance, 4) => match w.idem {
                 Some(key) if self.cfg.idem_mode == IdemMode::NonAtomic => Next::Db(
@@ -681,7 +698,11 @@ impl ApiNode {
             (Api::RunInstances, 5) => Next::Db(
                 DbOp::InsertInstances {
                     account,
-                    count: w.granted.max(1),
+                    count: if self.deps.workflow.is_some() {
+                        p.amount
+                    } else {
+                        w.granted.max(1)
+                    },
                     instance_type: p.instance_type,
                     state: Pending,
                 },
@@ -696,6 +717,22 @@ impl ApiNode {
                 },
                 false,
             ),
+            (Api::RunInstances, 6)
+                if self.deps.workflow.is_some() && !w.wf_sent && w.created.is_some() =>
+            {
+                let (_, batch) = self.deps.workflow.expect("checked");
+                let range = w.created.expect("checked");
+                Next::Workflow(
+                    WfCommand::new(
+                        WorkflowKind::CreateInstances,
+                        account,
+                        range,
+                        p.instance_type,
+                    )
+                    .with_batch(batch)
+                    .with_min_count(u32::from(p.min_amount.clamp(1, p.amount))),
+                )
+            }
             (Api::RunInstances | Api::CreateInstance, 6) => match w.idem {
                 Some(key) => Next::Db(
                     DbOp::IdemComplete {
@@ -730,6 +767,25 @@ impl ApiNode {
                 };
                 if state != expect {
                     return Next::Done(Status::Err(ErrorCode::IncorrectInstanceStatus));
+                }
+                if self.deps.workflow.is_some() {
+                    // The engine moves the state (and calls the dependencies) asynchronously.
+                    if w.wf_sent {
+                        return Next::Done(Status::Ok);
+                    }
+                    let kind = match api {
+                        Api::StartInstance => WorkflowKind::Start,
+                        Api::StopInstance => WorkflowKind::Stop,
+                        Api::RebootInstance => WorkflowKind::Reboot,
+                        _ => WorkflowKind::Delete,
+                    };
+                    let range = InstanceIdRange {
+                        first: id,
+                        count: 1,
+                    };
+                    let mut cmd = WfCommand::new(kind, account, range, p.instance_type);
+                    cmd.options.force = p.force;
+                    return Next::Workflow(cmd);
                 }
                 Next::Db(
                     DbOp::UpdateInstanceState {

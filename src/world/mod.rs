@@ -24,6 +24,7 @@ use crate::kernel::{
 };
 use crate::metrics::LatencyHistogram;
 use crate::traffic::{OpenLoop, OpenLoopConfig};
+use crate::workflow::{EngineConfig, WfCommand, WfDeps, WfDone, WfStats, WfTimer, WorkflowEngine};
 
 /// Every event of the control-plane world.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +62,9 @@ pub enum Msg {
     L2Timer,
     /// A delayed L1 invalidation from the node that wrote.
     L1Invalidation(L1Invalidation),
+    WfCommand(WfCommand),
+    WfTimer(WfTimer),
+    WfDone(WfDone),
 }
 
 impl Message for Msg {
@@ -92,6 +96,9 @@ impl Message for Msg {
             Msg::L2Reply(_) => 20,
             Msg::L2Timer => 21,
             Msg::L1Invalidation(_) => 22,
+            Msg::WfCommand(_) => 23,
+            Msg::WfTimer(_) => 24,
+            Msg::WfDone(_) => 25,
         }
     }
 
@@ -122,6 +129,9 @@ impl Message for Msg {
             Msg::L2Reply(_) => "L2Reply",
             Msg::L2Timer => "L2Timer",
             Msg::L1Invalidation(_) => "L1Invalidation",
+            Msg::WfCommand(_) => "WfCommand",
+            Msg::WfTimer(_) => "WfTimer",
+            Msg::WfDone(_) => "WfDone",
         }
     }
 }
@@ -151,6 +161,21 @@ impl From<L2Timer> for Msg {
         Msg::L2Timer
     }
 }
+impl From<DepCall> for Msg {
+    fn from(c: DepCall) -> Msg {
+        Msg::DepCall(c)
+    }
+}
+impl From<WfTimer> for Msg {
+    fn from(t: WfTimer) -> Msg {
+        Msg::WfTimer(t)
+    }
+}
+impl From<WfDone> for Msg {
+    fn from(d: WfDone) -> Msg {
+        Msg::WfDone(d)
+    }
+}
 impl From<DbQuery> for Msg {
     fn from(q: DbQuery) -> Msg {
         Msg::DbQuery(q)
@@ -176,6 +201,7 @@ pub enum Part {
     Dep(Box<Dependency>),
     Cleanup(Box<Cleanup>),
     L2(Box<L2Cache>),
+    Workflow(Box<WorkflowEngine>),
 }
 
 impl Component<Msg> for Part {
@@ -195,6 +221,10 @@ impl Component<Msg> for Part {
             (Part::Cleanup(c), Msg::CleanupTick) => c.on_tick(out),
             (Part::L2(c), Msg::L2Request(r)) => c.on_request(r, out),
             (Part::L2(c), Msg::L2Timer) => c.on_timer(L2Timer, out),
+            (Part::Workflow(e), Msg::WfCommand(c)) => e.on_command(c, out),
+            (Part::Workflow(e), Msg::WfTimer(t)) => e.on_timer(t, out),
+            (Part::Workflow(e), Msg::DbReply(r)) => e.on_db_reply(r, out),
+            (Part::Workflow(e), Msg::DepReply(r)) => e.on_dep_reply(r, out),
             (Part::Cleanup(c), Msg::DbReply(r)) => c.on_db_reply(r, out),
             (_, msg) => out.violation(format!(
                 "message {} sent to the wrong component",
@@ -237,6 +267,17 @@ pub struct Topology {
     cleanup: Option<CleanupConfig>,
     idempotency: IdemConfig,
     cache: Option<CacheSetup>,
+    workflows: Option<WorkflowSetup>,
+}
+
+/// The workflow engine behind the mutating APIs: RunInstances inserts Pending rows and hands
+/// them to a CreateInstances workflow; Start/Stop/Reboot/Delete run as workflows.
+#[derive(Clone, Debug)]
+pub struct WorkflowSetup {
+    pub engine: EngineConfig,
+    /// RunInstances `Amount = N`: one workflow calling each dependency once for N items
+    /// (`true`), or N sub-workflows (`false`).
+    pub batch: bool,
 }
 
 /// The multi-level cache in front of the database's by-id reads.
@@ -294,6 +335,7 @@ impl Topology {
             cleanup: None,
             idempotency: IdemConfig::default(),
             cache: None,
+            workflows: None,
         })
     }
 
@@ -325,6 +367,22 @@ impl Topology {
     pub fn with_idempotency(mut self, cfg: IdemConfig) -> Topology {
         self.idempotency = cfg;
         self
+    }
+
+    /// Runs instance lifecycles through the workflow engine (needs block_storage, vpc and billing
+    /// mocks besides inventory and image).
+    pub fn with_workflows(mut self, setup: WorkflowSetup) -> Result<Topology, TopologyError> {
+        for kind in [
+            DependencyKind::BlockStorage,
+            DependencyKind::Vpc,
+            DependencyKind::Billing,
+        ] {
+            if !self.deps.iter().any(|d| d.kind() == kind) {
+                return Err(TopologyError::MissingDependency(kind.name()));
+            }
+        }
+        self.workflows = Some(setup);
+        Ok(self)
     }
 
     /// Puts an L1 on every node and a shared L2 in front of the database's by-id reads.
@@ -371,9 +429,14 @@ impl Topology {
                     .expect("checked in Topology::new"),
             )
         };
+        // The L2, when there is one, comes right after the nodes, then the workflow engine.
+        let l2_id = ComponentId::new(3 + n_deps + self.nodes as usize);
+        let wf_id =
+            ComponentId::new(3 + n_deps + self.nodes as usize + usize::from(self.cache.is_some()));
         let dep_ids = DepIds {
             inventory: find(DependencyKind::Inventory),
             image: find(DependencyKind::Image),
+            workflow: self.workflows.as_ref().map(|w| (wf_id, w.batch)),
         };
 
         let mut traffic = OpenLoop::new(self.traffic.clone(), seed.fork("traffic"), gateway_id);
@@ -411,8 +474,6 @@ impl Topology {
             let dep = Dependency::new(spec.clone(), seed.fork(&name));
             assert_eq!(sim.add(&name, Part::Dep(Box::new(dep))), dep_id(i));
         }
-        // The L2, when there is one, comes right after the nodes.
-        let l2_id = ComponentId::new(3 + n_deps + self.nodes as usize);
         for i in 0..self.nodes {
             let name = format!("node.{i}");
             let cfg = self
@@ -457,6 +518,19 @@ impl Topology {
             assert_eq!(id, l2_id);
             id
         });
+        let workflow = self.workflows.as_ref().map(|w| {
+            let deps = WfDeps {
+                db: db_id,
+                inventory: find(DependencyKind::Inventory),
+                block_storage: find(DependencyKind::BlockStorage),
+                vpc: find(DependencyKind::Vpc),
+                billing: find(DependencyKind::Billing),
+            };
+            let engine = WorkflowEngine::new(w.engine.clone(), deps, seed.fork("workflow"));
+            let id = sim.add("workflow", Part::Workflow(Box::new(engine)));
+            assert_eq!(id, wf_id);
+            id
+        });
         let cleanup = self.cleanup.as_ref().map(|cfg| {
             let job = Cleanup::new(cfg.clone(), db_id);
             let first = job.first_delay();
@@ -474,6 +548,7 @@ impl Topology {
             deps: (0..n_deps).map(dep_id).collect(),
             cleanup,
             l2,
+            workflow,
             api_metrics,
         }
     }
@@ -496,6 +571,7 @@ pub struct World {
     pub deps: Vec<ComponentId>,
     pub cleanup: Option<ComponentId>,
     pub l2: Option<ComponentId>,
+    pub workflow: Option<ComponentId>,
     api_metrics: ApiMetrics,
 }
 
@@ -551,6 +627,8 @@ pub struct RunResult {
     /// Every node's L1 statistics merged, and the L2's, when the cache is on.
     pub l1: Option<CacheStats>,
     pub l2: Option<L2Stats>,
+    /// The workflow engine's statistics, when workflows ran.
+    pub workflows: Option<WfStats>,
 }
 
 impl RunResult {
@@ -669,6 +747,10 @@ impl World {
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
             l1: self.cache_l1_stats(),
+            workflows: self.workflow.map(|id| match self.sim.component(id) {
+                Part::Workflow(e) => e.stats().clone(),
+                _ => unreachable!("the workflow id names the engine"),
+            }),
             l2: self.l2.map(|id| match self.sim.component(id) {
                 Part::L2(c) => c.stats().clone(),
                 _ => unreachable!("the l2 id names the L2"),

@@ -1,0 +1,1567 @@
+//! [`WorkflowEngine`]: admission, the task queue and the leased workers, the stages of a task
+//! (an action, then the commit that makes its outcome durable), attempts with timeouts and
+//! retries, compensation, and the end of a workflow. See the module documentation of
+//! [`crate::workflow`] for the model.
+
+use super::config::{Action, EngineConfig, StepRetry, When};
+use super::stats::WfStats;
+use super::{
+    FailReason, TimerKind, WfCommand, WfDeps, WfDone, WfMsg, WfOptions, WfOutcome, WfTimer,
+    WorkflowId, WorkflowKind,
+};
+use crate::api::types::{
+    AccountId, ErrorCode, InstanceId, InstanceIdRange, InstanceState, InstanceType,
+};
+use crate::db::{DbError, DbOp, DbQuery, DbReply, DbResult, Table, UpdateOutcome};
+use crate::deps::{
+    DepCall, DepOp, DepReply, DependencyKind, Effect, ResourceId, ResourceKind, ResourceRange,
+};
+use crate::kernel::{ComponentId, Handle, Outbox, SimDuration, SimRng, SimTime, Slab, TimerId};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Resource slots of an instance, by [`slot_of`].
+const SLOTS: usize = 5;
+const DISK: usize = 1;
+
+fn slot_of(kind: ResourceKind) -> usize {
+    match kind {
+        ResourceKind::Host => 0,
+        ResourceKind::Disk => DISK,
+        ResourceKind::Eni => 2,
+        ResourceKind::Eip => 3,
+        ResourceKind::BillingSubscription => 4,
+        ResourceKind::Bandwidth | ResourceKind::Image => {
+            unreachable!("definitions are validated: no bandwidth or image actions")
+        }
+    }
+}
+
+/// The dependency records the engine knows an instance holds: its resource table, filled by
+/// CreateInstances and changed by Start, Stop, Reboot and Delete.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InstanceResources {
+    ids: [Option<ResourceId>; SLOTS],
+    /// Whether the disk is attached (the VM runs).
+    pub disk_attached: bool,
+}
+
+impl InstanceResources {
+    pub fn host(&self) -> Option<ResourceId> {
+        self.ids[0]
+    }
+    pub fn disk(&self) -> Option<ResourceId> {
+        self.ids[DISK]
+    }
+    pub fn eni(&self) -> Option<ResourceId> {
+        self.ids[2]
+    }
+    pub fn eip(&self) -> Option<ResourceId> {
+        self.ids[3]
+    }
+    pub fn billing(&self) -> Option<ResourceId> {
+        self.ids[4]
+    }
+    /// Records held.
+    pub fn count(&self) -> u64 {
+        self.ids.iter().filter(|i| i.is_some()).count() as u64
+    }
+}
+
+/// An instance in a transitional state for longer than the threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StuckInstance {
+    pub id: InstanceId,
+    pub account: AccountId,
+    pub state: InstanceState,
+    /// Since when (the engine's write, or the admission of the workflow that found it there).
+    pub since: SimTime,
+}
+
+/// Where a workflow is, durably: what its next task does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cursor {
+    /// Write `Started`.
+    Start,
+    /// Run forward step `k` (skipped if it does not apply or has nothing to do).
+    Step(u8),
+    /// Consider compensating step `j`, then `j − 1`, … down to 0.
+    Compensate(u8),
+    /// Move failed instances to the failure state, write `Completed` or `Closed`.
+    Finish,
+    /// A parent waiting for its sub-workflows (no task).
+    Waiting,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Task {
+    /// Between tasks (a parent waiting).
+    Idle,
+    Queued,
+    Running,
+    /// Its worker crashed: redelivered when the lease runs out.
+    Lost,
+}
+
+/// The transitions (history events).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Event {
+    Started,
+    StepCompleted(u8),
+    Failing(u8, FailReason),
+    Compensated(u8),
+    Completed,
+    Closed,
+}
+
+/// What an action stage does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum What {
+    Step(u8),
+    Compensate(u8),
+    /// Failure-state writes before `Closed`.
+    Close,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    Action(What),
+    Commit(Event),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OpKind {
+    /// A dependency call covering the instances `first..=last` (by index in the workflow).
+    Dep {
+        op: DepOp,
+        count: u32,
+        target: Option<ResourceRange>,
+        min_count: u32,
+        token: u64,
+        first: u32,
+        last: u32,
+    },
+    /// `UpdateInstanceState` of instance `inst` (index in the workflow).
+    State {
+        inst: u32,
+        expect: Option<InstanceState>,
+        to: InstanceState,
+    },
+    /// One row appended to a size-only table.
+    Append(Table),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    /// Not sent yet.
+    Waiting,
+    /// An attempt in flight or a backoff (`Op::call` names its record).
+    Out,
+    Ok(ResourceRange),
+    Failed(ErrorCode),
+    /// Abandoned during a backoff (the stage failed or the deadline passed).
+    Dropped,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Op {
+    kind: OpKind,
+    /// Attempts made before the current one.
+    attempt: u32,
+    status: Status,
+    call: Option<Handle>,
+}
+
+impl Op {
+    fn new(kind: OpKind) -> Op {
+        Op {
+            kind,
+            attempt: 0,
+            status: Status::Waiting,
+            call: None,
+        }
+    }
+    fn is_ok(&self) -> bool {
+        matches!(self.status, Status::Ok(_))
+    }
+}
+
+/// One delivery of a task to a worker, and the stage it is in.
+#[derive(Debug)]
+struct Run {
+    worker: u32,
+    lease: TimerId,
+    stage: Stage,
+    ops: Vec<Op>,
+    next: usize,
+    outstanding: u32,
+    failure: Option<ErrorCode>,
+    aborted: bool,
+    /// The action whose outcome the commit stage makes durable.
+    held: Vec<Op>,
+}
+
+/// A tag's record: one attempt in flight, or one backoff.
+#[derive(Clone, Copy, Debug)]
+struct Call {
+    wf: Handle,
+    /// The workflow's stage number when the attempt started (a later stage or a lost run makes
+    /// it stale).
+    seq: u32,
+    op: u32,
+    timer: Option<TimerId>,
+    backoff: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Children {
+    pending: u32,
+    ok: u32,
+    failed: u32,
+}
+
+#[derive(Debug)]
+struct Wf {
+    id: WorkflowId,
+    kind: WorkflowKind,
+    account: AccountId,
+    range: InstanceIdRange,
+    instance_type: InstanceType,
+    opts: WfOptions,
+    min_count: u32,
+    reply: Option<(ComponentId, u64)>,
+    parent: Option<Handle>,
+    children: Option<Children>,
+    admitted: SimTime,
+    deadline_timer: Option<TimerId>,
+    deadline_hit: bool,
+    // Durable state (as of the last committed transition).
+    cursor: Cursor,
+    history: u32,
+    /// Steps whose effects may need undoing: completed, or failed with partial results.
+    done_mask: u64,
+    failure: Option<FailReason>,
+    /// Instances the workflow still works on (the first `active`; fewer after a partial grant).
+    active: u32,
+    res: Vec<InstanceResources>,
+    states: Vec<Option<InstanceState>>,
+    // Execution.
+    epoch: u32,
+    seq: u32,
+    task: Task,
+    lost_at: SimTime,
+    run: Option<Run>,
+}
+
+/// What a new workflow is.
+struct Spec {
+    kind: WorkflowKind,
+    account: AccountId,
+    range: InstanceIdRange,
+    instance_type: InstanceType,
+    opts: WfOptions,
+    min_count: u32,
+    reply: Option<(ComponentId, u64)>,
+    parent: Option<Handle>,
+    is_parent: bool,
+}
+
+/// How an attempt ended, before interpretation.
+enum Raw {
+    Dep(Result<ResourceRange, ErrorCode>),
+    Db(Result<DbResult, DbError>),
+    Timeout,
+}
+
+/// The workflow engine. See the module documentation of [`crate::workflow`].
+pub struct WorkflowEngine {
+    cfg: EngineConfig,
+    deps: WfDeps,
+    rng: SimRng,
+    wfs: Slab<Wf>,
+    next_id: u64,
+    /// Live workflows (sub-workflows included, reserved at admission).
+    live: u32,
+    /// (workflow, epoch, enqueued at).
+    queue: VecDeque<(Handle, u32, SimTime)>,
+    /// The task each worker runs.
+    workers: Vec<Option<Handle>>,
+    free: BTreeSet<u32>,
+    calls: Slab<Call>,
+    fleet: BTreeMap<InstanceId, InstanceResources>,
+    transitional: BTreeMap<InstanceId, (AccountId, InstanceState, SimTime)>,
+    comp_mask: [u64; WorkflowKind::COUNT],
+    /// Mixed into every downstream token, so two engines' tokens never meet.
+    salt: u64,
+    stats: WfStats,
+}
+
+impl WorkflowEngine {
+    /// An engine with no workflows; backoff jitter draws from `rng` (fork one, e.g.
+    /// `"workflow"`).
+    pub fn new(cfg: EngineConfig, deps: WfDeps, rng: SimRng) -> WorkflowEngine {
+        let steps = WorkflowKind::ALL.map(|k| cfg.definition(k).steps.len());
+        let comp_mask = WorkflowKind::ALL.map(|k| cfg.definition(k).compensable_mask());
+        let salt = rng.fork("tokens").next_bits();
+        WorkflowEngine {
+            workers: vec![None; cfg.workers as usize],
+            free: (0..cfg.workers).collect(),
+            cfg,
+            deps,
+            rng,
+            wfs: Slab::new(),
+            next_id: 0,
+            live: 0,
+            queue: VecDeque::new(),
+            calls: Slab::new(),
+            fleet: BTreeMap::new(),
+            transitional: BTreeMap::new(),
+            comp_mask,
+            salt,
+            stats: WfStats::new(steps),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+    pub fn stats(&self) -> &WfStats {
+        &self.stats
+    }
+    /// Live workflows, sub-workflows included.
+    pub fn live(&self) -> u32 {
+        self.live
+    }
+    /// Tasks waiting for a worker.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+    /// Workers running a task now, with the workflow of the task, in worker order.
+    pub fn busy_workers(&self) -> Vec<(u32, WorkflowId)> {
+        self.workers
+            .iter()
+            .enumerate()
+            .filter_map(|(w, h)| {
+                let wf = self.wfs.get((*h)?)?;
+                Some((w as u32, wf.id))
+            })
+            .collect()
+    }
+    /// The records the engine knows `id` holds (instances a CreateInstances completed).
+    pub fn resources(&self, id: InstanceId) -> Option<&InstanceResources> {
+        self.fleet.get(&id)
+    }
+    /// Instances in a transitional state for at least the configured threshold at `now`.
+    pub fn stuck(&self, now: SimTime) -> Vec<StuckInstance> {
+        let threshold = self.cfg.stuck_threshold;
+        self.transitional
+            .iter()
+            .filter(|(_, (_, _, since))| since.saturating_add(threshold) <= now)
+            .map(|(&id, &(account, state, since))| StuckInstance {
+                id,
+                account,
+                state,
+                since,
+            })
+            .collect()
+    }
+    /// How many instances [`WorkflowEngine::stuck`] lists.
+    pub fn stuck_count(&self, now: SimTime) -> usize {
+        let threshold = self.cfg.stuck_threshold;
+        self.transitional
+            .values()
+            .filter(|(_, _, since)| since.saturating_add(threshold) <= now)
+            .count()
+    }
+
+    /// Fault hook: worker `worker` crashes. Its task (if any) is lost: nothing more of it runs,
+    /// replies to what it sent are ignored, and the task is redelivered when its lease runs
+    /// out. The worker restarts at once, empty, and takes work again at the engine's next event.
+    /// Returns whether a task was lost.
+    pub fn crash_worker(&mut self, worker: u32, now: SimTime) -> bool {
+        let Some(slot) = self.workers.get_mut(worker as usize) else {
+            return false;
+        };
+        self.stats.crashes += 1;
+        let Some(h) = slot.take() else {
+            return false;
+        };
+        self.free.insert(worker);
+        if let Some(wf) = self.wfs.get_mut(h) {
+            wf.run = None;
+            wf.task = Task::Lost;
+            wf.seq = wf.seq.wrapping_add(1);
+            wf.lost_at = now;
+        }
+        self.stats.tasks_lost += 1;
+        true
+    }
+
+    /// Admits a command (or rejects it at once: no instances, or the live-workflow bound).
+    pub fn on_command<M: WfMsg>(&mut self, cmd: WfCommand, out: &mut Outbox<'_, M>) {
+        let now = out.now();
+        let n = cmd.instances.count;
+        let is_parent = !cmd.batch && n > 1;
+        let need = if is_parent { n.saturating_add(1) } else { 1 };
+        let refusal = if n == 0 {
+            Some(ErrorCode::InvalidParameter)
+        } else if self.live.saturating_add(need) > self.cfg.queue_limit {
+            Some(ErrorCode::ServiceUnavailable)
+        } else {
+            None
+        };
+        if let Some(code) = refusal {
+            self.stats.rejected += 1;
+            if let Some(to) = cmd.reply_to {
+                let done = WfDone {
+                    tag: cmd.tag,
+                    workflow: WorkflowId(0),
+                    kind: cmd.kind,
+                    outcome: WfOutcome::Rejected(code),
+                    instances: cmd.instances,
+                    succeeded: 0,
+                    admitted: now,
+                    history_events: 0,
+                };
+                out.send(to, SimDuration::ZERO, M::from(done));
+            }
+            return;
+        }
+        self.live += need;
+        self.stats.admitted[cmd.kind.index()] += 1;
+        if let Some(s) = self.cfg.definition(cmd.kind).initial {
+            if s.is_transitional() && !cmd.options.force {
+                for id in cmd.instances.iter() {
+                    self.transitional.insert(id, (cmd.account, s, now));
+                }
+            }
+        }
+        let spec = Spec {
+            kind: cmd.kind,
+            account: cmd.account,
+            range: cmd.instances,
+            instance_type: cmd.instance_type,
+            opts: cmd.options,
+            min_count: cmd.min_count,
+            reply: cmd.reply_to.map(|to| (to, cmd.tag)),
+            parent: None,
+            is_parent,
+        };
+        let h = self.new_workflow(spec, out);
+        self.enqueue(h, now);
+        self.dispatch(out);
+    }
+
+    /// Handles a database reply to one of the engine's queries.
+    pub fn on_db_reply<M: WfMsg>(&mut self, r: DbReply, out: &mut Outbox<'_, M>) {
+        match self.take_attempt(r.tag) {
+            Some(call) => {
+                if let Some(t) = call.timer {
+                    out.cancel(t);
+                }
+                self.attempt_ended(call, Raw::Db(r.result), out);
+            }
+            None => self.stats.stale += 1,
+        }
+        self.dispatch(out);
+    }
+
+    /// Handles a dependency reply to one of the engine's calls.
+    pub fn on_dep_reply<M: WfMsg>(&mut self, r: DepReply, out: &mut Outbox<'_, M>) {
+        match self.take_attempt(r.tag) {
+            Some(call) => {
+                if let Some(t) = call.timer {
+                    out.cancel(t);
+                }
+                let result = match r.result {
+                    Ok(ok) => {
+                        if ok.replayed {
+                            self.stats.replays_seen += 1;
+                        }
+                        Ok(ok.resources)
+                    }
+                    Err(e) => Err(e.code),
+                };
+                self.attempt_ended(call, Raw::Dep(result), out);
+            }
+            None => self.stats.stale += 1,
+        }
+        self.dispatch(out);
+    }
+
+    /// Handles one of the engine's own timers.
+    pub fn on_timer<M: WfMsg>(&mut self, t: WfTimer, out: &mut Outbox<'_, M>) {
+        match t.0 {
+            TimerKind::Timeout(ch) => match self.take_attempt(ch.to_u64()) {
+                Some(call) => self.attempt_ended(call, Raw::Timeout, out),
+                None => self.stats.stale += 1,
+            },
+            TimerKind::Retry(ch) => self.on_retry(ch, out),
+            TimerKind::Lease { wf, epoch } => self.on_lease(wf, epoch, out),
+            TimerKind::Deadline(h) => self.on_deadline(h, out),
+        }
+        self.dispatch(out);
+    }
+
+    // ----- admission and the queue -----
+
+    fn new_workflow<M: WfMsg>(&mut self, s: Spec, out: &mut Outbox<'_, M>) -> Handle {
+        let def = self.cfg.definition(s.kind);
+        let n = if s.is_parent { 0 } else { s.range.count };
+        let res = s
+            .range
+            .iter()
+            .take(n as usize)
+            .map(|id| match s.kind {
+                WorkflowKind::CreateInstances => InstanceResources::default(),
+                _ => self.fleet.get(&id).copied().unwrap_or_default(),
+            })
+            .collect();
+        let initial = if s.opts.force { None } else { def.initial };
+        let deadline = def.deadline;
+        self.next_id += 1;
+        let wf = Wf {
+            id: WorkflowId(self.next_id),
+            kind: s.kind,
+            account: s.account,
+            range: s.range,
+            instance_type: s.instance_type,
+            opts: s.opts,
+            min_count: s.min_count,
+            reply: s.reply,
+            parent: s.parent,
+            children: s.is_parent.then_some(Children {
+                pending: 0,
+                ok: 0,
+                failed: 0,
+            }),
+            admitted: out.now(),
+            deadline_timer: None,
+            deadline_hit: false,
+            cursor: Cursor::Start,
+            history: 0,
+            done_mask: 0,
+            failure: None,
+            active: n,
+            res,
+            states: vec![initial; n as usize],
+            epoch: 0,
+            seq: 0,
+            task: Task::Idle,
+            lost_at: SimTime::ZERO,
+            run: None,
+        };
+        let h = self.wfs.insert(wf);
+        if !s.is_parent {
+            // A parent has no deadline of its own: each sub-workflow has one.
+            let t = out.schedule(deadline, M::from(WfTimer(TimerKind::Deadline(h))));
+            self.wf_mut(h).deadline_timer = Some(t);
+        }
+        h
+    }
+
+    fn enqueue(&mut self, h: Handle, now: SimTime) {
+        let wf = self.wf_mut(h);
+        wf.epoch = wf.epoch.wrapping_add(1);
+        wf.task = Task::Queued;
+        let epoch = wf.epoch;
+        self.queue.push_back((h, epoch, now));
+        self.stats.max_queue = self.stats.max_queue.max(self.queue.len());
+    }
+
+    /// Hands queued tasks to free workers (lowest index first).
+    fn dispatch<M: WfMsg>(&mut self, out: &mut Outbox<'_, M>) {
+        while !self.queue.is_empty() {
+            let Some(&w) = self.free.first() else {
+                break;
+            };
+            let Some((h, epoch, since)) = self.queue.pop_front() else {
+                break;
+            };
+            let valid = self
+                .wfs
+                .get(h)
+                .is_some_and(|wf| wf.epoch == epoch && wf.task == Task::Queued);
+            if !valid {
+                continue;
+            }
+            self.free.remove(&w);
+            self.workers[w as usize] = Some(h);
+            let lease = out.schedule(
+                self.cfg.lease,
+                M::from(WfTimer(TimerKind::Lease { wf: h, epoch })),
+            );
+            let now = out.now();
+            self.stats.tasks += 1;
+            self.stats
+                .queue_wait
+                .record(now.saturating_since(since).as_ns());
+            let wf = self.wf_mut(h);
+            wf.task = Task::Running;
+            wf.run = Some(Run {
+                worker: w,
+                lease,
+                stage: Stage::Commit(Event::Started),
+                ops: Vec::new(),
+                next: 0,
+                outstanding: 0,
+                failure: None,
+                aborted: false,
+                held: Vec::new(),
+            });
+            self.begin(h, out);
+        }
+    }
+
+    /// Frees the task's worker and cancels its lease; the workflow is between tasks.
+    fn end_task<M: WfMsg>(&mut self, h: Handle, out: &mut Outbox<'_, M>) {
+        let wf = self.wf_mut(h);
+        wf.task = Task::Idle;
+        if let Some(run) = wf.run.take() {
+            out.cancel(run.lease);
+            self.workers[run.worker as usize] = None;
+            self.free.insert(run.worker);
+        }
+    }
+
+    // ----- a task's stages -----
+
+    /// Starts the task at the workflow's cursor.
+    fn begin<M: WfMsg>(&mut self, h: Handle, out: &mut Outbox<'_, M>) {
+        loop {
+            let wf = self.wf(h);
+            let def = self.cfg.definition(wf.kind);
+            match wf.cursor {
+                Cursor::Start => return self.start_commit(h, Event::Started, Vec::new(), out),
+                Cursor::Waiting => {
+                    return out.violation(format!(
+                        "workflow {} was dispatched while waiting for its sub-workflows",
+                        wf.id.0
+                    ));
+                }
+                Cursor::Step(k) => {
+                    let Some(step) = def.steps.get(usize::from(k)) else {
+                        self.wf_mut(h).cursor = Cursor::Finish;
+                        continue;
+                    };
+                    let next = Cursor::Step(k + 1);
+                    if !applies(step.when, wf.opts) {
+                        self.wf_mut(h).cursor = next;
+                        continue;
+                    }
+                    if wf.deadline_hit {
+                        let ev = Event::Failing(k, FailReason::Deadline);
+                        return self.start_commit(h, ev, Vec::new(), out);
+                    }
+                    if !self.history_room(wf, k) {
+                        self.stats.history_limited += 1;
+                        let ev = Event::Failing(k, FailReason::HistoryLimit);
+                        return self.start_commit(h, ev, Vec::new(), out);
+                    }
+                    let ops = self.build(wf, step.action, k, false);
+                    if ops.is_empty() {
+                        self.wf_mut(h).cursor = next;
+                        continue;
+                    }
+                    return self.start_stage(h, Stage::Action(What::Step(k)), ops, Vec::new(), out);
+                }
+                Cursor::Compensate(j) => {
+                    let undo = def.steps[usize::from(j)].compensation;
+                    let next = if j == 0 {
+                        Cursor::Finish
+                    } else {
+                        Cursor::Compensate(j - 1)
+                    };
+                    if let Some(undo) = undo.filter(|_| wf.done_mask & (1 << j) != 0) {
+                        let ops = self.build(wf, undo, j, true);
+                        if !ops.is_empty() {
+                            let kind = wf.kind;
+                            self.stats.compensations += 1;
+                            self.stats.step_mut(kind, j).compensations += 1;
+                            let stage = Stage::Action(What::Compensate(j));
+                            return self.start_stage(h, stage, ops, Vec::new(), out);
+                        }
+                    }
+                    self.wf_mut(h).cursor = next;
+                }
+                Cursor::Finish => {
+                    let ops = self.close_ops(wf);
+                    if ops.is_empty() {
+                        let ev = final_event(wf);
+                        return self.start_commit(h, ev, Vec::new(), out);
+                    }
+                    return self.start_stage(h, Stage::Action(What::Close), ops, Vec::new(), out);
+                }
+            }
+        }
+    }
+
+    /// Whether forward step `k` may run without the history passing its cap on any path: its
+    /// own event, a later failure event (unless it is the last step), one compensation event per
+    /// step that may need undoing, and the close.
+    fn history_room(&self, wf: &Wf, k: u8) -> bool {
+        let def = self.cfg.definition(wf.kind);
+        let comps = ((wf.done_mask | 1 << k) & self.comp_mask[wf.kind.index()]).count_ones();
+        let last = !def.steps[usize::from(k) + 1..]
+            .iter()
+            .any(|s| applies(s.when, wf.opts));
+        let need = u64::from(wf.history) + 1 + u64::from(!last) + u64::from(comps) + 1;
+        need <= u64::from(self.cfg.history_cap)
+    }
+
+    /// The operations of `action` for the workflow's instances (`comp`: as a compensation of
+    /// step `k`). Empty when there is nothing to do.
+    fn build(&self, wf: &Wf, action: Action, k: u8, comp: bool) -> Vec<Op> {
+        let mb = self.cfg.max_batch;
+        let mut ops = Vec::new();
+        match action {
+            Action::Create(op) => {
+                let n = wf.active;
+                let (mut first, mut part) = (0u32, 0u32);
+                while first < n {
+                    let count = (n - first).min(mb);
+                    let min_count = if op == DepOp::AllocateHost && n <= mb {
+                        wf.min_count.min(n)
+                    } else {
+                        0
+                    };
+                    ops.push(Op::new(OpKind::Dep {
+                        op,
+                        count,
+                        target: None,
+                        min_count,
+                        token: token(self.salt, wf.id, k, part, comp),
+                        first,
+                        last: first + count - 1,
+                    }));
+                    first += count;
+                    part += 1;
+                }
+            }
+            Action::Act(op) => {
+                let slot = slot_of(op.resource());
+                let wanted = |r: &InstanceResources| match op.effect() {
+                    Effect::Attach => !r.disk_attached,
+                    Effect::Detach => r.disk_attached,
+                    _ => true,
+                };
+                // Contiguous runs of record ids, in instance order: one call each.
+                let mut part = 0u32;
+                let mut push =
+                    |ops: &mut Vec<Op>, (fi, li, fid, c): (u32, u32, ResourceId, u32)| {
+                        ops.push(Op::new(OpKind::Dep {
+                            op,
+                            count: c,
+                            target: Some(ResourceRange {
+                                first: fid,
+                                count: c,
+                            }),
+                            min_count: 0,
+                            token: token(self.salt, wf.id, k, part, comp),
+                            first: fi,
+                            last: li,
+                        }));
+                        part += 1;
+                    };
+                let mut cur: Option<(u32, u32, ResourceId, u32)> = None;
+                for i in 0..wf.active {
+                    let r = &wf.res[i as usize];
+                    let Some(id) = r.ids[slot].filter(|_| wanted(r)) else {
+                        continue;
+                    };
+                    cur = match cur {
+                        Some((fi, _, fid, c)) if id.0 == fid.0 + u64::from(c) && c < mb => {
+                            Some((fi, i, fid, c + 1))
+                        }
+                        other => {
+                            if let Some(p) = other {
+                                push(&mut ops, p);
+                            }
+                            Some((i, i, id, 1))
+                        }
+                    };
+                }
+                if let Some(p) = cur {
+                    push(&mut ops, p);
+                }
+            }
+            Action::SetState(to) => {
+                ops.extend((0..wf.active).map(|i| {
+                    Op::new(OpKind::State {
+                        inst: i,
+                        expect: wf.states[i as usize],
+                        to,
+                    })
+                }));
+            }
+        }
+        ops
+    }
+
+    /// After a failure: move the instances to the definition's failure state, where legal.
+    fn close_ops(&self, wf: &Wf) -> Vec<Op> {
+        let Some(fs) = self.cfg.definition(wf.kind).failed_state else {
+            return Vec::new();
+        };
+        if wf.failure.is_none() {
+            return Vec::new();
+        }
+        (0..wf.active)
+            .filter_map(|i| {
+                let s = wf.states[i as usize]?;
+                (s != fs && s.can_move_to(fs)).then_some(Op::new(OpKind::State {
+                    inst: i,
+                    expect: Some(s),
+                    to: fs,
+                }))
+            })
+            .collect()
+    }
+
+    fn start_commit<M: WfMsg>(
+        &mut self,
+        h: Handle,
+        ev: Event,
+        held: Vec<Op>,
+        out: &mut Outbox<'_, M>,
+    ) {
+        let ops = vec![
+            Op::new(OpKind::Append(Table::Workflows)),
+            Op::new(OpKind::Append(Table::History)),
+        ];
+        self.start_stage(h, Stage::Commit(ev), ops, held, out);
+    }
+
+    fn start_stage<M: WfMsg>(
+        &mut self,
+        h: Handle,
+        stage: Stage,
+        ops: Vec<Op>,
+        held: Vec<Op>,
+        out: &mut Outbox<'_, M>,
+    ) {
+        let wf = self.wf_mut(h);
+        wf.seq = wf.seq.wrapping_add(1);
+        let run = wf.run.as_mut().expect("a stage runs in a task");
+        run.stage = stage;
+        run.ops = ops;
+        run.next = 0;
+        run.outstanding = 0;
+        run.failure = None;
+        run.aborted = false;
+        run.held = held;
+        self.pump(h, out);
+    }
+
+    /// Sends what the window allows; concludes the stage when nothing is out and nothing more
+    /// will be sent.
+    fn pump<M: WfMsg>(&mut self, h: Handle, out: &mut Outbox<'_, M>) {
+        let window = self.cfg.window;
+        loop {
+            let Some(run) = self.wfs.get_mut(h).and_then(|w| w.run.as_mut()) else {
+                return;
+            };
+            let halted = run.failure.is_some() || run.aborted;
+            if !halted && run.outstanding < window && run.next < run.ops.len() {
+                let idx = run.next;
+                run.next += 1;
+                run.outstanding += 1;
+                self.send_attempt(h, idx, out);
+                continue;
+            }
+            if run.outstanding == 0 && (halted || run.next >= run.ops.len()) {
+                self.conclude(h, out);
+            }
+            return;
+        }
+    }
+
+    fn dep_of(&self, op: DepOp) -> ComponentId {
+        match op.kind() {
+            DependencyKind::Inventory => self.deps.inventory,
+            DependencyKind::BlockStorage => self.deps.block_storage,
+            DependencyKind::Vpc => self.deps.vpc,
+            DependencyKind::Billing => self.deps.billing,
+            DependencyKind::Image => unreachable!("definitions are validated: no image actions"),
+        }
+    }
+
+    /// Sends an attempt of operation `idx` of the running stage, with its timeout.
+    fn send_attempt<M: WfMsg>(&mut self, h: Handle, idx: usize, out: &mut Outbox<'_, M>) {
+        let wf = self.wfs.get(h).expect("live workflow");
+        let run = wf.run.as_ref().expect("a stage runs in a task");
+        let (kind, seq, stage, op) = (wf.kind, wf.seq, run.stage, run.ops[idx].kind);
+        let (account, first, itype) = (wf.account, wf.range.first, wf.instance_type);
+        let timeout = policy(&self.cfg, kind, stage).1;
+        let ch = self.calls.insert(Call {
+            wf: h,
+            seq,
+            op: idx as u32,
+            timer: None,
+            backoff: false,
+        });
+        let tag = ch.to_u64();
+        let me = out.me();
+        match op {
+            OpKind::Dep {
+                op,
+                count,
+                target,
+                min_count,
+                token,
+                ..
+            } => {
+                let call = DepCall {
+                    tag,
+                    reply_to: me,
+                    op,
+                    token,
+                    count,
+                    instance_type: itype,
+                    target,
+                    min_count,
+                };
+                self.stats.dep_calls += 1;
+                out.send(self.dep_of(op), self.cfg.dep_hop, M::from(call));
+            }
+            OpKind::State { inst, expect, to } => {
+                let q = DbQuery {
+                    tag,
+                    reply_to: me,
+                    account,
+                    read_replica: false,
+                    op: DbOp::UpdateInstanceState {
+                        id: InstanceId(first.0 + u64::from(inst)),
+                        expect,
+                        to,
+                    },
+                };
+                self.stats.db_updates += 1;
+                out.send(self.deps.db, self.cfg.db_hop, M::from(q));
+            }
+            OpKind::Append(table) => {
+                let q = DbQuery {
+                    tag,
+                    reply_to: me,
+                    account,
+                    read_replica: false,
+                    op: DbOp::AppendRows { table, rows: 1 },
+                };
+                self.stats.db_appends += 1;
+                out.send(self.deps.db, self.cfg.db_hop, M::from(q));
+            }
+        }
+        if let Stage::Action(What::Step(k)) = stage {
+            self.stats.step_mut(kind, k).attempts += 1;
+        }
+        let timer = out.schedule(timeout, M::from(WfTimer(TimerKind::Timeout(ch))));
+        self.calls.get_mut(ch).expect("just inserted").timer = Some(timer);
+        let op = &mut self.wf_mut(h).run.as_mut().expect("running").ops[idx];
+        op.status = Status::Out;
+        op.call = Some(ch);
+    }
+
+    /// The record of the attempt `tag` names, removed, if it is an attempt still out.
+    fn take_attempt(&mut self, tag: u64) -> Option<Call> {
+        let ch = Handle::from_u64(tag);
+        match self.calls.get(ch) {
+            Some(c) if !c.backoff => self.calls.remove(ch),
+            _ => None,
+        }
+    }
+
+    /// Interprets how an attempt ended; retries it, or settles its operation.
+    fn attempt_ended<M: WfMsg>(&mut self, call: Call, raw: Raw, out: &mut Outbox<'_, M>) {
+        let now = out.now();
+        let h = call.wf;
+        let idx = call.op as usize;
+        let Some((wf_kind, account, first_id, op)) = self.wfs.get(h).and_then(|wf| {
+            let run = wf.run.as_ref().filter(|_| wf.seq == call.seq)?;
+            Some((wf.kind, wf.account, wf.range.first, run.ops[idx]))
+        }) else {
+            // An attempt of a stage that has ended, or of a run that was lost.
+            self.stats.stale += 1;
+            return;
+        };
+        let stage = self.wf(h).run.as_ref().expect("checked").stage;
+        let mut note_state: Option<(InstanceId, InstanceState)> = None;
+        let result: Result<ResourceRange, (ErrorCode, bool)> = match (raw, op.kind) {
+            (Raw::Timeout, _) => {
+                if let Stage::Action(What::Step(k)) = stage {
+                    self.stats.step_mut(wf_kind, k).timeouts += 1;
+                }
+                Err((ErrorCode::DeadlineExceeded, true))
+            }
+            (Raw::Dep(Ok(r)), OpKind::Dep { .. }) => Ok(r),
+            (Raw::Dep(Err(code)), OpKind::Dep { op, target, .. }) => {
+                let done = match op.effect() {
+                    Effect::Delete => code == ErrorCode::InstanceNotFound,
+                    Effect::Attach | Effect::Detach => code == ErrorCode::IncorrectInstanceStatus,
+                    _ => false,
+                };
+                if done {
+                    self.stats.already_done += 1;
+                    Ok(target.unwrap_or(ResourceRange::EMPTY))
+                } else {
+                    Err((code, true))
+                }
+            }
+            (Raw::Db(Ok(DbResult::Appended)), OpKind::Append(_)) => Ok(ResourceRange::EMPTY),
+            (Raw::Db(Ok(DbResult::Updated(u))), OpKind::State { inst, to, .. }) => {
+                let id = InstanceId(first_id.0 + u64::from(inst));
+                match u {
+                    UpdateOutcome::Done { .. } => {
+                        note_state = Some((id, to));
+                        Ok(ResourceRange::EMPTY)
+                    }
+                    UpdateOutcome::Mismatch { actual } if actual == to => {
+                        self.stats.cas_replays += 1;
+                        note_state = Some((id, to));
+                        Ok(ResourceRange::EMPTY)
+                    }
+                    UpdateOutcome::Mismatch { .. } => {
+                        Err((ErrorCode::IncorrectInstanceStatus, false))
+                    }
+                    UpdateOutcome::NotFound => Err((ErrorCode::InstanceNotFound, false)),
+                }
+            }
+            (Raw::Db(Err(DbError::Overloaded | DbError::Unavailable)), _) => {
+                Err((ErrorCode::ServiceUnavailable, true))
+            }
+            // An invalid query or an answer of the wrong shape: a bug, not worth retrying.
+            _ => Err((ErrorCode::InternalError, false)),
+        };
+        if let Some((id, to)) = note_state {
+            if to.is_transitional() {
+                self.transitional.insert(id, (account, to, now));
+            } else {
+                self.transitional.remove(&id);
+            }
+        }
+        match result {
+            Ok(r) => {
+                let trims = self.partial_grant(h, op.kind, r);
+                let run = self.wf_mut(h).run.as_mut().expect("checked");
+                run.ops[idx].status = Status::Ok(r);
+                run.ops[idx].call = None;
+                run.outstanding -= 1;
+                run.ops.extend(trims);
+            }
+            Err((code, may_retry)) => {
+                let (retry, _) = policy(&self.cfg, wf_kind, stage);
+                let halted = {
+                    let run = self.wf(h).run.as_ref().expect("checked");
+                    run.failure.is_some() || run.aborted
+                };
+                if may_retry && !halted && retry.should_retry(op.attempt, code) {
+                    let wait = retry.backoff(op.attempt, &mut self.rng);
+                    if let Stage::Action(What::Step(k)) = stage {
+                        self.stats.step_mut(wf_kind, k).retries += 1;
+                    }
+                    let bh = self.calls.insert(Call {
+                        backoff: true,
+                        timer: None,
+                        ..call
+                    });
+                    let t = out.schedule(wait, M::from(WfTimer(TimerKind::Retry(bh))));
+                    self.calls.get_mut(bh).expect("just inserted").timer = Some(t);
+                    self.wf_mut(h).run.as_mut().expect("checked").ops[idx].call = Some(bh);
+                } else {
+                    let run = self.wf_mut(h).run.as_mut().expect("checked");
+                    run.ops[idx].status = Status::Failed(code);
+                    run.ops[idx].call = None;
+                    run.outstanding -= 1;
+                    if run.failure.is_none() {
+                        run.failure = Some(code);
+                        self.drop_backoffs(h, out);
+                    }
+                }
+            }
+        }
+        self.pump(h, out);
+    }
+
+    /// A host allocation granted fewer than asked (MinAmount): the instances left without a
+    /// host are moved to the failure state, as part of the same step.
+    fn partial_grant(&self, h: Handle, kind: OpKind, r: ResourceRange) -> Vec<Op> {
+        let OpKind::Dep {
+            op: DepOp::AllocateHost,
+            count,
+            first,
+            ..
+        } = kind
+        else {
+            return Vec::new();
+        };
+        if r.count >= count {
+            return Vec::new();
+        }
+        let wf = self.wf(h);
+        let Some(fs) = self.cfg.definition(wf.kind).failed_state else {
+            return Vec::new();
+        };
+        (first + r.count..first + count)
+            .filter_map(|i| {
+                let s = wf.states[i as usize];
+                s.is_none_or(|s| s.can_move_to(fs))
+                    .then_some(Op::new(OpKind::State {
+                        inst: i,
+                        expect: s,
+                        to: fs,
+                    }))
+            })
+            .collect()
+    }
+
+    /// Abandons the running stage's backoffs (it failed, or the deadline passed).
+    fn drop_backoffs<M: WfMsg>(&mut self, h: Handle, out: &mut Outbox<'_, M>) {
+        let WorkflowEngine { wfs, calls, .. } = self;
+        let Some(run) = wfs.get_mut(h).and_then(|w| w.run.as_mut()) else {
+            return;
+        };
+        for op in run.ops.iter_mut().filter(|o| o.status == Status::Out) {
+            let Some(ch) = op.call else { continue };
+            if calls.get(ch).is_some_and(|c| c.backoff) {
+                if let Some(t) = calls.remove(ch).and_then(|c| c.timer) {
+                    out.cancel(t);
+                }
+                op.status = Status::Dropped;
+                op.call = None;
+                run.outstanding -= 1;
+            }
+        }
+    }
+
+    fn on_retry<M: WfMsg>(&mut self, ch: Handle, out: &mut Outbox<'_, M>) {
+        let call = match self.calls.get(ch) {
+            Some(c) if c.backoff => *c,
+            _ => {
+                self.stats.stale += 1;
+                return;
+            }
+        };
+        self.calls.remove(ch);
+        let live = self.wfs.get_mut(call.wf).and_then(|wf| {
+            let seq = wf.seq;
+            wf.run.as_mut().filter(|_| seq == call.seq)
+        });
+        let Some(run) = live else {
+            self.stats.stale += 1;
+            return;
+        };
+        let op = &mut run.ops[call.op as usize];
+        op.attempt += 1;
+        op.call = None;
+        self.send_attempt(call.wf, call.op as usize, out);
+    }
+
+    fn on_lease<M: WfMsg>(&mut self, h: Handle, epoch: u32, out: &mut Outbox<'_, M>) {
+        let lease = self.cfg.lease;
+        let now = out.now();
+        let task = match self.wfs.get(h) {
+            Some(wf) if wf.epoch == epoch => wf.task,
+            _ => {
+                self.stats.stale += 1;
+                return;
+            }
+        };
+        match task {
+            Task::Running => {
+                // The worker is alive: it renews its lease (a heartbeat).
+                let t = out.schedule(lease, M::from(WfTimer(TimerKind::Lease { wf: h, epoch })));
+                self.wf_mut(h).run.as_mut().expect("running").lease = t;
+                self.stats.lease_renewals += 1;
+            }
+            Task::Lost => {
+                let lost_at = self.wf(h).lost_at;
+                self.stats.redeliveries += 1;
+                self.stats
+                    .redelivery_delay
+                    .record(now.saturating_since(lost_at).as_ns());
+                self.enqueue(h, now);
+            }
+            Task::Idle | Task::Queued => self.stats.stale += 1,
+        }
+    }
+
+    fn on_deadline<M: WfMsg>(&mut self, h: Handle, out: &mut Outbox<'_, M>) {
+        let Some(wf) = self.wfs.get_mut(h) else {
+            self.stats.stale += 1;
+            return;
+        };
+        wf.deadline_timer = None;
+        let forward = matches!(wf.cursor, Cursor::Start | Cursor::Step(_)) && wf.failure.is_none();
+        if !forward {
+            return;
+        }
+        wf.deadline_hit = true;
+        self.stats.deadline_exceeded += 1;
+        if let Some(run) = wf.run.as_mut() {
+            if let Stage::Action(What::Step(_)) = run.stage {
+                // No new attempt starts; one in flight is waited for, so what it made is known.
+                run.aborted = true;
+                self.drop_backoffs(h, out);
+                self.pump(h, out);
+            }
+        }
+    }
+
+    /// The running stage has nothing out and will send nothing more.
+    fn conclude<M: WfMsg>(&mut self, h: Handle, out: &mut Outbox<'_, M>) {
+        let wf = self.wf_mut(h);
+        let kind = wf.kind;
+        let failed_wf = wf.failure.is_some();
+        let run = wf.run.as_mut().expect("a stage runs in a task");
+        let stage = run.stage;
+        let ops = std::mem::take(&mut run.ops);
+        let held = std::mem::take(&mut run.held);
+        let failure = run.failure;
+        match stage {
+            Stage::Action(What::Step(k)) => {
+                if ops.iter().all(Op::is_ok) {
+                    self.start_commit(h, Event::StepCompleted(k), ops, out);
+                } else {
+                    self.stats.step_mut(kind, k).failures += 1;
+                    let reason = match failure {
+                        Some(code) => FailReason::Step { step: k, code },
+                        None => FailReason::Deadline,
+                    };
+                    self.start_commit(h, Event::Failing(k, reason), ops, out);
+                }
+            }
+            Stage::Action(What::Compensate(j)) => {
+                if !ops.iter().all(Op::is_ok) {
+                    self.stats.compensation_failures += 1;
+                    self.stats.step_mut(kind, j).compensation_failures += 1;
+                }
+                self.start_commit(h, Event::Compensated(j), ops, out);
+            }
+            Stage::Action(What::Close) => {
+                let ev = if failed_wf {
+                    Event::Closed
+                } else {
+                    Event::Completed
+                };
+                self.start_commit(h, ev, ops, out);
+            }
+            Stage::Commit(ev) => self.committed(h, ev, failure.is_none(), held, out),
+        }
+    }
+
+    /// A transition's durable write ended (`ok`: written).
+    fn committed<M: WfMsg>(
+        &mut self,
+        h: Handle,
+        ev: Event,
+        ok: bool,
+        held: Vec<Op>,
+        out: &mut Outbox<'_, M>,
+    ) {
+        let now = out.now();
+        if ok {
+            self.wf_mut(h).history += 1;
+            self.stats.history_events += 1;
+        } else {
+            self.stats.persist_failures += 1;
+        }
+        match ev {
+            Event::Started => {
+                let is_parent = self.wf(h).children.is_some();
+                self.wf_mut(h).cursor = if is_parent {
+                    Cursor::Waiting
+                } else {
+                    Cursor::Step(0)
+                };
+                self.end_task(h, out);
+                if is_parent {
+                    self.spawn_children(h, out);
+                } else {
+                    self.enqueue(h, now);
+                }
+            }
+            Event::StepCompleted(k) => {
+                if !ok {
+                    // Not durable: the step fails, and what it made is undone.
+                    let kind = self.wf(h).kind;
+                    self.stats.step_mut(kind, k).failures += 1;
+                    let ev = Event::Failing(k, FailReason::Persistence);
+                    return self.start_commit(h, ev, held, out);
+                }
+                self.apply(h, &held);
+                let wf = self.wf_mut(h);
+                wf.done_mask |= 1 << k;
+                wf.cursor = Cursor::Step(k + 1);
+                self.end_task(h, out);
+                self.enqueue(h, now);
+            }
+            Event::Failing(k, reason) => {
+                self.apply(h, &held);
+                let wf = self.wf_mut(h);
+                if held.iter().any(Op::is_ok) {
+                    wf.done_mask |= 1 << k;
+                }
+                wf.failure = Some(reason);
+                wf.cursor = Cursor::Compensate(k);
+                self.end_task(h, out);
+                self.enqueue(h, now);
+            }
+            Event::Compensated(j) => {
+                self.apply(h, &held);
+                self.wf_mut(h).cursor = if j == 0 {
+                    Cursor::Finish
+                } else {
+                    Cursor::Compensate(j - 1)
+                };
+                self.end_task(h, out);
+                self.enqueue(h, now);
+            }
+            Event::Completed | Event::Closed => {
+                self.apply(h, &held);
+                self.finish(h, out);
+            }
+        }
+    }
+
+    /// Writes the outcome of an action into the workflow's resource table and states.
+    fn apply(&mut self, h: Handle, ops: &[Op]) {
+        let wf = self.wf_mut(h);
+        for op in ops {
+            let Status::Ok(r) = op.status else { continue };
+            match op.kind {
+                OpKind::Dep {
+                    op: dop,
+                    count,
+                    first,
+                    last,
+                    ..
+                } => {
+                    let slot = slot_of(dop.resource());
+                    let inside = |id: Option<ResourceId>| {
+                        id.is_some_and(|id| {
+                            r.first.0 <= id.0 && id.0 < r.first.0 + u64::from(r.count)
+                        })
+                    };
+                    match dop.effect() {
+                        Effect::Create => {
+                            for (j, id) in r.iter().enumerate() {
+                                wf.res[first as usize + j].ids[slot] = Some(id);
+                            }
+                            if r.count < count {
+                                wf.active = wf.active.min(first + r.count);
+                            }
+                        }
+                        Effect::Delete => {
+                            for res in &mut wf.res[first as usize..=last as usize] {
+                                if inside(res.ids[slot]) {
+                                    res.ids[slot] = None;
+                                    if slot == DISK {
+                                        res.disk_attached = false;
+                                    }
+                                }
+                            }
+                        }
+                        Effect::Attach | Effect::Detach => {
+                            let attached = dop.effect() == Effect::Attach;
+                            for res in &mut wf.res[first as usize..=last as usize] {
+                                if inside(res.ids[slot]) {
+                                    res.disk_attached = attached;
+                                }
+                            }
+                        }
+                        Effect::None => {}
+                    }
+                }
+                OpKind::State { inst, to, .. } => wf.states[inst as usize] = Some(to),
+                OpKind::Append(_) => {}
+            }
+        }
+    }
+
+    fn spawn_children<M: WfMsg>(&mut self, h: Handle, out: &mut Outbox<'_, M>) {
+        let now = out.now();
+        let p = self.wf(h);
+        let (kind, account, range, itype, opts) =
+            (p.kind, p.account, p.range, p.instance_type, p.opts);
+        for id in range.iter() {
+            let spec = Spec {
+                kind,
+                account,
+                range: InstanceIdRange {
+                    first: id,
+                    count: 1,
+                },
+                instance_type: itype,
+                opts,
+                min_count: 0,
+                reply: None,
+                parent: Some(h),
+                is_parent: false,
+            };
+            let c = self.new_workflow(spec, out);
+            self.enqueue(c, now);
+            self.stats.children += 1;
+        }
+        self.wf_mut(h).children = Some(Children {
+            pending: range.count,
+            ok: 0,
+            failed: 0,
+        });
+    }
+
+    /// The workflow's close is durable (or could not be made so): it ends.
+    fn finish<M: WfMsg>(&mut self, h: Handle, out: &mut Outbox<'_, M>) {
+        let now = out.now();
+        self.end_task(h, out);
+        let wf = self.wfs.remove(h).expect("live workflow");
+        if let Some(t) = wf.deadline_timer {
+            out.cancel(t);
+        }
+        self.live -= 1;
+        self.settle_fleet(&wf);
+        let k = wf.kind.index();
+        match wf.failure {
+            None => self.stats.completed[k] += 1,
+            Some(r) => {
+                self.stats.failed[k] += 1;
+                *self.stats.failures.entry(r.label()).or_insert(0) += 1;
+            }
+        }
+        let e2e = now.saturating_since(wf.admitted).as_ns();
+        if wf.parent.is_some() {
+            self.stats.child_e2e[k].record(e2e);
+        } else {
+            self.stats.e2e[k].record(e2e);
+        }
+        let succeeded = match (wf.children, wf.failure) {
+            (Some(c), _) => c.ok,
+            (None, None) => wf.active,
+            (None, Some(_)) => 0,
+        };
+        if let Some(p) = wf.parent {
+            self.child_done(p, wf.failure.is_none(), now);
+        }
+        if let Some((to, tag)) = wf.reply {
+            let done = WfDone {
+                tag,
+                workflow: wf.id,
+                kind: wf.kind,
+                outcome: match wf.failure {
+                    None => WfOutcome::Completed,
+                    Some(r) => WfOutcome::Failed(r),
+                },
+                instances: wf.range,
+                succeeded,
+                admitted: wf.admitted,
+                history_events: wf.history,
+            };
+            out.send(to, SimDuration::ZERO, M::from(done));
+        }
+    }
+
+    fn child_done(&mut self, p: Handle, ok: bool, now: SimTime) {
+        let Some(parent) = self.wfs.get_mut(p) else {
+            return;
+        };
+        let Some(c) = parent.children.as_mut() else {
+            return;
+        };
+        c.pending -= 1;
+        if ok {
+            c.ok += 1;
+        } else {
+            c.failed += 1;
+        }
+        if c.pending == 0 {
+            if c.failed > 0 {
+                parent.failure = Some(FailReason::Children { failed: c.failed });
+            }
+            parent.cursor = Cursor::Finish;
+            self.enqueue(p, now);
+        }
+    }
+
+    /// Writes what a finished workflow leaves its instances holding into the resource table.
+    fn settle_fleet(&mut self, wf: &Wf) {
+        if wf.children.is_some() {
+            return;
+        }
+        for (i, id) in wf.range.iter().enumerate() {
+            let r = wf.res[i];
+            match wf.kind {
+                WorkflowKind::CreateInstances => {
+                    if wf.failure.is_none() && (i as u32) < wf.active {
+                        self.fleet.insert(id, r);
+                    } else {
+                        self.stats.orphaned_resources += r.count();
+                    }
+                }
+                WorkflowKind::Delete if wf.states[i] == Some(InstanceState::Deleted) => {
+                    self.fleet.remove(&id);
+                    let kept = u64::from(wf.opts.keep_disks && r.disk().is_some())
+                        + u64::from(wf.opts.keep_eips && r.eip().is_some());
+                    self.stats.kept_resources += kept;
+                    self.stats.orphaned_resources += r.count() - kept;
+                }
+                _ => {
+                    if r != InstanceResources::default() || self.fleet.contains_key(&id) {
+                        self.fleet.insert(id, r);
+                    }
+                }
+            }
+        }
+    }
+
+    fn wf(&self, h: Handle) -> &Wf {
+        self.wfs.get(h).expect("live workflow")
+    }
+    fn wf_mut(&mut self, h: Handle) -> &mut Wf {
+        self.wfs.get_mut(h).expect("live workflow")
+    }
+}
+
+fn applies(when: When, o: WfOptions) -> bool {
+    match when {
+        When::Always => true,
+        When::PublicIp => o.public_ip,
+        When::ReleaseDisks => !o.keep_disks,
+        When::ReleaseEips => !o.keep_eips,
+    }
+}
+
+/// The retry policy and attempt timeout of a stage of a workflow of `kind`: the step's own for
+/// its action and compensation, the database policy for durable writes and the close.
+fn policy(cfg: &EngineConfig, kind: WorkflowKind, stage: Stage) -> (&StepRetry, SimDuration) {
+    match stage {
+        Stage::Action(What::Step(k) | What::Compensate(k)) => {
+            let s = &cfg.definition(kind).steps[usize::from(k)];
+            (&s.retry, s.timeout)
+        }
+        _ => (&cfg.db_retry, cfg.db_timeout),
+    }
+}
+
+fn final_event(wf: &Wf) -> Event {
+    if wf.failure.is_some() {
+        Event::Closed
+    } else {
+        Event::Completed
+    }
+}
+
+/// SplitMix64's finaliser.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The downstream idempotency token of part `part` of step `step` (or of its compensation) of
+/// workflow `wf` of the engine with `salt`: the same for every attempt and every delivery,
+/// never 0.
+pub(super) fn token(salt: u64, wf: WorkflowId, step: u8, part: u32, comp: bool) -> u64 {
+    let key = u64::from(step) << 40 | u64::from(part) << 1 | u64::from(comp);
+    match mix(mix(salt ^ wf.0) ^ key) {
+        0 => 1,
+        t => t,
+    }
+}
