@@ -1016,3 +1016,69 @@ fn run_instances_reach_running_through_workflows() {
         calls[1]
     );
 }
+
+/// Workflows write a workflow row and a history event per transition: without cleanup those
+/// tables only grow; with the cleanup job (retention 60 s) they hold about a retention's worth.
+#[test]
+fn cleanup_bounds_the_workflow_and_history_tables() {
+    use firedrill::db::Table;
+    use firedrill::workflow::EngineConfig;
+    use firedrill::world::WorkflowSetup;
+    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
+        .build()
+        .unwrap();
+    let t = traffic(
+        20.0,
+        ApiMix::only(Api::RunInstances),
+        3,
+        SimDuration::from_secs(30),
+    );
+    let base = topology(2, node, DbConfig::assumed_defaults(), t, unlimited(3), 300)
+        .with_workflows(WorkflowSetup {
+            engine: EngineConfig::builder().build().unwrap(),
+            batch: true,
+        })
+        .unwrap();
+    let job = firedrill::cleanup::CleanupConfig::new(
+        SimDuration::from_secs(20),
+        SimDuration::from_secs(60),
+        1_000,
+        100,
+        &[Table::Workflows, Table::History],
+        DbConfig::assumed_defaults().shards(),
+    )
+    .unwrap();
+    let rows = |topo: &Topology| {
+        let (r, world) = run_checked(topo, 5, |_| {});
+        let Part::Db(db) = world.sim.component(world.db) else {
+            unreachable!()
+        };
+        (
+            db.table_rows(Table::History),
+            db.table_rows(Table::Workflows),
+            r,
+        )
+    };
+    let (history_without, workflows_without, r) = rows(&base);
+    let (history_with, workflows_with, r_with) = rows(&base.with_cleanup(job));
+    let wf = r.workflows.as_ref().unwrap();
+    assert_eq!(
+        history_without, wf.history_events,
+        "every event stays without cleanup"
+    );
+    // 300 s of workflows; the job keeps the last ~60–80 s (retention plus one period).
+    assert!(
+        history_with * 3 < history_without,
+        "history {history_with} vs {history_without}"
+    );
+    assert!(
+        workflows_with * 3 < workflows_without,
+        "workflows {workflows_with} vs {workflows_without}"
+    );
+    let archived = r_with.cleanup.as_ref().unwrap().rows_archived;
+    assert_eq!(
+        archived[Table::History.index()],
+        history_without - history_with,
+        "archived = the difference"
+    );
+}
