@@ -42,6 +42,37 @@ fn instant_db() -> DbConfig {
         .unwrap()
 }
 
+/// The shipped mocks with `stock` hosts of instance type 0 at the inventory.
+fn mocks_with_stock(stock: u64) -> Vec<firedrill::deps::DependencySpec> {
+    shipped_mocks()
+        .into_iter()
+        .map(|m| {
+            if m.kind() != DependencyKind::Inventory {
+                return m;
+            }
+            let text = include_str!("../../mocks/inventory.toml")
+                .replace("0 = 200000", &format!("0 = {stock}"));
+            firedrill::deps::parse_mock("inventory.toml", &text).unwrap()
+        })
+        .collect()
+}
+
+/// Switches off every injected dependency error, except `keep` = (kind, code, probability).
+fn quiet_deps(world: &mut World, keep: Option<(DependencyKind, FaultCode, f64)>) {
+    for &id in &world.deps.clone() {
+        if let Part::Dep(d) = world.sim.component_mut(id) {
+            let kind = d.spec().kind();
+            for code in FaultCode::ALL {
+                let p = match keep {
+                    Some((k, c, p)) if k == kind && c == code => p,
+                    _ => 0.0,
+                };
+                d.set_error_override(code, Some(p));
+            }
+        }
+    }
+}
+
 fn heap(profile: GcProfile) -> HeapConfig {
     HeapConfig::defaults_for(profile)
 }
@@ -315,17 +346,7 @@ fn list_latency_grows_with_the_instances_table() {
     t.amount = Dist::constant(100.0).unwrap();
     t.describe_list_share = 1.0;
     // An inventory with stock for every instance this test creates.
-    let mocks: Vec<_> = shipped_mocks()
-        .into_iter()
-        .map(|m| {
-            if m.kind() != DependencyKind::Inventory {
-                return m;
-            }
-            let text =
-                include_str!("../../mocks/inventory.toml").replace("0 = 200000", "0 = 50000000");
-            firedrill::deps::parse_mock("inventory.toml", &text).unwrap()
-        })
-        .collect();
+    let mocks = mocks_with_stock(50_000_000);
     let run = |secs: u64| {
         let topo = Topology::new(
             4,
@@ -401,19 +422,10 @@ fn retries_amplify_load_on_a_failing_dependency() {
         // Exactly one failure mode: the inventory fails half its calls with InternalError; every
         // other injected error of the mocks is switched off.
         let (r, _) = run_checked(&topo, 11, |world| {
-            for &id in &world.deps.clone() {
-                if let Part::Dep(d) = world.sim.component_mut(id) {
-                    let is_inventory = d.spec().kind() == DependencyKind::Inventory;
-                    for code in FaultCode::ALL {
-                        let p = if is_inventory && code == FaultCode::InternalError {
-                            0.5
-                        } else {
-                            0.0
-                        };
-                        d.set_error_override(code, Some(p));
-                    }
-                }
-            }
+            quiet_deps(
+                world,
+                Some((DependencyKind::Inventory, FaultCode::InternalError, 0.5)),
+            );
         });
         let inv = &r.deps.iter().find(|(n, _)| n == "inventory").unwrap().1;
         let requests = r.api(Api::CreateInstance).requests as f64;
@@ -509,19 +521,7 @@ fn core_worlds_are_deterministic() {
 /// sixth call already gets NoStock and 5 hosts stay unsold.
 #[test]
 fn min_amount_takes_what_stock_allows_or_nothing() {
-    let mocks = |stock: u32| -> Vec<firedrill::deps::DependencySpec> {
-        shipped_mocks()
-            .into_iter()
-            .map(|m| {
-                if m.kind() != DependencyKind::Inventory {
-                    return m;
-                }
-                let text = include_str!("../../mocks/inventory.toml")
-                    .replace("0 = 200000", &format!("0 = {stock}"));
-                firedrill::deps::parse_mock("inventory.toml", &text).unwrap()
-            })
-            .collect()
-    };
+    let mocks = mocks_with_stock;
     let created = |min_fraction: f64| {
         let node = NodeConfigBuilder::new(heap(GcProfile::Off))
             .build()
@@ -547,13 +547,7 @@ fn min_amount_takes_what_stock_allows_or_nothing() {
         .unwrap();
         // No injected errors: only stock decides.
         let (r, world) = run_checked(&topo, 4, |world| {
-            for &id in &world.deps.clone() {
-                if let Part::Dep(d) = world.sim.component_mut(id) {
-                    for code in FaultCode::ALL {
-                        d.set_error_override(code, Some(0.0));
-                    }
-                }
-            }
+            quiet_deps(world, None);
         });
         let Part::Db(db) = world.sim.component(world.db) else {
             unreachable!()
@@ -700,17 +694,7 @@ fn cleanup_keeps_the_instances_table_and_list_latency_bounded() {
         SimDuration::from_secs(30),
     );
     t.describe_list_share = 1.0;
-    let mocks: Vec<_> = shipped_mocks()
-        .into_iter()
-        .map(|m| {
-            if m.kind() != DependencyKind::Inventory {
-                return m;
-            }
-            let text =
-                include_str!("../../mocks/inventory.toml").replace("0 = 200000", "0 = 50000000");
-            firedrill::deps::parse_mock("inventory.toml", &text).unwrap()
-        })
-        .collect();
+    let mocks = mocks_with_stock(50_000_000);
     let secs = 600;
     let base = Topology::new(
         2,
@@ -824,13 +808,7 @@ fn client_tokens_create_each_instance_set_once_unless_records_are_non_atomic() {
         )
         .with_idempotency(IdemConfig::builder().mode(mode).build().unwrap());
         let (r, world) = run_checked(&topo, 12, |world| {
-            for &id in &world.deps.clone() {
-                if let Part::Dep(d) = world.sim.component_mut(id) {
-                    for code in FaultCode::ALL {
-                        d.set_error_override(code, Some(0.0));
-                    }
-                }
-            }
+            quiet_deps(world, None);
         });
         let Part::Db(db) = world.sim.component(world.db) else {
             unreachable!()
@@ -959,13 +937,7 @@ fn run_instances_reach_running_through_workflows() {
     t.amount = Dist::constant(10.0).unwrap();
     let base = topology(2, node, DbConfig::assumed_defaults(), t, unlimited(3), 60);
     let quiet = |world: &mut World| {
-        for &id in &world.deps.clone() {
-            if let Part::Dep(d) = world.sim.component_mut(id) {
-                for code in FaultCode::ALL {
-                    d.set_error_override(code, Some(0.0));
-                }
-            }
-        }
+        quiet_deps(world, None);
     };
     let mut calls = Vec::new();
     for batch in [true, false] {
