@@ -41,6 +41,7 @@ pub mod gc;
 pub mod idempotency;
 pub mod kernel;
 pub mod metrics;
+pub mod reconcile;
 pub mod report;
 pub mod station;
 pub mod traffic;

@@ -350,6 +350,10 @@ impl WorkflowEngine {
     pub fn resources(&self, id: InstanceId) -> Option<&InstanceResources> {
         self.fleet.get(&id)
     }
+    /// Every instance's resources, in id order (what reconciliation compares).
+    pub fn fleet(&self) -> impl Iterator<Item = (InstanceId, &InstanceResources)> {
+        self.fleet.iter().map(|(id, r)| (*id, r))
+    }
     /// Instances in a transitional state for at least the configured threshold at `now`.
     pub fn stuck(&self, now: SimTime) -> Vec<StuckInstance> {
         let threshold = self.cfg.stuck_threshold;

@@ -23,6 +23,7 @@ use crate::kernel::{
     Sim, SimDuration, SimTime, TraceHash,
 };
 use crate::metrics::LatencyHistogram;
+use crate::reconcile::{ReconConfig, ReconStats, Reconciler};
 use crate::traffic::{OpenLoop, OpenLoopConfig};
 use crate::workflow::{EngineConfig, WfCommand, WfDeps, WfDone, WfStats, WfTimer, WorkflowEngine};
 
@@ -202,6 +203,7 @@ pub enum Part {
     Cleanup(Box<Cleanup>),
     L2(Box<L2Cache>),
     Workflow(Box<WorkflowEngine>),
+    Reconciler(Box<Reconciler>),
 }
 
 impl Component<Msg> for Part {
@@ -225,6 +227,7 @@ impl Component<Msg> for Part {
             (Part::Workflow(e), Msg::WfTimer(t)) => e.on_timer(t, out),
             (Part::Workflow(e), Msg::DbReply(r)) => e.on_db_reply(r, out),
             (Part::Workflow(e), Msg::DepReply(r)) => e.on_dep_reply(r, out),
+            (Part::Reconciler(c), Msg::DepReply(r)) => c.on_dep_reply(r, out.now()),
             (Part::Cleanup(c), Msg::DbReply(r)) => c.on_db_reply(r, out),
             (_, msg) => out.violation(format!(
                 "message {} sent to the wrong component",
@@ -243,6 +246,8 @@ pub enum TopologyError {
     MissingDependency(&'static str),
     #[error("`duration` must be longer than 0 (e.g. \"60s\")")]
     ZeroDuration,
+    #[error("reconciliation compares the workflow engine's resources: call with_workflows first")]
+    ReconciliationNeedsWorkflows,
     #[error("node {index} does not exist: nodes are numbered 0..{nodes}")]
     NoSuchNode { index: u32, nodes: u32 },
 }
@@ -268,6 +273,7 @@ pub struct Topology {
     idempotency: IdemConfig,
     cache: Option<CacheSetup>,
     workflows: Option<WorkflowSetup>,
+    reconcile: Option<ReconConfig>,
 }
 
 /// The workflow engine behind the mutating APIs: RunInstances inserts Pending rows and hands
@@ -336,6 +342,7 @@ impl Topology {
             idempotency: IdemConfig::default(),
             cache: None,
             workflows: None,
+            reconcile: None,
         })
     }
 
@@ -382,6 +389,16 @@ impl Topology {
             }
         }
         self.workflows = Some(setup);
+        Ok(self)
+    }
+
+    /// Audits resources against the dependencies' records and releases orphans (needs workflows:
+    /// their resource table is what the control plane believes).
+    pub fn with_reconciliation(mut self, cfg: ReconConfig) -> Result<Topology, TopologyError> {
+        if self.workflows.is_none() {
+            return Err(TopologyError::ReconciliationNeedsWorkflows);
+        }
+        self.reconcile = Some(cfg);
         Ok(self)
     }
 
@@ -531,6 +548,12 @@ impl Topology {
             assert_eq!(id, wf_id);
             id
         });
+        let reconciler = self.reconcile.map(|cfg| {
+            sim.add(
+                "reconciler",
+                Part::Reconciler(Box::new(Reconciler::new(cfg))),
+            )
+        });
         let cleanup = self.cleanup.as_ref().map(|cfg| {
             let job = Cleanup::new(cfg.clone(), db_id);
             let first = job.first_delay();
@@ -549,6 +572,7 @@ impl Topology {
             cleanup,
             l2,
             workflow,
+            reconciler,
             api_metrics,
         }
     }
@@ -556,7 +580,7 @@ impl Topology {
     /// Builds and runs the world under `seed`.
     pub fn run(&self, seed: RootSeed) -> RunResult {
         let mut world = self.build(seed);
-        let report = world.sim.run();
+        let report = world.run();
         world.result(report, self.duration)
     }
 }
@@ -572,6 +596,7 @@ pub struct World {
     pub cleanup: Option<ComponentId>,
     pub l2: Option<ComponentId>,
     pub workflow: Option<ComponentId>,
+    pub reconciler: Option<ComponentId>,
     api_metrics: ApiMetrics,
 }
 
@@ -629,6 +654,8 @@ pub struct RunResult {
     pub l2: Option<L2Stats>,
     /// The workflow engine's statistics, when workflows ran.
     pub workflows: Option<WfStats>,
+    /// Reconciliation's findings and repairs, when it ran.
+    pub reconciliation: Option<ReconStats>,
 }
 
 impl RunResult {
@@ -669,6 +696,62 @@ impl RunResult {
 }
 
 impl World {
+    /// Runs to the end, pausing at every reconciliation audit when there is one.
+    pub fn run(&mut self) -> RunReport {
+        let Some(period) = self.reconciler.map(|id| match self.sim.component(id) {
+            Part::Reconciler(c) => c.config().period(),
+            _ => unreachable!("the reconciler id names the reconciler"),
+        }) else {
+            return self.sim.run();
+        };
+        let mut at = SimTime::ZERO;
+        loop {
+            at = at.saturating_add(period);
+            if let Some(report) = self.sim.run_until(at) {
+                return report;
+            }
+            self.audit(at);
+        }
+    }
+
+    /// One reconciliation audit at `now` (between events): plans repairs from the engine's
+    /// resource table and the dependencies' records, and schedules them as calls.
+    pub fn audit(&mut self, now: SimTime) {
+        let (Some(rid), Some(wid)) = (self.reconciler, self.workflow) else {
+            return;
+        };
+        let repairs = {
+            let Part::Workflow(engine) = self.sim.component(wid) else {
+                unreachable!()
+            };
+            let deps: Vec<(ComponentId, &Dependency)> = self
+                .deps
+                .iter()
+                .filter_map(|&id| match self.sim.component(id) {
+                    Part::Dep(d) => Some((id, &**d)),
+                    _ => None,
+                })
+                .collect();
+            // The reconciler's state is only read here; it is updated below.
+            let Part::Reconciler(rec) = self.sim.component(rid) else {
+                unreachable!()
+            };
+            let mut rec = (**rec).clone();
+            let repairs = rec.audit(now, rid, engine.fleet(), &deps);
+            (repairs, rec)
+        };
+        let (repairs, rec) = repairs;
+        if let Part::Reconciler(c) = self.sim.component_mut(rid) {
+            **c = rec;
+        }
+        for r in repairs {
+            // Repairs go out now, at the audit's instant.
+            self.sim
+                .schedule(now.max(self.sim.now()), r.to, Msg::DepCall(r.call))
+                .expect("not in the past");
+        }
+    }
+
     fn cache_l1_stats(&self) -> Option<CacheStats> {
         self.l2?;
         let mut all = CacheStats::default();
@@ -747,6 +830,10 @@ impl World {
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
             l1: self.cache_l1_stats(),
+            reconciliation: self.reconciler.map(|id| match self.sim.component(id) {
+                Part::Reconciler(c) => c.stats().clone(),
+                _ => unreachable!("the reconciler id names the reconciler"),
+            }),
             workflows: self.workflow.map(|id| match self.sim.component(id) {
                 Part::Workflow(e) => e.stats().clone(),
                 _ => unreachable!("the workflow id names the engine"),
