@@ -126,3 +126,56 @@ fn golden_trace_hash_and_results_for_seed_zero() {
 }
 const GOLDEN_TRACE_HASH: &str = "683628c78574802c";
 const GOLDEN_MEAN_RESPONSE_S: &str = "1.795774218";
+
+/// Golden: the trace hash of a small control-plane run (gateway, 2 G1 nodes, database,
+/// shipped mocks, Describe-heavy traffic with tokens). Pins every component's behaviour and every
+/// sampler: if it changes, recorded results of the core changed meaning.
+#[test]
+fn golden_trace_hash_of_a_small_control_plane() {
+    use firedrill::api::lb::LbPolicy;
+    use firedrill::api::node::NodeConfigBuilder;
+    use firedrill::api::throttle::Throttle;
+    use firedrill::db::DbConfig;
+    use firedrill::gc::{GcProfile, HeapConfig};
+    use firedrill::kernel::{SimDuration, SimTime};
+    use firedrill::traffic::{ApiMix, OpenLoopConfig, TokenPolicy};
+    use firedrill::world::{Topology, shipped_mocks};
+    let traffic = OpenLoopConfig {
+        inter_arrival: Dist::exponential(1.0 / 200.0).unwrap(),
+        mix: ApiMix::describe_heavy(),
+        accounts: 50,
+        account_skew: Some(Dist::zipf(50, 1.1).unwrap()),
+        amount: Dist::uniform(1.0, 10.0).unwrap(),
+        instance_types: 2,
+        timeout: SimDuration::from_secs(5),
+        until: SimTime::ZERO,
+        describe_list_share: 0.2,
+        min_amount_fraction: 0.5,
+        tokens: TokenPolicy {
+            share: 0.5,
+            duplicate_fraction: 0.1,
+            duplicate_delay: SimDuration::from_ms(30),
+        },
+    };
+    let topo = Topology::new(
+        2,
+        NodeConfigBuilder::new(HeapConfig::defaults_for(GcProfile::G1))
+            .build()
+            .unwrap(),
+        LbPolicy::PowerOfTwoChoices,
+        Throttle::ecs_defaults(50),
+        DbConfig::assumed_defaults(),
+        shipped_mocks(),
+        traffic,
+        SimDuration::from_secs(10),
+    )
+    .unwrap();
+    let r = topo.run(RootSeed::new(0));
+    assert_eq!(
+        r.trace_hash().to_string(),
+        GOLDEN_CORE_TRACE_HASH,
+        "events {}",
+        r.report.events
+    );
+}
+const GOLDEN_CORE_TRACE_HASH: &str = "0fc73fa83aa8507a";
