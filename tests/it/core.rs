@@ -1157,3 +1157,72 @@ fn reconciliation_finds_and_repairs_every_orphan_of_lost_replies() {
         rec.repaired, rec.repair_failed
     );
 }
+
+/// Crafted calls through the whole path: the same ClientToken with the same parameters replays
+/// the original InstanceIds; with other parameters it gets 400 IdempotentParameterMismatch; sent
+/// while the first is still running it gets 403 LastTokenProcessing.
+#[test]
+fn client_token_answers_replay_mismatch_and_in_progress() {
+    use firedrill::api::types::{InstanceType, Params, Request, RequestId};
+    use firedrill::world::Msg;
+    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
+        .build()
+        .unwrap();
+    // Traffic that sends nothing of its own during the run (its first arrival is after the end).
+    let mut t = traffic(
+        1.0,
+        ApiMix::only(Api::DescribeInstances),
+        1,
+        SimDuration::from_secs(30),
+    );
+    t.inter_arrival = Dist::constant(1_000.0).unwrap();
+    let topo = topology(1, node, DbConfig::assumed_defaults(), t, unlimited(2), 60);
+    let mut world = topo.build(RootSeed::new(3));
+    quiet_deps(&mut world, None);
+    let call = |id: u64, at_ms: u64, amount: u16| {
+        let at = SimTime::from_ns(at_ms * 1_000_000);
+        let mut params = Params::single(InstanceType(0));
+        params.amount = amount;
+        Request {
+            id: RequestId(id),
+            api: Api::RunInstances,
+            account: AccountId(1),
+            intended: at,
+            deadline: at.saturating_add(SimDuration::from_secs(30)),
+            client_token: 0xC0FFEE,
+            params,
+        }
+    };
+    // 0 ms: the original (Amount 3); 5 ms: a duplicate while it runs; 10 s: a retry with the same
+    // parameters; 11 s: the same token with Amount 4.
+    for (id, at_ms, amount) in [(1, 0, 3), (2, 5, 3), (3, 10_000, 3), (4, 11_000, 4)] {
+        let req = call(id, at_ms, amount);
+        world
+            .sim
+            .schedule(req.intended, world.gateway, Msg::Request(req))
+            .unwrap();
+    }
+    let report = world.run();
+    let r = world.result(report, topo.duration());
+    let a = r.api(Api::RunInstances);
+    assert_eq!(
+        a.count(Status::Ok),
+        2,
+        "the original and the replay: {:?}",
+        a.status
+    );
+    assert_eq!(a.count(Status::Err(ErrorCode::LastTokenProcessing)), 1);
+    assert_eq!(
+        a.count(Status::Err(ErrorCode::IdempotentParameterMismatch)),
+        1
+    );
+    let Part::Db(db) = world.sim.component(world.db) else {
+        unreachable!()
+    };
+    assert_eq!(
+        db.table_rows(firedrill::db::Table::Instances),
+        3,
+        "one set of 3 instances"
+    );
+    assert_eq!(db.idempotency().stats().replays, 1);
+}
