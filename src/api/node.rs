@@ -429,6 +429,13 @@ impl ApiNode {
         self
     }
 
+    /// Empties the node's L1 (an operator's flush, or a restart's cold cache).
+    pub fn flush_cache(&mut self) {
+        if let Some(c) = &mut self.cache {
+            c.l1.flush();
+        }
+    }
+
     /// The node's L1 statistics, when it has a cache.
     pub fn l1_stats(&self) -> Option<&crate::cache::CacheStats> {
         self.cache.as_ref().map(|c| c.l1.stats())

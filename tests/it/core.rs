@@ -1226,3 +1226,73 @@ fn client_token_answers_replay_mismatch_and_in_progress() {
     );
     assert_eq!(db.idempotency().stats().replays, 1);
 }
+
+/// The stampede: flushing every L1 and the L2 mid-run sends the next second's reads to the
+/// database (point reads jump several-fold against the same second of an unflushed run), and
+/// single-flight keeps the jump below one read per request.
+#[test]
+fn a_cache_flush_shows_the_stampede_on_the_database() {
+    use firedrill::cache::{L1Config, L2Config};
+    use firedrill::world::CacheSetup;
+    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
+        .build()
+        .unwrap();
+    let mut mix = [0.0; Api::COUNT];
+    mix[Api::RunInstances.index()] = 2.0;
+    mix[Api::DescribeInstanceStatus.index()] = 98.0;
+    let t = traffic(
+        2_000.0,
+        ApiMix::new(mix).unwrap(),
+        20,
+        SimDuration::from_secs(30),
+    );
+    let setup = CacheSetup {
+        l1: L1Config::builder()
+            .capacity(100_000)
+            .ttl(SimDuration::from_secs(600), SimDuration::from_secs(900))
+            .build()
+            .unwrap(),
+        l2: L2Config::builder().capacity(1_000_000).build().unwrap(),
+        l2_ttl: SimDuration::from_secs(900),
+        l2_negative_ttl: SimDuration::from_secs(1),
+        invalidation_delay: Dist::constant(0.05).unwrap(),
+    };
+    let topo =
+        topology(4, node, DbConfig::assumed_defaults(), t, unlimited(20), 60).with_cache(setup);
+    let reads_in_second_after_40s = |flush: bool| {
+        let mut world = topo.build(RootSeed::new(8));
+        let at = |s: u64| SimTime::from_ns(s * 1_000_000_000);
+        assert!(world.sim.run_until(at(40)).is_none());
+        if flush {
+            for &id in &world.nodes.clone() {
+                if let Part::Node(n) = world.sim.component_mut(id) {
+                    n.flush_cache();
+                }
+            }
+            if let Part::L2(l2) = world.sim.component_mut(world.l2.unwrap()) {
+                l2.flush();
+            }
+        }
+        let reads = |w: &World| match w.sim.component(w.db) {
+            Part::Db(db) => {
+                db.stats()
+                    .class(firedrill::db::QueryClass::PointRead)
+                    .received
+            }
+            _ => unreachable!(),
+        };
+        let before = reads(&world);
+        assert!(world.sim.run_until(at(41)).is_none());
+        reads(&world) - before
+    };
+    let warm = reads_in_second_after_40s(false);
+    let flushed = reads_in_second_after_40s(true);
+    assert!(
+        flushed > 5 * warm.max(1),
+        "database point reads in the second after the flush: {flushed} vs {warm} warm"
+    );
+    assert!(
+        flushed < 2_000,
+        "at most one read per request (≈2,000/s), single-flight coalesces the rest: {flushed}"
+    );
+}
