@@ -137,61 +137,23 @@ impl Message for Msg {
     }
 }
 
-impl From<DbReply> for Msg {
-    fn from(r: DbReply) -> Msg {
-        Msg::DbReply(r)
-    }
+/// `From` for the messages components generic over the world's message type send: each wraps
+/// into the `Msg` variant of the same name (unit variants for the payload-less timers).
+macro_rules! wraps {
+    ($($t:ident),*; units $($u:ident),*) => {
+        $(impl From<$t> for Msg {
+            fn from(m: $t) -> Msg {
+                Msg::$t(m)
+            }
+        })*
+        $(impl From<$u> for Msg {
+            fn from(_: $u) -> Msg {
+                Msg::$u
+            }
+        })*
+    };
 }
-impl From<DbTimer> for Msg {
-    fn from(t: DbTimer) -> Msg {
-        Msg::DbTimer(t)
-    }
-}
-impl From<DepReply> for Msg {
-    fn from(r: DepReply) -> Msg {
-        Msg::DepReply(r)
-    }
-}
-impl From<L2Reply> for Msg {
-    fn from(r: L2Reply) -> Msg {
-        Msg::L2Reply(r)
-    }
-}
-impl From<L2Timer> for Msg {
-    fn from(_: L2Timer) -> Msg {
-        Msg::L2Timer
-    }
-}
-impl From<DepCall> for Msg {
-    fn from(c: DepCall) -> Msg {
-        Msg::DepCall(c)
-    }
-}
-impl From<WfTimer> for Msg {
-    fn from(t: WfTimer) -> Msg {
-        Msg::WfTimer(t)
-    }
-}
-impl From<WfDone> for Msg {
-    fn from(d: WfDone) -> Msg {
-        Msg::WfDone(d)
-    }
-}
-impl From<DbQuery> for Msg {
-    fn from(q: DbQuery) -> Msg {
-        Msg::DbQuery(q)
-    }
-}
-impl From<CleanupTick> for Msg {
-    fn from(_: CleanupTick) -> Msg {
-        Msg::CleanupTick
-    }
-}
-impl From<DepTimer> for Msg {
-    fn from(t: DepTimer) -> Msg {
-        Msg::DepTimer(t)
-    }
-}
+wraps!(DbReply, DbTimer, DepReply, L2Reply, DepCall, WfTimer, WfDone, DbQuery, DepTimer; units L2Timer, CleanupTick);
 
 /// The components of the world (static dispatch).
 pub enum Part {
