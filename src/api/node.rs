@@ -5,8 +5,8 @@
 
 use super::types::{Api, ErrorCode, InstanceIdRange, InstanceState, Request, Response, Status};
 use crate::cache::{
-    Broadcaster, CacheKey, Cached, CachedInstance, Fill, L1Cache, L2Op, L2Reply, L2Request,
-    L2Result, Lookup,
+    Broadcaster, CacheKey, Cached, CachedInstance, Fill, L1Cache, L2IdemOp, L2Op, L2Reply,
+    L2Request, L2Result, Lookup,
 };
 use crate::db::{
     Acquire, ConnectionPool, DbError, DbOp, DbQuery, DbReply, DbResult, UpdateOutcome, WaiterTicket,
@@ -21,7 +21,7 @@ use crate::kernel::{
     ComponentId, Dist, Handle, Outbox, SimDuration, SimRng, SimTime, Slab, TimerId,
 };
 use crate::metrics::{CounterId, HistogramId, Registry};
-use crate::workflow::{WfCommand, WorkflowKind};
+use crate::workflow::{WfCommand, WfOptions, WorkflowKind};
 use crate::world::Msg;
 use std::collections::VecDeque;
 
@@ -57,6 +57,8 @@ pub struct NodeConfig {
     page_size: u16,
     shed_expired: bool,
     idem_mode: IdemMode,
+    /// The L2 that holds the ClientToken records, when they live there instead of the database.
+    idem_l2: Option<ComponentId>,
 }
 
 /// Why a node configuration is not valid; each variant says what to change.
@@ -107,6 +109,7 @@ impl NodeConfigBuilder {
             page_size: 10,
             shed_expired: true,
             idem_mode: IdemMode::Atomic,
+            idem_l2: None,
         })
     }
     pub fn workers(mut self, n: u32) -> Self {
@@ -208,6 +211,12 @@ impl NodeConfig {
     /// [`NodeConfigBuilder::idempotency`]).
     pub fn with_idempotency_mode(mut self, mode: IdemMode) -> NodeConfig {
         self.idem_mode = mode;
+        self
+    }
+    /// The same configuration with the ClientToken records held by the L2 `l2` (`None`: by the
+    /// database). Set by the topology from its idempotency configuration.
+    pub fn with_idempotency_in_l2(mut self, l2: Option<ComponentId>) -> NodeConfig {
+        self.idem_l2 = l2;
         self
     }
     pub fn workers(&self) -> u32 {
@@ -633,7 +642,19 @@ impl ApiNode {
                 out.count(self.metrics.deadline_aborts, 1);
                 self.finish(h, Status::Err(ErrorCode::DeadlineExceeded), out);
             }
-            Next::Db(op, replica) => self.db_query(h, op, replica, out),
+            Next::Db(op, replica) => match (self.cfg.idem_l2, l2_idem_op(op)) {
+                // A ClientToken record held by the L2: a cache call, no connection.
+                (Some(l2), Some(op)) => {
+                    self.set_phase(h, Phase::Db);
+                    let req = L2Request {
+                        tag: h.to_u64(),
+                        reply_to: out.me(),
+                        op: L2Op::Idem(op),
+                    };
+                    out.send(l2, self.cfg.db_hop, Msg::L2Request(req));
+                }
+                _ => self.db_query(h, op, replica, out),
+            },
             Next::Dep(op) => self.dep_call(h, op, 0, out),
             Next::Done(status) => self.finish(h, status, out),
         }
@@ -689,8 +710,10 @@ impl ApiNode {
                 None => Next::Skip,
             },
             (Api::RunInstances | Api::CreateInstance, 2) => Next::Dep(DepOp::GetImage),
-            // With workflows, RunInstances' hosts come from its CreateInstances workflow.
-            (Api::RunInstances, 3) if self.deps.workflow.is_some() => Next::Skip,
+            // With workflows, the hosts come from the CreateInstances workflow.
+            (Api::RunInstances | Api::CreateInstance, 3) if self.deps.workflow.is_some() => {
+                Next::Skip
+            }
             (Api::RunInstances | Api::CreateInstance, 3) => Next::Dep(DepOp::AllocateHost),
             (Api::RunInstances | Api::CreateInstance, 4) => match w.idem {
                 Some(key) if self.cfg.idem_mode == IdemMode::NonAtomic => Next::Db(
@@ -720,10 +743,32 @@ impl ApiNode {
                     account,
                     count: 1,
                     instance_type: p.instance_type,
-                    state: Stopped,
+                    // With workflows the instance is Pending until its workflow stops it.
+                    state: if self.deps.workflow.is_some() {
+                        Pending
+                    } else {
+                        Stopped
+                    },
                 },
                 false,
             ),
+            (Api::CreateInstance, 6)
+                if self.deps.workflow.is_some() && !w.wf_sent && w.created.is_some() =>
+            {
+                let range = w.created.expect("checked");
+                Next::Workflow(
+                    WfCommand::new(
+                        WorkflowKind::CreateInstances,
+                        account,
+                        range,
+                        p.instance_type,
+                    )
+                    .with_options(WfOptions {
+                        stopped: true,
+                        ..WfOptions::default()
+                    }),
+                )
+            }
             (Api::RunInstances, 6)
                 if self.deps.workflow.is_some() && !w.wf_sent && w.created.is_some() =>
             {
@@ -875,11 +920,20 @@ impl ApiNode {
             return;
         }
         self.release_connection(out);
-        let h = Handle::from_u64(r.tag);
+        self.db_result(Handle::from_u64(r.tag), r.result, out);
+    }
+
+    /// What a database query (or a ClientToken record call on the L2) answered for `h`.
+    fn db_result(
+        &mut self,
+        h: Handle,
+        result: Result<DbResult, DbError>,
+        out: &mut Outbox<'_, Msg>,
+    ) {
         let Some(w) = self.work.get_mut(h) else {
             return;
         };
-        match r.result {
+        match result {
             Ok(DbResult::Instance(row)) => {
                 w.state = row
                     .map(|r| r.state)
@@ -1021,6 +1075,16 @@ impl ApiNode {
             return;
         };
         let CacheUse::Leader { key, .. } = w.cache else {
+            if w.phase == Phase::Db {
+                // A ClientToken record call: the L2 holds the store. An L2 that fails cannot
+                // vouch for the token, so the call fails as the database would (503).
+                let result = match r.result {
+                    Ok(L2Result::IdemChecked(check)) => Ok(DbResult::Idem(check)),
+                    Ok(_) => Ok(DbResult::Appended),
+                    Err(_) => Err(DbError::Unavailable),
+                };
+                self.db_result(h, result, out);
+            }
             return;
         };
         match r.result {
@@ -1294,15 +1358,26 @@ impl ApiNode {
                 }),
                 (Status::Err(_), None) => Some(DbOp::IdemAbandon { key }),
             };
-            if let Some(op) = op {
-                let q = DbQuery {
-                    tag: DETACHED,
-                    reply_to: out.me(),
-                    account: w.req.account,
-                    read_replica: false,
-                    op,
-                };
-                out.send(self.db, self.cfg.db_hop, Msg::DbQuery(q));
+            match (op, self.cfg.idem_l2) {
+                (Some(op), Some(l2)) => {
+                    let req = L2Request {
+                        tag: DETACHED,
+                        reply_to: out.me(),
+                        op: L2Op::Idem(l2_idem_op(op).expect("a ClientToken record write")),
+                    };
+                    out.send(l2, self.cfg.db_hop, Msg::L2Request(req));
+                }
+                (Some(op), None) => {
+                    let q = DbQuery {
+                        tag: DETACHED,
+                        reply_to: out.me(),
+                        account: w.req.account,
+                        read_replica: false,
+                        op,
+                    };
+                    out.send(self.db, self.cfg.db_hop, Msg::DbQuery(q));
+                }
+                (None, _) => {}
             }
         }
         let resp = Response {
@@ -1396,5 +1471,16 @@ impl ApiNode {
         if self.paused_until.is_none() {
             self.arm_gc_check(out);
         }
+    }
+}
+
+/// The L2 form of a ClientToken record operation, if `op` is one.
+fn l2_idem_op(op: DbOp) -> Option<L2IdemOp> {
+    match op {
+        DbOp::IdemCheck { key, fingerprint } => Some(L2IdemOp::Check { key, fingerprint }),
+        DbOp::IdemRecord { key, fingerprint } => Some(L2IdemOp::Record { key, fingerprint }),
+        DbOp::IdemComplete { key, outcome } => Some(L2IdemOp::Complete { key, outcome }),
+        DbOp::IdemAbandon { key } => Some(L2IdemOp::Abandon { key }),
+        _ => None,
     }
 }

@@ -38,6 +38,9 @@
 //! from the cache's stream, so turning failures on does not shift latencies.
 
 use super::{CacheConfigError, CacheKey, CacheStats, Cached, CachedInstance, LruMap};
+use crate::idempotency::{
+    Check as IdemCheck, IdemConfig, IdemKey, IdempotencyStore, Outcome as IdemOutcome,
+};
 use crate::kernel::{ComponentId, Dist, Outbox, SimDuration, SimRng, SimTime, TimerId};
 use crate::metrics::LatencyHistogram;
 use std::cmp::Reverse;
@@ -70,6 +73,20 @@ pub enum L2Op<K = CacheKey, V = CachedInstance> {
     },
     /// Drops every entry.
     Flush,
+    /// A ClientToken record operation, when the idempotency store lives here
+    /// ([`StoreKind::L2Cache`](crate::idempotency::StoreKind)): the check is a GET (plus SETNX
+    /// in atomic mode), the record writes are SETs — never in the database's transaction.
+    Idem(IdemOp),
+}
+
+/// A ClientToken record operation on an L2-held idempotency store (same meaning as the
+/// database's `DbOp::Idem*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdemOp {
+    Check { key: IdemKey, fingerprint: u64 },
+    Record { key: IdemKey, fingerprint: u64 },
+    Complete { key: IdemKey, outcome: IdemOutcome },
+    Abandon { key: IdemKey },
 }
 
 impl<K, V> L2Op<K, V> {
@@ -80,6 +97,8 @@ impl<K, V> L2Op<K, V> {
             L2Op::Set { .. } => "set",
             L2Op::Delete { .. } => "delete",
             L2Op::Flush => "flush",
+            L2Op::Idem(IdemOp::Check { .. }) => "idem_check",
+            L2Op::Idem(_) => "idem_write",
         }
     }
 }
@@ -107,6 +126,10 @@ pub enum L2Result<V = CachedInstance> {
     Deleted(bool),
     /// `Flush` done; how many entries were dropped.
     Flushed(u64),
+    /// `Idem(Check)`: the store's answer.
+    IdemChecked(IdemCheck),
+    /// `Idem(Record | Complete | Abandon)` done.
+    IdemWritten,
 }
 
 /// Why a request failed. Every error means "go to the database".
@@ -219,6 +242,8 @@ pub struct L2Stats {
     pub sets: u64,
     pub deletes: u64,
     pub flushes: u64,
+    /// ClientToken record operations received (checks and writes).
+    pub idem_ops: u64,
     /// Requests that completed service successfully.
     pub served: u64,
     /// Requests answered [`L2Error::Down`].
@@ -265,6 +290,8 @@ pub struct L2Cache<K = CacheKey, V = CachedInstance> {
     down: bool,
     error_rate: f64,
     stats: L2Stats,
+    /// The ClientToken records, when they live here; a flush drops them too.
+    idem: Option<IdempotencyStore>,
 }
 
 impl<K: Ord + Copy, V: Copy> L2Cache<K, V> {
@@ -281,6 +308,7 @@ impl<K: Ord + Copy, V: Copy> L2Cache<K, V> {
             down: false,
             error_rate: 0.0,
             stats: L2Stats::default(),
+            idem: None,
         }
     }
 
@@ -289,6 +317,18 @@ impl<K: Ord + Copy, V: Copy> L2Cache<K, V> {
     }
     pub fn stats(&self) -> &L2Stats {
         &self.stats
+    }
+
+    /// Holds the ClientToken records ([`L2Op::Idem`]) in a store of `cfg`; they share the cache's
+    /// fate (lost on a flush).
+    pub fn with_idempotency(mut self, cfg: IdemConfig) -> L2Cache<K, V> {
+        self.idem = Some(IdempotencyStore::new(cfg));
+        self
+    }
+
+    /// The ClientToken store, when it lives here.
+    pub fn idempotency(&self) -> Option<&IdempotencyStore> {
+        self.idem.as_ref()
     }
     /// Entries held (some may be expired, not yet looked up).
     pub fn len(&self) -> usize {
@@ -334,6 +374,9 @@ impl<K: Ord + Copy, V: Copy> L2Cache<K, V> {
     /// Fault hook: drops every entry now (an operator's flush, or with `set_down` a restart).
     /// Returns how many there were.
     pub fn flush(&mut self) -> usize {
+        if let Some(idem) = &mut self.idem {
+            idem.clear();
+        }
         let n = self.map.clear();
         self.stats.cache.flushed += n as u64;
         n
@@ -350,6 +393,7 @@ impl<K: Ord + Copy, V: Copy> L2Cache<K, V> {
             L2Op::Set { .. } => self.stats.sets += 1,
             L2Op::Delete { .. } => self.stats.deletes += 1,
             L2Op::Flush => self.stats.flushes += 1,
+            L2Op::Idem(_) => self.stats.idem_ops += 1,
         }
         if self.down {
             self.stats.refused_down += 1;
@@ -506,9 +550,36 @@ impl<K: Ord + Copy, V: Copy> L2Cache<K, V> {
                 L2Result::Deleted(removed)
             }
             L2Op::Flush => {
+                if let Some(idem) = &mut self.idem {
+                    idem.clear();
+                }
                 let n = self.map.clear() as u64;
                 st.flushed += n;
                 L2Result::Flushed(n)
+            }
+            L2Op::Idem(op) => {
+                let Some(idem) = &mut self.idem else {
+                    // Misrouted: the wiring sends these only to an L2 that holds the store.
+                    return L2Result::IdemWritten;
+                };
+                match op {
+                    IdemOp::Check { key, fingerprint } => {
+                        // Atomic mode: the check also reserves (SETNX); otherwise it only reads.
+                        L2Result::IdemChecked(idem.check(now, key, fingerprint))
+                    }
+                    IdemOp::Record { key, fingerprint } => {
+                        idem.record_in_progress(now, key, fingerprint);
+                        L2Result::IdemWritten
+                    }
+                    IdemOp::Complete { key, outcome } => {
+                        idem.complete(now, key, outcome);
+                        L2Result::IdemWritten
+                    }
+                    IdemOp::Abandon { key } => {
+                        idem.abandon(key);
+                        L2Result::IdemWritten
+                    }
+                }
             }
         }
     }

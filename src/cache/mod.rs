@@ -104,8 +104,8 @@ mod tests;
 pub use invalidation::{Broadcaster, InvalidationPlan, L1Invalidation};
 pub use l1::{Eviction, L1Cache, L1Config, L1ConfigBuilder};
 pub use l2::{
-    L2Cache, L2Config, L2ConfigBuilder, L2Error, L2Op, L2Reply, L2Request, L2Result, L2Stats,
-    L2Timer,
+    IdemOp as L2IdemOp, L2Cache, L2Config, L2ConfigBuilder, L2Error, L2Op, L2Reply, L2Request,
+    L2Result, L2Stats, L2Timer,
 };
 pub use lru::{LruMap, Slot};
 

@@ -65,7 +65,10 @@
 //! With [`StoreKind::L2Cache`] the check is a cache GET and the record write a cache SET on the
 //! cache component instead, and the database sees neither. A cache write is never in the
 //! database transaction, so a crash between the mutation's commit and the SET loses the record
-//! even in `Atomic` mode (the check-and-reserve is still atomic: SETNX).
+//! even in `Atomic` mode (the check-and-reserve is still atomic: SETNX). The topology routes
+//! the node's `DbOp::Idem*` steps to the L2 as `L2Op::Idem` (no connection taken); an L2 error
+//! fails the call with 503 like a database error would, and an L2 flush loses every record
+//! ([`IdemStats::lost`]), so a retry after it creates a second set of instances.
 //!
 //! **Atomic mode** (one transaction):
 //! 1. After the CPU step, the PointRead; at its reply call `check(now, key, fp)`. `Replay(o)` →

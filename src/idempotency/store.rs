@@ -259,6 +259,9 @@ pub struct IdemStats {
     pub stale_completions: u64,
     /// Unfinished records removed by [`IdempotencyStore::abandon`].
     pub abandoned: u64,
+    /// Records lost all at once by [`IdempotencyStore::clear`] (a flushed or restarted cache
+    /// holding the store): a retry of any of them proceeds again.
+    pub lost: u64,
 }
 
 /// The state of a record.
@@ -445,6 +448,17 @@ impl IdempotencyStore {
     /// many were dropped. Cost: O(dropped · log n).
     pub fn expire(&mut self, now: SimTime) -> u64 {
         self.sweep(now, usize::MAX)
+    }
+
+    /// Drops every record (the store's memory is lost: a flushed or restarted L2). Returns how
+    /// many were dropped.
+    pub fn clear(&mut self) -> u64 {
+        let n = self.records.len() as u64;
+        self.records.clear();
+        self.expiry.clear();
+        self.stats.lost += n;
+        self.stats.live = 0;
+        n
     }
 
     /// Drops up to `max` expired records from the front of the expiry index.

@@ -205,6 +205,10 @@ pub enum When {
     ReleaseDisks,
     /// Unless the command keeps the elastic IPs (`WfOptions::keep_eips`).
     ReleaseEips,
+    /// Unless the command creates the instances stopped (`WfOptions::stopped`).
+    Boot,
+    /// Only when the command creates the instances stopped (CreateInstance).
+    CreateStopped,
 }
 
 /// One step of a workflow definition.
@@ -285,18 +289,21 @@ impl WorkflowDef {
                         Some(Act(DepOp::ReleaseEip)),
                     )
                     .when(When::PublicIp),
-                    s("mark_starting", SetState(Starting), None),
+                    s("mark_starting", SetState(Starting), None).when(When::Boot),
                     s(
                         "start_vm",
                         Act(DepOp::AttachDisk),
                         Some(Act(DepOp::DetachDisk)),
-                    ),
+                    )
+                    .when(When::Boot),
                     s(
                         "start_billing",
                         Create(DepOp::StartBilling),
                         Some(Act(DepOp::StopBilling)),
-                    ),
-                    s("mark_running", SetState(Running), None),
+                    )
+                    .when(When::Boot),
+                    s("mark_running", SetState(Running), None).when(When::Boot),
+                    s("mark_stopped", SetState(Stopped), None).when(When::CreateStopped),
                 ],
                 Some(Deleted),
                 600,

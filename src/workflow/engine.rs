@@ -1528,6 +1528,8 @@ fn applies(when: When, o: WfOptions) -> bool {
         When::PublicIp => o.public_ip,
         When::ReleaseDisks => !o.keep_disks,
         When::ReleaseEips => !o.keep_eips,
+        When::Boot => !o.stopped,
+        When::CreateStopped => o.stopped,
     }
 }
 

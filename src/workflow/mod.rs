@@ -18,7 +18,7 @@
 //!
 //! | kind | steps (compensation) | on failure |
 //! |---|---|---|
-//! | CreateInstances | allocate_host (release_host) → create_disk (delete_disk) → create_eni (delete_eni) → allocate_eip (release_eip) if a public IP → Pending→Starting → start_vm = attach_disk (detach_disk) → start_billing (stop_billing) → Starting→Running | Deleted |
+//! | CreateInstances | allocate_host (release_host) → create_disk (delete_disk) → create_eni (delete_eni) → allocate_eip (release_eip) if a public IP → Pending→Starting → start_vm = attach_disk (detach_disk) → start_billing (stop_billing) → Starting→Running; created stopped (CreateInstance): the boot steps give way to Pending→Stopped | Deleted |
 //! | Start | Stopped→Starting → attach_disk (detach_disk) → start_billing (stop_billing) → Running | Stopped |
 //! | Stop | Running→Stopping → stop_billing → detach_disk → Stopped | left as is (a stuck Stopping) |
 //! | Reboot | Running→Starting → detach_disk (attach_disk) → attach_disk (detach_disk) → Running | Running |
@@ -197,6 +197,8 @@ pub struct WfOptions {
     pub keep_eips: bool,
     /// Delete: whatever the instances' state (the state write expects nothing).
     pub force: bool,
+    /// CreateInstances: leave the instances Stopped instead of booting them (CreateInstance).
+    pub stopped: bool,
 }
 
 /// Starts a workflow.

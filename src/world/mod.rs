@@ -17,7 +17,7 @@ use crate::deps::{
     DepCall, DepReply, DepTimer, Dependency, DependencyKind, DependencySpec, DependencyStats,
 };
 use crate::gc::GcStats;
-use crate::idempotency::IdemConfig;
+use crate::idempotency::{IdemConfig, StoreKind};
 use crate::kernel::{
     Component, ComponentId, Dist, Handle, Limits, Message, Outbox, Outcome, RootSeed, RunReport,
     Sim, SimDuration, SimTime, TraceHash,
@@ -461,7 +461,11 @@ impl Topology {
                 .find(|(k, _)| *k == i)
                 .map_or(&self.node, |(_, c)| c);
             let mut node = ApiNode::new(
-                cfg.clone().with_idempotency_mode(self.idempotency.mode()),
+                cfg.clone()
+                    .with_idempotency_mode(self.idempotency.mode())
+                    .with_idempotency_in_l2(
+                        (self.idempotency.store() == StoreKind::L2Cache).then_some(l2_id),
+                    ),
                 seed.fork(&name),
                 gateway_id,
                 db_id,
@@ -489,11 +493,19 @@ impl Topology {
         }
         sim.schedule(SimTime::ZERO + first, traffic_id, Msg::TrafficTick)
             .expect("after time zero");
-        let l2 = self.cache.as_ref().map(|c| {
-            let id = sim.add(
-                "l2",
-                Part::L2(Box::new(L2Cache::new(c.l2.clone(), seed.fork("l2")))),
+        // The L2 exists when the cache is on or it holds the ClientToken records (then with the
+        // default L2 configuration if there is no cache).
+        let idem_in_l2 = self.idempotency.store() == StoreKind::L2Cache;
+        let l2 = (self.cache.is_some() || idem_in_l2).then(|| {
+            let cfg = self.cache.as_ref().map_or_else(
+                || L2Config::builder().build().expect("defaults"),
+                |c| c.l2.clone(),
             );
+            let mut l2 = L2Cache::new(cfg, seed.fork("l2"));
+            if idem_in_l2 {
+                l2 = l2.with_idempotency(self.idempotency);
+            }
+            let id = sim.add("l2", Part::L2(Box::new(l2)));
             assert_eq!(id, l2_id);
             id
         });

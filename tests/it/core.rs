@@ -985,6 +985,63 @@ fn run_instances_reach_running_through_workflows() {
     );
 }
 
+/// CreateInstance with the workflow engine: the API answers with a Pending instance, whose
+/// CreateInstances workflow allocates a host, a disk and an ENI and leaves it Stopped — no boot,
+/// so no billing record.
+#[test]
+fn create_instance_runs_a_workflow_and_leaves_the_instance_stopped() {
+    use firedrill::api::types::{InstanceId, InstanceState};
+    use firedrill::workflow::{EngineConfig, WorkflowKind};
+    use firedrill::world::WorkflowSetup;
+    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
+        .build()
+        .unwrap();
+    let t = traffic(
+        5.0,
+        ApiMix::only(Api::CreateInstance),
+        3,
+        SimDuration::from_secs(30),
+    );
+    let setup = WorkflowSetup {
+        engine: EngineConfig::builder().build().unwrap(),
+        batch: true,
+    };
+    let topo = topology(2, node, DbConfig::assumed_defaults(), t, unlimited(3), 60)
+        .with_workflows(setup)
+        .unwrap();
+    let (r, world) = run_checked(&topo, 15, |world: &mut World| quiet_deps(world, None));
+    let ok = r.api(Api::CreateInstance).count(Status::Ok);
+    assert!(ok > 100, "{:?}", r.api(Api::CreateInstance).status);
+    let wf = r.workflows.as_ref().unwrap();
+    let create = WorkflowKind::CreateInstances.index();
+    assert_eq!(wf.admitted[create], ok, "one workflow per accepted call");
+    assert_eq!(wf.failed[create], 0, "failures: {:?}", wf.failures);
+    let Part::Db(db) = world.sim.component(world.db) else {
+        unreachable!()
+    };
+    let rows = db.table_rows(firedrill::db::Table::Instances);
+    assert_eq!(rows, ok);
+    let stopped = (1..=rows)
+        .filter(|&id| {
+            (0..3).any(|a| {
+                db.inspect_instance(AccountId(a), InstanceId(id))
+                    .is_some_and(|row| row.state == InstanceState::Stopped)
+            })
+        })
+        .count() as u64;
+    assert_eq!(stopped, rows, "every created instance Stopped");
+    let created = |name: &str| {
+        r.deps
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s.records_created)
+            .unwrap()
+    };
+    assert_eq!(created("block_storage"), ok, "one disk each");
+    assert_eq!(created("vpc"), ok, "one ENI each");
+    assert_eq!(created("billing"), 0, "never booted, never billed");
+}
+
 /// Workflows write a workflow row and a history event per transition: without cleanup those
 /// tables only grow; with the cleanup job (retention 60 s) they hold about a retention's worth.
 #[test]
@@ -1154,12 +1211,16 @@ fn reconciliation_finds_and_repairs_every_orphan_of_lost_replies() {
     );
 }
 
-/// Crafted calls through the whole path: the same ClientToken with the same parameters replays
-/// the original InstanceIds; with other parameters it gets 400 IdempotentParameterMismatch; sent
-/// while the first is still running it gets 403 LastTokenProcessing.
-#[test]
-fn client_token_answers_replay_mismatch_and_in_progress() {
+/// Sends crafted RunInstances calls of one ClientToken, `(id, at_ms, amount)`, through a
+/// one-node topology holding the token records where `store` says; flushes the L2 at
+/// `flush_at_ms` if given. Returns the result and the world.
+fn crafted_token_calls(
+    store: firedrill::idempotency::StoreKind,
+    calls: &[(u64, u64, u16)],
+    flush_at_ms: Option<u64>,
+) -> (RunResult, World) {
     use firedrill::api::types::{InstanceType, Params, Request, RequestId};
+    use firedrill::idempotency::IdemConfig;
     use firedrill::world::Msg;
     let node = NodeConfigBuilder::new(heap(GcProfile::Off))
         .build()
@@ -1172,55 +1233,114 @@ fn client_token_answers_replay_mismatch_and_in_progress() {
         SimDuration::from_secs(30),
     );
     t.inter_arrival = Dist::constant(1_000.0).unwrap();
-    let topo = topology(1, node, DbConfig::assumed_defaults(), t, unlimited(2), 60);
+    let topo = topology(1, node, DbConfig::assumed_defaults(), t, unlimited(2), 60)
+        .with_idempotency(IdemConfig::builder().store(store).build().unwrap());
     let mut world = topo.build(RootSeed::new(3));
     quiet_deps(&mut world, None);
-    let call = |id: u64, at_ms: u64, amount: u16| {
-        let at = SimTime::from_ns(at_ms * 1_000_000);
+    let at = |ms: u64| SimTime::from_ns(ms * 1_000_000);
+    for &(id, at_ms, amount) in calls {
         let mut params = Params::single(InstanceType(0));
         params.amount = amount;
-        Request {
+        let req = Request {
             id: RequestId(id),
             api: Api::RunInstances,
             account: AccountId(1),
-            intended: at,
-            deadline: at.saturating_add(SimDuration::from_secs(30)),
+            intended: at(at_ms),
+            deadline: at(at_ms).saturating_add(SimDuration::from_secs(30)),
             client_token: 0xC0FFEE,
             params,
-        }
-    };
-    // 0 ms: the original (Amount 3); 5 ms: a duplicate while it runs; 10 s: a retry with the same
-    // parameters; 11 s: the same token with Amount 4.
-    for (id, at_ms, amount) in [(1, 0, 3), (2, 5, 3), (3, 10_000, 3), (4, 11_000, 4)] {
-        let req = call(id, at_ms, amount);
+        };
         world
             .sim
             .schedule(req.intended, world.gateway, Msg::Request(req))
             .unwrap();
     }
+    if let Some(ms) = flush_at_ms {
+        assert!(world.sim.run_until(at(ms)).is_none());
+        if let Some(Part::L2(l2)) = world.l2.map(|id| world.sim.component_mut(id)) {
+            l2.flush();
+        }
+    }
     let report = world.run();
     let r = world.result(report, topo.duration());
-    let a = r.api(Api::RunInstances);
-    assert_eq!(
-        a.count(Status::Ok),
-        2,
-        "the original and the replay: {:?}",
-        a.status
-    );
-    assert_eq!(a.count(Status::Err(ErrorCode::LastTokenProcessing)), 1);
-    assert_eq!(
-        a.count(Status::Err(ErrorCode::IdempotentParameterMismatch)),
-        1
-    );
-    let Part::Db(db) = world.sim.component(world.db) else {
-        unreachable!()
+    (r, world)
+}
+
+/// Crafted calls through the whole path: the same ClientToken with the same parameters replays
+/// the original InstanceIds; with other parameters it gets 400 IdempotentParameterMismatch; sent
+/// while the first is still running it gets 403 LastTokenProcessing. The same answers whether
+/// the records live in the database or in the L2.
+#[test]
+fn client_token_answers_replay_mismatch_and_in_progress() {
+    use firedrill::idempotency::StoreKind;
+    // 0 ms: the original (Amount 3); 5 ms: a duplicate while it runs; 10 s: a retry with the same
+    // parameters; 11 s: the same token with Amount 4.
+    let calls = [(1, 0, 3), (2, 5, 3), (3, 10_000, 3), (4, 11_000, 4)];
+    for store in [StoreKind::Db, StoreKind::L2Cache] {
+        let (r, world) = crafted_token_calls(store, &calls, None);
+        let a = r.api(Api::RunInstances);
+        assert_eq!(
+            a.count(Status::Ok),
+            2,
+            "{store:?}: the original and the replay: {:?}",
+            a.status
+        );
+        assert_eq!(a.count(Status::Err(ErrorCode::LastTokenProcessing)), 1);
+        assert_eq!(
+            a.count(Status::Err(ErrorCode::IdempotentParameterMismatch)),
+            1
+        );
+        let Part::Db(db) = world.sim.component(world.db) else {
+            unreachable!()
+        };
+        assert_eq!(
+            db.table_rows(firedrill::db::Table::Instances),
+            3,
+            "{store:?}: one set of 3 instances"
+        );
+        let (db_checks, l2_replays) = match world.l2.map(|id| world.sim.component(id)) {
+            Some(Part::L2(l2)) => (
+                db.idempotency().stats().checks,
+                l2.idempotency().map_or(0, |s| s.stats().replays),
+            ),
+            _ => (db.idempotency().stats().checks, 0),
+        };
+        match store {
+            StoreKind::Db => assert_eq!(db.idempotency().stats().replays, 1),
+            StoreKind::L2Cache => {
+                assert_eq!(db_checks, 0, "the database sees no token check");
+                assert_eq!(l2_replays, 1);
+                assert_eq!(
+                    r.l2.as_ref().unwrap().idem_ops,
+                    4 + 1,
+                    "4 checks, 1 completion"
+                );
+            }
+        }
+    }
+}
+
+/// Token records in the L2 share its fate: a flush between the original call and the client's
+/// retry loses the record, and the retry creates a second set of instances. In the database the
+/// retry is a replay.
+#[test]
+fn a_flushed_l2_token_store_lets_a_retry_duplicate() {
+    use firedrill::idempotency::StoreKind;
+    let calls = [(1, 0, 3), (2, 10_000, 3)];
+    let rows = |store| {
+        let (r, world) = crafted_token_calls(store, &calls, Some(5_000));
+        assert_eq!(r.api(Api::RunInstances).count(Status::Ok), 2);
+        let Part::Db(db) = world.sim.component(world.db) else {
+            unreachable!()
+        };
+        db.table_rows(firedrill::db::Table::Instances)
     };
+    assert_eq!(rows(StoreKind::Db), 3, "a replay: one set");
     assert_eq!(
-        db.table_rows(firedrill::db::Table::Instances),
-        3,
-        "one set of 3 instances"
+        rows(StoreKind::L2Cache),
+        6,
+        "the record was flushed: two sets"
     );
-    assert_eq!(db.idempotency().stats().replays, 1);
 }
 
 /// The stampede: flushing every L1 and the L2 mid-run sends the next second's reads to the
