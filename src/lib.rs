@@ -43,6 +43,7 @@ pub mod kernel;
 pub mod metrics;
 pub mod reconcile;
 pub mod report;
+pub mod scenario;
 pub mod station;
 pub mod traffic;
 pub mod workflow;

@@ -4,6 +4,9 @@
 //! scenario, mock); 3 an invariant was violated (a found bug).
 
 mod queue;
+mod run;
+
+pub use run::EXIT_SLO_FAILED;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -31,6 +34,13 @@ enum Command {
     /// Capacity calculator: simulate an open-loop c-server station and print the exact
     /// queueing-theory answer beside it.
     Queue(queue::QueueArgs),
+    /// Run a scenario file: prints the seed, a progress bar on a terminal, a summary table, and
+    /// writes summary.json (exit 0 ok, 1 SLOs failed, 2 bad input, 3 a broken invariant).
+    Run(run::RunArgs),
+    /// Check scenario and mock files without running them (exit 0 or 2).
+    Validate(run::ValidateArgs),
+    /// Show the shipped scenarios, distributions and dependency mocks.
+    List(run::ListArgs),
 }
 
 /// Bad input found after parsing; the message says what to change.
@@ -60,6 +70,9 @@ where
     };
     let result = match cli.command {
         Command::Queue(args) => queue::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Validate(args) => run::validate(&args),
+        Command::List(args) => run::list(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

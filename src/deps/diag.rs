@@ -122,6 +122,9 @@ impl<'a> Positions<'a> {
 pub(crate) struct Diag<'a> {
     file: &'a str,
     positions: Positions<'a>,
+    /// Byte ranges of text that is not the file's own (`--set` overrides appended to it), each
+    /// with the label problems there are reported under instead of `file:line:column`.
+    foreign: Vec<(Range<usize>, String)>,
     pub(crate) problems: Vec<Problem>,
 }
 
@@ -130,8 +133,15 @@ impl<'a> Diag<'a> {
         Diag {
             file,
             positions: Positions::new(text),
+            foreign: Vec::new(),
             problems: Vec::new(),
         }
+    }
+
+    /// Problems whose span starts in `range` are reported under `label` (e.g. `--set
+    /// duration=0s`), with no line or column.
+    pub(crate) fn add_foreign(&mut self, range: Range<usize>, label: String) {
+        self.foreign.push((range, label));
     }
 
     /// A problem at the start of `span` (`None`: the start of the file).
@@ -142,7 +152,19 @@ impl<'a> Diag<'a> {
         message: impl Into<String>,
         hint: Option<String>,
     ) {
-        let (line, column) = self.positions.of(span.map_or(0, |s| s.start));
+        let start = span.map_or(0, |s| s.start);
+        if let Some((_, label)) = self.foreign.iter().find(|(r, _)| r.contains(&start)) {
+            self.problems.push(Problem {
+                file: label.clone(),
+                line: 0,
+                column: 0,
+                path: path.to_string(),
+                message: message.into(),
+                hint,
+            });
+            return;
+        }
+        let (line, column) = self.positions.of(start);
         self.problems.push(Problem {
             file: self.file.to_string(),
             line,

@@ -78,7 +78,7 @@ struct RawError {
 
 /// The field names serde's derive gave a struct (what `deny_unknown_fields` accepts), read by
 /// asking the struct to deserialize itself from a probe.
-fn fields_of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+pub(crate) fn fields_of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
     struct Probe<'a>(&'a mut &'static [&'static str]);
     impl<'de> serde::Deserializer<'de> for Probe<'_> {
         type Error = serde::de::value::Error;
@@ -110,13 +110,13 @@ fn fields_of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
 
 /// The nesting of the raw layer, for the shape pass: which keys hold tables the raw layer reads
 /// field by field. Anything else (a `Dist`, a string) is a leaf to the shape pass.
-struct Shape {
-    fields: fn() -> &'static [&'static str],
-    subs: &'static [(&'static str, Sub)],
+pub(crate) struct Shape {
+    pub(crate) fields: fn() -> &'static [&'static str],
+    pub(crate) subs: &'static [(&'static str, Sub)],
 }
 
 #[derive(Clone, Copy)]
-enum Sub {
+pub(crate) enum Sub {
     /// A table read by a raw struct.
     Table(&'static Shape),
     /// An array of tables, each read by a raw struct.
@@ -145,7 +145,7 @@ static ROOT_SHAPE: Shape = Shape {
     ],
 };
 
-fn join(path: &str, key: &str) -> String {
+pub(crate) fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_string()
     } else {
@@ -288,6 +288,20 @@ fn toml_words(message: &str) -> String {
 /// Passes 1 and 2: the raw layer, or `None` if the syntax is broken. Problems go to `diag`; the
 /// paths of entries dropped for a type error go to `broken` (so they are not also "missing").
 fn read_raw(text: &str, diag: &mut Diag<'_>, broken: &mut BTreeSet<String>) -> Option<RawMock> {
+    read_raw_as(text, &ROOT_SHAPE, diag, broken, |_, _| {})
+}
+
+/// Passes 1 and 2 for any raw layer `T` described by `shape`: parses `text` (syntax problems
+/// reported, `None` if any), lets `prepare` edit the spanned tree (e.g. apply `--set`
+/// overrides), strips and reports unknown keys, then deserializes, dropping and reporting each
+/// entry serde refuses until the rest reads.
+pub(crate) fn read_raw_as<'t, T: serde::de::DeserializeOwned>(
+    text: &'t str,
+    shape: &Shape,
+    diag: &mut Diag<'_>,
+    broken: &mut BTreeSet<String>,
+    prepare: impl FnOnce(&mut DeTable<'t>, &mut Diag<'_>),
+) -> Option<T> {
     let (root, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
         for e in syntax {
@@ -297,11 +311,12 @@ fn read_raw(text: &str, diag: &mut Diag<'_>, broken: &mut BTreeSet<String>) -> O
     }
     let span = root.span();
     let mut table = root.into_inner();
-    strip_unknown(&mut table, &ROOT_SHAPE, "", diag, broken);
+    prepare(&mut table, diag);
+    strip_unknown(&mut table, shape, "", diag, broken);
     // Each round drops one entry, so this ends.
     for _ in 0..=count_entries(&table) {
         let de = toml::de::Deserializer::from(Spanned::new(span.clone(), table.clone()));
-        match RawMock::deserialize(de) {
+        match T::deserialize(de) {
             Ok(raw) => return Some(raw),
             Err(e) => {
                 let message = toml_words(e.message());
@@ -309,7 +324,7 @@ fn read_raw(text: &str, diag: &mut Diag<'_>, broken: &mut BTreeSet<String>) -> O
                     diag.at(None, "", message, None);
                     return None;
                 };
-                match prune(&mut table, Some(&ROOT_SHAPE), &espan, "") {
+                match prune(&mut table, Some(shape), &espan, "") {
                     Some(path) => {
                         diag.at(Some(espan), &path, message, None);
                         broken.insert(path);
@@ -330,9 +345,12 @@ fn read_raw(text: &str, diag: &mut Diag<'_>, broken: &mut BTreeSet<String>) -> O
 
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "PATCH"];
 
-struct Check<'a, 'd> {
-    diag: &'a mut Diag<'d>,
-    broken: &'a BTreeSet<String>,
+/// The validator's helpers: range checks and required keys, each reporting to `diag`.
+pub(crate) struct Check<'a, 'd> {
+    pub(crate) diag: &'a mut Diag<'d>,
+    pub(crate) broken: &'a BTreeSet<String>,
+    /// An example line for a missing key (the hint of a "missing key" problem).
+    pub(crate) example: fn(&str) -> &'static str,
 }
 
 /// An example line for a missing key.
@@ -358,13 +376,19 @@ fn example(key: &str) -> &'static str {
 }
 
 impl Check<'_, '_> {
-    fn problem(&mut self, span: Range<usize>, path: &str, message: String, hint: Option<String>) {
+    pub(crate) fn problem(
+        &mut self,
+        span: Range<usize>,
+        path: &str,
+        message: String,
+        hint: Option<String>,
+    ) {
         self.diag.at(Some(span), path, message, hint);
     }
 
     /// The value of a required key; reports it missing (at `parent`) unless it was dropped for a
     /// type error already.
-    fn required<'r, T>(
+    pub(crate) fn required<'r, T>(
         &mut self,
         v: &'r Sp<T>,
         parent: &Range<usize>,
@@ -378,14 +402,14 @@ impl Check<'_, '_> {
                     parent.clone(),
                     &p,
                     format!("missing key `{key}`"),
-                    Some(format!("add {}", example(key))),
+                    Some(format!("add {}", (self.example)(key))),
                 );
             }
         }
         v.as_ref()
     }
 
-    fn int(&mut self, v: &Spanned<i64>, path: &str, lo: i64, hi: i64) -> Option<i64> {
+    pub(crate) fn int(&mut self, v: &Spanned<i64>, path: &str, lo: i64, hi: i64) -> Option<i64> {
         let x = *v.get_ref();
         if (lo..=hi).contains(&x) {
             Some(x)
@@ -400,7 +424,7 @@ impl Check<'_, '_> {
         }
     }
 
-    fn float(&mut self, v: &Spanned<f64>, path: &str, lo: f64, hi: f64) -> Option<f64> {
+    pub(crate) fn float(&mut self, v: &Spanned<f64>, path: &str, lo: f64, hi: f64) -> Option<f64> {
         let x = *v.get_ref();
         if x.is_finite() && (lo..=hi).contains(&x) {
             Some(x)
@@ -415,14 +439,23 @@ impl Check<'_, '_> {
         }
     }
 
-    fn opt_int(&mut self, v: &Sp<i64>, path: &str, lo: i64, hi: i64, default: i64) -> Option<i64> {
+    pub(crate) fn opt_int(
+        &mut self,
+        v: &Sp<i64>,
+        path: &str,
+        lo: i64,
+        hi: i64,
+        default: i64,
+    ) -> Option<i64> {
         match v {
+            // Dropped for a type error (already reported): no default stands in for it.
+            None if self.broken.contains(path) => None,
             None => Some(default),
             Some(v) => self.int(v, path, lo, hi),
         }
     }
 
-    fn text(&mut self, v: &Spanned<String>, path: &str, max: usize) -> Option<String> {
+    pub(crate) fn text(&mut self, v: &Spanned<String>, path: &str, max: usize) -> Option<String> {
         let s = v.get_ref();
         if s.trim().is_empty() {
             self.problem(v.span(), path, "must not be empty".into(), None);
@@ -966,6 +999,7 @@ pub fn parse_mock(file_name: &str, text: &str) -> Result<DependencySpec, MockErr
         let mut check = Check {
             diag: &mut diag,
             broken: &broken,
+            example,
         };
         validate(file_name, &raw, name_pos, &mut check)
     });

@@ -137,6 +137,17 @@ impl Registry {
     pub fn get_counter(&self, id: CounterId) -> u64 {
         self.counters[id.0 as usize].1
     }
+    /// Zeroes every counter and empties every histogram, keeping the names and ids (the end of
+    /// a warmup: what follows is measured alone).
+    pub fn reset_values(&mut self) {
+        for (_, h) in &mut self.histograms {
+            *h = LatencyHistogram::new();
+        }
+        for (_, c) in &mut self.counters {
+            *c = 0;
+        }
+    }
+
     /// Histograms sorted by name.
     pub fn histograms(&self) -> Vec<(&str, &LatencyHistogram)> {
         let mut v: Vec<_> = self

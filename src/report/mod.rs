@@ -1,6 +1,8 @@
 //! Deterministic output: a small JSON tree whose objects always print with sorted keys and whose
 //! floats print at a fixed number of decimals, so equal results are equal bytes.
 
+pub mod summary;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 

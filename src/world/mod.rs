@@ -376,6 +376,18 @@ impl Topology {
         self
     }
 
+    /// API nodes.
+    pub fn nodes(&self) -> u32 {
+        self.nodes
+    }
+    /// The open-loop traffic.
+    pub fn traffic(&self) -> &OpenLoopConfig {
+        &self.traffic
+    }
+    /// The database.
+    pub fn db(&self) -> &DbConfig {
+        &self.db
+    }
     pub fn duration(&self) -> SimDuration {
         self.duration
     }
@@ -548,6 +560,7 @@ impl Topology {
             workflow,
             reconciler,
             api_metrics,
+            audits_done: 0,
         }
     }
 
@@ -572,6 +585,8 @@ pub struct World {
     pub workflow: Option<ComponentId>,
     pub reconciler: Option<ComponentId>,
     api_metrics: ApiMetrics,
+    /// Reconciliation audits done so far (the next is at `(audits_done + 1) × period`).
+    audits_done: u64,
 }
 
 /// Per-API results, as the client saw them.
@@ -672,20 +687,35 @@ impl RunResult {
 impl World {
     /// Runs to the end, pausing at every reconciliation audit when there is one.
     pub fn run(&mut self) -> RunReport {
-        let Some(period) = self.reconciler.map(|id| match self.sim.component(id) {
-            Part::Reconciler(c) => c.config().period(),
-            _ => unreachable!("the reconciler id names the reconciler"),
-        }) else {
-            return self.sim.run();
-        };
-        let mut at = SimTime::ZERO;
         loop {
-            at = at.saturating_add(period);
-            if let Some(report) = self.sim.run_until(at) {
+            if let Some(report) = self.run_until(SimTime::MAX) {
                 return report;
             }
-            self.audit(at);
         }
+    }
+
+    /// Runs every event due at or before `until`, pausing at each reconciliation audit on the
+    /// way (every multiple of its period); returns the report if the run ended first. Drivers
+    /// use it to show progress, end a warmup, or stop early.
+    pub fn run_until(&mut self, until: SimTime) -> Option<RunReport> {
+        let period = self.reconciler.map(|id| match self.sim.component(id) {
+            Part::Reconciler(c) => c.config().period(),
+            _ => unreachable!("the reconciler id names the reconciler"),
+        });
+        if let Some(period) = period {
+            loop {
+                let at = SimTime::ZERO.saturating_add(period.saturating_mul(self.audits_done + 1));
+                if at > until {
+                    break;
+                }
+                if let Some(report) = self.sim.run_until(at) {
+                    return Some(report);
+                }
+                self.audit(at);
+                self.audits_done += 1;
+            }
+        }
+        self.sim.run_until(until)
     }
 
     /// One reconciliation audit at `now` (between events): plans repairs from the engine's

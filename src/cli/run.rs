@@ -1,0 +1,305 @@
+//! `firedrill run`, `validate` and `list`: scenario files in, a summary table and `summary.json`
+//! out; exit codes 0 ok, 1 SLOs failed, 2 bad input, 3 a broken invariant or a safety bound.
+
+use super::{CliError, EXIT_BAD_INPUT, EXIT_INVARIANT, EXIT_OK};
+use crate::deps::parse::{load_mock_file, load_mocks_dir};
+use crate::deps::spec::DependencySpec;
+use crate::kernel::{Outcome, RootSeed, SimTime};
+use crate::report::summary::{Wall, slo_checks, summary, write_atomic};
+use crate::scenario::{Override, Scenario, load_scenario};
+use crate::world::shipped_mocks;
+use clap::Args;
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+
+/// Exit code for a run whose SLOs or thresholds failed.
+pub const EXIT_SLO_FAILED: u8 = 1;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The scenario file (see scenarios/README.md).
+    pub scenario: PathBuf,
+    /// The root seed (default: the scenario's `seed`).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Where results go (default: results/<scenario-name>/seed-<N>/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Overrides a scenario key, e.g. --set duration=300s --set topology.api.nodes=12.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub set: Vec<String>,
+    /// The folder of dependency mocks (default: ./mocks if present, else the shipped ones).
+    #[arg(long)]
+    pub mocks: Option<PathBuf>,
+    /// No progress bar and no table: only the seed and where the results went.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Scenario or mock files (a file under a `mocks` folder, or with [[endpoint]] tables, is
+    /// read as a mock).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub set: Vec<String>,
+    #[arg(long)]
+    pub mocks: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The scenarios folder.
+    #[arg(long, default_value = "scenarios")]
+    pub scenarios: PathBuf,
+    #[arg(long)]
+    pub mocks: Option<PathBuf>,
+}
+
+fn mocks(dir: Option<&Path>) -> Result<Vec<DependencySpec>, CliError> {
+    match dir {
+        Some(d) => load_mocks_dir(d).map_err(|e| CliError::BadInput(e.to_string())),
+        None if Path::new("mocks").is_dir() => {
+            load_mocks_dir("mocks").map_err(|e| CliError::BadInput(e.to_string()))
+        }
+        None => Ok(shipped_mocks()),
+    }
+}
+
+fn overrides(set: &[String]) -> Result<Vec<Override>, CliError> {
+    set.iter()
+        .map(|s| Override::parse(s).map_err(CliError::BadInput))
+        .collect()
+}
+
+fn load(path: &Path, set: &[String], mocks_dir: Option<&Path>) -> Result<Scenario, CliError> {
+    let mocks = mocks(mocks_dir)?;
+    let o = overrides(set)?;
+    load_scenario(path, &o, &mocks).map_err(|e| CliError::BadInput(e.to_string()))
+}
+
+fn fmt_ms(ns: Option<u64>) -> String {
+    ns.map_or_else(|| "-".into(), |v| format!("{:.1}", v as f64 / 1e6))
+}
+
+/// Runs a scenario: see the module documentation.
+pub fn run(args: &RunArgs) -> Result<u8, CliError> {
+    let scenario = load(&args.scenario, &args.set, args.mocks.as_deref())?;
+    let seed = args.seed.unwrap_or(scenario.seed());
+    println!("seed: {seed}");
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("results")
+            .join(scenario.name())
+            .join(format!("seed-{seed}"))
+    });
+    let topo = scenario.topology();
+    let mut world = topo.build(RootSeed::new(seed));
+    let progress = !args.quiet && std::io::stderr().is_terminal();
+    // The wall clock measures the tool, never the simulation: it only feeds the progress line
+    // and the summary's `wall` section.
+    #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+    let started = std::time::Instant::now();
+    let end = SimTime::ZERO.saturating_add(scenario.duration());
+    let warmup_end = SimTime::ZERO.saturating_add(scenario.warmup());
+    let mut warmed = scenario.warmup().is_zero();
+    let step = scenario.duration().as_ns() / 100;
+    let mut report = None;
+    let mut k = 1u64;
+    while report.is_none() {
+        let next = if k <= 100 {
+            SimTime::from_ns(step.max(1) * k).min(end)
+        } else {
+            SimTime::MAX
+        };
+        let stop = if !warmed { next.min(warmup_end) } else { next };
+        report = world.run_until(stop);
+        if !warmed && world.sim.now() <= warmup_end && report.is_none() && stop == warmup_end {
+            world.sim.metrics_mut().reset_values();
+            warmed = true;
+            continue;
+        }
+        if progress && k <= 100 {
+            let wall = started.elapsed().as_secs_f64().max(1e-9);
+            let sim_s = world.sim.now().as_secs_f64();
+            eprint!(
+                "\r[{:<25}] {:>3}%  sim {:.0}s/{:.0}s  {:.2}M events/s  {:.0}x real time ",
+                "#".repeat((k / 4) as usize),
+                k,
+                sim_s,
+                scenario.duration().as_secs_f64(),
+                world.sim.events_processed() as f64 / wall / 1e6,
+                sim_s / wall
+            );
+        }
+        k += 1;
+    }
+    let report = report.expect("the loop ends with a report");
+    if progress {
+        eprintln!();
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let result = world.result(report, topo.duration());
+    let json = summary(
+        &scenario,
+        seed,
+        &result,
+        false,
+        Some(Wall { seconds: wall }),
+    );
+    let path = out.join("summary.json");
+    write_atomic(&path, json.to_pretty().as_bytes())
+        .map_err(|e| CliError::BadInput(format!("cannot write {}: {e}", path.display())))?;
+    let checks = slo_checks(&scenario, &result);
+    if !args.quiet {
+        println!(
+            "{} · {} simulated · {} events · {:.2}s wall · trace {}",
+            scenario.name(),
+            result.report.end_time,
+            result.report.events,
+            wall,
+            result.trace_hash()
+        );
+        println!(
+            "{:<24} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9}",
+            "api", "requests", "5xx%", "p50 ms", "p99 ms", "p999 ms", "max ms"
+        );
+        for a in result.apis.iter().filter(|a| a.requests > 0) {
+            let h = &a.latency;
+            println!(
+                "{:<24} {:>10} {:>8.3} {:>9} {:>9} {:>9} {:>9}",
+                a.api.name(),
+                a.requests,
+                100.0 * a.count_5xx() as f64 / a.requests as f64,
+                fmt_ms(h.quantile_ns(0.5)),
+                fmt_ms(h.quantile_ns(0.99)),
+                fmt_ms(h.quantile_ns(0.999)),
+                fmt_ms(h.max_ns()),
+            );
+        }
+        println!(
+            "{:<24} {:>10} {:>8.3}",
+            "all",
+            result.requests(),
+            100.0 * result.rate_5xx()
+        );
+        for c in &checks {
+            println!(
+                "slo {:<28} target {:>10.3}  measured {:>10}  {}",
+                c.name,
+                c.target,
+                c.measured.map_or("-".into(), |m| format!("{m:.3}")),
+                if c.met { "ok" } else { "FAILED" }
+            );
+        }
+    }
+    println!("results: {}", path.display());
+    let replay = format!(
+        "firedrill run {} --seed {seed}{}",
+        args.scenario.display(),
+        args.set
+            .iter()
+            .map(|s| format!(" --set {s}"))
+            .collect::<String>()
+    );
+    match &result.report.outcome {
+        Outcome::InvariantViolated { at, message, .. } => {
+            eprintln!("invariant violated at {at} (seed {seed}): {message}");
+            eprintln!("replay: {replay}");
+            return Ok(EXIT_INVARIANT);
+        }
+        Outcome::EventLimit { .. } | Outcome::PendingLimit { .. } => {
+            eprintln!(
+                "the run hit a safety bound ({}); replay: {replay}",
+                result.report.outcome.label()
+            );
+            return Ok(EXIT_INVARIANT);
+        }
+        _ => {}
+    }
+    if checks.iter().any(|c| !c.met) {
+        return Ok(EXIT_SLO_FAILED);
+    }
+    Ok(EXIT_OK)
+}
+
+fn is_mock(path: &Path, text: &str) -> bool {
+    path.components().any(|c| c.as_os_str() == "mocks") || text.contains("[[endpoint]]")
+}
+
+/// Checks files without running them: every problem of every file, exit 0 or 2.
+pub fn validate(args: &ValidateArgs) -> Result<u8, CliError> {
+    let mocks = mocks(args.mocks.as_deref())?;
+    let o = overrides(&args.set)?;
+    let mut bad = 0;
+    for f in &args.files {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        let outcome = if is_mock(f, &text) {
+            load_mock_file(f)
+                .map(|m| format!("mock {}", m.name()))
+                .map_err(|e| e.to_string())
+        } else {
+            load_scenario(f, &o, &mocks)
+                .map(|s| format!("scenario {}", s.name()))
+                .map_err(|e| e.to_string())
+        };
+        match outcome {
+            Ok(what) => println!("ok: {} ({what})", f.display()),
+            Err(e) => {
+                bad += 1;
+                eprintln!("{e}");
+            }
+        }
+    }
+    Ok(if bad == 0 { EXIT_OK } else { EXIT_BAD_INPUT })
+}
+
+/// Shows the shipped scenarios, distributions and dependency mocks.
+pub fn list(args: &ListArgs) -> Result<u8, CliError> {
+    let mocks_list = mocks(args.mocks.as_deref())?;
+    println!("scenarios ({}):", args.scenarios.display());
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&args.scenarios)
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    for f in &files {
+        match load_scenario(f, &[], &mocks_list) {
+            Ok(s) => println!(
+                "  {:<28} {}",
+                s.name(),
+                s.description().lines().next().unwrap_or("")
+            ),
+            Err(_) => println!(
+                "  {:<28} (does not validate: run `firedrill validate {}`)",
+                f.display(),
+                f.display()
+            ),
+        }
+    }
+    println!("distributions (short form, seconds unless a unit is given):");
+    for d in [
+        "const:5ms",
+        "uniform:1ms:10ms",
+        "exp:20ms (mean)",
+        "normal:10ms:2ms",
+        "lognormal_p:8ms:60ms (p50:p99)",
+        "pareto:1ms:2.5",
+        "zipf:10000:1.1",
+    ] {
+        println!("  {d}");
+    }
+    println!("dependency mocks:");
+    for m in &mocks_list {
+        println!(
+            "  {:<16} {:<14} {}",
+            m.name(),
+            m.kind().name(),
+            m.description().lines().next().unwrap_or("")
+        );
+    }
+    Ok(EXIT_OK)
+}

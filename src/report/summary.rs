@@ -1,0 +1,312 @@
+//! `summary.json`: the stable, versioned results format of a run (sorted keys, fixed float
+//! precision), and writing files atomically (a temporary file, then a rename).
+//!
+//! Everything but the `wall` section is a pure function of (scenario, seed): two runs of the
+//! same scenario and seed give byte-identical summaries once `wall` is removed.
+
+use super::Json;
+use crate::api::types::Api;
+use crate::metrics::LatencyHistogram;
+use crate::scenario::Scenario;
+use crate::workflow::WorkflowKind;
+use crate::world::RunResult;
+use std::io::Write as _;
+use std::path::Path;
+
+/// The summary format's version: bump on any change a reader could notice.
+pub const SCHEMA: &str = "firedrill.summary/1";
+
+/// Wall-clock figures of one run: the only part of a summary allowed to differ between runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Wall {
+    pub seconds: f64,
+}
+
+const NS_PER_MS: f64 = 1e6;
+
+/// p50/p90/p99/p999/max/mean of `h` in ms (3 decimals), nulls when empty.
+pub fn latency_ms(h: &LatencyHistogram) -> Json {
+    let q = |p: f64| Json::opt_num(h.quantile_ns(p).map(|v| v as f64 / NS_PER_MS), 3);
+    Json::obj([
+        ("count", Json::int(h.count())),
+        ("p50", q(0.5)),
+        ("p90", q(0.9)),
+        ("p99", q(0.99)),
+        ("p999", q(0.999)),
+        (
+            "max",
+            Json::opt_num(h.max_ns().map(|v| v as f64 / NS_PER_MS), 3),
+        ),
+        ("mean", Json::opt_num(h.mean_ns().map(|v| v / NS_PER_MS), 3)),
+    ])
+}
+
+fn ratio(a: u64, b: u64) -> Json {
+    if b == 0 {
+        Json::Null
+    } else {
+        Json::num(a as f64 / b as f64, 6)
+    }
+}
+
+/// One SLO check: what was measured against its target.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SloCheck {
+    pub name: String,
+    pub target: f64,
+    pub measured: Option<f64>,
+    pub met: bool,
+}
+
+/// Judges `r` by the scenario's SLOs: per API p99 (ms) and the overall 5XX rate. An API with no
+/// requests has nothing to judge and is skipped.
+pub fn slo_checks(s: &Scenario, r: &RunResult) -> Vec<SloCheck> {
+    let mut out = Vec::new();
+    for api in Api::ALL {
+        let a = r.api(api);
+        let Some(target) = s.slo().p99_ms(api) else {
+            continue;
+        };
+        if a.requests == 0 {
+            continue;
+        }
+        let measured = a.latency.quantile_ns(0.99).map(|v| v as f64 / NS_PER_MS);
+        out.push(SloCheck {
+            name: format!("{}.p99_ms", api.name()),
+            target,
+            measured,
+            met: measured.is_some_and(|m| m <= target),
+        });
+    }
+    if let Some(target) = s.slo().rate_5xx_max() {
+        let measured = r.rate_5xx();
+        out.push(SloCheck {
+            name: "rate_5xx".into(),
+            target,
+            measured: Some(measured),
+            met: measured <= target,
+        });
+    }
+    out
+}
+
+/// The summary of a run of `s` with `seed`. `partial`: the run was interrupted (Ctrl-C).
+pub fn summary(s: &Scenario, seed: u64, r: &RunResult, partial: bool, wall: Option<Wall>) -> Json {
+    let apis = Api::ALL
+        .iter()
+        .map(|&api| r.api(api))
+        .filter(|a| a.requests > 0)
+        .map(|a| {
+            (
+                a.api.name(),
+                Json::obj([
+                    ("requests", Json::int(a.requests)),
+                    (
+                        "status",
+                        Json::obj(a.status.iter().map(|(st, n)| (st.name(), Json::int(*n)))),
+                    ),
+                    ("latency_ms", latency_ms(&a.latency)),
+                    ("rate_5xx", ratio(a.count_5xx(), a.requests)),
+                ]),
+            )
+        });
+    let simulated_s = r.report.end_time.as_secs_f64();
+    let mut all_pauses = LatencyHistogram::new();
+    let mut paused_ns = 0u64;
+    let nodes: Vec<Json> = r
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            all_pauses.merge(n.gc.all_pauses());
+            paused_ns += n.gc.total_paused_ns();
+            Json::obj([
+                ("node", Json::int(i as u64)),
+                ("pauses", Json::int(n.gc.all_pauses().count())),
+                ("pause_ms", latency_ms(n.gc.all_pauses())),
+                ("time_fraction", Json::num(n.gc_time_fraction, 6)),
+            ])
+        })
+        .collect();
+    let node_time_ns = r.report.end_time.as_ns() as f64 * r.nodes.len() as f64;
+    let gc = Json::obj([
+        ("pauses", Json::int(all_pauses.count())),
+        ("pause_ms", latency_ms(&all_pauses)),
+        (
+            "time_fraction",
+            if node_time_ns > 0.0 {
+                Json::num(paused_ns as f64 / node_time_ns, 6)
+            } else {
+                Json::Null
+            },
+        ),
+        ("nodes", Json::Arr(nodes)),
+    ]);
+    let db = Json::obj([
+        (
+            "classes",
+            Json::obj(crate::db::QueryClass::ALL.iter().map(|&c| {
+                let st = r.db.class(c);
+                (
+                    c.name(),
+                    Json::obj([
+                        ("received", Json::int(st.received)),
+                        ("served", Json::int(st.served)),
+                        ("refused", Json::int(st.refused)),
+                        ("slow", Json::int(st.slow)),
+                        ("latency_ms", latency_ms(&st.latency)),
+                    ]),
+                )
+            })),
+        ),
+        ("slow_queries", Json::int(r.db.slow_queries())),
+        ("replica_reads", Json::int(r.db.replica_reads)),
+        ("stale_reads", Json::int(r.db.stale_reads)),
+        ("rejected_overloaded", Json::int(r.db.rejected_overloaded)),
+        ("rejected_unavailable", Json::int(r.db.rejected_unavailable)),
+        ("max_queued", Json::int(r.db.max_queued)),
+    ]);
+    let cache = match (&r.l1, &r.l2) {
+        (Some(l1), l2) => Json::obj([
+            (
+                "l1",
+                Json::obj([
+                    ("lookups", Json::int(l1.lookups())),
+                    ("hits", Json::int(l1.hits())),
+                    ("hit_ratio", Json::opt_num(l1.hit_ratio(), 6)),
+                    ("coalesced", Json::int(l1.coalesced)),
+                    ("stale_served", Json::int(l1.stale_served)),
+                    ("evictions", Json::int(l1.evictions)),
+                    ("invalidations", Json::int(l1.invalidations)),
+                ]),
+            ),
+            (
+                "l2",
+                l2.as_ref().map_or(Json::Null, |l2| {
+                    Json::obj([
+                        ("gets", Json::int(l2.gets)),
+                        ("hit_ratio", Json::opt_num(l2.cache.hit_ratio(), 6)),
+                        ("errors", Json::int(l2.errors())),
+                        ("latency_ms", latency_ms(&l2.latency)),
+                    ])
+                }),
+            ),
+        ]),
+        _ => Json::Null,
+    };
+    let workflows = r.workflows.as_ref().map_or(Json::Null, |w| {
+        Json::obj(
+            WorkflowKind::ALL
+                .iter()
+                .filter(|k| w.admitted[k.index()] > 0)
+                .map(|k| {
+                    let i = k.index();
+                    (
+                        k.name(),
+                        Json::obj([
+                            ("admitted", Json::int(w.admitted[i])),
+                            ("completed", Json::int(w.completed[i])),
+                            ("failed", Json::int(w.failed[i])),
+                            ("e2e_ms", latency_ms(&w.e2e[i])),
+                        ]),
+                    )
+                }),
+        )
+    });
+    let reconciliation = r.reconciliation.as_ref().map_or(Json::Null, |rc| {
+        Json::obj([
+            ("audits", Json::int(rc.audits)),
+            (
+                "orphans_found",
+                Json::obj(rc.orphans_found.iter().map(|(k, v)| (*k, Json::int(*v)))),
+            ),
+            ("repaired", Json::int(rc.repaired)),
+            ("repair_failed", Json::int(rc.repair_failed)),
+            ("time_to_repair_ms", latency_ms(&rc.time_to_repair)),
+        ])
+    });
+    let checks = slo_checks(s, r);
+    let slo = Json::obj([
+        ("met", Json::Bool(checks.iter().all(|c| c.met))),
+        (
+            "checks",
+            Json::Arr(
+                checks
+                    .iter()
+                    .map(|c| {
+                        Json::obj([
+                            ("name", Json::str(c.name.clone())),
+                            ("target", Json::num(c.target, 6)),
+                            ("measured", Json::opt_num(c.measured, 6)),
+                            ("met", Json::Bool(c.met)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+    ]);
+    let requests = r.requests();
+    let mut top = vec![
+        ("schema", Json::str(SCHEMA)),
+        (
+            "scenario",
+            Json::obj([
+                ("name", Json::str(s.name())),
+                ("hash", Json::str(format!("{:016x}", s.hash()))),
+                ("scale", Json::num(s.scale(), 3)),
+                ("duration_s", Json::num(s.duration().as_secs_f64(), 3)),
+                ("warmup_s", Json::num(s.warmup().as_secs_f64(), 3)),
+            ]),
+        ),
+        ("seed", Json::int(seed)),
+        ("trace_hash", Json::str(r.trace_hash().to_string())),
+        ("outcome", Json::str(r.report.outcome.label())),
+        ("partial", Json::Bool(partial)),
+        ("simulated_s", Json::num(simulated_s, 6)),
+        ("events", Json::int(r.report.events)),
+        ("requests", Json::obj([("total", Json::int(requests))])),
+        ("rate_5xx", Json::num(r.rate_5xx(), 6)),
+        ("apis", Json::obj(apis)),
+        ("gc", gc),
+        ("db", db),
+        ("cache", cache),
+        ("workflows", workflows),
+        ("reconciliation", reconciliation),
+        ("slo", slo),
+    ];
+    if let Some(w) = wall {
+        let per_s = |n: u64| {
+            if w.seconds > 0.0 {
+                Json::num(n as f64 / w.seconds, 1)
+            } else {
+                Json::Null
+            }
+        };
+        top.push((
+            "wall",
+            Json::obj([
+                ("seconds", Json::num(w.seconds, 3)),
+                ("events_per_s", per_s(r.report.events)),
+                ("requests_per_s", per_s(requests)),
+            ]),
+        ));
+    }
+    Json::obj(top)
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed and synced,
+/// then renamed over `path` — a reader sees the old file or the new one, never half of one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}

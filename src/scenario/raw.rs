@@ -1,0 +1,225 @@
+//! The raw scenario layer: what a scenario file says, parsed but not checked. Every key is
+//! optional here, so a missing key is reported by the validator together with every other
+//! problem, not as serde's first error.
+
+use crate::deps::parse::{Shape, Sub, fields_of};
+use crate::kernel::{Dist, SimDuration};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+pub(super) type Sp<T> = Option<Spanned<T>>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawScenario {
+    pub name: Sp<String>,
+    pub description: Sp<String>,
+    pub seed: Sp<i64>,
+    pub duration: Sp<SimDuration>,
+    pub warmup: Sp<SimDuration>,
+    pub scale: Sp<f64>,
+    pub topology: Sp<RawTopology>,
+    pub workload: Sp<RawWorkload>,
+    pub fault: Sp<Vec<Spanned<RawFault>>>,
+    pub slo: Sp<RawSlo>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTopology {
+    pub api: Sp<RawApi>,
+    pub db: Sp<RawDb>,
+    pub cache: Sp<RawCache>,
+    pub workflows: Sp<RawWorkflows>,
+    pub idempotency: Sp<RawIdempotency>,
+    pub throttle: Sp<RawThrottle>,
+    pub cleanup: Sp<RawCleanup>,
+    /// Dependency mocks by name (files of `mocks/`); default: every shipped mock.
+    pub dependencies: Sp<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApi {
+    pub nodes: Sp<i64>,
+    pub workers: Sp<i64>,
+    pub cores: Sp<i64>,
+    pub accept_queue: Sp<i64>,
+    pub lb: Sp<String>,
+    pub gc: Sp<String>,
+    pub heap_gib: Sp<f64>,
+    pub live_set_gib: Sp<f64>,
+    pub pool: Sp<i64>,
+    pub pool_wait_limit: Sp<i64>,
+    pub pool_acquire_timeout: Sp<SimDuration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDb {
+    pub max_concurrent: Sp<i64>,
+    pub queue_limit: Sp<i64>,
+    pub shards: Sp<i64>,
+    pub replicas: Sp<i64>,
+    pub replication_lag: Sp<Dist>,
+    pub slow_query_threshold: Sp<SimDuration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCache {
+    pub l1_capacity: Sp<i64>,
+    pub l1_soft_ttl: Sp<SimDuration>,
+    pub l1_hard_ttl: Sp<SimDuration>,
+    pub l2_capacity: Sp<i64>,
+    pub l2_ttl: Sp<SimDuration>,
+    pub l2_negative_ttl: Sp<SimDuration>,
+    pub invalidation_delay: Sp<Dist>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWorkflows {
+    pub batch: Sp<bool>,
+    pub workers: Sp<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIdempotency {
+    pub atomic: Sp<bool>,
+    pub store: Sp<String>,
+    pub ttl: Sp<SimDuration>,
+    pub capacity: Sp<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawThrottle {
+    pub preset: Sp<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCleanup {
+    pub period: Sp<SimDuration>,
+    pub retention: Sp<SimDuration>,
+    pub batch_rows: Sp<i64>,
+    pub max_batches_per_run: Sp<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWorkload {
+    /// Requests per second at full scale (before `scale`).
+    pub rate: Sp<f64>,
+    /// API name → weight (default: the Describe-heavy mix).
+    pub mix: Option<BTreeMap<Spanned<String>, Spanned<f64>>>,
+    pub accounts: Sp<i64>,
+    /// Zipf exponent of the accounts' request rates (0: uniform).
+    pub account_skew: Sp<f64>,
+    pub amount: Sp<Dist>,
+    pub min_amount_fraction: Sp<f64>,
+    pub instance_types: Sp<i64>,
+    pub timeout: Sp<SimDuration>,
+    pub describe_list_share: Sp<f64>,
+    pub tokens: Sp<RawTokens>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTokens {
+    pub share: Sp<f64>,
+    pub duplicate_fraction: Sp<f64>,
+    pub duplicate_delay: Sp<SimDuration>,
+}
+
+/// The fault slot: the catalog arrives with fault injection; today every kind is unknown.
+// Target and window are read by the fault catalog (issue #6); today only `kind` is reported.
+#[allow(dead_code)]
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFault {
+    pub kind: Sp<String>,
+    pub target: Sp<String>,
+    pub start: Sp<SimDuration>,
+    pub duration: Sp<SimDuration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSlo {
+    /// The p99 latency target of every API, ms (measured from the intended start).
+    pub p99_ms: Sp<f64>,
+    /// Per-API p99 targets, ms, overriding `p99_ms`.
+    pub api_p99_ms: Option<BTreeMap<Spanned<String>, Spanned<f64>>>,
+    /// The most 5XX responses allowed, as a fraction of all requests.
+    pub rate_5xx_max: Sp<f64>,
+}
+
+static API_SHAPE: Shape = Shape {
+    fields: fields_of::<RawApi>,
+    subs: &[],
+};
+static DB_SHAPE: Shape = Shape {
+    fields: fields_of::<RawDb>,
+    subs: &[],
+};
+static CACHE_SHAPE: Shape = Shape {
+    fields: fields_of::<RawCache>,
+    subs: &[],
+};
+static WORKFLOWS_SHAPE: Shape = Shape {
+    fields: fields_of::<RawWorkflows>,
+    subs: &[],
+};
+static IDEM_SHAPE: Shape = Shape {
+    fields: fields_of::<RawIdempotency>,
+    subs: &[],
+};
+static THROTTLE_SHAPE: Shape = Shape {
+    fields: fields_of::<RawThrottle>,
+    subs: &[],
+};
+static CLEANUP_SHAPE: Shape = Shape {
+    fields: fields_of::<RawCleanup>,
+    subs: &[],
+};
+static TOPOLOGY_SHAPE: Shape = Shape {
+    fields: fields_of::<RawTopology>,
+    subs: &[
+        ("api", Sub::Table(&API_SHAPE)),
+        ("db", Sub::Table(&DB_SHAPE)),
+        ("cache", Sub::Table(&CACHE_SHAPE)),
+        ("workflows", Sub::Table(&WORKFLOWS_SHAPE)),
+        ("idempotency", Sub::Table(&IDEM_SHAPE)),
+        ("throttle", Sub::Table(&THROTTLE_SHAPE)),
+        ("cleanup", Sub::Table(&CLEANUP_SHAPE)),
+    ],
+};
+static TOKENS_SHAPE: Shape = Shape {
+    fields: fields_of::<RawTokens>,
+    subs: &[],
+};
+static WORKLOAD_SHAPE: Shape = Shape {
+    fields: fields_of::<RawWorkload>,
+    subs: &[("mix", Sub::Map), ("tokens", Sub::Table(&TOKENS_SHAPE))],
+};
+static FAULT_SHAPE: Shape = Shape {
+    fields: fields_of::<RawFault>,
+    subs: &[],
+};
+static SLO_SHAPE: Shape = Shape {
+    fields: fields_of::<RawSlo>,
+    subs: &[("api_p99_ms", Sub::Map)],
+};
+pub(super) static ROOT_SHAPE: Shape = Shape {
+    fields: fields_of::<RawScenario>,
+    subs: &[
+        ("topology", Sub::Table(&TOPOLOGY_SHAPE)),
+        ("workload", Sub::Table(&WORKLOAD_SHAPE)),
+        ("fault", Sub::Tables(&FAULT_SHAPE)),
+        ("slo", Sub::Table(&SLO_SHAPE)),
+    ],
+};

@@ -1,0 +1,171 @@
+use super::*;
+use crate::world::shipped_mocks;
+
+const GOOD: &str = r#"name = "t"
+description = "a test"
+duration = "10s"
+scale = 10
+
+[topology.api]
+nodes = 40
+
+[workload]
+rate = 5000
+"#;
+
+fn parse(text: &str, set: &[&str]) -> Result<Scenario, ScenarioError> {
+    let o: Vec<Override> = set.iter().map(|s| Override::parse(s).unwrap()).collect();
+    parse_scenario("s.toml", text, &o, &shipped_mocks())
+}
+
+fn lines(e: &ScenarioError) -> Vec<String> {
+    e.to_string().lines().map(str::to_string).collect()
+}
+
+#[test]
+fn a_good_scenario_reads_with_defaults_and_scale() {
+    let s = parse(GOOD, &[]).unwrap();
+    assert_eq!(s.name(), "t");
+    assert_eq!(s.seed(), 1);
+    assert_eq!(s.duration(), SimDuration::from_secs(10));
+    assert_eq!(s.warmup(), SimDuration::ZERO);
+    assert_eq!(s.scale(), 10.0);
+    // 40 nodes at 1:10.
+    assert_eq!(s.topology().nodes(), 4);
+    // 5,000/s at 1:10: a mean gap of 2 ms.
+    assert_eq!(
+        s.topology().traffic().inter_arrival.mean(),
+        Some(1.0 / 500.0)
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_place_path_and_hint() {
+    let text = r#"name = "Bad Name"
+duration = "10s"
+scael = 2
+
+[topology.api]
+nodes = 0
+gc = "g2"
+dependencies = ["inventory"]
+
+[topology]
+dependencies = ["inventry"]
+
+[workload]
+mix = { DescribeInstance = 1.0 }
+"#;
+    let e = parse(text, &[]).unwrap_err();
+    let l = lines(&e);
+    let expect = [
+        "s.toml:1:8: name: `Bad Name` is not a plain name; use lowercase letters, digits, `_` and `-` (it names the results folder)",
+        "s.toml:3:1: scael: unknown key `scael`; did you mean `scale`?",
+        "s.toml:6:9: topology.api.nodes: 0 is out of range; allowed range: 1 to 1024",
+        "s.toml:7:6: topology.api.gc: unknown value `g2`; did you mean `g1`?",
+        "s.toml:8:1: topology.api.dependencies: unknown key `dependencies`",
+    ];
+    for x in expect {
+        assert!(
+            l.iter().any(|y| y.starts_with(x)),
+            "missing {x:?} in\n{}",
+            l.join("\n")
+        );
+    }
+    assert!(
+        l.iter().any(|y| y.contains("topology.dependencies[0]: no dependency mock named `inventry`; did you mean `inventory`?")),
+        "{}",
+        l.join("\n")
+    );
+    assert!(
+        l.iter().any(|y| y.contains("workload.mix.DescribeInstance: unknown API `DescribeInstance`; did you mean `DescribeInstances`?")),
+        "{}",
+        l.join("\n")
+    );
+    assert!(
+        l.iter()
+            .any(|y| y
+                .starts_with("s.toml:13:1: workload.rate: missing key `rate`; add rate = 2000")),
+        "{}",
+        l.join("\n")
+    );
+    // Sorted by place.
+    let mut sorted = e.problems().to_vec();
+    sorted.sort();
+    assert_eq!(sorted, e.problems());
+}
+
+#[test]
+fn type_errors_name_the_key() {
+    let e = parse(&GOOD.replace("nodes = 40", "nodes = \"forty\""), &[]).unwrap_err();
+    let l = lines(&e);
+    assert_eq!(l.len(), 1, "{l:?}");
+    assert_eq!(
+        l[0],
+        "s.toml:7:9: topology.api.nodes: invalid type: string \"forty\", expected an integer"
+    );
+}
+
+#[test]
+fn set_overrides_any_key_and_bare_words_are_strings() {
+    let s = parse(
+        GOOD,
+        &[
+            "duration=300s",
+            "topology.api.nodes=120",
+            "topology.api.lb=round_robin",
+            "seed=7",
+        ],
+    )
+    .unwrap();
+    assert_eq!(s.duration(), SimDuration::from_secs(300));
+    assert_eq!(s.topology().nodes(), 12);
+    assert_eq!(s.seed(), 7);
+    // A new table by override.
+    let s = parse(GOOD, &["topology.db.shards=4"]).unwrap();
+    assert_eq!(s.topology().db().shards(), 4);
+    // Overrides change the hash; the same overrides give the same hash.
+    let a = parse(GOOD, &["duration=20s"]).unwrap().hash();
+    assert_eq!(a, parse(GOOD, &["duration=20s"]).unwrap().hash());
+    assert_ne!(a, parse(GOOD, &[]).unwrap().hash());
+}
+
+#[test]
+fn a_bad_override_is_reported_against_the_argument() {
+    let e = parse(GOOD, &["topology.api.nodes=0", "workload.rat=3"]).unwrap_err();
+    let l = lines(&e);
+    assert!(
+        l.iter().any(|y| y.starts_with(
+            "--set topology.api.nodes=0: topology.api.nodes: 0 is out of range; allowed range: 1 to 1024"
+        )),
+        "{l:?}"
+    );
+    assert!(
+        l.iter().any(|y| y.starts_with(
+            "--set workload.rat=3: workload.rat: unknown key `rat`; did you mean `rate`?"
+        )),
+        "{l:?}"
+    );
+    assert!(Override::parse("no-equals").is_err());
+    assert!(Override::parse("a..b=1").is_err());
+}
+
+#[test]
+fn a_scale_that_leaves_no_node_is_an_error() {
+    let e = parse(GOOD, &["scale=100"]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("topology.api.nodes: 40 at scale 1:100 is less than 1"),
+        "{e}"
+    );
+}
+
+#[test]
+fn faults_are_a_slot_whose_catalog_is_empty() {
+    let e = parse(&format!("{GOOD}\n[[fault]]\nkind = \"db_failover\"\n"), &[]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("fault[0].kind: fault kind `db_failover` is not in the catalog"),
+        "{e}"
+    );
+}

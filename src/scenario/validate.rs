@@ -1,0 +1,890 @@
+//! The scenario validator: ranges, names, references and cross-field rules on the raw layer,
+//! building the typed [`Scenario`] only when nothing was wrong.
+
+use super::raw::{RawScenario, Sp};
+use super::{Scenario, Slo};
+use crate::api::lb::LbPolicy;
+use crate::api::node::NodeConfigBuilder;
+use crate::api::throttle::{Limit, Throttle};
+use crate::api::types::Api;
+use crate::cache::{L1Config, L2Config};
+use crate::cleanup::CleanupConfig;
+use crate::db::{DbConfig, Table};
+use crate::deps::diag::name_hint;
+use crate::deps::parse::{Check, join};
+use crate::deps::spec::DependencySpec;
+use crate::gc::{GcProfile, HeapSpec};
+use crate::idempotency::{IdemConfig, Mode as IdemMode, StoreKind};
+use crate::kernel::{Dist, SimDuration, SimTime};
+use crate::traffic::{ApiMix, OpenLoopConfig, TokenPolicy};
+use crate::workflow::EngineConfig;
+use crate::world::{CacheSetup, Topology, WorkflowSetup};
+use std::ops::Range;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+/// Bounds *(limits of the tool, not of the modelled system)*.
+const MAX_NODES: i64 = 1_024;
+const MAX_SCALE: f64 = 1e6;
+const MAX_RATE: f64 = 1e9;
+const MAX_DURATION: SimDuration = SimDuration::from_secs(30 * 86_400);
+
+/// An example line for a missing key.
+pub(super) fn example(key: &str) -> &'static str {
+    match key {
+        "name" => "name = \"steady-day\"",
+        "description" => "description = \"the question this scenario answers\"",
+        "duration" => "duration = \"10m\"",
+        "workload" => "a [workload] table with rate = 2000",
+        "rate" => "rate = 2000 (requests per second at full scale)",
+        "period" => "period = \"60s\"",
+        "retention" => "retention = \"1h\"",
+        _ => "see scenarios/README.md",
+    }
+}
+
+/// Puts `value` at the dotted `path` of `table`, creating tables on the way.
+pub(super) fn insert_at<'a>(
+    table: &mut DeTable<'a>,
+    path: &[String],
+    value: Spanned<DeValue<'a>>,
+    span: Range<usize>,
+) -> Result<(), String> {
+    let (last, parents) = path.split_last().expect("a path has a key");
+    let mut t = table;
+    let mut walked = String::new();
+    for p in parents {
+        walked = join(&walked, p);
+        if !t.contains_key(p.as_str()) {
+            t.insert(
+                Spanned::new(span.clone(), p.clone().into()),
+                Spanned::new(span.clone(), DeValue::Table(DeTable::default())),
+            );
+        }
+        match t.get_mut(p.as_str()).map(|v| v.get_mut()) {
+            Some(DeValue::Table(inner)) => t = inner,
+            _ => {
+                return Err(format!(
+                    "`{walked}` is not a table, so it has no keys to set"
+                ));
+            }
+        }
+    }
+    t.remove(last.as_str());
+    t.insert(Spanned::new(span, last.clone().into()), value);
+    Ok(())
+}
+
+/// `count / scale`, rounded, or a problem when it drops below 1.
+fn scaled(
+    c: &mut Check<'_, '_>,
+    count: u32,
+    scale: f64,
+    span: &Range<usize>,
+    path: &str,
+) -> Option<u32> {
+    let n = (f64::from(count) / scale).round();
+    if n < 1.0 {
+        c.problem(
+            span.clone(),
+            path,
+            format!("{count} at scale 1:{scale} is less than 1"),
+            Some(format!(
+                "raise it to at least {} or lower `scale`",
+                scale.ceil()
+            )),
+        );
+        return None;
+    }
+    Some(n as u32)
+}
+
+fn dur(
+    c: &mut Check<'_, '_>,
+    v: &Sp<SimDuration>,
+    path: &str,
+    lo: SimDuration,
+    hi: SimDuration,
+    default: SimDuration,
+) -> Option<SimDuration> {
+    let Some(v) = v else {
+        return (!c.broken.contains(path)).then_some(default);
+    };
+    let d = *v.get_ref();
+    if (lo..=hi).contains(&d) {
+        Some(d)
+    } else {
+        c.problem(
+            v.span(),
+            path,
+            format!("{d} is out of range"),
+            Some(format!("allowed range: {lo} to {hi}")),
+        );
+        None
+    }
+}
+
+fn opt_float(
+    c: &mut Check<'_, '_>,
+    v: &Sp<f64>,
+    path: &str,
+    lo: f64,
+    hi: f64,
+    default: f64,
+) -> Option<f64> {
+    match v {
+        None if c.broken.contains(path) => None,
+        None => Some(default),
+        Some(v) => c.float(v, path, lo, hi),
+    }
+}
+
+fn name_of<'s>(
+    c: &mut Check<'_, '_>,
+    v: &'s Sp<String>,
+    path: &str,
+    known: &[&'static str],
+    default: &'static str,
+) -> Option<&'s str> {
+    let Some(v) = v else {
+        return (!c.broken.contains(path)).then_some(default);
+    };
+    let s = v.get_ref().as_str();
+    if known.contains(&s) {
+        Some(s)
+    } else {
+        c.problem(
+            v.span(),
+            path,
+            format!("unknown value `{s}`"),
+            Some(name_hint(s, "values", known.iter().copied())),
+        );
+        None
+    }
+}
+
+/// Reports a builder's error (which says how to fix it) at `span`.
+fn built<T, E: std::fmt::Display>(
+    c: &mut Check<'_, '_>,
+    r: Result<T, E>,
+    span: &Range<usize>,
+    path: &str,
+) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            c.problem(span.clone(), path, e.to_string(), None);
+            None
+        }
+    }
+}
+
+pub(super) fn validate(
+    file: &str,
+    raw: &RawScenario,
+    mocks: &[DependencySpec],
+    c: &mut Check<'_, '_>,
+) -> Option<Scenario> {
+    let root = 0..0;
+    let name = c.required(&raw.name, &root, "", "name").and_then(|n| {
+        let s = c.text(n, "name", 64)?;
+        if !s.is_empty()
+            && s.chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_' || ch == '-')
+        {
+            Some(s)
+        } else {
+            c.problem(
+                n.span(),
+                "name",
+                format!("`{s}` is not a plain name"),
+                Some(
+                    "use lowercase letters, digits, `_` and `-` (it names the results folder)"
+                        .into(),
+                ),
+            );
+            None
+        }
+    });
+    let description = match &raw.description {
+        Some(d) => c.text(d, "description", 4096),
+        None => Some(String::new()),
+    };
+    let seed = c.opt_int(&raw.seed, "seed", 0, i64::MAX, 1);
+    let duration = c
+        .required(&raw.duration, &root, "", "duration")
+        .and_then(|d| {
+            let v = *d.get_ref();
+            if v.is_zero() || v > MAX_DURATION {
+                c.problem(
+                    d.span(),
+                    "duration",
+                    format!("{v} is out of range"),
+                    Some(format!("allowed range: 1ns to {MAX_DURATION}")),
+                );
+                None
+            } else {
+                Some(v)
+            }
+        });
+    let warmup = dur(
+        c,
+        &raw.warmup,
+        "warmup",
+        SimDuration::ZERO,
+        MAX_DURATION,
+        SimDuration::ZERO,
+    );
+    if let (Some(w), Some(d), Some(ws)) = (warmup, duration, &raw.warmup) {
+        if w >= d {
+            c.problem(
+                ws.span(),
+                "warmup",
+                format!("warmup {w} is not shorter than duration {d}"),
+                Some("the warmup is the start of the run whose API metrics are dropped".into()),
+            );
+        }
+    }
+    let scale = opt_float(c, &raw.scale, "scale", 1.0, MAX_SCALE, 1.0);
+    let scale_v = scale.unwrap_or(1.0);
+
+    for (i, f) in raw.fault.iter().flat_map(|v| v.get_ref()).enumerate() {
+        let kind = f
+            .get_ref()
+            .kind
+            .as_ref()
+            .map_or("", |k| k.get_ref().as_str());
+        c.problem(
+            f.span(),
+            &format!("fault[{i}].kind"),
+            format!("fault kind `{kind}` is not in the catalog"),
+            Some("the fault catalog arrives with fault injection; remove [[fault]] for now".into()),
+        );
+    }
+
+    // ------------------------------------------------------------------------- topology
+    let topo = raw.topology.as_ref();
+    let topo_span = topo.map_or(root.clone(), |t| t.span());
+    let api = topo.and_then(|t| t.get_ref().api.as_ref());
+    let api_span = api.map_or(topo_span.clone(), |a| a.span());
+    let a = api.map(|a| a.get_ref());
+    let nodes = c.opt_int(
+        &a.and_then(|a| a.nodes.clone()),
+        "topology.api.nodes",
+        1,
+        MAX_NODES,
+        4,
+    );
+    let nodes = nodes.and_then(|n| scaled(c, n as u32, scale_v, &api_span, "topology.api.nodes"));
+    let gc = name_of(
+        c,
+        &a.and_then(|a| a.gc.clone()),
+        "topology.api.gc",
+        &["g1", "parallel", "zgc", "off"],
+        "g1",
+    )
+    .and_then(|g| g.parse::<GcProfile>().ok());
+    let heap_gib = opt_float(
+        c,
+        &a.and_then(|a| a.heap_gib.clone()),
+        "topology.api.heap_gib",
+        0.25,
+        1024.0,
+        4.0,
+    );
+    let live_gib = match (a.and_then(|a| a.live_set_gib.clone()), heap_gib) {
+        (Some(v), _) => c.float(&v, "topology.api.live_set_gib", 0.0, 4096.0),
+        (None, h) => h.map(|h| h / 4.0),
+    };
+    let heap = match (gc, heap_gib, live_gib) {
+        (Some(gc), Some(h), Some(l)) => {
+            let gib = (1u64 << 30) as f64;
+            let total = (h * gib) as u64;
+            let mut spec = HeapSpec::defaults_for(gc);
+            spec.eden_bytes = total / 4;
+            spec.survivor_bytes = total / 32;
+            spec.old_bytes = total - spec.eden_bytes - spec.survivor_bytes;
+            spec.live_set_bytes = (l * gib) as u64;
+            built(c, spec.build(), &api_span, "topology.api.heap_gib")
+        }
+        _ => None,
+    };
+    let lb = name_of(
+        c,
+        &a.and_then(|a| a.lb.clone()),
+        "topology.api.lb",
+        &["least_outstanding", "round_robin", "power_of_two"],
+        "least_outstanding",
+    )
+    .and_then(|l| l.parse::<LbPolicy>().ok());
+    let node = heap.and_then(|heap| {
+        let mut b = NodeConfigBuilder::new(heap);
+        let a = a?;
+        if let Some(v) = &a.workers {
+            b = b.workers(c.int(v, "topology.api.workers", 1, 100_000)? as u32);
+        }
+        if let Some(v) = &a.cores {
+            b = b.cores(c.int(v, "topology.api.cores", 1, 1_024)? as u32);
+        }
+        if let Some(v) = &a.accept_queue {
+            b = b.accept_queue(c.int(v, "topology.api.accept_queue", 0, 10_000_000)? as u32);
+        }
+        if a.pool.is_some() || a.pool_wait_limit.is_some() || a.pool_acquire_timeout.is_some() {
+            let size = c.opt_int(&a.pool, "topology.api.pool", 1, 100_000, 32)? as u32;
+            let wait = c.opt_int(
+                &a.pool_wait_limit,
+                "topology.api.pool_wait_limit",
+                0,
+                10_000_000,
+                1_000,
+            )? as u32;
+            let t = dur(
+                c,
+                &a.pool_acquire_timeout,
+                "topology.api.pool_acquire_timeout",
+                SimDuration::from_us(1),
+                SimDuration::HOUR,
+                SimDuration::from_secs(1),
+            )?;
+            b = b.pool(size, wait, t);
+        }
+        built(c, b.build(), &api_span, "topology.api")
+    });
+    let node = match (heap, a) {
+        // No [topology.api] table: the defaults.
+        (Some(heap), None) => built(
+            c,
+            NodeConfigBuilder::new(heap).build(),
+            &api_span,
+            "topology.api",
+        ),
+        _ => node,
+    };
+
+    let db_raw = topo.and_then(|t| t.get_ref().db.as_ref());
+    let db = match db_raw {
+        None => Some(DbConfig::assumed_defaults()),
+        Some(d) => {
+            let span = d.span();
+            let d = d.get_ref();
+            let mut b = DbConfig::builder();
+            let mut ok = true;
+            if let Some(v) = &d.max_concurrent {
+                match c.int(v, "topology.db.max_concurrent", 1, 1_000_000) {
+                    Some(n) => match scaled(
+                        c,
+                        n as u32,
+                        scale_v,
+                        &v.span(),
+                        "topology.db.max_concurrent",
+                    ) {
+                        Some(n) => b = b.max_concurrent(n),
+                        None => ok = false,
+                    },
+                    None => ok = false,
+                }
+            }
+            if let Some(v) = &d.queue_limit {
+                match c.int(v, "topology.db.queue_limit", 0, 10_000_000) {
+                    Some(n) => b = b.queue_limit(n as u32),
+                    None => ok = false,
+                }
+            }
+            if let Some(v) = &d.shards {
+                match c.int(v, "topology.db.shards", 1, 1_024) {
+                    Some(n) => b = b.shards(n as u16),
+                    None => ok = false,
+                }
+            }
+            if let Some(v) = &d.replicas {
+                match c.int(v, "topology.db.replicas", 0, 16) {
+                    Some(n) => b = b.replicas(n as u16),
+                    None => ok = false,
+                }
+            }
+            if let Some(v) = &d.replication_lag {
+                b = b.replication_lag(v.get_ref().clone());
+            }
+            if let Some(v) = &d.slow_query_threshold {
+                b = b.slow_query_threshold(*v.get_ref());
+            }
+            if ok {
+                built(c, b.build(), &span, "topology.db")
+            } else {
+                None
+            }
+        }
+    };
+    let shards = db.as_ref().map_or(1, |d| d.shards());
+
+    let throttle_raw = topo.and_then(|t| t.get_ref().throttle.as_ref());
+    let preset_raw = throttle_raw.and_then(|t| t.get_ref().preset.clone());
+    let preset = name_of(
+        c,
+        &preset_raw,
+        "topology.throttle.preset",
+        &["ecs", "ec2", "none"],
+        "ecs",
+    );
+
+    let deps: Option<Vec<DependencySpec>> =
+        match topo.and_then(|t| t.get_ref().dependencies.as_ref()) {
+            None => Some(mocks.to_vec()),
+            Some(list) => {
+                let mut out = Vec::new();
+                let mut ok = true;
+                for (i, n) in list.get_ref().iter().enumerate() {
+                    match mocks.iter().find(|m| m.name() == n.get_ref()) {
+                        Some(m) => out.push(m.clone()),
+                        None => {
+                            ok = false;
+                            c.problem(
+                                n.span(),
+                                &format!("topology.dependencies[{i}]"),
+                                format!("no dependency mock named `{}`", n.get_ref()),
+                                Some(name_hint(
+                                    n.get_ref(),
+                                    "mocks",
+                                    mocks.iter().map(|m| m.name()),
+                                )),
+                            );
+                        }
+                    }
+                }
+                ok.then_some(out)
+            }
+        };
+
+    let cache = topo
+        .and_then(|t| t.get_ref().cache.as_ref())
+        .and_then(|cs| {
+            let span = cs.span();
+            let r = cs.get_ref();
+            let l1_cap = c.opt_int(
+                &r.l1_capacity,
+                "topology.cache.l1_capacity",
+                1,
+                100_000_000,
+                50_000,
+            )?;
+            let soft = dur(
+                c,
+                &r.l1_soft_ttl,
+                "topology.cache.l1_soft_ttl",
+                SimDuration::from_ms(1),
+                SimDuration::DAY,
+                SimDuration::from_secs(5),
+            )?;
+            let hard = dur(
+                c,
+                &r.l1_hard_ttl,
+                "topology.cache.l1_hard_ttl",
+                SimDuration::from_ms(1),
+                SimDuration::DAY,
+                SimDuration::from_secs(60),
+            )?;
+            let l2_cap = c.opt_int(
+                &r.l2_capacity,
+                "topology.cache.l2_capacity",
+                1,
+                1_000_000_000,
+                1_000_000,
+            )?;
+            let l2_ttl = dur(
+                c,
+                &r.l2_ttl,
+                "topology.cache.l2_ttl",
+                SimDuration::from_ms(1),
+                SimDuration::DAY,
+                SimDuration::from_secs(300),
+            )?;
+            let neg = dur(
+                c,
+                &r.l2_negative_ttl,
+                "topology.cache.l2_negative_ttl",
+                SimDuration::from_ms(1),
+                SimDuration::DAY,
+                SimDuration::from_secs(2),
+            )?;
+            let l1 = built(
+                c,
+                L1Config::builder()
+                    .capacity(l1_cap as u32)
+                    .ttl(soft, hard)
+                    .build(),
+                &span,
+                "topology.cache",
+            )?;
+            let l2 = built(
+                c,
+                L2Config::builder().capacity(l2_cap as u32).build(),
+                &span,
+                "topology.cache",
+            )?;
+            Some(CacheSetup {
+                l1,
+                l2,
+                l2_ttl,
+                l2_negative_ttl: neg,
+                invalidation_delay: r.invalidation_delay.as_ref().map_or_else(
+                    || Dist::uniform(0.01, 0.1).expect("valid"),
+                    |d| d.get_ref().clone(),
+                ),
+            })
+        });
+    let cache_declared = topo.is_some_and(|t| t.get_ref().cache.is_some());
+
+    let workflows = topo
+        .and_then(|t| t.get_ref().workflows.as_ref())
+        .and_then(|w| {
+            let span = w.span();
+            let r = w.get_ref();
+            let mut b = EngineConfig::builder();
+            if let Some(v) = &r.workers {
+                let n = c.int(v, "topology.workflows.workers", 1, 1_000_000)?;
+                b = b.workers(scaled(
+                    c,
+                    n as u32,
+                    scale_v,
+                    &v.span(),
+                    "topology.workflows.workers",
+                )?);
+            }
+            let engine = built(c, b.build(), &span, "topology.workflows")?;
+            Some(WorkflowSetup {
+                engine,
+                batch: r.batch.as_ref().is_none_or(|b| *b.get_ref()),
+            })
+        });
+    let workflows_declared = topo.is_some_and(|t| t.get_ref().workflows.is_some());
+
+    let idem = match topo.and_then(|t| t.get_ref().idempotency.as_ref()) {
+        None => Some(IdemConfig::default()),
+        Some(i) => {
+            let span = i.span();
+            let r = i.get_ref();
+            let store = name_of(
+                c,
+                &r.store,
+                "topology.idempotency.store",
+                &["db", "l2"],
+                "db",
+            );
+            let ttl = dur(
+                c,
+                &r.ttl,
+                "topology.idempotency.ttl",
+                SimDuration::from_secs(1),
+                SimDuration::from_secs(30 * 86_400),
+                IdemConfig::DEFAULT_TTL,
+            );
+            let cap = c.opt_int(
+                &r.capacity,
+                "topology.idempotency.capacity",
+                1,
+                100_000_000,
+                i64::from(IdemConfig::DEFAULT_CAPACITY),
+            );
+            match (store, ttl, cap) {
+                (Some(store), Some(ttl), Some(cap)) => built(
+                    c,
+                    IdemConfig::builder()
+                        .mode(if r.atomic.as_ref().is_none_or(|a| *a.get_ref()) {
+                            IdemMode::Atomic
+                        } else {
+                            IdemMode::NonAtomic
+                        })
+                        .store(if store == "l2" {
+                            StoreKind::L2Cache
+                        } else {
+                            StoreKind::Db
+                        })
+                        .ttl(ttl)
+                        .capacity(cap as u32)
+                        .build(),
+                    &span,
+                    "topology.idempotency",
+                ),
+                _ => None,
+            }
+        }
+    };
+
+    let cleanup = topo
+        .and_then(|t| t.get_ref().cleanup.as_ref())
+        .and_then(|cl| {
+            let span = cl.span();
+            let r = cl.get_ref();
+            let period = c
+                .required(&r.period, &span, "topology.cleanup", "period")
+                .map(|v| *v.get_ref());
+            let retention = c
+                .required(&r.retention, &span, "topology.cleanup", "retention")
+                .map(|v| *v.get_ref());
+            let rows = c.opt_int(
+                &r.batch_rows,
+                "topology.cleanup.batch_rows",
+                1,
+                10_000,
+                1_000,
+            );
+            let batches = c.opt_int(
+                &r.max_batches_per_run,
+                "topology.cleanup.max_batches_per_run",
+                1,
+                1_000_000,
+                100,
+            );
+            let cfg = CleanupConfig::new(
+                period?,
+                retention?,
+                rows? as u32,
+                batches? as u32,
+                &[Table::Workflows, Table::History, Table::Idempotency],
+                shards,
+            );
+            built(c, cfg, &span, "topology.cleanup")
+        });
+    let cleanup_declared = topo.is_some_and(|t| t.get_ref().cleanup.is_some());
+
+    // ------------------------------------------------------------------------- workload
+    let wl = c.required(&raw.workload, &root, "", "workload");
+    let wl_span = wl.map_or(root.clone(), |w| w.span());
+    let w = wl.map(|w| w.get_ref());
+    let rate = w.and_then(|w| {
+        c.required(&w.rate, &wl_span, "workload", "rate")
+            .and_then(|r| c.float(r, "workload.rate", 1e-6, MAX_RATE))
+    });
+    let rate = rate.map(|r| r / scale_v);
+    let mix = match w.and_then(|w| w.mix.as_ref()) {
+        None if c.broken.contains("workload.mix") => None,
+        None => Some(ApiMix::describe_heavy()),
+        Some(ws) => {
+            let mut weights = [0.0; Api::COUNT];
+            let mut ok = true;
+            for (k, v) in ws {
+                let path = format!("workload.mix.{}", k.get_ref());
+                match Api::ALL.iter().find(|a| a.name() == k.get_ref()) {
+                    Some(api) => match c.float(v, &path, 0.0, 1e9) {
+                        Some(x) => weights[api.index()] = x,
+                        None => ok = false,
+                    },
+                    None => {
+                        ok = false;
+                        c.problem(
+                            k.span(),
+                            &path,
+                            format!("unknown API `{}`", k.get_ref()),
+                            Some(name_hint(
+                                k.get_ref(),
+                                "APIs",
+                                Api::ALL.iter().map(|a| a.name()),
+                            )),
+                        );
+                    }
+                }
+            }
+            let span = wl_span.clone();
+            if ok {
+                built(c, ApiMix::new(weights), &span, "workload.mix")
+            } else {
+                None
+            }
+        }
+    };
+    let accounts = c.opt_int(
+        &w.and_then(|w| w.accounts.clone()),
+        "workload.accounts",
+        1,
+        10_000_000,
+        10_000,
+    );
+    let skew = opt_float(
+        c,
+        &w.and_then(|w| w.account_skew.clone()),
+        "workload.account_skew",
+        0.0,
+        10.0,
+        1.1,
+    );
+    let amount = w.and_then(|w| w.amount.as_ref()).map_or_else(
+        || Dist::uniform(1.0, 10.0).ok(),
+        |d| Some(d.get_ref().clone()),
+    );
+    let min_frac = opt_float(
+        c,
+        &w.and_then(|w| w.min_amount_fraction.clone()),
+        "workload.min_amount_fraction",
+        0.0,
+        1.0,
+        0.0,
+    );
+    let types = c.opt_int(
+        &w.and_then(|w| w.instance_types.clone()),
+        "workload.instance_types",
+        1,
+        1_000,
+        4,
+    );
+    let timeout = dur(
+        c,
+        &w.and_then(|w| w.timeout.clone()),
+        "workload.timeout",
+        SimDuration::from_ms(1),
+        SimDuration::HOUR,
+        SimDuration::from_secs(5),
+    );
+    let list_share = opt_float(
+        c,
+        &w.and_then(|w| w.describe_list_share.clone()),
+        "workload.describe_list_share",
+        0.0,
+        1.0,
+        0.2,
+    );
+    let tokens = match w.and_then(|w| w.tokens.as_ref()) {
+        None => Some(TokenPolicy::NONE),
+        Some(t) => {
+            let r = t.get_ref();
+            let share = opt_float(c, &r.share, "workload.tokens.share", 0.0, 1.0, 1.0);
+            let dup = opt_float(
+                c,
+                &r.duplicate_fraction,
+                "workload.tokens.duplicate_fraction",
+                0.0,
+                1.0,
+                0.0,
+            );
+            let delay = dur(
+                c,
+                &r.duplicate_delay,
+                "workload.tokens.duplicate_delay",
+                SimDuration::ZERO,
+                SimDuration::HOUR,
+                SimDuration::from_ms(500),
+            );
+            match (share, dup, delay) {
+                (Some(share), Some(duplicate_fraction), Some(duplicate_delay)) => {
+                    Some(TokenPolicy {
+                        share,
+                        duplicate_fraction,
+                        duplicate_delay,
+                    })
+                }
+                _ => None,
+            }
+        }
+    };
+
+    // ------------------------------------------------------------------------- SLOs
+    let slo = match &raw.slo {
+        None => Some(Slo {
+            p99_ms: None,
+            api_p99_ms: Vec::new(),
+            rate_5xx_max: None,
+        }),
+        Some(s) => {
+            let r = s.get_ref();
+            let p99 = r
+                .p99_ms
+                .as_ref()
+                .map(|v| c.float(v, "slo.p99_ms", 1e-6, 1e9));
+            let rate = r
+                .rate_5xx_max
+                .as_ref()
+                .map(|v| c.float(v, "slo.rate_5xx_max", 0.0, 1.0));
+            let mut per_api = Vec::new();
+            let mut ok = true;
+            for (k, v) in r.api_p99_ms.iter().flatten() {
+                let path = format!("slo.api_p99_ms.{}", k.get_ref());
+                match Api::ALL.iter().find(|a| a.name() == k.get_ref()) {
+                    Some(api) => match c.float(v, &path, 1e-6, 1e9) {
+                        Some(x) => per_api.push((*api, x)),
+                        None => ok = false,
+                    },
+                    None => {
+                        ok = false;
+                        c.problem(
+                            k.span(),
+                            &path,
+                            format!("unknown API `{}`", k.get_ref()),
+                            Some(name_hint(
+                                k.get_ref(),
+                                "APIs",
+                                Api::ALL.iter().map(|a| a.name()),
+                            )),
+                        );
+                    }
+                }
+            }
+            match (p99, rate, ok) {
+                (Some(None), _, _) | (_, Some(None), _) | (_, _, false) => None,
+                (p99, rate, true) => Some(Slo {
+                    p99_ms: p99.flatten(),
+                    api_p99_ms: per_api,
+                    rate_5xx_max: rate.flatten(),
+                }),
+            }
+        }
+    };
+
+    if !c.diag.is_clean() {
+        return None;
+    }
+    // Everything read; the rest cannot fail on bad input except the cross-checks below.
+    let accounts = accounts? as u32;
+    let traffic = OpenLoopConfig {
+        inter_arrival: Dist::exponential(1.0 / rate?).ok()?,
+        mix: mix?,
+        accounts,
+        account_skew: match skew? {
+            s if s > 0.0 => Some(Dist::zipf(u64::from(accounts), s).ok()?),
+            _ => None,
+        },
+        amount: amount?,
+        min_amount_fraction: min_frac?,
+        instance_types: types? as u16,
+        timeout: timeout?,
+        until: SimTime::ZERO,
+        describe_list_share: list_share?,
+        tokens: tokens?,
+    };
+    let throttle = match preset? {
+        "ec2" => Throttle::ec2_defaults(accounts),
+        "none" => Throttle::new([Limit::Unlimited; Api::COUNT], Limit::Unlimited, accounts).ok()?,
+        _ => Throttle::ecs_defaults(accounts),
+    };
+    let mut topology = built(
+        c,
+        Topology::new(nodes?, node?, lb?, throttle, db?, deps?, traffic, duration?),
+        &topo_span,
+        "topology",
+    )?;
+    topology = topology.with_idempotency(idem?);
+    if cache_declared {
+        topology = topology.with_cache(cache?);
+    }
+    if workflows_declared {
+        topology = built(
+            c,
+            topology.with_workflows(workflows?),
+            &topo_span,
+            "topology.workflows",
+        )?;
+    }
+    if cleanup_declared {
+        topology = topology.with_cleanup(cleanup?);
+    }
+    Some(Scenario {
+        file: file.to_string(),
+        name: name?,
+        description: description?,
+        seed: seed? as u64,
+        duration: duration?,
+        warmup: warmup?,
+        scale: scale?,
+        topology,
+        slo: slo?,
+        hash: 0,
+    })
+}
