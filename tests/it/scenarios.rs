@@ -1,0 +1,159 @@
+//! Every shipped scenario and mock validates; every scenario smoke-runs twice (short, by
+//! `--set`) to byte-identical `summary.json` except its `wall` section; `run` exits 2 with
+//! located problems for a bad scenario and 1 when an SLO fails.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn firedrill(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_firedrill"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(args)
+        .output()
+        .expect("run firedrill")
+}
+
+fn files(dir: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("scenarios")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn every_shipped_scenario_and_mock_validates() {
+    let scenarios = files("scenarios");
+    assert!(scenarios.len() >= 5, "{scenarios:?}");
+    let mocks = files("mocks");
+    let mut args = vec!["validate".to_string()];
+    args.extend(
+        scenarios
+            .iter()
+            .chain(&mocks)
+            .map(|p| p.display().to_string()),
+    );
+    let o = firedrill(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok: ")).count(),
+        scenarios.len() + mocks.len()
+    );
+}
+
+fn summary_without_wall(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut j: Value = serde_json::from_str(&text).expect("summary.json is JSON");
+    assert!(
+        j.as_object_mut().unwrap().remove("wall").is_some(),
+        "a wall section"
+    );
+    serde_json::to_string_pretty(&j).unwrap()
+}
+
+#[test]
+fn every_shipped_scenario_runs_twice_to_the_same_summary() {
+    for s in files("scenarios") {
+        let name = s.file_stem().unwrap().to_string_lossy().into_owned();
+        let mut runs = Vec::new();
+        for k in 0..2 {
+            let out = out_dir(&format!("{name}-{k}"));
+            let o = firedrill(&[
+                "run",
+                &s.display().to_string(),
+                "--set",
+                "duration=4s",
+                "--set",
+                "warmup=0s",
+                "--quiet",
+                "--out",
+                &out.display().to_string(),
+            ]);
+            let stdout = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                matches!(o.status.code(), Some(0 | 1)),
+                "{name}: exit {:?}\n{stdout}{}",
+                o.status.code(),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert!(
+                stdout.starts_with("seed: "),
+                "{name}: the seed comes first: {stdout}"
+            );
+            let summary = out.join("summary.json");
+            let j: Value =
+                serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+            assert_eq!(j["schema"], "firedrill.summary/1");
+            let requests = j["requests"]["total"].as_u64().unwrap();
+            assert!(requests > 0, "{name}: no requests");
+            runs.push(summary_without_wall(&summary));
+        }
+        assert_eq!(runs[0], runs[1], "{name}: two runs differ outside `wall`");
+    }
+}
+
+#[test]
+fn a_bad_scenario_exits_2_with_every_problem_located() {
+    let dir = out_dir("bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("bad.toml");
+    std::fs::write(
+        &f,
+        "name = \"bad\"\nduration = \"10s\"\n[topology.api]\nnodez = 3\n[workload]\nrate = -1\n",
+    )
+    .unwrap();
+    let o = firedrill(&["run", &f.display().to_string()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let file = f.display().to_string();
+    assert!(
+        err.contains(&format!(
+            "{file}:4:1: topology.api.nodez: unknown key `nodez`; did you mean `nodes`?"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{file}:6:8: workload.rate: -1 is out of range")),
+        "{err}"
+    );
+    let o = firedrill(&["validate", &file]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = firedrill(&["run", "scenarios/steady-day.toml", "--set", "nodes"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn a_failed_slo_exits_1() {
+    let out = out_dir("slo");
+    let o = firedrill(&[
+        "run",
+        "scenarios/gc-tuning.toml",
+        "--set",
+        "duration=3s",
+        "--set",
+        "slo.api_p99_ms.DescribeInstances=0.001",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("slo DescribeInstances.p99_ms"), "{stdout}");
+    assert!(stdout.contains("FAILED"), "{stdout}");
+}
