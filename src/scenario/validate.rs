@@ -124,6 +124,23 @@ fn dur(
     }
 }
 
+/// A cache TTL: 1 ms to a day.
+fn ttl(
+    c: &mut Check<'_, '_>,
+    v: &Sp<SimDuration>,
+    path: &str,
+    default: SimDuration,
+) -> Option<SimDuration> {
+    dur(
+        c,
+        v,
+        path,
+        SimDuration::from_ms(1),
+        SimDuration::DAY,
+        default,
+    )
+}
+
 fn opt_float(
     c: &mut Check<'_, '_>,
     v: &Sp<f64>,
@@ -467,20 +484,16 @@ pub(super) fn validate(
                 100_000_000,
                 50_000,
             )?;
-            let soft = dur(
+            let soft = ttl(
                 c,
                 &r.l1_soft_ttl,
                 "topology.cache.l1_soft_ttl",
-                SimDuration::from_ms(1),
-                SimDuration::DAY,
                 SimDuration::from_secs(5),
             )?;
-            let hard = dur(
+            let hard = ttl(
                 c,
                 &r.l1_hard_ttl,
                 "topology.cache.l1_hard_ttl",
-                SimDuration::from_ms(1),
-                SimDuration::DAY,
                 SimDuration::from_secs(60),
             )?;
             let l2_cap = c.opt_int(
@@ -490,20 +503,16 @@ pub(super) fn validate(
                 1_000_000_000,
                 1_000_000,
             )?;
-            let l2_ttl = dur(
+            let l2_ttl = ttl(
                 c,
                 &r.l2_ttl,
                 "topology.cache.l2_ttl",
-                SimDuration::from_ms(1),
-                SimDuration::DAY,
                 SimDuration::from_secs(300),
             )?;
-            let neg = dur(
+            let neg = ttl(
                 c,
                 &r.l2_negative_ttl,
                 "topology.cache.l2_negative_ttl",
-                SimDuration::from_ms(1),
-                SimDuration::DAY,
                 SimDuration::from_secs(2),
             )?;
             let l1 = built(
