@@ -6,3 +6,4 @@ mod core;
 mod determinism;
 mod kernel;
 mod queueing;
+mod traffic;
