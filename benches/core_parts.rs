@@ -17,7 +17,7 @@ use firedrill::db::DbConfig;
 use firedrill::gc::{GcProfile, HeapConfig};
 use firedrill::idempotency::{IdemConfig, IdemKey, IdempotencyStore, Outcome, fingerprint};
 use firedrill::kernel::{Dist, Handle, RootSeed, SimDuration, SimTime};
-use firedrill::traffic::{ApiMix, OpenLoopConfig, TokenPolicy};
+use firedrill::traffic::{ApiMix, OpenLoopConfig, RateProfile, TokenPolicy};
 use firedrill::workflow::EngineConfig;
 use firedrill::world::{CacheSetup, Topology, WorkflowSetup, shipped_mocks};
 use std::time::Duration;
@@ -103,6 +103,7 @@ fn cache(c: &mut Criterion) {
 fn traffic(rate: f64, mix: ApiMix, secs_timeout: u64, tokens: TokenPolicy) -> OpenLoopConfig {
     OpenLoopConfig {
         inter_arrival: Dist::exponential(1.0 / rate).expect("valid"),
+        profile: RateProfile::constant(),
         mix,
         accounts: 10_000,
         account_skew: Some(Dist::zipf(10_000, 1.1).expect("valid")),

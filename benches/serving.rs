@@ -11,7 +11,7 @@ use firedrill::api::throttle::Throttle;
 use firedrill::db::DbConfig;
 use firedrill::gc::{GcProfile, HeapConfig};
 use firedrill::kernel::{Dist, RootSeed, SimDuration, SimTime};
-use firedrill::traffic::{ApiMix, OpenLoopConfig};
+use firedrill::traffic::{ApiMix, OpenLoopConfig, RateProfile};
 use firedrill::world::{Topology, shipped_mocks};
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ fn topology() -> Topology {
         .expect("valid node");
     let traffic = OpenLoopConfig {
         inter_arrival: Dist::exponential(1.0 / 20_000.0).expect("valid"),
+        profile: RateProfile::constant(),
         mix: ApiMix::describe_heavy(),
         accounts: 10_000,
         account_skew: Some(Dist::zipf(10_000, 1.1).expect("valid")),

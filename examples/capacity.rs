@@ -8,7 +8,7 @@ use firedrill::api::types::Api;
 use firedrill::db::DbConfig;
 use firedrill::gc::{GcProfile, HeapConfig};
 use firedrill::kernel::{Dist, RootSeed, SimDuration, SimTime};
-use firedrill::traffic::{ApiMix, OpenLoopConfig};
+use firedrill::traffic::{ApiMix, OpenLoopConfig, RateProfile};
 use firedrill::world::{Topology, shipped_mocks};
 
 fn main() {
@@ -20,6 +20,7 @@ fn main() {
         .expect("valid node");
     let traffic = OpenLoopConfig {
         inter_arrival: Dist::exponential(1.0 / 4_000.0).expect("valid"),
+        profile: RateProfile::constant(),
         mix: ApiMix::describe_heavy(),
         accounts: 1_000,
         account_skew: Some(Dist::zipf(1_000, 1.1).expect("valid")),

@@ -8,13 +8,14 @@ use firedrill::cache::{L1Config, L2Config};
 use firedrill::db::DbConfig;
 use firedrill::gc::{GcProfile, HeapConfig};
 use firedrill::kernel::{Dist, RootSeed, SimDuration, SimTime};
-use firedrill::traffic::{ApiMix, OpenLoopConfig, TokenPolicy};
+use firedrill::traffic::{ApiMix, OpenLoopConfig, RateProfile, TokenPolicy};
 use firedrill::workflow::EngineConfig;
 use firedrill::world::{CacheSetup, Topology, WorkflowSetup, shipped_mocks};
 
 fn traffic(rate: f64, mix: ApiMix, secs_timeout: u64, tokens: TokenPolicy) -> OpenLoopConfig {
     OpenLoopConfig {
         inter_arrival: Dist::exponential(1.0 / rate).expect("valid"),
+        profile: RateProfile::constant(),
         mix,
         accounts: 10_000,
         account_skew: Some(Dist::zipf(10_000, 1.1).expect("valid")),

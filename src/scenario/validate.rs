@@ -857,6 +857,7 @@ pub(super) fn validate(
         until: SimTime::ZERO,
         describe_list_share: list_share?,
         tokens: tokens?,
+        profile: crate::traffic::RateProfile::constant(),
     };
     let throttle = match preset? {
         "ec2" => Throttle::ec2_defaults(accounts),

@@ -212,6 +212,8 @@ pub enum TopologyError {
     ReconciliationNeedsWorkflows,
     #[error("node {index} does not exist: nodes are numbered 0..{nodes}")]
     NoSuchNode { index: u32, nodes: u32 },
+    #[error("traffic: {0}")]
+    Traffic(#[from] crate::traffic::ProfileError),
 }
 
 /// A control-plane topology: what to build and how long to drive it. Cloneable, so one
@@ -285,6 +287,7 @@ impl Topology {
                 return Err(TopologyError::MissingDependency(kind.name()));
             }
         }
+        traffic.validate()?;
         let mut traffic = traffic;
         traffic.until = SimTime::ZERO.saturating_add(duration);
         Ok(Topology {

@@ -10,12 +10,13 @@ use firedrill::db::DbConfig;
 use firedrill::deps::{DependencyKind, FaultCode, Jitter, RetryOn, RetryPolicy};
 use firedrill::gc::{GcProfile, HeapConfig, HeapSpec, MIB, PauseKind};
 use firedrill::kernel::{Dist, RootSeed, SimDuration, SimTime, check_determinism};
-use firedrill::traffic::{ApiMix, OpenLoopConfig};
+use firedrill::traffic::{ApiMix, OpenLoopConfig, RateProfile};
 use firedrill::world::{Part, RunResult, Topology, World, shipped_mocks};
 
 fn traffic(rate_per_s: f64, mix: ApiMix, accounts: u32, timeout: SimDuration) -> OpenLoopConfig {
     OpenLoopConfig {
         inter_arrival: Dist::exponential(1.0 / rate_per_s).unwrap(),
+        profile: RateProfile::constant(),
         mix,
         accounts,
         account_skew: None,

@@ -138,10 +138,11 @@ fn golden_trace_hash_of_a_small_control_plane() {
     use firedrill::db::DbConfig;
     use firedrill::gc::{GcProfile, HeapConfig};
     use firedrill::kernel::{SimDuration, SimTime};
-    use firedrill::traffic::{ApiMix, OpenLoopConfig, TokenPolicy};
+    use firedrill::traffic::{ApiMix, OpenLoopConfig, RateProfile, TokenPolicy};
     use firedrill::world::{Topology, shipped_mocks};
     let traffic = OpenLoopConfig {
         inter_arrival: Dist::exponential(1.0 / 200.0).unwrap(),
+        profile: RateProfile::constant(),
         mix: ApiMix::describe_heavy(),
         accounts: 50,
         account_skew: Some(Dist::zipf(50, 1.1).unwrap()),

@@ -7,3 +7,4 @@ mod determinism;
 mod kernel;
 mod queueing;
 mod scenarios;
+mod traffic;
