@@ -125,6 +125,41 @@ pub(super) struct RawWorkload {
     pub timeout: Sp<SimDuration>,
     pub describe_list_share: Sp<f64>,
     pub tokens: Sp<RawTokens>,
+    pub profile: Sp<RawProfile>,
+}
+
+/// A rate profile: `kind` says which of the other keys apply.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProfile {
+    pub kind: Sp<String>,
+    // ramp
+    pub from: Sp<f64>,
+    pub to: Sp<f64>,
+    pub start: Sp<SimDuration>,
+    pub duration: Sp<SimDuration>,
+    // steps
+    pub steps: Sp<Vec<Spanned<RawStep>>>,
+    // diurnal (hourly points)
+    pub hourly: Sp<Vec<Spanned<f64>>>,
+    pub day_offset: Sp<SimDuration>,
+    // sine
+    pub mean: Sp<f64>,
+    pub amplitude: Sp<f64>,
+    pub peak_at: Sp<SimDuration>,
+    pub period: Sp<SimDuration>,
+    // double11
+    pub midnight: Sp<SimDuration>,
+    pub pre_scale: Sp<SimDuration>,
+    pub peak: Sp<f64>,
+    pub tail: Sp<SimDuration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStep {
+    pub at: Sp<SimDuration>,
+    pub multiplier: Sp<f64>,
 }
 
 #[derive(Deserialize)]
@@ -202,9 +237,21 @@ static TOKENS_SHAPE: Shape = Shape {
     fields: fields_of::<RawTokens>,
     subs: &[],
 };
+static STEP_SHAPE: Shape = Shape {
+    fields: fields_of::<RawStep>,
+    subs: &[],
+};
+static PROFILE_SHAPE: Shape = Shape {
+    fields: fields_of::<RawProfile>,
+    subs: &[("steps", Sub::Tables(&STEP_SHAPE))],
+};
 static WORKLOAD_SHAPE: Shape = Shape {
     fields: fields_of::<RawWorkload>,
-    subs: &[("mix", Sub::Map), ("tokens", Sub::Table(&TOKENS_SHAPE))],
+    subs: &[
+        ("mix", Sub::Map),
+        ("tokens", Sub::Table(&TOKENS_SHAPE)),
+        ("profile", Sub::Table(&PROFILE_SHAPE)),
+    ],
 };
 static FAULT_SHAPE: Shape = Shape {
     fields: fields_of::<RawFault>,

@@ -1,4 +1,5 @@
 use super::*;
+use crate::kernel::SimTime;
 use crate::world::shipped_mocks;
 
 const GOOD: &str = r#"name = "t"
@@ -61,7 +62,7 @@ mix = { DescribeInstance = 1.0 }
     let expect = [
         "s.toml:1:8: name: `Bad Name` is not a plain name; use lowercase letters, digits, `_` and `-` (it names the results folder)",
         "s.toml:3:1: scael: unknown key `scael`; did you mean `scale`?",
-        "s.toml:6:9: topology.api.nodes: 0 is out of range; allowed range: 1 to 1024",
+        "s.toml:6:9: topology.api.nodes: 0 is out of range; allowed range: 1 to 1000000",
         "s.toml:7:6: topology.api.gc: unknown value `g2`; did you mean `g1`?",
         "s.toml:8:1: topology.api.dependencies: unknown key `dependencies`",
     ];
@@ -136,7 +137,7 @@ fn a_bad_override_is_reported_against_the_argument() {
     let l = lines(&e);
     assert!(
         l.iter().any(|y| y.starts_with(
-            "--set topology.api.nodes=0: topology.api.nodes: 0 is out of range; allowed range: 1 to 1024"
+            "--set topology.api.nodes=0: topology.api.nodes: 0 is out of range; allowed range: 1 to 1000000"
         )),
         "{l:?}"
     );
@@ -168,4 +169,55 @@ fn faults_are_a_slot_whose_catalog_is_empty() {
             .contains("fault[0].kind: fault kind `db_failover` is not in the catalog"),
         "{e}"
     );
+}
+
+#[test]
+fn rate_profiles_read_with_their_own_keys() {
+    let with = |profile: &str| format!("{GOOD}\n[workload.profile]\n{profile}\n");
+    let s = parse(
+        &with(
+            "kind = \"double11\"\nmidnight = \"5s\"\npeak = 8\ntail = \"2s\"\npre_scale = \"1s\"",
+        ),
+        &[],
+    )
+    .unwrap();
+    let p = &s.topology().traffic().profile;
+    assert_eq!(p.multiplier_at(SimTime::from_ns(4_999_999_999)), 1.0);
+    assert_eq!(p.multiplier_at(SimTime::from_ns(5_000_000_000)), 8.0);
+    assert_eq!(p.scale_out_at(), Some(SimTime::from_ns(4_000_000_000)));
+    let s = parse(
+        &with("kind = \"steps\"\nsteps = [{ at = \"0s\", multiplier = 1 }, { at = \"3s\", multiplier = 2.5 }]"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        s.topology()
+            .traffic()
+            .profile
+            .multiplier_at(SimTime::from_ns(3_000_000_000)),
+        2.5
+    );
+    // A key of another kind, a missing key, a bad count of hourly points.
+    let e = parse(&with("kind = \"ramp\"\nfrom = 1\npeak = 3"), &[]).unwrap_err();
+    let l = lines(&e);
+    assert!(l.iter().any(|x| x.contains("workload.profile.peak: `peak` does not apply to a `ramp` profile; a `ramp` profile reads from, to, start, duration")), "{l:?}");
+    assert!(
+        l.iter()
+            .any(|x| x.contains("workload.profile.to: missing key `to`")),
+        "{l:?}"
+    );
+    let e = parse(&with("kind = \"diurnal\"\nhourly = [1, 2, 3]"), &[]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("workload.profile.hourly: 3 points given; give 24 hourly multipliers"),
+        "{e}"
+    );
+    let e = parse(
+        &with("kind = \"steps\"\nsteps = [{ at = \"1s\", multiplier = 1 }]"),
+        &[],
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("workload.profile: "), "{e}");
+    let e = parse(&with("kind = \"doubel11\""), &[]).unwrap_err();
+    assert!(e.to_string().contains("did you mean `double11`?"), "{e}");
 }

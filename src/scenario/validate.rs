@@ -1,7 +1,7 @@
 //! The scenario validator: ranges, names, references and cross-field rules on the raw layer,
 //! building the typed [`Scenario`] only when nothing was wrong.
 
-use super::raw::{RawScenario, Sp};
+use super::raw::{RawProfile, RawScenario, Sp};
 use super::{Scenario, Slo};
 use crate::api::lb::LbPolicy;
 use crate::api::node::NodeConfigBuilder;
@@ -16,7 +16,7 @@ use crate::deps::spec::DependencySpec;
 use crate::gc::{GcProfile, HeapSpec};
 use crate::idempotency::{IdemConfig, Mode as IdemMode, StoreKind};
 use crate::kernel::{Dist, SimDuration, SimTime};
-use crate::traffic::{ApiMix, OpenLoopConfig, TokenPolicy};
+use crate::traffic::{ApiMix, OpenLoopConfig, RateProfile, TokenPolicy};
 use crate::workflow::EngineConfig;
 use crate::world::{CacheSetup, Topology, WorkflowSetup};
 use std::ops::Range;
@@ -24,7 +24,9 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 /// Bounds *(limits of the tool, not of the modelled system)*.
-const MAX_NODES: i64 = 1_024;
+/// API nodes at full scale; the scaled count must also fit a topology (≤ 1,024).
+const MAX_NODES: i64 = 1_000_000;
+const MAX_SCALED_NODES: u32 = 1_024;
 const MAX_SCALE: f64 = 1e6;
 const MAX_RATE: f64 = 1e9;
 const MAX_DURATION: SimDuration = SimDuration::from_secs(30 * 86_400);
@@ -196,6 +198,191 @@ fn built<T, E: std::fmt::Display>(
     }
 }
 
+const PROFILE_KINDS: [&str; 6] = ["constant", "ramp", "steps", "diurnal", "sine", "double11"];
+
+/// The keys of `[workload.profile]` each kind reads.
+fn profile_keys(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "ramp" => &["from", "to", "start", "duration"],
+        "steps" => &["steps"],
+        "diurnal" => &["hourly", "day_offset"],
+        "sine" => &["mean", "amplitude", "peak_at", "period"],
+        "double11" => &["midnight", "pre_scale", "peak", "tail"],
+        _ => &[],
+    }
+}
+
+/// `[workload.profile]`: a rate multiplier over time (see `traffic::RateProfile`).
+fn profile(c: &mut Check<'_, '_>, p: &Spanned<RawProfile>) -> Option<RateProfile> {
+    const P: &str = "workload.profile";
+    let span = p.span();
+    let r = p.get_ref();
+    let kind = name_of(
+        c,
+        &r.kind,
+        "workload.profile.kind",
+        &PROFILE_KINDS,
+        "constant",
+    )?;
+    let present: [(&str, Option<Range<usize>>); 16] = [
+        ("from", r.from.as_ref().map(|v| v.span())),
+        ("to", r.to.as_ref().map(|v| v.span())),
+        ("start", r.start.as_ref().map(|v| v.span())),
+        ("duration", r.duration.as_ref().map(|v| v.span())),
+        ("steps", r.steps.as_ref().map(|v| v.span())),
+        ("hourly", r.hourly.as_ref().map(|v| v.span())),
+        ("day_offset", r.day_offset.as_ref().map(|v| v.span())),
+        ("mean", r.mean.as_ref().map(|v| v.span())),
+        ("amplitude", r.amplitude.as_ref().map(|v| v.span())),
+        ("peak_at", r.peak_at.as_ref().map(|v| v.span())),
+        ("period", r.period.as_ref().map(|v| v.span())),
+        ("midnight", r.midnight.as_ref().map(|v| v.span())),
+        ("pre_scale", r.pre_scale.as_ref().map(|v| v.span())),
+        ("peak", r.peak.as_ref().map(|v| v.span())),
+        ("tail", r.tail.as_ref().map(|v| v.span())),
+        ("kind", None),
+    ];
+    let keys = profile_keys(kind);
+    let mut ok = true;
+    for (name, at) in &present {
+        if let Some(at) = at {
+            if !keys.contains(name) {
+                ok = false;
+                c.problem(
+                    at.clone(),
+                    &format!("{P}.{name}"),
+                    format!("`{name}` does not apply to a `{kind}` profile"),
+                    Some(if keys.is_empty() {
+                        format!("a `{kind}` profile takes no other key")
+                    } else {
+                        format!("a `{kind}` profile reads {}", keys.join(", "))
+                    }),
+                );
+            }
+        }
+    }
+    let req_dur = |c: &mut Check<'_, '_>, v: &Sp<SimDuration>, key: &str| {
+        c.required(v, &span, P, key).map(|d| *d.get_ref())
+    };
+    let mult =
+        |c: &mut Check<'_, '_>, v: &Sp<f64>, key: &str, default: Option<f64>| match (v, default) {
+            (None, Some(d)) => Some(d),
+            _ => c
+                .required(v, &span, P, key)
+                .and_then(|x| c.float(x, &format!("{P}.{key}"), 0.0, 1e6)),
+        };
+    let built_profile = match kind {
+        "constant" => Some(Ok(RateProfile::constant())),
+        "ramp" => {
+            let from = mult(c, &r.from, "from", None);
+            let to = mult(c, &r.to, "to", None);
+            let start = dur(
+                c,
+                &r.start,
+                "workload.profile.start",
+                SimDuration::ZERO,
+                MAX_DURATION,
+                SimDuration::ZERO,
+            );
+            let d = req_dur(c, &r.duration, "duration");
+            match (from, to, start, d) {
+                (Some(f), Some(t), Some(s), Some(d)) => Some(RateProfile::ramp(f, t, s, d)),
+                _ => None,
+            }
+        }
+        "steps" => {
+            let list = c.required(&r.steps, &span, P, "steps")?;
+            let mut steps = Vec::new();
+            for (i, st) in list.get_ref().iter().enumerate() {
+                let path = format!("{P}.steps[{i}]");
+                let at = c
+                    .required(&st.get_ref().at, &st.span(), &path, "at")
+                    .map(|v| *v.get_ref());
+                let m = c
+                    .required(&st.get_ref().multiplier, &st.span(), &path, "multiplier")
+                    .and_then(|v| c.float(v, &format!("{path}.multiplier"), 0.0, 1e6));
+                if let (Some(at), Some(m)) = (at, m) {
+                    steps.push((at, m));
+                } else {
+                    ok = false;
+                }
+            }
+            Some(RateProfile::steps(steps))
+        }
+        "diurnal" => {
+            let list = c.required(&r.hourly, &span, P, "hourly")?;
+            let values: Vec<f64> = list.get_ref().iter().map(|v| *v.get_ref()).collect();
+            let offset = dur(
+                c,
+                &r.day_offset,
+                "workload.profile.day_offset",
+                SimDuration::ZERO,
+                SimDuration::DAY,
+                SimDuration::ZERO,
+            );
+            match <[f64; 24]>::try_from(values.as_slice()) {
+                Ok(points) => offset.map(|o| RateProfile::diurnal_hourly(points, o)),
+                Err(_) => {
+                    c.problem(
+                        list.span(),
+                        "workload.profile.hourly",
+                        format!("{} points given", values.len()),
+                        Some("give 24 hourly multipliers, 00:00 to 23:00".into()),
+                    );
+                    None
+                }
+            }
+        }
+        "sine" => {
+            let mean = mult(c, &r.mean, "mean", Some(1.0));
+            let amp = mult(c, &r.amplitude, "amplitude", None);
+            let peak_at = req_dur(c, &r.peak_at, "peak_at");
+            let period = dur(
+                c,
+                &r.period,
+                "workload.profile.period",
+                SimDuration::from_secs(1),
+                MAX_DURATION,
+                SimDuration::DAY,
+            );
+            match (mean, amp, peak_at, period) {
+                (Some(m), Some(a), Some(pk), Some(pd)) => {
+                    Some(RateProfile::diurnal_sine(m, a, pk, pd))
+                }
+                _ => None,
+            }
+        }
+        _ => {
+            let midnight = req_dur(c, &r.midnight, "midnight");
+            let pre = dur(
+                c,
+                &r.pre_scale,
+                "workload.profile.pre_scale",
+                SimDuration::ZERO,
+                MAX_DURATION,
+                SimDuration::from_secs(1_800),
+            );
+            let peak = mult(c, &r.peak, "peak", Some(10.0));
+            let tail = dur(
+                c,
+                &r.tail,
+                "workload.profile.tail",
+                SimDuration::from_secs(1),
+                MAX_DURATION,
+                SimDuration::HOUR,
+            );
+            match (midnight, pre, peak, tail) {
+                (Some(m), Some(p), Some(k), Some(t)) => Some(RateProfile::double11(m, p, k, t)),
+                _ => None,
+            }
+        }
+    };
+    if !ok {
+        return None;
+    }
+    built(c, built_profile?, &span, P)
+}
+
 pub(super) fn validate(
     file: &str,
     raw: &RawScenario,
@@ -292,7 +479,20 @@ pub(super) fn validate(
         MAX_NODES,
         4,
     );
-    let nodes = nodes.and_then(|n| scaled(c, n as u32, scale_v, &api_span, "topology.api.nodes"));
+    let nodes = nodes
+        .and_then(|n| scaled(c, n as u32, scale_v, &api_span, "topology.api.nodes"))
+        .and_then(|n| {
+            if n > MAX_SCALED_NODES {
+                c.problem(
+                    api_span.clone(),
+                    "topology.api.nodes",
+                    format!("{n} nodes after scale 1:{scale_v}, more than a run holds ({MAX_SCALED_NODES})"),
+                    Some("raise `scale` (e.g. scale = 100 runs 1,200 nodes as 12)".into()),
+                );
+                return None;
+            }
+            Some(n)
+        });
     let gc = name_of(
         c,
         &a.and_then(|a| a.gc.clone()),
@@ -785,6 +985,12 @@ pub(super) fn validate(
         }
     };
 
+    let rate_profile = match w.and_then(|w| w.profile.as_ref()) {
+        None if c.broken.contains("workload.profile") => None,
+        None => Some(RateProfile::constant()),
+        Some(p) => profile(c, p),
+    };
+
     // ------------------------------------------------------------------------- SLOs
     let slo = match &raw.slo {
         None => Some(Slo {
@@ -857,7 +1063,7 @@ pub(super) fn validate(
         until: SimTime::ZERO,
         describe_list_share: list_share?,
         tokens: tokens?,
-        profile: crate::traffic::RateProfile::constant(),
+        profile: rate_profile?,
     };
     let throttle = match preset? {
         "ec2" => Throttle::ec2_defaults(accounts),
