@@ -41,6 +41,8 @@ enum Command {
     Validate(run::ValidateArgs),
     /// Show the shipped scenarios, distributions and dependency mocks.
     List(run::ListArgs),
+    /// Print the JSON Schema of scenario files (for editors).
+    Schema,
 }
 
 /// Bad input found after parsing; the message says what to change.
@@ -73,6 +75,10 @@ where
         Command::Run(args) => run::run(&args),
         Command::Validate(args) => run::validate(&args),
         Command::List(args) => run::list(&args),
+        Command::Schema => {
+            println!("{}", crate::scenario::scenario_schema().to_pretty());
+            Ok(EXIT_OK)
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),

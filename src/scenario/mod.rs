@@ -38,7 +38,10 @@
 //! (`300s`). A problem in an overridden value is reported against the `--set` argument.
 
 mod raw;
+mod schema;
 mod validate;
+
+pub use schema::scenario_schema;
 
 use crate::deps::diag::{Diag, MockError, Problem};
 use crate::deps::parse::read_raw_as;

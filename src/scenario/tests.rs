@@ -221,3 +221,44 @@ fn rate_profiles_read_with_their_own_keys() {
     let e = parse(&with("kind = \"doubel11\""), &[]).unwrap_err();
     assert!(e.to_string().contains("did you mean `double11`?"), "{e}");
 }
+
+/// Every key of the raw layer is described in the schema, at the same place.
+fn schema_covers(shape: &crate::deps::parse::Shape, schema: &crate::report::Json, path: &str) {
+    use crate::deps::parse::Sub;
+    let props = schema
+        .get("properties")
+        .unwrap_or_else(|| panic!("{path}: no properties"));
+    for f in (shape.fields)() {
+        let p = props
+            .get(f)
+            .unwrap_or_else(|| panic!("schema lacks `{path}{f}`"));
+        match shape.subs.iter().find(|(n, _)| n == f).map(|(_, s)| *s) {
+            Some(Sub::Table(s)) => schema_covers(s, p, &format!("{path}{f}.")),
+            Some(Sub::Tables(s)) => {
+                schema_covers(s, p.get("items").unwrap(), &format!("{path}{f}[]."))
+            }
+            Some(Sub::Map) | None => {}
+        }
+    }
+    let n = match props {
+        crate::report::Json::Obj(m) => m.len(),
+        _ => 0,
+    };
+    assert_eq!(
+        n,
+        (shape.fields)().len(),
+        "{path}: the schema describes keys the file cannot have"
+    );
+}
+
+#[test]
+fn the_schema_describes_every_key_and_is_committed() {
+    let schema = scenario_schema();
+    schema_covers(&raw::ROOT_SHAPE, &schema, "");
+    let committed = include_str!("../../scenarios/scenario.schema.json");
+    assert_eq!(
+        committed,
+        format!("{}\n", schema.to_pretty()),
+        "scenarios/scenario.schema.json is stale: regenerate with `firedrill schema > scenarios/scenario.schema.json`"
+    );
+}

@@ -1,0 +1,500 @@
+//! The JSON Schema (draft 2020-12) of the scenario format, for editors (e.g. Taplo or the
+//! "Even Better TOML" extension) to complete and check scenario files. Generated from this table;
+//! `scenarios/scenario.schema.json` is its committed output and a test keeps the two equal and
+//! checks that every key the raw layer reads is described here.
+
+use crate::report::Json;
+
+const DURATION: &str = r"^[0-9][0-9_]*(\.[0-9]+)?\s*(ns|us|µs|ms|s|m|h|d)$";
+
+fn duration(desc: &str) -> Json {
+    Json::obj([
+        ("type", Json::str("string")),
+        ("pattern", Json::str(DURATION)),
+        ("description", Json::str(desc)),
+    ])
+}
+
+fn int(desc: &str, min: i64, max: i64) -> Json {
+    Json::obj([
+        ("type", Json::str("integer")),
+        ("minimum", Json::int(min)),
+        ("maximum", Json::int(max)),
+        ("description", Json::str(desc)),
+    ])
+}
+
+fn num(desc: &str, min: f64, max: f64) -> Json {
+    Json::obj([
+        ("type", Json::str("number")),
+        ("minimum", Json::num(min, 6)),
+        ("maximum", Json::num(max, 6)),
+        ("description", Json::str(desc)),
+    ])
+}
+
+fn boolean(desc: &str) -> Json {
+    Json::obj([
+        ("type", Json::str("boolean")),
+        ("description", Json::str(desc)),
+    ])
+}
+
+fn string(desc: &str) -> Json {
+    Json::obj([
+        ("type", Json::str("string")),
+        ("description", Json::str(desc)),
+    ])
+}
+
+fn one_of(desc: &str, values: &[&str]) -> Json {
+    Json::obj([
+        (
+            "enum",
+            Json::Arr(values.iter().map(|v| Json::str(*v)).collect()),
+        ),
+        ("description", Json::str(desc)),
+    ])
+}
+
+fn dist(desc: &str) -> Json {
+    Json::obj([
+        (
+            "anyOf",
+            Json::Arr(vec![
+                Json::obj([("type", Json::str("string"))]),
+                Json::obj([("type", Json::str("object"))]),
+            ]),
+        ),
+        (
+            "description",
+            Json::str(format!(
+                "{desc} A distribution: short form (\"const:5ms\", \"uniform:1:10\", \"exp:20ms\", \"lognormal_p:8ms:60ms\", \"zipf:10000:1.1\") or a table with `kind`."
+            )),
+        ),
+    ])
+}
+
+fn table(desc: &str, props: Vec<(&str, Json)>, required: &[&str]) -> Json {
+    let mut pairs = vec![
+        ("type", Json::str("object")),
+        ("additionalProperties", Json::Bool(false)),
+        ("description", Json::str(desc)),
+        ("properties", Json::obj(props)),
+    ];
+    if !required.is_empty() {
+        pairs.push((
+            "required",
+            Json::Arr(required.iter().map(|r| Json::str(*r)).collect()),
+        ));
+    }
+    Json::obj(pairs)
+}
+
+fn map_of(desc: &str, value: Json) -> Json {
+    Json::obj([
+        ("type", Json::str("object")),
+        ("additionalProperties", value),
+        ("description", Json::str(desc)),
+    ])
+}
+
+fn api_names() -> Vec<&'static str> {
+    crate::api::types::Api::ALL
+        .iter()
+        .map(|a| a.name())
+        .collect()
+}
+
+/// The schema.
+pub fn scenario_schema() -> Json {
+    let api_map = |desc: &str, value: Json| {
+        let mut m = map_of(desc, value);
+        if let Json::Obj(o) = &mut m {
+            o.insert(
+                "propertyNames".into(),
+                Json::obj([(
+                    "enum",
+                    Json::Arr(api_names().into_iter().map(Json::str).collect()),
+                )]),
+            );
+        }
+        m
+    };
+    let api = table(
+        "The API nodes.",
+        vec![
+            (
+                "nodes",
+                int(
+                    "API nodes at full scale (divided by `scale`).",
+                    1,
+                    1_000_000,
+                ),
+            ),
+            ("workers", int("Worker threads per node.", 1, 100_000)),
+            ("cores", int("CPU cores per node.", 1, 1_024)),
+            (
+                "accept_queue",
+                int("Requests waiting for a worker, per node.", 0, 10_000_000),
+            ),
+            (
+                "lb",
+                one_of(
+                    "Load balancing.",
+                    &["least_outstanding", "round_robin", "power_of_two"],
+                ),
+            ),
+            (
+                "gc",
+                one_of("Garbage collector.", &["g1", "parallel", "zgc", "off"]),
+            ),
+            ("heap_gib", num("Heap size, GiB.", 0.25, 1024.0)),
+            (
+                "live_set_gib",
+                num(
+                    "Long-lived data in the heap, GiB (default heap/4).",
+                    0.0,
+                    4096.0,
+                ),
+            ),
+            ("pool", int("Database connections per node.", 1, 100_000)),
+            (
+                "pool_wait_limit",
+                int(
+                    "Requests waiting for a connection, per node.",
+                    0,
+                    10_000_000,
+                ),
+            ),
+            (
+                "pool_acquire_timeout",
+                duration("How long a request waits for a connection."),
+            ),
+        ],
+        &[],
+    );
+    let db = table(
+        "The control database.",
+        vec![
+            (
+                "max_concurrent",
+                int(
+                    "Queries in service at once per server, at full scale.",
+                    1,
+                    1_000_000,
+                ),
+            ),
+            (
+                "queue_limit",
+                int("Queries waiting per server.", 0, 10_000_000),
+            ),
+            (
+                "shards",
+                int("Shards (accounts are spread over them).", 1, 1_024),
+            ),
+            ("replicas", int("Read replicas per shard.", 0, 16)),
+            ("replication_lag", dist("Replica lag, seconds.")),
+            (
+                "slow_query_threshold",
+                duration("A query at least this long counts as slow."),
+            ),
+        ],
+        &[],
+    );
+    let cache = table(
+        "The multi-level cache (present: on).",
+        vec![
+            ("l1_capacity", int("L1 entries per node.", 1, 100_000_000)),
+            (
+                "l1_soft_ttl",
+                duration("L1 freshness: past it, a read refreshes."),
+            ),
+            (
+                "l1_hard_ttl",
+                duration("L1 lifetime: up to it, stale values serve while the database fails."),
+            ),
+            ("l2_capacity", int("L2 entries.", 1, 1_000_000_000)),
+            ("l2_ttl", duration("L2 lifetime of values.")),
+            ("l2_negative_ttl", duration("L2 lifetime of \"not found\".")),
+            (
+                "invalidation_delay",
+                dist("Delay of the L1 invalidation broadcast, seconds."),
+            ),
+        ],
+        &[],
+    );
+    let workflows = table(
+        "Lifecycles as workflows (present: on).",
+        vec![
+            (
+                "batch",
+                boolean("One dependency call per step for N instances (true) or N sub-workflows."),
+            ),
+            (
+                "workers",
+                int("Workflow workers at full scale.", 1, 1_000_000),
+            ),
+        ],
+        &[],
+    );
+    let idempotency = table(
+        "ClientToken idempotency.",
+        vec![
+            (
+                "atomic",
+                boolean(
+                    "Record written in the mutation's transaction (false: the classic check-then-write bug).",
+                ),
+            ),
+            ("store", one_of("Where records live.", &["db", "l2"])),
+            ("ttl", duration("Record lifetime.")),
+            ("capacity", int("Records held at once.", 1, 100_000_000)),
+        ],
+        &[],
+    );
+    let throttle = table(
+        "API throttling.",
+        vec![(
+            "preset",
+            one_of("Per-account limits.", &["ecs", "ec2", "none"]),
+        )],
+        &[],
+    );
+    let cleanup = table(
+        "The data-cleanup job (present: on).",
+        vec![
+            ("period", duration("Time between runs.")),
+            ("retention", duration("Rows younger than this stay.")),
+            ("batch_rows", int("Rows per batch.", 1, 10_000)),
+            ("max_batches_per_run", int("Batches per run.", 1, 1_000_000)),
+        ],
+        &["period", "retention"],
+    );
+    let topology = table(
+        "What the control plane is made of.",
+        vec![
+            ("api", api),
+            ("db", db),
+            ("cache", cache),
+            ("workflows", workflows),
+            ("idempotency", idempotency),
+            ("throttle", throttle),
+            ("cleanup", cleanup),
+            (
+                "dependencies",
+                Json::obj([
+                    ("type", Json::str("array")),
+                    ("items", Json::obj([("type", Json::str("string"))])),
+                    (
+                        "description",
+                        Json::str("Dependency mocks by name (default: all of mocks/)."),
+                    ),
+                ]),
+            ),
+        ],
+        &[],
+    );
+    let step = table(
+        "One step of a `steps` profile.",
+        vec![
+            ("at", duration("When the step starts (the first at 0s).")),
+            ("multiplier", num("Rate multiplier from then on.", 0.0, 1e6)),
+        ],
+        &["at", "multiplier"],
+    );
+    let profile = table(
+        "A rate multiplier over time; `kind` says which other keys apply.",
+        vec![
+            (
+                "kind",
+                one_of(
+                    "The shape.",
+                    &["constant", "ramp", "steps", "diurnal", "sine", "double11"],
+                ),
+            ),
+            ("from", num("ramp: multiplier before `start`.", 0.0, 1e6)),
+            (
+                "to",
+                num("ramp: multiplier after `start + duration`.", 0.0, 1e6),
+            ),
+            ("start", duration("ramp: when it starts.")),
+            ("duration", duration("ramp: how long it lasts.")),
+            (
+                "steps",
+                Json::obj([
+                    ("type", Json::str("array")),
+                    ("items", step),
+                    ("description", Json::str("steps: the steps, in time order.")),
+                ]),
+            ),
+            (
+                "hourly",
+                Json::obj([
+                    ("type", Json::str("array")),
+                    (
+                        "items",
+                        Json::obj([("type", Json::str("number")), ("minimum", Json::int(0))]),
+                    ),
+                    ("minItems", Json::int(24)),
+                    ("maxItems", Json::int(24)),
+                    (
+                        "description",
+                        Json::str("diurnal: 24 hourly multipliers, 00:00 to 23:00."),
+                    ),
+                ]),
+            ),
+            (
+                "day_offset",
+                duration("diurnal: the time of day the run starts at."),
+            ),
+            ("mean", num("sine: mean multiplier.", 0.0, 1e6)),
+            ("amplitude", num("sine: amplitude.", 0.0, 1e6)),
+            ("peak_at", duration("sine: time of the peak.")),
+            ("period", duration("sine: the period (default 24h).")),
+            (
+                "midnight",
+                duration("double11: when 00:00 falls in the run."),
+            ),
+            (
+                "pre_scale",
+                duration("double11: how long before midnight operators scale out."),
+            ),
+            ("peak", num("double11: the multiplier at 00:00.", 0.0, 1e6)),
+            ("tail", duration("double11: the decay back to baseline.")),
+        ],
+        &["kind"],
+    );
+    let tokens = table(
+        "ClientTokens on RunInstances/CreateInstance.",
+        vec![
+            ("share", num("Share of calls that carry a token.", 0.0, 1.0)),
+            (
+                "duplicate_fraction",
+                num("Share of tokened calls submitted twice.", 0.0, 1.0),
+            ),
+            ("duplicate_delay", duration("Delay of the duplicate.")),
+        ],
+        &[],
+    );
+    let workload = table(
+        "The traffic.",
+        vec![
+            (
+                "rate",
+                num(
+                    "Requests per second at full scale (divided by `scale`).",
+                    1e-6,
+                    1e9,
+                ),
+            ),
+            (
+                "mix",
+                api_map(
+                    "API name = weight (default: the Describe-heavy mix).",
+                    Json::obj([("type", Json::str("number")), ("minimum", Json::int(0))]),
+                ),
+            ),
+            ("accounts", int("Tenants.", 1, 10_000_000)),
+            (
+                "account_skew",
+                num("Zipf exponent of tenants' rates (0: uniform).", 0.0, 10.0),
+            ),
+            ("amount", dist("RunInstances Amount (1 to 100).")),
+            (
+                "min_amount_fraction",
+                num("RunInstances MinAmount as a share of Amount.", 0.0, 1.0),
+            ),
+            ("instance_types", int("Instance types.", 1, 1_000)),
+            ("timeout", duration("The client's request timeout.")),
+            (
+                "describe_list_share",
+                num("Share of DescribeInstances that list a page.", 0.0, 1.0),
+            ),
+            ("tokens", tokens),
+            ("profile", profile),
+        ],
+        &["rate"],
+    );
+    let fault = table(
+        "A fault (the catalog arrives with fault injection).",
+        vec![
+            ("kind", string("The fault kind.")),
+            ("target", string("What it hits.")),
+            ("start", duration("When it starts.")),
+            ("duration", duration("How long it lasts.")),
+        ],
+        &[],
+    );
+    let slo = table(
+        "Service-level objectives: a failed one makes `run` exit 1.",
+        vec![
+            (
+                "p99_ms",
+                num("p99 latency target of every API, ms.", 1e-6, 1e9),
+            ),
+            (
+                "api_p99_ms",
+                api_map(
+                    "Per-API p99 targets, ms.",
+                    Json::obj([
+                        ("type", Json::str("number")),
+                        ("exclusiveMinimum", Json::int(0)),
+                    ]),
+                ),
+            ),
+            (
+                "rate_5xx_max",
+                num("Most 5XX responses, as a share of all.", 0.0, 1.0),
+            ),
+        ],
+        &[],
+    );
+    let mut root = table(
+        "A firedrill scenario: see scenarios/README.md.",
+        vec![
+            (
+                "name",
+                Json::obj([
+                    ("type", Json::str("string")),
+                    ("pattern", Json::str("^[a-z0-9_-]+$")),
+                    ("maxLength", Json::int(64)),
+                    ("description", Json::str("Names the results folder.")),
+                ]),
+            ),
+            ("description", string("The question this scenario answers.")),
+            ("seed", int("The root seed (--seed wins).", 0, i64::MAX)),
+            ("duration", duration("Simulated traffic time.")),
+            ("warmup", duration("API metrics start after it.")),
+            (
+                "scale",
+                num(
+                    "Run at 1:N: rates and server counts divided by N.",
+                    1.0,
+                    1e6,
+                ),
+            ),
+            ("topology", topology),
+            ("workload", workload),
+            (
+                "fault",
+                Json::obj([
+                    ("type", Json::str("array")),
+                    ("items", fault),
+                    ("description", Json::str("Faults ([[fault]] tables).")),
+                ]),
+            ),
+            ("slo", slo),
+        ],
+        &["name", "duration", "workload"],
+    );
+    if let Json::Obj(o) = &mut root {
+        o.insert(
+            "$schema".into(),
+            Json::str("https://json-schema.org/draft/2020-12/schema"),
+        );
+        o.insert("$id".into(), Json::str("firedrill-scenario-1.schema.json"));
+        o.insert("title".into(), Json::str("firedrill scenario"));
+    }
+    root
+}
