@@ -53,6 +53,10 @@ pub(super) struct RawApi {
     pub pool: Sp<i64>,
     pub pool_wait_limit: Sp<i64>,
     pub pool_acquire_timeout: Sp<SimDuration>,
+    /// CPU time of every API call (seconds).
+    pub cpu: Sp<Dist>,
+    /// One-way network delay of every hop (gateway ↔ node, node → database and dependencies).
+    pub hop: Sp<SimDuration>,
 }
 
 #[derive(Deserialize)]
@@ -64,6 +68,8 @@ pub(super) struct RawDb {
     pub replicas: Sp<i64>,
     pub replication_lag: Sp<Dist>,
     pub slow_query_threshold: Sp<SimDuration>,
+    /// Service latency of every query class (seconds).
+    pub latency: Sp<Dist>,
 }
 
 #[derive(Deserialize)]

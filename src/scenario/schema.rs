@@ -171,6 +171,11 @@ pub fn scenario_schema() -> Json {
                 "pool_acquire_timeout",
                 duration("How long a request waits for a connection."),
             ),
+            ("cpu", dist("CPU time of every API call, seconds.")),
+            (
+                "hop",
+                duration("One-way network delay of every hop (gateway, database, dependencies)."),
+            ),
         ],
         &[],
     );
@@ -198,6 +203,10 @@ pub fn scenario_schema() -> Json {
             (
                 "slow_query_threshold",
                 duration("A query at least this long counts as slow."),
+            ),
+            (
+                "latency",
+                dist("Service latency of every query class, seconds."),
             ),
         ],
         &[],

@@ -546,6 +546,13 @@ pub(super) fn validate(
         if let Some(v) = &a.accept_queue {
             b = b.accept_queue(c.int(v, "topology.api.accept_queue", 0, 10_000_000)? as u32);
         }
+        if let Some(v) = &a.cpu {
+            b = b.cpu_all(v.get_ref().clone());
+        }
+        if let Some(v) = &a.hop {
+            let h = *v.get_ref();
+            b = b.hops(h, h, h);
+        }
         if a.pool.is_some() || a.pool_wait_limit.is_some() || a.pool_acquire_timeout.is_some() {
             let size = c.opt_int(&a.pool, "topology.api.pool", 1, 100_000, 32)? as u32;
             let wait = c.opt_int(
@@ -621,6 +628,9 @@ pub(super) fn validate(
             }
             if let Some(v) = &d.replication_lag {
                 b = b.replication_lag(v.get_ref().clone());
+            }
+            if let Some(v) = &d.latency {
+                b = b.latency_all(v.get_ref().clone());
             }
             if let Some(v) = &d.slow_query_threshold {
                 b = b.slow_query_threshold(*v.get_ref());
@@ -1076,6 +1086,9 @@ pub(super) fn validate(
         &topo_span,
         "topology",
     )?;
+    if let Some(h) = a.and_then(|a| a.hop.as_ref()) {
+        topology = topology.with_gateway_hop(*h.get_ref());
+    }
     topology = topology.with_idempotency(idem?);
     if cache_declared {
         topology = topology.with_cache(cache?);

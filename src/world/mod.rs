@@ -311,6 +311,12 @@ impl Topology {
         })
     }
 
+    /// The one-way delay from the gateway to a node (default 250 µs).
+    pub fn with_gateway_hop(mut self, hop: SimDuration) -> Topology {
+        self.gateway_hop = hop;
+        self
+    }
+
     /// The most events one run may process (a safety bound, reported as the outcome).
     pub fn with_max_events(mut self, n: u64) -> Topology {
         self.max_events = n;

@@ -157,3 +157,40 @@ fn a_failed_slo_exits_1() {
     assert!(stdout.contains("slo DescribeInstances.p99_ms"), "{stdout}");
     assert!(stdout.contains("FAILED"), "{stdout}");
 }
+
+/// The shipped M/M/c scenario through the whole core matches Erlang C, as `firedrill queue`
+/// does: mean and p50/p90/p99 of the response time, pooled over three seeds (~3.2·10^6
+/// requests), within 2%.
+#[test]
+fn the_mmc_scenario_matches_erlang_c() {
+    use firedrill::analytic::Mmc;
+    use firedrill::api::types::Api;
+    use firedrill::kernel::RootSeed;
+    use firedrill::metrics::LatencyHistogram;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/mmc-validation.toml");
+    let s =
+        firedrill::scenario::load_scenario(&path, &[], &firedrill::world::shipped_mocks()).unwrap();
+    let theory = Mmc::new(8, 7_200.0, 1_000.0).unwrap();
+    let mut h = LatencyHistogram::new();
+    for seed in 1..=3 {
+        let r = s.topology().run(RootSeed::new(seed));
+        h.merge(&r.api(Api::DescribeInstanceStatus).latency);
+    }
+    assert!(h.count() > 3_000_000, "{}", h.count());
+    let close = |what: &str, measured: f64, expected: f64| {
+        let err = (measured - expected).abs() / expected;
+        assert!(
+            err < 0.02,
+            "{what}: measured {measured:.6} s, Erlang C {expected:.6} s ({:.2}% off)",
+            err * 100.0
+        );
+    };
+    close("mean", h.mean_ns().unwrap() / 1e9, theory.mean_response);
+    for p in [0.5, 0.9, 0.99] {
+        close(
+            &format!("p{}", p * 100.0),
+            h.quantile_ns(p).unwrap() as f64 / 1e9,
+            theory.response_quantile(p),
+        );
+    }
+}
