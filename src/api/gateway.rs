@@ -6,6 +6,7 @@ use super::lb::{Balancer, LbPolicy};
 use super::throttle::{Throttle, Verdict};
 use super::types::{Api, ErrorCode, Request, Response, Status};
 use crate::kernel::{ComponentId, Handle, Outbox, SimDuration, SimRng, SimTime, Slab};
+use crate::metrics::series::ResponseWindow;
 use crate::metrics::{CounterId, HistogramId, Registry};
 use crate::world::Msg;
 use std::collections::VecDeque;
@@ -82,6 +83,8 @@ pub struct Gateway {
     /// Where successful creations are echoed (the traffic, to learn instance ids).
     client: Option<ComponentId>,
     metrics: ApiMetrics,
+    /// The responses of the current time-series bucket, when the world samples one.
+    window: Option<ResponseWindow>,
 }
 
 impl Gateway {
@@ -108,6 +111,7 @@ impl Gateway {
             hop,
             client: None,
             metrics,
+            window: None,
         }
     }
 
@@ -130,12 +134,25 @@ impl Gateway {
         self.in_flight.len()
     }
 
+    /// Starts filling a per-bucket window of responses (latency, 5XX) for the time series.
+    pub fn enable_window(&mut self) {
+        self.window.get_or_insert_with(ResponseWindow::default);
+    }
+    /// The responses since the last take (empty when the window is off), and a fresh window.
+    pub fn take_window(&mut self) -> ResponseWindow {
+        self.window
+            .as_mut()
+            .map(ResponseWindow::take)
+            .unwrap_or_default()
+    }
+
     fn finish(&mut self, resp: &Response, out: &mut Outbox<'_, Msg>) {
         let i = resp.api.index();
-        out.record(
-            self.metrics.latency[i],
-            out.now().saturating_since(resp.intended).as_ns(),
-        );
+        let latency_ns = out.now().saturating_since(resp.intended).as_ns();
+        out.record(self.metrics.latency[i], latency_ns);
+        if let Some(w) = &mut self.window {
+            w.record(latency_ns, resp.status.is_5xx());
+        }
         out.count(self.metrics.status[i][status_index(resp.status)], 1);
         if let (Some(client), Some(_)) = (self.client, resp.instances) {
             out.send(client, SimDuration::ZERO, Msg::Created(*resp));

@@ -20,7 +20,7 @@ use crate::idempotency::{
 use crate::kernel::{
     ComponentId, Dist, Handle, Outbox, SimDuration, SimRng, SimTime, Slab, TimerId,
 };
-use crate::metrics::{CounterId, HistogramId, Registry};
+use crate::metrics::{CounterId, HistogramId, LatencyHistogram, Registry};
 use crate::workflow::{WfCommand, WfOptions, WorkflowKind};
 use crate::world::Msg;
 use std::collections::VecDeque;
@@ -260,6 +260,8 @@ enum Phase {
         timer: TimerId,
         op: DbOp,
         replica: bool,
+        /// When the wait began.
+        since: SimTime,
     },
     /// A query is out.
     Db,
@@ -380,6 +382,11 @@ pub struct ApiNode {
     gc_check: Option<TimerId>,
     metrics: NodeMetrics,
     cache: Option<NodeCache>,
+    /// Stop-the-world time entered so far, ns (pauses run back to back, so the node is stopped
+    /// until `paused_until`, and this includes the part of the current pause still ahead).
+    stw_ns: u64,
+    /// Connection-pool waits of the current time-series bucket, when the world samples one.
+    pool_waits: Option<LatencyHistogram>,
 }
 
 /// A node's part of the multi-level cache: its L1, where the shared L2 is, and how its writes
@@ -423,6 +430,8 @@ impl ApiNode {
             deferred: Vec::new(),
             gc_check: None,
             cache: None,
+            stw_ns: 0,
+            pool_waits: None,
             metrics: NodeMetrics::register(registry, name),
             cfg,
         }
@@ -457,6 +466,35 @@ impl ApiNode {
     }
     pub fn pool(&self) -> &ConnectionPool<Handle> {
         &self.pool
+    }
+    /// Requests waiting for a worker (the accept queue) or for a core.
+    pub fn waiting(&self) -> usize {
+        self.queue.len() + self.cpu_queue.len()
+    }
+    /// Stop-the-world time up to `now`, ns: every pause entered, less the part of the current
+    /// one still ahead of `now`.
+    pub fn gc_paused_ns_through(&self, now: SimTime) -> u64 {
+        let ahead = self
+            .paused_until
+            .map_or(0, |until| until.saturating_since(now).as_ns());
+        self.stw_ns.saturating_sub(ahead)
+    }
+    /// Starts recording every connection-pool acquisition's wait (0 when a connection was free,
+    /// the wait until granted, or until the acquire timeout) for the time series.
+    pub fn enable_pool_window(&mut self) {
+        self.pool_waits.get_or_insert_with(LatencyHistogram::new);
+    }
+    /// The pool waits since the last take (empty when off), and a fresh window.
+    pub fn take_pool_waits(&mut self) -> LatencyHistogram {
+        self.pool_waits
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+    fn record_pool_wait(&mut self, ns: u64) {
+        if let Some(h) = &mut self.pool_waits {
+            h.record(ns);
+        }
     }
 
     /// Arms the background-allocation timer; call once when the world starts.
@@ -861,7 +899,10 @@ impl ApiNode {
 
     fn db_query(&mut self, h: Handle, op: DbOp, replica: bool, out: &mut Outbox<'_, Msg>) {
         match self.pool.try_acquire(h) {
-            Acquire::Granted(_) => self.send_query(h, op, replica, out),
+            Acquire::Granted(_) => {
+                self.record_pool_wait(0);
+                self.send_query(h, op, replica, out)
+            }
             Acquire::Queued(ticket) => {
                 let timer = out.schedule(
                     self.cfg.pool_acquire_timeout,
@@ -874,6 +915,7 @@ impl ApiNode {
                         timer,
                         op,
                         replica,
+                        since: out.now(),
                     },
                 );
             }
@@ -901,10 +943,15 @@ impl ApiNode {
     fn release_connection(&mut self, out: &mut Outbox<'_, Msg>) {
         if let Some((_, next)) = self.pool.release() {
             if let Some(Phase::ConnWait {
-                timer, op, replica, ..
+                timer,
+                op,
+                replica,
+                since,
+                ..
             }) = self.work.get(next).map(|w| w.phase)
             {
                 out.cancel(timer);
+                self.record_pool_wait(out.now().saturating_since(since).as_ns());
                 self.send_query(next, op, replica, out);
             } else {
                 // The waiter is gone (cannot happen: timeouts cancel their ticket); keep the
@@ -1276,7 +1323,10 @@ impl ApiNode {
                 }
             }
             NodeTimer::ConnTimeout(h) => {
-                if let Some(Phase::ConnWait { ticket, .. }) = self.work.get(h).map(|w| w.phase) {
+                if let Some(Phase::ConnWait { ticket, since, .. }) =
+                    self.work.get(h).map(|w| w.phase)
+                {
+                    self.record_pool_wait(out.now().saturating_since(since).as_ns());
                     self.pool.cancel(ticket);
                     out.count(self.metrics.pool_timeouts, 1);
                     self.finish(h, Status::Err(ErrorCode::InternalError), out);
@@ -1419,6 +1469,7 @@ impl ApiNode {
             None => now.saturating_add(p.duration),
         };
         let extra = until.saturating_since(self.paused_until.unwrap_or(now));
+        self.stw_ns += extra.as_ns();
         // Shift every running CPU burst (slot order: deterministic).
         let running: Vec<(Handle, SimTime, TimerId)> = self
             .work

@@ -1,10 +1,12 @@
-//! `firedrill run`, `validate` and `list`: scenario files in, a summary table and `summary.json`
-//! out; exit codes 0 ok, 1 SLOs failed, 2 bad input, 3 a broken invariant or a safety bound.
+//! `firedrill run`, `validate` and `list`: scenario files in, a summary table, `summary.json`,
+//! `timeseries.csv` and `histograms/*.hdr` out; exit codes 0 ok, 1 SLOs failed, 2 bad input, 3 a
+//! broken invariant or a safety bound.
 
 use super::{CliError, EXIT_BAD_INPUT, EXIT_INVARIANT, EXIT_OK};
 use crate::deps::parse::{load_mock_file, load_mocks_dir};
 use crate::deps::spec::DependencySpec;
 use crate::kernel::{Outcome, RootSeed, SimTime};
+use crate::report::hdr::{DIR as HDR_DIR, histogram_files};
 use crate::report::summary::{Wall, slo_checks, summary, write_atomic};
 use crate::scenario::{Override, Scenario, load_scenario};
 use crate::world::shipped_mocks;
@@ -147,9 +149,21 @@ pub fn run(args: &RunArgs) -> Result<u8, CliError> {
         false,
         Some(Wall { seconds: wall }),
     );
+    let write = |path: &Path, bytes: &[u8]| {
+        write_atomic(path, bytes)
+            .map_err(|e| CliError::BadInput(format!("cannot write {}: {e}", path.display())))
+    };
     let path = out.join("summary.json");
-    write_atomic(&path, json.to_pretty().as_bytes())
-        .map_err(|e| CliError::BadInput(format!("cannot write {}: {e}", path.display())))?;
+    write(&path, json.to_pretty().as_bytes())?;
+    let series_path = out.join("timeseries.csv");
+    if let Some(series) = &result.series {
+        write(&series_path, series.to_csv().as_bytes())?;
+    }
+    let hdr_dir = out.join(HDR_DIR);
+    let hdr_files = histogram_files(&result);
+    for (name, bytes) in &hdr_files {
+        write(&hdr_dir.join(name), bytes)?;
+    }
     let checks = slo_checks(&scenario, &result);
     if !args.quiet {
         println!(
@@ -194,6 +208,18 @@ pub fn run(args: &RunArgs) -> Result<u8, CliError> {
         }
     }
     println!("results: {}", path.display());
+    if result.series.is_some() {
+        println!("timeseries: {}", series_path.display());
+    }
+    println!(
+        "histograms: {} ({})",
+        hdr_dir.display(),
+        hdr_files
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let replay = format!(
         "firedrill run {} --seed {seed}{}",
         args.scenario.display(),

@@ -5,6 +5,8 @@
 //! simulated run is. Nothing here averages away the tail: percentiles come from the histogram,
 //! and the mean is computed from the exact sum.
 
+pub mod series;
+
 use hdrhistogram::Histogram;
 
 /// A latency histogram in nanoseconds: HdrHistogram for quantiles (relative error ≤ 0.1%), and

@@ -1,6 +1,7 @@
 //! Deterministic output: a small JSON tree whose objects always print with sorted keys and whose
 //! floats print at a fixed number of decimals, so equal results are equal bytes.
 
+pub mod hdr;
 pub mod summary;
 
 use std::collections::BTreeMap;

@@ -23,6 +23,7 @@ use crate::kernel::{
     Sim, SimDuration, SimTime, TraceHash,
 };
 use crate::metrics::LatencyHistogram;
+use crate::metrics::series::{ResponseWindow, TimeSeries, Totals, bucket_width};
 use crate::reconcile::{ReconConfig, ReconStats, Reconciler};
 use crate::traffic::{OpenLoop, OpenLoopConfig};
 use crate::workflow::{EngineConfig, WfCommand, WfDeps, WfDone, WfStats, WfTimer, WorkflowEngine};
@@ -238,6 +239,8 @@ pub struct Topology {
     cache: Option<CacheSetup>,
     workflows: Option<WorkflowSetup>,
     reconcile: Option<ReconConfig>,
+    /// Whether the world samples a time series (on unless switched off).
+    series: bool,
 }
 
 /// The workflow engine behind the mutating APIs: RunInstances inserts Pending rows and hands
@@ -308,6 +311,7 @@ impl Topology {
             cache: None,
             workflows: None,
             reconcile: None,
+            series: true,
         })
     }
 
@@ -376,6 +380,14 @@ impl Topology {
     /// Puts an L1 on every node and a shared L2 in front of the database's by-id reads.
     pub fn with_cache(mut self, setup: CacheSetup) -> Topology {
         self.cache = Some(setup);
+        self
+    }
+
+    /// Samples a time series of the run (on by default; see [`World::sample_bucket`]): one row per
+    /// bucket of simulated time, at most 10,000. Sampling reads components between events and
+    /// schedules nothing, so the run (events, trace hash) is the same either way.
+    pub fn with_series(mut self, on: bool) -> Topology {
+        self.series = on;
         self
     }
 
@@ -557,6 +569,18 @@ impl Topology {
                 .expect("after time zero");
             id
         });
+        let series = self.series.then(|| {
+            if let Part::Gateway(g) = sim.component_mut(gateway_id) {
+                g.enable_window();
+            }
+            for i in 0..self.nodes {
+                if let Part::Node(n) = sim.component_mut(node_id(i)) {
+                    n.enable_pool_window();
+                }
+            }
+            // The run cannot outlast its time limit: at most 10,000 buckets of this width.
+            TimeSeries::new(bucket_width(limits.max_time), self.cache.is_some())
+        });
         World {
             sim,
             traffic: traffic_id,
@@ -570,6 +594,7 @@ impl Topology {
             reconciler,
             api_metrics,
             audits_done: 0,
+            series,
         }
     }
 
@@ -596,6 +621,8 @@ pub struct World {
     api_metrics: ApiMetrics,
     /// Reconciliation audits done so far (the next is at `(audits_done + 1) × period`).
     audits_done: u64,
+    /// The time series being sampled, when it is on.
+    series: Option<TimeSeries>,
 }
 
 /// Per-API results, as the client saw them.
@@ -654,6 +681,9 @@ pub struct RunResult {
     pub workflows: Option<WfStats>,
     /// Reconciliation's findings and repairs, when it ran.
     pub reconciliation: Option<ReconStats>,
+    /// One row per bucket of simulated time, from time zero (warmup included) to the run's end,
+    /// when sampling was on ([`Topology::with_series`]).
+    pub series: Option<TimeSeries>,
 }
 
 impl RunResult {
@@ -703,28 +733,102 @@ impl World {
         }
     }
 
-    /// Runs every event due at or before `until`, pausing at each reconciliation audit on the
-    /// way (every multiple of its period); returns the report if the run ended first. Drivers
-    /// use it to show progress, end a warmup, or stop early.
+    /// Runs every event due at or before `until`, pausing at each reconciliation audit and
+    /// each time-series bucket end on the way; returns the report if the run ended first (the
+    /// series then gets its last, shorter bucket). Drivers use it to show progress, end a
+    /// warmup, or stop early.
     pub fn run_until(&mut self, until: SimTime) -> Option<RunReport> {
         let period = self.reconciler.map(|id| match self.sim.component(id) {
             Part::Reconciler(c) => c.config().period(),
             _ => unreachable!("the reconciler id names the reconciler"),
         });
-        if let Some(period) = period {
-            loop {
-                let at = SimTime::ZERO.saturating_add(period.saturating_mul(self.audits_done + 1));
-                if at > until {
-                    break;
-                }
-                if let Some(report) = self.sim.run_until(at) {
-                    return Some(report);
-                }
+        loop {
+            let audit_at = period
+                .map(|p| SimTime::ZERO.saturating_add(p.saturating_mul(self.audits_done + 1)));
+            let sample_at = self.series.as_ref().and_then(TimeSeries::next_instant);
+            let Some(at) = [audit_at, sample_at]
+                .into_iter()
+                .flatten()
+                .filter(|&t| t <= until)
+                .min()
+            else {
+                break;
+            };
+            if let Some(report) = self.sim.run_until(at) {
+                self.close_series(&report);
+                return Some(report);
+            }
+            if audit_at == Some(at) {
                 self.audit(at);
                 self.audits_done += 1;
             }
+            if sample_at == Some(at) {
+                self.sample_bucket(at);
+            }
         }
-        self.sim.run_until(until)
+        let report = self.sim.run_until(until);
+        if let Some(r) = &report {
+            self.close_series(r);
+        }
+        report
+    }
+
+    /// Reads the world's cumulative totals at `now`, the queue depth, and takes the windows that
+    /// the gateway (responses) and nodes (pool waits) filled since the last sample.
+    fn take_sample(&mut self, now: SimTime) -> (Totals, u64, ResponseWindow, LatencyHistogram) {
+        let responses = match self.sim.component_mut(self.gateway) {
+            Part::Gateway(g) => g.take_window(),
+            _ => unreachable!("the gateway id names the gateway"),
+        };
+        let mut totals = Totals::default();
+        let mut depth = 0u64;
+        let mut pool_waits = LatencyHistogram::new();
+        for &id in &self.nodes {
+            let Part::Node(n) = self.sim.component_mut(id) else {
+                unreachable!("node ids name nodes")
+            };
+            depth += n.waiting() as u64;
+            totals.gc_paused_ns += n.gc_paused_ns_through(now);
+            pool_waits.merge(&n.take_pool_waits());
+            if let Some(l1) = n.l1_stats() {
+                totals.l1_lookups += l1.lookups();
+                totals.l1_hits += l1.hits();
+            }
+        }
+        if let Part::Db(db) = self.sim.component(self.db) {
+            totals.db_queries = db.stats().served();
+        }
+        (totals, depth, responses, pool_waits)
+    }
+
+    /// Closes the time-series bucket ending at `now` (between events; reads state and
+    /// schedules nothing, so the run is the same with sampling on or off). `run_until` calls it
+    /// at every multiple of the bucket width.
+    pub fn sample_bucket(&mut self, now: SimTime) {
+        if self.series.is_none() {
+            return;
+        }
+        let (totals, depth, responses, pool_waits) = self.take_sample(now);
+        if let Some(s) = &mut self.series {
+            s.sample(now, totals, depth, &responses, &pool_waits);
+        }
+    }
+
+    /// The last, shorter bucket up to the run's end.
+    fn close_series(&mut self, report: &RunReport) {
+        if self.series.as_ref().is_none_or(TimeSeries::is_closed) {
+            return;
+        }
+        let end = report.end_time;
+        let (totals, depth, responses, pool_waits) = self.take_sample(end);
+        if let Some(s) = &mut self.series {
+            s.close(end, totals, depth, &responses, &pool_waits);
+        }
+    }
+
+    /// The time series sampled so far, when sampling is on.
+    pub fn series(&self) -> Option<&TimeSeries> {
+        self.series.as_ref()
     }
 
     /// One reconciliation audit at `now` (between events): plans repairs from the engine's
@@ -859,6 +963,7 @@ impl World {
                 Part::Cleanup(c) => c.stats().clone(),
                 _ => unreachable!("the cleanup id names the cleanup job"),
             }),
+            series: self.series.clone(),
         }
     }
 }

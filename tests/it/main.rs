@@ -7,4 +7,5 @@ mod determinism;
 mod kernel;
 mod queueing;
 mod scenarios;
+mod series;
 mod traffic;
