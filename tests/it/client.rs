@@ -300,10 +300,16 @@ fn retries_reuse_the_client_token_so_instance_sets_are_created_once() {
             unreachable!()
         };
         let rows = db.table_rows(Table::Instances);
-        let replays = db.idempotency().stats().replays;
-        (r, rows, replays, tr.tokens_sent())
+        let stats = db.idempotency().stats();
+        (
+            r,
+            rows,
+            stats.replays,
+            stats.duplicates_detected,
+            tr.tokens_sent(),
+        )
     };
-    let (r, rows, replays, tokens) = run_with(1.0);
+    let (r, rows, replays, dups, tokens) = run_with(1.0);
     let c = client(&r);
     let timeouts = c.retries_for(ErrorCode::DeadlineExceeded);
     assert!(
@@ -315,9 +321,15 @@ fn retries_reuse_the_client_token_so_instance_sets_are_created_once() {
         "one token per call, reused by its retries"
     );
     assert!(replays > 0, "the idempotency store answered retries");
-    assert_eq!(rows, tokens, "exactly one instance per token (Amount = 1)");
+    // At most one instance per token (Amount = 1): every call that ended OK has its instance
+    // (replays return the original), and a token without an instance belongs to a call that
+    // ended failed (all attempts expired before the node got to it).
+    assert!(rows <= tokens, "{rows} rows for {tokens} tokens");
+    assert!(rows >= c.calls_ok, "{rows} rows, {} calls OK", c.calls_ok);
+    assert!(tokens - rows <= c.calls_failed);
+    assert_eq!(dups, 0, "no token created a second instance set");
 
-    let (r, rows, _, tokens) = run_with(0.0);
+    let (r, rows, _, _, tokens) = run_with(0.0);
     let c = client(&r);
     assert_eq!(tokens, 0);
     assert!(
@@ -441,6 +453,12 @@ fn closed_loop_hides_the_stall_the_open_loop_shows() {
     let max =
         |r: &RunResult| r.api(Api::DescribeInstanceStatus).latency.max_ns().unwrap() as f64 * 1e-9;
     let (p_open, p_closed) = (p99(&o), p99(&c));
+    eprintln!(
+        "closed loop: {n_closed} calls, p99 {p_closed:.4}s, max {:.3}s; open loop: {n_open} \
+         calls, p99 {p_open:.4}s, max {:.3}s; longest full GC {pause:.3}s",
+        max(&c),
+        max(&o)
+    );
     assert!(
         p_open > 10.0 * p_closed,
         "open-loop p99 {p_open:.4}s vs closed-loop p99 {p_closed:.4}s (pause {pause:.3}s)"
