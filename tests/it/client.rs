@@ -398,8 +398,8 @@ fn polling_follows_every_creation_to_running() {
     );
 }
 
-/// Coordinated omission. One node whose heap forces full GCs (stop-the-world pauses of the order
-/// of a second). A closed loop of 10 clients (think 20 ms) measures latency from each actual
+/// Coordinated omission. One node whose heap forces full GCs (stop-the-world pauses of ≈0.3 s
+/// every few seconds). A closed loop of 10 clients (think 20 ms) measures latency from each actual
 /// send: during a pause only its 10 outstanding calls wait, so its p99 stays at the service
 /// time. An open loop at the same throughput measures from intended starts: every call meant
 /// to start during the pause waits, so its p99 rises by most of the pause.
@@ -472,7 +472,7 @@ fn closed_loop_hides_the_stall_the_open_loop_shows() {
 }
 
 /// 200 workers, 8 cores, and a heap whose old generation fills every few seconds at 400 calls/s
-/// (256 KiB each, half surviving): full GCs of about a second.
+/// (256 KiB each, half surviving): full GCs of ≈0.3 s.
 fn bad_gc_node() -> NodeConfig {
     let bad_heap = HeapSpec {
         eden_bytes: 256 * MIB,
