@@ -193,6 +193,30 @@ fn retries_follow_the_policy_under_throttling() {
     );
     let p = 1.0 - c.calls_by_attempts[1] as f64 / c.first_attempts as f64;
     let analytic = expected_attempts(p, 4);
+    let bounded_topo = base
+        .clone()
+        .with_client(ClientConfig {
+            retry: Some(
+                ClientRetry::new(4, backoff, &codes)
+                    .unwrap()
+                    .with_max_pending_retries(2)
+                    .unwrap(),
+            ),
+            ..ClientConfig::default()
+        })
+        .unwrap();
+    let (bounded, _) = run_checked(&bounded_topo, 2, |_| {});
+    let b = client(&bounded);
+    assert!(
+        b.retry_limit_hits > 0,
+        "the bound of 2 pending retries was hit"
+    );
+    assert!(b.total_retries() < c.total_retries());
+    assert_eq!(
+        b.calls_by_attempts.iter().sum::<u64>(),
+        b.first_attempts,
+        "a call that hits the bound ends with its last error"
+    );
     assert!(
         c.retry_amplification() >= analytic * 0.99,
         "amplification {} vs analytic {analytic} at p = {p}",
@@ -396,6 +420,36 @@ fn polling_follows_every_creation_to_running() {
         "{} polls for {ok} creations",
         c.polls
     );
+}
+
+/// Without workflows, RunInstances leaves its instances Pending: polls never see Running, so
+/// each creation is polled exactly `max_polls` times and given up, counted.
+#[test]
+fn polls_stop_at_their_limit() {
+    let t = traffic(
+        5.0,
+        ApiMix::only(Api::RunInstances),
+        3,
+        SimDuration::from_secs(30),
+    );
+    let topo = topology(2, plain_node().build().unwrap(), t, unlimited(3), 20)
+        .with_client(ClientConfig {
+            polling: Some(Polling {
+                max_polls: 5,
+                ..Polling::default()
+            }),
+            ..ClientConfig::default()
+        })
+        .unwrap();
+    let (r, _) = run_checked(&topo, 15, |world| quiet_deps(world, None));
+    let c = client(&r);
+    let ok = r.api(Api::RunInstances).count(Status::Ok);
+    assert!(ok > 50);
+    assert_eq!((c.polled_creations, c.reached), (ok, 0));
+    assert_eq!(c.poll_give_ups, ok);
+    assert_eq!(c.polls, 5 * ok);
+    assert_eq!(r.api(Api::DescribeInstanceStatus).requests, 5 * ok);
+    assert_eq!(c.time_to_running.count(), 0);
 }
 
 /// Coordinated omission. One node whose heap forces full GCs (stop-the-world pauses of ≈0.3 s
