@@ -82,6 +82,9 @@ pub struct Gateway {
     hop: SimDuration,
     /// Where successful creations are echoed (the traffic, to learn instance ids).
     client: Option<ComponentId>,
+    /// Echo every response to the client (`Msg::ClientResponse`) instead of only creations
+    /// (`Msg::Created`): client behaviour (retries, polling, closed loop) needs them all.
+    echo_all: bool,
     metrics: ApiMetrics,
     /// The responses of the current time-series bucket, when the world samples one.
     window: Option<ResponseWindow>,
@@ -110,6 +113,7 @@ impl Gateway {
             max_in_flight,
             hop,
             client: None,
+            echo_all: false,
             metrics,
             window: None,
         }
@@ -117,6 +121,12 @@ impl Gateway {
 
     pub fn set_client(&mut self, client: ComponentId) {
         self.client = Some(client);
+    }
+
+    /// Echoes every response to the client as `Msg::ClientResponse` (successful creations
+    /// included, instead of `Msg::Created`).
+    pub fn echo_all_responses(&mut self) {
+        self.echo_all = true;
     }
 
     /// Marks a node up or down (crash, restart, scale-in): down nodes get no new requests.
@@ -154,8 +164,14 @@ impl Gateway {
             w.record(latency_ns, resp.status.is_5xx());
         }
         out.count(self.metrics.status[i][status_index(resp.status)], 1);
-        if let (Some(client), Some(_)) = (self.client, resp.instances) {
-            out.send(client, SimDuration::ZERO, Msg::Created(*resp));
+        match (self.client, resp.instances) {
+            (Some(client), _) if self.echo_all => {
+                out.send(client, SimDuration::ZERO, Msg::ClientResponse(*resp));
+            }
+            (Some(client), Some(_)) => {
+                out.send(client, SimDuration::ZERO, Msg::Created(*resp));
+            }
+            _ => {}
         }
     }
 

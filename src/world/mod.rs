@@ -25,7 +25,9 @@ use crate::kernel::{
 use crate::metrics::LatencyHistogram;
 use crate::metrics::series::{ResponseWindow, TimeSeries, Totals, bucket_width};
 use crate::reconcile::{ReconConfig, ReconStats, Reconciler};
-use crate::traffic::{OpenLoop, OpenLoopConfig};
+use crate::traffic::{
+    ClientConfig, ClientStats, OpenLoop, OpenLoopConfig, ReplayConfig, ReplayStats, Trace,
+};
 use crate::workflow::{EngineConfig, WfCommand, WfDeps, WfDone, WfStats, WfTimer, WorkflowEngine};
 
 /// Every event of the control-plane world.
@@ -67,6 +69,9 @@ pub enum Msg {
     WfCommand(WfCommand),
     WfTimer(WfTimer),
     WfDone(WfDone),
+    /// Every response, echoed to the traffic when client behaviour needs it (retries, polling,
+    /// closed loop); successful creations then come this way instead of as `Created`.
+    ClientResponse(Response),
 }
 
 impl Message for Msg {
@@ -101,6 +106,7 @@ impl Message for Msg {
             Msg::WfCommand(_) => 23,
             Msg::WfTimer(_) => 24,
             Msg::WfDone(_) => 25,
+            Msg::ClientResponse(_) => 26,
         }
     }
 
@@ -134,6 +140,7 @@ impl Message for Msg {
             Msg::WfCommand(_) => "WfCommand",
             Msg::WfTimer(_) => "WfTimer",
             Msg::WfDone(_) => "WfDone",
+            Msg::ClientResponse(_) => "ClientResponse",
         }
     }
 }
@@ -175,6 +182,7 @@ impl Component<Msg> for Part {
         match (self, msg) {
             (Part::Traffic(t), Msg::TrafficTick) => t.on_tick(out),
             (Part::Traffic(t), Msg::Created(r)) => t.on_created(r),
+            (Part::Traffic(t), Msg::ClientResponse(r)) => t.on_response(r, out),
             (Part::Gateway(g), Msg::Request(r)) => g.on_request(r, out),
             (Part::Gateway(g), Msg::Response { handle, resp }) => g.on_response(handle, resp, out),
             (Part::Gateway(g), Msg::DeadlineSweep) => g.on_sweep(out),
@@ -215,6 +223,10 @@ pub enum TopologyError {
     NoSuchNode { index: u32, nodes: u32 },
     #[error("traffic: {0}")]
     Traffic(#[from] crate::traffic::ProfileError),
+    #[error("client: {0}")]
+    Client(#[from] crate::traffic::ClientError),
+    #[error("trace: {0}")]
+    Trace(#[from] crate::traffic::TraceError),
 }
 
 /// A control-plane topology: what to build and how long to drive it. Cloneable, so one
@@ -241,6 +253,8 @@ pub struct Topology {
     reconcile: Option<ReconConfig>,
     /// Whether the world samples a time series (on unless switched off).
     series: bool,
+    client: Option<ClientConfig>,
+    replay: Option<(std::sync::Arc<Trace>, ReplayConfig)>,
 }
 
 /// The workflow engine behind the mutating APIs: RunInstances inserts Pending rows and hands
@@ -312,6 +326,8 @@ impl Topology {
             workflows: None,
             reconcile: None,
             series: true,
+            client: None,
+            replay: None,
         })
     }
 
@@ -391,6 +407,30 @@ impl Topology {
         self
     }
 
+    /// Client behaviour: retries with backoff (same ClientToken), polling of created instances
+    /// until Running, a closed loop instead of the open one; client-side statistics in
+    /// [`RunResult::client`]. Only a configuration that needs responses changes the run (the
+    /// gateway then echoes every response to the traffic).
+    pub fn with_client(mut self, cfg: ClientConfig) -> Result<Topology, TopologyError> {
+        cfg.validate()?;
+        self.client = cfg.needs_responses().then_some(cfg);
+        Ok(self)
+    }
+
+    /// Replays `trace` instead of generating arrivals: the traffic configuration then only gives
+    /// the client's timeout (and `duration` the end: later records are not sent, counted in
+    /// [`ReplayStats::after_end`]). Works with [`Topology::with_client`] (retries, polling; a
+    /// closed loop is ignored under a replay). Statistics in [`RunResult::replay`].
+    pub fn with_trace(
+        mut self,
+        trace: Trace,
+        cfg: ReplayConfig,
+    ) -> Result<Topology, TopologyError> {
+        cfg.validate()?;
+        self.replay = Some((std::sync::Arc::new(trace), cfg));
+        Ok(self)
+    }
+
     /// Runs the data-cleanup job against the database.
     pub fn with_cleanup(mut self, cfg: CleanupConfig) -> Topology {
         self.cleanup = Some(cfg);
@@ -413,12 +453,39 @@ impl Topology {
         self.duration
     }
 
+    /// How much longer than the traffic the client may keep sending (retries after the last
+    /// request, polls after the last creation): the last retry chain at most `max_attempts`
+    /// timeouts and caps, the last polls `max_polls` timeouts and twice the mean interval.
+    fn client_drain(&self) -> SimDuration {
+        let Some(c) = &self.client else {
+            return SimDuration::ZERO;
+        };
+        let timeout = self.traffic.timeout;
+        let retry = c.retry.as_ref().map_or(SimDuration::ZERO, |r| {
+            let cap = match r.backoff() {
+                crate::traffic::Backoff::None => SimDuration::ZERO,
+                crate::traffic::Backoff::Exponential { cap, .. } => cap,
+            };
+            timeout
+                .saturating_add(cap)
+                .saturating_mul(u64::from(r.max_attempts()))
+        });
+        let polls = c.polling.as_ref().map_or(SimDuration::ZERO, |p| {
+            let interval = SimDuration::from_secs_f64(2.0 * p.interval.mean().unwrap_or(1.0));
+            timeout
+                .saturating_add(interval)
+                .saturating_mul(u64::from(p.max_polls))
+        });
+        retry.saturating_add(polls).min(SimDuration::DAY)
+    }
+
     /// The world, ready to run, and where its parts are.
     pub fn build(&self, seed: RootSeed) -> World {
         let drain = self
             .traffic
             .timeout
-            .saturating_add(SimDuration::from_secs(60));
+            .saturating_add(SimDuration::from_secs(60))
+            .saturating_add(self.client_drain());
         let limits = Limits {
             max_events: self.max_events,
             max_time: self.duration.saturating_add(drain),
@@ -452,6 +519,16 @@ impl Topology {
         };
 
         let mut traffic = OpenLoop::new(self.traffic.clone(), seed.fork("traffic"), gateway_id);
+        if let Some((trace, cfg)) = &self.replay {
+            traffic = traffic.with_replay(trace, cfg, seed.fork("traffic.replay"));
+        }
+        if let Some(cfg) = &self.client {
+            let mut cfg = cfg.clone();
+            if self.replay.is_some() {
+                cfg.closed_loop = None;
+            }
+            traffic = traffic.with_client(cfg);
+        }
         let first = traffic.first_arrival();
         assert_eq!(
             sim.add("traffic", Part::Traffic(Box::new(traffic))),
@@ -468,6 +545,9 @@ impl Topology {
             api_metrics.clone(),
         );
         gateway.set_client(traffic_id);
+        if self.client.is_some() {
+            gateway.echo_all_responses();
+        }
         assert_eq!(
             sim.add("gateway", Part::Gateway(Box::new(gateway))),
             gateway_id
@@ -684,6 +764,11 @@ pub struct RunResult {
     /// One row per bucket of simulated time, from time zero (warmup included) to the run's end,
     /// when sampling was on ([`Topology::with_series`]).
     pub series: Option<TimeSeries>,
+    /// What the client saw (attempts, retries, end-to-end latency, polls), when client
+    /// behaviour was on (`Topology::with_client`).
+    pub client: Option<ClientStats>,
+    /// What a trace replay sent, when the traffic was a replay (`Topology::with_trace`).
+    pub replay: Option<ReplayStats>,
 }
 
 impl RunResult {
@@ -935,7 +1020,12 @@ impl World {
                 _ => unreachable!("dependency ids name dependencies"),
             })
             .collect();
+        let Part::Traffic(traffic) = self.sim.component(self.traffic) else {
+            unreachable!("the traffic id names the traffic")
+        };
         RunResult {
+            client: traffic.client_stats().cloned(),
+            replay: traffic.replay_stats().cloned(),
             report,
             apis,
             nodes,

@@ -2,6 +2,7 @@
 //! `cargo test --release` — the statistical tests need millions of samples.
 
 mod cli;
+mod client;
 mod core;
 mod determinism;
 mod kernel;
