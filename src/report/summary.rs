@@ -225,6 +225,40 @@ pub fn summary(s: &Scenario, seed: u64, r: &RunResult, partial: bool, wall: Opti
             ("time_to_repair_ms", latency_ms(&rc.time_to_repair)),
         ])
     });
+    let client = r.client.as_ref().map_or(Json::Null, |c| {
+        Json::obj([
+            ("first_attempts", Json::int(c.first_attempts)),
+            ("attempts", Json::int(c.attempts)),
+            ("retry_amplification", Json::num(c.retry_amplification(), 6)),
+            (
+                "retries",
+                Json::obj(
+                    crate::api::types::ErrorCode::ALL
+                        .iter()
+                        .filter(|e| c.retries_for(**e) > 0)
+                        .map(|e| (e.name(), Json::int(c.retries_for(*e)))),
+                ),
+            ),
+            ("give_ups", Json::int(c.give_ups)),
+            ("retry_limit_hits", Json::int(c.retry_limit_hits)),
+            ("calls_ok", Json::int(c.calls_ok)),
+            ("calls_failed", Json::int(c.calls_failed)),
+            ("end_to_end_ms", latency_ms(&c.end_to_end)),
+            ("polls", Json::int(c.polls)),
+            ("polled_creations", Json::int(c.polled_creations)),
+            ("poll_give_ups", Json::int(c.poll_give_ups)),
+            ("time_to_running_ms", latency_ms(&c.time_to_running)),
+            ("untracked", Json::int(c.untracked)),
+        ])
+    });
+    let replay = r.replay.as_ref().map_or(Json::Null, |p| {
+        Json::obj([
+            ("records", Json::int(p.records)),
+            ("scheduled", Json::int(p.scheduled)),
+            ("sent", Json::int(p.sent)),
+            ("after_end", Json::int(p.after_end)),
+        ])
+    });
     let checks = slo_checks(s, r);
     let slo = Json::obj([
         ("met", Json::Bool(checks.iter().all(|c| c.met))),
@@ -272,6 +306,8 @@ pub fn summary(s: &Scenario, seed: u64, r: &RunResult, partial: bool, wall: Opti
         ("cache", cache),
         ("workflows", workflows),
         ("reconciliation", reconciliation),
+        ("client", client),
+        ("replay", replay),
         ("slo", slo),
     ];
     if let Some(w) = wall {

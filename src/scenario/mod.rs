@@ -275,7 +275,8 @@ pub fn parse_scenario(
             broken: &broken,
             example: validate::example,
         };
-        validate::validate(file, &raw, mocks, &mut check)
+        let dir = Path::new(file).parent().unwrap_or(Path::new(""));
+        validate::validate(file, dir, &raw, mocks, &mut check)
     });
     match scenario {
         Some(mut s) if diag.is_clean() => {

@@ -55,6 +55,8 @@ pub(super) struct RawApi {
     pub pool_acquire_timeout: Sp<SimDuration>,
     /// CPU time of every API call (seconds).
     pub cpu: Sp<Dist>,
+    /// Drop queued requests whose deadline has passed instead of working on them.
+    pub shed_expired: Sp<bool>,
     /// One-way network delay of every hop (gateway ↔ node, node → database and dependencies).
     pub hop: Sp<SimDuration>,
 }
@@ -132,6 +134,44 @@ pub(super) struct RawWorkload {
     pub describe_list_share: Sp<f64>,
     pub tokens: Sp<RawTokens>,
     pub profile: Sp<RawProfile>,
+    pub retry: Sp<RawRetry>,
+    pub polling: Sp<RawPolling>,
+    pub closed_loop: Sp<RawClosedLoop>,
+    pub replay: Sp<RawReplay>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRetry {
+    pub max_attempts: Sp<i64>,
+    pub backoff: Sp<String>,
+    pub base: Sp<SimDuration>,
+    pub cap: Sp<SimDuration>,
+    pub jitter: Sp<String>,
+    pub on: Sp<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPolling {
+    pub interval: Sp<Dist>,
+    pub max_polls: Sp<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClosedLoop {
+    pub clients: Sp<i64>,
+    pub think: Sp<Dist>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReplay {
+    /// CSV or JSON Lines, relative to the scenario file.
+    pub trace: Sp<String>,
+    pub speed: Sp<f64>,
+    pub scale: Sp<f64>,
 }
 
 /// A rate profile: `kind` says which of the other keys apply.
@@ -251,12 +291,32 @@ static PROFILE_SHAPE: Shape = Shape {
     fields: fields_of::<RawProfile>,
     subs: &[("steps", Sub::Tables(&STEP_SHAPE))],
 };
+static RETRY_SHAPE: Shape = Shape {
+    fields: fields_of::<RawRetry>,
+    subs: &[],
+};
+static POLLING_SHAPE: Shape = Shape {
+    fields: fields_of::<RawPolling>,
+    subs: &[],
+};
+static CLOSED_SHAPE: Shape = Shape {
+    fields: fields_of::<RawClosedLoop>,
+    subs: &[],
+};
+static REPLAY_SHAPE: Shape = Shape {
+    fields: fields_of::<RawReplay>,
+    subs: &[],
+};
 static WORKLOAD_SHAPE: Shape = Shape {
     fields: fields_of::<RawWorkload>,
     subs: &[
         ("mix", Sub::Map),
         ("tokens", Sub::Table(&TOKENS_SHAPE)),
         ("profile", Sub::Table(&PROFILE_SHAPE)),
+        ("retry", Sub::Table(&RETRY_SHAPE)),
+        ("polling", Sub::Table(&POLLING_SHAPE)),
+        ("closed_loop", Sub::Table(&CLOSED_SHAPE)),
+        ("replay", Sub::Table(&REPLAY_SHAPE)),
     ],
 };
 static FAULT_SHAPE: Shape = Shape {

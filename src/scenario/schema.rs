@@ -173,6 +173,12 @@ pub fn scenario_schema() -> Json {
             ),
             ("cpu", dist("CPU time of every API call, seconds.")),
             (
+                "shed_expired",
+                boolean(
+                    "Drop queued requests whose deadline has passed instead of working on them.",
+                ),
+            ),
+            (
                 "hop",
                 duration("One-way network delay of every hop (gateway, database, dependencies)."),
             ),
@@ -386,6 +392,106 @@ pub fn scenario_schema() -> Json {
         ],
         &[],
     );
+    let codes: Vec<&str> = crate::api::types::ErrorCode::ALL
+        .iter()
+        .map(|e| e.name())
+        .collect();
+    let retry = table(
+        "Client retries (same ClientToken on every attempt).",
+        vec![
+            (
+                "max_attempts",
+                int("Attempts per call, the first included.", 1, 10),
+            ),
+            (
+                "backoff",
+                one_of(
+                    "Wait before a retry: none (the retry storm) or exponential.",
+                    &["exponential", "none"],
+                ),
+            ),
+            ("base", duration("Exponential backoff: the first ceiling.")),
+            ("cap", duration("Exponential backoff: the largest ceiling.")),
+            (
+                "jitter",
+                one_of(
+                    "Full jitter (uniform below the ceiling) or none.",
+                    &["full", "none"],
+                ),
+            ),
+            (
+                "on",
+                Json::obj([
+                    ("type", Json::str("array")),
+                    (
+                        "items",
+                        Json::obj([(
+                            "enum",
+                            Json::Arr(codes.into_iter().map(Json::str).collect()),
+                        )]),
+                    ),
+                    (
+                        "description",
+                        Json::str(
+                            "Codes worth a retry (default Throttling, ServiceUnavailable, InternalError, DeadlineExceeded).",
+                        ),
+                    ),
+                ]),
+            ),
+        ],
+        &[],
+    );
+    let polling = table(
+        "DescribeInstanceStatus polling after a creation, until Running (Stopped for CreateInstance).",
+        vec![
+            (
+                "interval",
+                dist("Time between polls, seconds (default uniform 1 to 2 s)."),
+            ),
+            ("max_polls", int("Polls per creation at most.", 1, 10_000)),
+        ],
+        &[],
+    );
+    let closed_loop = table(
+        "A closed loop instead of open-loop arrivals: what coordinated omission hides.",
+        vec![
+            (
+                "clients",
+                int(
+                    "Clients, each waiting for its answer before the next call.",
+                    1,
+                    100_000,
+                ),
+            ),
+            (
+                "think",
+                dist("Think time between an answer and the next call, seconds."),
+            ),
+        ],
+        &["clients"],
+    );
+    let replay = table(
+        "Replay a trace instead of generating arrivals.",
+        vec![
+            (
+                "trace",
+                string("CSV or JSON Lines file, relative to the scenario."),
+            ),
+            (
+                "speed",
+                num("Time compression (2 = twice as fast).", 1e-6, 1e6),
+            ),
+            (
+                "scale",
+                num(
+                    "Records kept (< 1, thinned) or copied with fresh tokens (> 1).",
+                    1e-6,
+                    100.0,
+                ),
+            ),
+        ],
+        &["trace"],
+    );
     let workload = table(
         "The traffic.",
         vec![
@@ -422,6 +528,10 @@ pub fn scenario_schema() -> Json {
             ),
             ("tokens", tokens),
             ("profile", profile),
+            ("retry", retry),
+            ("polling", polling),
+            ("closed_loop", closed_loop),
+            ("replay", replay),
         ],
         &["rate"],
     );

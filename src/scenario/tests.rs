@@ -262,3 +262,38 @@ fn the_schema_describes_every_key_and_is_committed() {
         "scenarios/scenario.schema.json is stale: regenerate with `firedrill schema > scenarios/scenario.schema.json`"
     );
 }
+
+#[test]
+fn client_behaviour_and_replay_read_and_bad_values_are_located() {
+    let with = |extra: &str| format!("{GOOD}\n{extra}\n");
+    let s = parse(
+        &with(
+            "[workload.retry]\nmax_attempts = 4\nbackoff = \"none\"\non = [\"Throttling\"]\n[workload.polling]\nmax_polls = 5\n[workload.closed_loop]\nclients = 20\nthink = \"const:1s\"",
+        ),
+        &[],
+    );
+    assert!(s.is_ok(), "{:?}", s.err());
+    let e = parse(
+        &with("[workload.retry]\nmax_attempts = 40\njitter = \"ful\"\non = [\"Throttled\"]\n[workload.closed_loop]\nthink = \"const:1s\""),
+        &[],
+    )
+    .unwrap_err();
+    let l = lines(&e);
+    for x in [
+        "workload.retry.max_attempts: 40 is out of range; allowed range: 1 to 10",
+        "workload.retry.jitter: unknown value `ful`; did you mean `full`?",
+        "workload.retry.on[0]: unknown error code `Throttled`; did you mean `Throttling`?",
+        "workload.closed_loop.clients: missing key `clients`",
+    ] {
+        assert!(l.iter().any(|y| y.contains(x)), "missing {x:?} in {l:?}");
+    }
+    let e = parse(
+        &with("[workload.replay]\ntrace = \"no/such/trace.csv\""),
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().starts_with("s.toml:") && e.to_string().contains("workload.replay.trace: "),
+        "{e}"
+    );
+}

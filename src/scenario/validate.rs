@@ -1,25 +1,34 @@
 //! The scenario validator: ranges, names, references and cross-field rules on the raw layer,
 //! building the typed [`Scenario`] only when nothing was wrong.
 
-use super::raw::{RawProfile, RawScenario, Sp};
+use super::raw::{RawProfile, RawScenario, RawWorkload, Sp};
 use super::{Scenario, Slo};
 use crate::api::lb::LbPolicy;
 use crate::api::node::NodeConfigBuilder;
 use crate::api::throttle::{Limit, Throttle};
 use crate::api::types::Api;
+use crate::api::types::ErrorCode;
 use crate::cache::{L1Config, L2Config};
 use crate::cleanup::CleanupConfig;
 use crate::db::{DbConfig, Table};
+use crate::deps::Jitter;
 use crate::deps::diag::name_hint;
 use crate::deps::parse::{Check, join};
 use crate::deps::spec::DependencySpec;
 use crate::gc::{GcProfile, HeapSpec};
 use crate::idempotency::{IdemConfig, Mode as IdemMode, StoreKind};
 use crate::kernel::{Dist, SimDuration, SimTime};
-use crate::traffic::{ApiMix, OpenLoopConfig, RateProfile, TokenPolicy};
+use crate::traffic::client::{
+    MAX_BACKOFF_CAP, MAX_CLIENT_ATTEMPTS, MAX_CLOSED_LOOP_CLIENTS, MAX_POLLS,
+};
+use crate::traffic::{
+    ApiMix, Backoff, ClientConfig, ClientRetry, ClosedLoop, OpenLoopConfig, Polling, RateProfile,
+    ReplayConfig, TokenPolicy, Trace,
+};
 use crate::workflow::EngineConfig;
 use crate::world::{CacheSetup, Topology, WorkflowSetup};
 use std::ops::Range;
+use std::path::Path;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
@@ -383,8 +392,179 @@ fn profile(c: &mut Check<'_, '_>, p: &Spanned<RawProfile>) -> Option<RateProfile
     built(c, built_profile?, &span, P)
 }
 
+/// `[workload.retry]`, `[workload.polling]`, `[workload.closed_loop]`: client behaviour.
+fn client(c: &mut Check<'_, '_>, w: &RawWorkload) -> Option<ClientConfig> {
+    let mut cfg = ClientConfig::default();
+    // Every part is checked, so one part's problems do not hide another's.
+    let retry = w.retry.as_ref().map(|r| -> Option<ClientRetry> {
+        const P: &str = "workload.retry";
+        let span = r.span();
+        let r = r.get_ref();
+        let attempts = c.opt_int(
+            &r.max_attempts,
+            "workload.retry.max_attempts",
+            1,
+            i64::from(MAX_CLIENT_ATTEMPTS),
+            3,
+        );
+        let kind = name_of(
+            c,
+            &r.backoff,
+            "workload.retry.backoff",
+            &["exponential", "none"],
+            "exponential",
+        );
+        let jitter = name_of(
+            c,
+            &r.jitter,
+            "workload.retry.jitter",
+            &["full", "none"],
+            "full",
+        );
+        let base = dur(
+            c,
+            &r.base,
+            "workload.retry.base",
+            SimDuration::from_us(1),
+            SimDuration::HOUR,
+            SimDuration::from_ms(100),
+        );
+        let cap = dur(
+            c,
+            &r.cap,
+            "workload.retry.cap",
+            SimDuration::from_us(1),
+            MAX_BACKOFF_CAP,
+            SimDuration::from_secs(10),
+        );
+        let mut codes = Vec::new();
+        let mut ok = true;
+        match &r.on {
+            None => codes.extend(ClientRetry::DEFAULT_CODES),
+            Some(list) => {
+                for (i, code) in list.get_ref().iter().enumerate() {
+                    match ErrorCode::from_name(code.get_ref()) {
+                        Some(e) => codes.push(e),
+                        None => {
+                            ok = false;
+                            c.problem(
+                                code.span(),
+                                &format!("{P}.on[{i}]"),
+                                format!("unknown error code `{}`", code.get_ref()),
+                                Some(name_hint(
+                                    code.get_ref(),
+                                    "codes",
+                                    ErrorCode::ALL.iter().map(|e| e.name()),
+                                )),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let backoff = match (kind?, base?, cap?, jitter?) {
+            ("none", ..) => Backoff::None,
+            (_, base, cap, j) => Backoff::Exponential {
+                base,
+                cap,
+                jitter: if j == "full" {
+                    Jitter::Full
+                } else {
+                    Jitter::None
+                },
+            },
+        };
+        if !ok {
+            return None;
+        }
+        built(
+            c,
+            ClientRetry::new(attempts? as u32, backoff, &codes),
+            &span,
+            P,
+        )
+    });
+    let polling = w.polling.as_ref().map(|p| -> Option<Polling> {
+        let r = p.get_ref();
+        let mut polling = Polling::default();
+        if let Some(d) = &r.interval {
+            polling.interval = d.get_ref().clone();
+        }
+        polling.max_polls = c.opt_int(
+            &r.max_polls,
+            "workload.polling.max_polls",
+            1,
+            i64::from(MAX_POLLS),
+            60,
+        )? as u32;
+        Some(polling)
+    });
+    let closed = w.closed_loop.as_ref().map(|cl| -> Option<ClosedLoop> {
+        let span = cl.span();
+        let r = cl.get_ref();
+        let clients = c
+            .required(&r.clients, &span, "workload.closed_loop", "clients")
+            .and_then(|v| {
+                c.int(
+                    v,
+                    "workload.closed_loop.clients",
+                    1,
+                    i64::from(MAX_CLOSED_LOOP_CLIENTS),
+                )
+            });
+        let think = r.think.as_ref().map_or_else(
+            || Dist::exponential(1.0).ok(),
+            |d| Some(d.get_ref().clone()),
+        );
+        Some(ClosedLoop {
+            clients: clients? as u32,
+            think: think?,
+        })
+    });
+    cfg.retry = retry.map(|r| r.ok_or(())).transpose().ok()?;
+    cfg.polling = polling.map(|p| p.ok_or(())).transpose().ok()?;
+    cfg.closed_loop = closed.map(|x| x.ok_or(())).transpose().ok()?;
+    built(c, cfg.validate().map(|()| cfg.clone()), &(0..0), "workload")
+}
+
+/// `[workload.replay]`: a trace instead of generated arrivals (read relative to `dir`).
+fn replay(
+    c: &mut Check<'_, '_>,
+    w: &RawWorkload,
+    dir: &Path,
+) -> Option<Option<(Trace, ReplayConfig)>> {
+    let Some(r) = &w.replay else {
+        return Some(None);
+    };
+    let span = r.span();
+    let r = r.get_ref();
+    let file = c.required(&r.trace, &span, "workload.replay", "trace")?;
+    let speed = opt_float(c, &r.speed, "workload.replay.speed", 1e-6, 1e6, 1.0);
+    let scale = opt_float(c, &r.scale, "workload.replay.scale", 1e-6, 100.0, 1.0);
+    let path = dir.join(file.get_ref());
+    let trace = match Trace::from_path(&path) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            c.problem(
+                file.span(),
+                "workload.replay.trace",
+                e.to_string(),
+                Some("a path relative to the scenario file, to a .csv or JSON Lines trace".into()),
+            );
+            None
+        }
+    };
+    let cfg = ReplayConfig {
+        speed: speed?,
+        scale: scale?,
+        ..ReplayConfig::default()
+    };
+    Some(Some((trace?, cfg)))
+}
+
 pub(super) fn validate(
     file: &str,
+    dir: &Path,
     raw: &RawScenario,
     mocks: &[DependencySpec],
     c: &mut Check<'_, '_>,
@@ -548,6 +728,9 @@ pub(super) fn validate(
         }
         if let Some(v) = &a.cpu {
             b = b.cpu_all(v.get_ref().clone());
+        }
+        if let Some(v) = &a.shed_expired {
+            b = b.shed_expired(*v.get_ref());
         }
         if let Some(v) = &a.hop {
             let h = *v.get_ref();
@@ -995,6 +1178,14 @@ pub(super) fn validate(
         }
     };
 
+    let client_cfg = match w {
+        Some(w) => client(c, w),
+        None => Some(ClientConfig::default()),
+    };
+    let replay_cfg = match w {
+        Some(w) => replay(c, w, dir),
+        None => Some(None),
+    };
     let rate_profile = match w.and_then(|w| w.profile.as_ref()) {
         None if c.broken.contains("workload.profile") => None,
         None => Some(RateProfile::constant()),
@@ -1090,6 +1281,15 @@ pub(super) fn validate(
         topology = topology.with_gateway_hop(*h.get_ref());
     }
     topology = topology.with_idempotency(idem?);
+    topology = built(c, topology.with_client(client_cfg?), &wl_span, "workload")?;
+    if let Some((trace, cfg)) = replay_cfg? {
+        topology = built(
+            c,
+            topology.with_trace(trace, cfg),
+            &wl_span,
+            "workload.replay",
+        )?;
+    }
     if cache_declared {
         topology = topology.with_cache(cache?);
     }
