@@ -13,9 +13,25 @@ use crate::world::shipped_mocks;
 use clap::Args;
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Exit code for a run whose SLOs or thresholds failed.
 pub const EXIT_SLO_FAILED: u8 = 1;
+/// Exit code for a run stopped by Ctrl-C (128 + SIGINT, the shell convention); its results are
+/// written, marked partial.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Set by the Ctrl-C handler, read by the run loop between steps. The handler (a thread the
+/// `ctrlc` crate owns) is installed once per process, at the CLI edge only.
+fn interrupt_flag() -> &'static AtomicBool {
+    static FLAG: AtomicBool = AtomicBool::new(false);
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        // If no handler can be installed, Ctrl-C keeps its default (immediate exit).
+        let _ = ctrlc::set_handler(|| FLAG.store(true, Ordering::Relaxed));
+    });
+    &FLAG
+}
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -89,6 +105,8 @@ fn fmt_ms(ns: Option<u64>) -> String {
 pub fn run(args: &RunArgs) -> Result<u8, CliError> {
     let scenario = load(&args.scenario, &args.set, args.mocks.as_deref())?;
     let seed = args.seed.unwrap_or(scenario.seed());
+    // The handler is in place before the seed is printed: a Ctrl-C from then on is clean.
+    let interrupted = interrupt_flag();
     println!("seed: {seed}");
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("results")
@@ -109,10 +127,16 @@ pub fn run(args: &RunArgs) -> Result<u8, CliError> {
     let mut report = None;
     let mut k = 1u64;
     while report.is_none() {
+        if interrupted.load(Ordering::Relaxed) {
+            // Ctrl-C: stop between events and report what was measured, marked partial.
+            report = Some(world.sim.interrupted_report());
+            break;
+        }
+        // Steps of 1% of the traffic's duration, on through the drain, so Ctrl-C is seen often.
         let next = if k <= 100 {
-            SimTime::from_ns(step.max(1) * k).min(end)
+            SimTime::from_ns(step.max(1).saturating_mul(k)).min(end)
         } else {
-            SimTime::MAX
+            SimTime::from_ns(step.max(1).saturating_mul(k))
         };
         let stop = if !warmed { next.min(warmup_end) } else { next };
         report = world.run_until(stop);
@@ -142,11 +166,12 @@ pub fn run(args: &RunArgs) -> Result<u8, CliError> {
     }
     let wall = started.elapsed().as_secs_f64();
     let result = world.result(report, topo.duration());
+    let partial = matches!(result.report.outcome, Outcome::Interrupted { .. });
     let json = summary(
         &scenario,
         seed,
         &result,
-        false,
+        partial,
         Some(Wall { seconds: wall }),
     );
     let write = |path: &Path, bytes: &[u8]| {
@@ -229,6 +254,12 @@ pub fn run(args: &RunArgs) -> Result<u8, CliError> {
             .collect::<String>()
     );
     match &result.report.outcome {
+        Outcome::Interrupted { at } => {
+            eprintln!(
+                "interrupted at {at}: the results are partial (summary.json: \"partial\": true)"
+            );
+            return Ok(EXIT_INTERRUPTED);
+        }
         Outcome::InvariantViolated { at, message, .. } => {
             eprintln!("invariant violated at {at} (seed {seed}): {message}");
             eprintln!("replay: {replay}");

@@ -53,11 +53,13 @@ pub enum Outcome {
         at: SimTime,
         message: String,
     },
+    /// The driver stopped the run early (e.g. Ctrl-C): what was measured up to `at` is partial.
+    Interrupted { at: SimTime },
 }
 
 impl Outcome {
     /// A short stable label for reports: `drained`, `stopped`, `event_limit`, `time_limit`,
-    /// `pending_limit`, `invariant_violated`.
+    /// `pending_limit`, `invariant_violated`, `interrupted`.
     pub fn label(&self) -> &'static str {
         match self {
             Outcome::Drained => "drained",
@@ -66,6 +68,7 @@ impl Outcome {
             Outcome::TimeLimit { .. } => "time_limit",
             Outcome::PendingLimit { .. } => "pending_limit",
             Outcome::InvariantViolated { .. } => "invariant_violated",
+            Outcome::Interrupted { .. } => "interrupted",
         }
     }
 
@@ -96,6 +99,7 @@ impl fmt::Display for Outcome {
                     by.index()
                 )
             }
+            Outcome::Interrupted { at } => write!(f, "interrupted at {at}"),
         }
     }
 }
@@ -338,6 +342,17 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
                 Pop::Later(t) if t.since_start() > self.limits.max_time => return Some(self.run()),
                 Pop::Later(_) => return None,
             }
+        }
+    }
+
+    /// The report of a run stopped now by its driver ([`Outcome::Interrupted`]); the world is
+    /// left as it is.
+    pub fn interrupted_report(&self) -> RunReport {
+        RunReport {
+            outcome: Outcome::Interrupted { at: self.now() },
+            events: self.events,
+            end_time: self.now(),
+            trace_hash: self.trace_hash(),
         }
     }
 

@@ -19,6 +19,8 @@ pub(super) struct RawScenario {
     pub duration: Sp<SimDuration>,
     pub warmup: Sp<SimDuration>,
     pub scale: Sp<f64>,
+    /// The most events one run may process: a safety bound, reported (exit 3) when hit.
+    pub max_events: Sp<i64>,
     pub topology: Sp<RawTopology>,
     pub workload: Sp<RawWorkload>,
     pub fault: Sp<Vec<Spanned<RawFault>>>,

@@ -593,6 +593,14 @@ pub fn scenario_schema() -> Json {
                     1e6,
                 ),
             ),
+            (
+                "max_events",
+                int(
+                    "Safety bound on events per run; hitting it ends the run with exit 3.",
+                    1,
+                    i64::MAX,
+                ),
+            ),
             ("topology", topology),
             ("workload", workload),
             (

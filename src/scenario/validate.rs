@@ -630,6 +630,7 @@ pub(super) fn validate(
         }
     }
     let scale = opt_float(c, &raw.scale, "scale", 1.0, MAX_SCALE, 1.0);
+    let max_events = c.opt_int(&raw.max_events, "max_events", 1, i64::MAX, 1 << 36);
     let scale_v = scale.unwrap_or(1.0);
 
     for (i, f) in raw.fault.iter().flat_map(|v| v.get_ref()).enumerate() {
@@ -1280,7 +1281,9 @@ pub(super) fn validate(
     if let Some(h) = a.and_then(|a| a.hop.as_ref()) {
         topology = topology.with_gateway_hop(*h.get_ref());
     }
-    topology = topology.with_idempotency(idem?);
+    topology = topology
+        .with_max_events(max_events? as u64)
+        .with_idempotency(idem?);
     topology = built(c, topology.with_client(client_cfg?), &wl_span, "workload")?;
     if let Some((trace, cfg)) = replay_cfg? {
         topology = built(

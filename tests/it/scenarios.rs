@@ -194,3 +194,69 @@ fn the_mmc_scenario_matches_erlang_c() {
         );
     }
 }
+
+/// A run that hits its safety bound exits 3 with the replay command; its results are written.
+#[test]
+fn a_safety_bound_exits_3_with_the_replay_command() {
+    let out = out_dir("bound");
+    let o = firedrill(&[
+        "run",
+        "scenarios/gc-tuning.toml",
+        "--set",
+        "max_events=10000",
+        "--quiet",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(
+            "replay: firedrill run scenarios/gc-tuning.toml --seed 1 --set max_events=10000"
+        ),
+        "{err}"
+    );
+    let j: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(j["outcome"], "event_limit");
+    assert_eq!(j["events"], 10_000);
+}
+
+/// Ctrl-C (SIGINT) stops a run cleanly: exit 130 and every result file written, the summary
+/// marked partial.
+#[test]
+fn ctrl_c_writes_partial_results() {
+    let out = out_dir("interrupt");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_firedrill"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "run",
+            "scenarios/double11.toml",
+            "--quiet",
+            "--out",
+            &out.display().to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the run is under way (it prints the seed first), then interrupt it.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 6];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    assert_eq!(&first, b"seed: ");
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let j: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(j["partial"], true);
+    assert_eq!(j["outcome"], "interrupted");
+    assert!(j["simulated_s"].as_f64().unwrap() < 20.0 * 60.0);
+    assert!(out.join("timeseries.csv").exists());
+    assert!(out.join("histograms/all.hdr").exists());
+}
