@@ -1277,8 +1277,7 @@ fn execute(
                     .map(|(&id, r)| r.view(id)),
             );
             let returned = page.len();
-            let factor =
-                cfg.index_factor(instance_rows) * cfg.batch_factor(returned as u64);
+            let factor = cfg.index_factor(instance_rows) * cfg.batch_factor(returned as u64);
             (
                 factor,
                 DbResult::Scanned {

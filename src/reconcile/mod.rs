@@ -33,8 +33,8 @@
 use crate::api::types::{AccountId, ErrorCode, InstanceId, InstanceState};
 use crate::db::{DbOp, DbQuery, DbReply, DbResult, InstanceResources, InstanceRow, UpdateOutcome};
 use crate::deps::{
-    DepCall, DepOp, DepReply, Effect, RecordState, ResourceId, ResourceKind,
-    ResourceRange, ResourceRecord,
+    DepCall, DepOp, DepReply, Effect, RecordState, ResourceId, ResourceKind, ResourceRange,
+    ResourceRecord,
 };
 use crate::kernel::{ComponentId, Outbox, SimDuration, SimTime};
 use crate::metrics::LatencyHistogram;
@@ -508,10 +508,7 @@ impl Reconciler {
             }
             return;
         }
-        let ok = matches!(
-            r.result,
-            Ok(DbResult::Updated(UpdateOutcome::Done { .. }))
-        );
+        let ok = matches!(r.result, Ok(DbResult::Updated(UpdateOutcome::Done { .. })));
         self.step_done(r.tag, ok, out);
     }
 
@@ -522,10 +519,13 @@ impl Reconciler {
         r: DepReply,
         out: &mut Outbox<'_, M>,
     ) {
-        let op = self.in_flight.get(&r.tag).and_then(|p| match p.actions[p.next] {
-            Action::Dep { op, .. } => Some(op),
-            Action::Db { .. } => None,
-        });
+        let op = self
+            .in_flight
+            .get(&r.tag)
+            .and_then(|p| match p.actions[p.next] {
+                Action::Dep { op, .. } => Some(op),
+                Action::Db { .. } => None,
+            });
         let Some(op) = op else {
             return;
         };
@@ -567,7 +567,11 @@ impl Reconciler {
                 .repaired_by
                 .entry((f.what.name(), f.kind.name()))
                 .or_default() += 1;
-            *self.stats.repaired_by_kind.entry(f.kind.name()).or_default() += 1;
+            *self
+                .stats
+                .repaired_by_kind
+                .entry(f.kind.name())
+                .or_default() += 1;
             self.stats.time_to_repair.record(ttr);
             self.stats
                 .time_to_repair_by
@@ -577,7 +581,11 @@ impl Reconciler {
         }
     }
 
-    fn send_action<M: From<DbQuery> + From<DepCall>>(&mut self, plan: Plan, out: &mut Outbox<'_, M>) {
+    fn send_action<M: From<DbQuery> + From<DepCall>>(
+        &mut self,
+        plan: Plan,
+        out: &mut Outbox<'_, M>,
+    ) {
         let tag = self.tag();
         self.stats.repair_actions += 1;
         match plan.actions[plan.next] {
@@ -741,10 +749,10 @@ impl Reconciler {
         let targets = self.targets;
         let dep = |kind: ResourceKind| targets.dep_of(kind).expect("rows reference it");
         let mismatch = |me: &mut Self,
-                            slot: usize,
-                            id: ResourceId,
-                            since: SimTime,
-                            findings: &mut Vec<Finding>| {
+                        slot: usize,
+                        id: ResourceId,
+                        since: SimTime,
+                        findings: &mut Vec<Finding>| {
             if lost_essential {
                 return; // part of the dangling host or disk's repair
             }

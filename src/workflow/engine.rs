@@ -19,7 +19,6 @@ use crate::deps::{
 use crate::kernel::{ComponentId, Handle, Outbox, SimDuration, SimRng, SimTime, Slab, TimerId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-
 fn slot_of(kind: ResourceKind) -> usize {
     InstanceResources::slot(kind).expect("definitions are validated: no bandwidth or image actions")
 }

@@ -865,9 +865,8 @@ impl World {
                 self.compare_scan_page();
                 continue;
             }
-            let Some(at) = due else {
-                return None;
-            };
+            // Nothing due before `until`: paused there.
+            let at = due?;
             if audit_at == Some(at) {
                 self.audit(at);
                 self.audits_done += 1;

@@ -13,7 +13,12 @@ use firedrill::kernel::{Dist, RootSeed, SimDuration, SimTime, check_determinism}
 use firedrill::traffic::{ApiMix, OpenLoopConfig, RateProfile};
 use firedrill::world::{Part, RunResult, Topology, World, shipped_mocks};
 
-fn traffic(rate_per_s: f64, mix: ApiMix, accounts: u32, timeout: SimDuration) -> OpenLoopConfig {
+pub(crate) fn traffic(
+    rate_per_s: f64,
+    mix: ApiMix,
+    accounts: u32,
+    timeout: SimDuration,
+) -> OpenLoopConfig {
     OpenLoopConfig {
         inter_arrival: Dist::exponential(1.0 / rate_per_s).unwrap(),
         profile: RateProfile::constant(),
@@ -30,7 +35,7 @@ fn traffic(rate_per_s: f64, mix: ApiMix, accounts: u32, timeout: SimDuration) ->
     }
 }
 
-fn unlimited(accounts: u32) -> Throttle {
+pub(crate) fn unlimited(accounts: u32) -> Throttle {
     Throttle::new([Limit::Unlimited; Api::COUNT], Limit::Unlimited, accounts).unwrap()
 }
 
@@ -74,11 +79,11 @@ fn quiet_deps(world: &mut World, keep: Option<(DependencyKind, FaultCode, f64)>)
     }
 }
 
-fn heap(profile: GcProfile) -> HeapConfig {
+pub(crate) fn heap(profile: GcProfile) -> HeapConfig {
     HeapConfig::defaults_for(profile)
 }
 
-fn topology(
+pub(crate) fn topology(
     nodes: u32,
     node: NodeConfig,
     db: DbConfig,
