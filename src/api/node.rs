@@ -882,6 +882,7 @@ impl ApiNode {
                         id,
                         expect: Some(expect),
                         to,
+                        resources: None,
                     },
                     false,
                 )
@@ -1024,7 +1025,12 @@ impl ApiNode {
             Ok(DbResult::Updated(UpdateOutcome::NotFound)) => {
                 return self.finish(h, Status::Err(ErrorCode::InstanceNotFound), out);
             }
-            Ok(DbResult::Listed { .. } | DbResult::Appended | DbResult::Archived(_)) => {}
+            Ok(
+                DbResult::Listed { .. }
+                | DbResult::Appended
+                | DbResult::Archived(_)
+                | DbResult::Scanned { .. },
+            ) => {}
             Ok(DbResult::Idem(check)) => match check {
                 IdemCheck::Proceed(_) => w.reserved = true,
                 IdemCheck::Replay(outcome) => {

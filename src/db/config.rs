@@ -22,6 +22,7 @@ use crate::kernel::{Dist, SimDuration};
 /// | `WorkflowStepWrite` | the same on the target table's rows, × `(1 + batch_row_coeff · (rows − 1))` |
 /// | `FilteredList` | `1 + instance_rows / list_rows_per_unit` (the unindexed scan: linear) |
 /// | `ArchiveBatch` | `1 + removed_rows / archive_rows_unit` (proportional to the batch) |
+/// | `Scan` | the indexed factor × `(1 + batch_row_coeff · (returned − 1))` (a keyset page) |
 ///
 /// Service latency as reported to the caller is the time spent waiting for a slot plus the
 /// service time above. A query whose reported latency is at least `slow_query_threshold` counts
@@ -90,7 +91,8 @@ impl DbConfig {
     ///   `max_replication_lag` 60 s;
     /// - latency (lognormal, p50 / p99): PointRead 0.5 / 5 ms, FilteredList 2 / 20 ms (before
     ///   the scan factor), Insert 2 / 20 ms, Update 1 / 10 ms, WorkflowStepWrite 1 / 10 ms,
-    ///   ArchiveBatch 20 / 200 ms;
+    ///   ArchiveBatch 20 / 200 ms, Scan 2 / 20 ms (before the batch factor: a 500-row page
+    ///   costs ≈11×);
     /// - `index_log_coeff` 0.1, `index_rows_unit` 1,000 (a 10⁶-row table doubles the cost of an
     ///   indexed query, 10⁹ rows triples it); `batch_row_coeff` 0.02 (a 100-row insert costs
     ///   ≈3× a single row); `list_rows_per_unit` 10,000 (the unindexed list costs one base
@@ -118,6 +120,7 @@ impl DbConfig {
                 ln(1.0, 10.0),   // Update
                 ln(1.0, 10.0),   // WorkflowStepWrite
                 ln(20.0, 200.0), // ArchiveBatch
+                ln(2.0, 20.0),   // Scan (before the batch factor)
             ],
             index_log_coeff: 0.1,
             index_rows_unit: 1_000.0,

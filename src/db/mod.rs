@@ -59,6 +59,7 @@ pub use config::{DbConfig, DbConfigBuilder, DbConfigError};
 pub use pool::{Acquire, ConnectionPool, PoolCounts, WaiterTicket};
 
 use crate::api::types::{AccountId, InstanceId, InstanceIdRange, InstanceState, InstanceType};
+use crate::deps::{ResourceId, ResourceKind};
 use crate::idempotency::{
     Check as IdemCheckResult, IdemConfig, IdemKey, IdempotencyStore, Mode as IdemMode,
     Outcome as IdemOutcome,
@@ -84,16 +85,20 @@ pub enum QueryClass {
     WorkflowStepWrite,
     /// A batch of old rows removed (the asynchronous data-cleanup job).
     ArchiveBatch,
+    /// A page of a shard's instance rows in id order after a key (the reconciler's keyset-paged
+    /// scan: an indexed range read, cost growing with the rows returned).
+    Scan,
 }
 
 impl QueryClass {
-    pub const ALL: [QueryClass; 6] = [
+    pub const ALL: [QueryClass; 7] = [
         QueryClass::PointRead,
         QueryClass::FilteredList,
         QueryClass::Insert,
         QueryClass::Update,
         QueryClass::WorkflowStepWrite,
         QueryClass::ArchiveBatch,
+        QueryClass::Scan,
     ];
     pub const COUNT: usize = QueryClass::ALL.len();
 
@@ -110,12 +115,16 @@ impl QueryClass {
             QueryClass::Update => "update",
             QueryClass::WorkflowStepWrite => "workflow_step_write",
             QueryClass::ArchiveBatch => "archive_batch",
+            QueryClass::Scan => "scan",
         }
     }
 
     /// Whether the class only reads (and so may be served by a replica).
     pub const fn is_read(self) -> bool {
-        matches!(self, QueryClass::PointRead | QueryClass::FilteredList)
+        matches!(
+            self,
+            QueryClass::PointRead | QueryClass::FilteredList | QueryClass::Scan
+        )
     }
 }
 
@@ -214,11 +223,25 @@ pub enum DbOp {
     },
     /// Compare-and-set of an instance's state (Update): applied only if `expect` is `None` or
     /// equals the current state. The database does not check lifecycle legality (callers do).
+    /// With `resources`, the row's resource references are written in the same update (the
+    /// workflow engine's durable state writes carry what the instance holds).
     UpdateInstanceState {
         id: InstanceId,
         expect: Option<InstanceState>,
         to: InstanceState,
+        resources: Option<InstanceResources>,
     },
+    /// Writes an instance's resource references (Update, indexed), applied only if `expect` is
+    /// `None` or equals the current state; the state is left as it is.
+    SetInstanceResources {
+        id: InstanceId,
+        expect: Option<InstanceState>,
+        resources: InstanceResources,
+    },
+    /// Up to `limit` rows of the shard of `query.account` with ids above `after`, in id order
+    /// (Scan). The rows are kept by the database for the caller to take
+    /// ([`Db::take_scan_page`]): a message carries only their count and the last id.
+    ScanInstances { after: InstanceId, limit: u16 },
     /// `rows` rows appended to a size-only table (WorkflowStepWrite). Not for `Instances`.
     AppendRows { table: Table, rows: u32 },
     /// ClientToken check (PointRead): in `Atomic` mode it also reserves the key in the same step —
@@ -246,7 +269,10 @@ impl DbOp {
             DbOp::GetInstance(_) => QueryClass::PointRead,
             DbOp::ListInstances { .. } => QueryClass::FilteredList,
             DbOp::InsertInstances { .. } => QueryClass::Insert,
-            DbOp::UpdateInstanceState { .. } => QueryClass::Update,
+            DbOp::UpdateInstanceState { .. } | DbOp::SetInstanceResources { .. } => {
+                QueryClass::Update
+            }
+            DbOp::ScanInstances { .. } => QueryClass::Scan,
             DbOp::AppendRows { .. } => QueryClass::WorkflowStepWrite,
             DbOp::ArchiveRows { .. } => QueryClass::ArchiveBatch,
             DbOp::IdemCheck { .. } => QueryClass::PointRead,
@@ -284,6 +310,11 @@ pub enum DbResult {
     Archived(u32),
     /// The answer of an `IdemCheck`.
     Idem(IdemCheckResult),
+    /// A scan page: rows returned and the last id among them (`None`: the shard has no more).
+    Scanned {
+        returned: u16,
+        last: Option<InstanceId>,
+    },
 }
 
 /// An instance row as a read returns it.
@@ -295,6 +326,92 @@ pub struct InstanceRow {
     pub state: InstanceState,
     pub created_at: SimTime,
     pub updated_at: SimTime,
+    /// The dependency records the row references (current even in a replica's view).
+    pub resources: InstanceResources,
+    /// When the references were last written (`created_at` if never).
+    pub resources_at: SimTime,
+}
+
+impl InstanceRow {
+    /// The row's last write: its state's or its references'.
+    pub fn last_write(&self) -> SimTime {
+        self.updated_at.max(self.resources_at)
+    }
+}
+
+/// The dependency records an instance row references — host, disk, ENI, EIP, billing
+/// subscription — and whether the disk is attached. Written by the workflow engine with its
+/// state updates; what reconciliation compares with the dependencies' own records. Ids are
+/// stored as `u64` with 0 for none (dependencies never issue id 0), to keep messages small.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct InstanceResources {
+    ids: [u64; InstanceResources::SLOTS],
+    /// Whether the disk is attached (the VM runs).
+    pub disk_attached: bool,
+}
+
+impl InstanceResources {
+    pub const SLOTS: usize = 5;
+    /// The kinds of record a row references, in slot order.
+    pub const KINDS: [ResourceKind; InstanceResources::SLOTS] = [
+        ResourceKind::Host,
+        ResourceKind::Disk,
+        ResourceKind::Eni,
+        ResourceKind::Eip,
+        ResourceKind::BillingSubscription,
+    ];
+
+    /// The slot of a kind of record (`None`: rows do not reference that kind).
+    pub const fn slot(kind: ResourceKind) -> Option<usize> {
+        match kind {
+            ResourceKind::Host => Some(0),
+            ResourceKind::Disk => Some(1),
+            ResourceKind::Eni => Some(2),
+            ResourceKind::Eip => Some(3),
+            ResourceKind::BillingSubscription => Some(4),
+            ResourceKind::Bandwidth | ResourceKind::Image => None,
+        }
+    }
+    /// The record in slot `slot` (`Self::KINDS` order).
+    pub fn at(&self, slot: usize) -> Option<ResourceId> {
+        match self.ids[slot] {
+            0 => None,
+            id => Some(ResourceId(id)),
+        }
+    }
+    /// Sets slot `slot`; clearing the disk detaches it.
+    pub fn set(&mut self, slot: usize, id: Option<ResourceId>) {
+        self.ids[slot] = id.map_or(0, |r| r.0);
+        if slot == 1 && id.is_none() {
+            self.disk_attached = false;
+        }
+    }
+    pub fn get(&self, kind: ResourceKind) -> Option<ResourceId> {
+        Self::slot(kind).and_then(|s| self.at(s))
+    }
+    pub fn host(&self) -> Option<ResourceId> {
+        self.at(0)
+    }
+    pub fn disk(&self) -> Option<ResourceId> {
+        self.at(1)
+    }
+    pub fn eni(&self) -> Option<ResourceId> {
+        self.at(2)
+    }
+    pub fn eip(&self) -> Option<ResourceId> {
+        self.at(3)
+    }
+    pub fn billing(&self) -> Option<ResourceId> {
+        self.at(4)
+    }
+    /// Records referenced.
+    pub fn count(&self) -> u64 {
+        self.ids.iter().filter(|&&i| i != 0).count() as u64
+    }
+    /// (kind, record) of every reference, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = (ResourceKind, ResourceId)> + '_ {
+        (0..Self::SLOTS).filter_map(|s| self.at(s).map(|id| (Self::KINDS[s], id)))
+    }
 }
 
 /// The outcome of a compare-and-set update.
@@ -413,6 +530,8 @@ struct StoredRow {
     prev_state: InstanceState,
     prev_updated_at: SimTime,
     created_at: SimTime,
+    resources: InstanceResources,
+    resources_at: SimTime,
 }
 
 impl StoredRow {
@@ -424,6 +543,8 @@ impl StoredRow {
             state: self.state,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            resources: self.resources,
+            resources_at: self.resources_at,
         }
     }
 
@@ -577,6 +698,10 @@ pub struct Db {
     /// ClientToken records (the idempotency table's contents; its size lives in the shards'
     /// `Idempotency` counters like the other size-only tables).
     idem: IdempotencyStore,
+    /// Scan pages read and not yet taken: (caller, tag) → rows. Bounded by
+    /// [`Db::MAX_SCAN_PAGES`] (the oldest is dropped).
+    scan_pages: BTreeMap<(ComponentId, u64), Vec<InstanceRow>>,
+    scan_order: VecDeque<(ComponentId, u64)>,
 }
 
 impl Db {
@@ -608,6 +733,8 @@ impl Db {
                     .build()
                     .expect("the defaults are valid"),
             ),
+            scan_pages: BTreeMap::new(),
+            scan_order: VecDeque::new(),
         }
     }
 
@@ -701,6 +828,41 @@ impl Db {
             .map(|r| r.view(id))
     }
 
+    /// Most scan pages kept for their callers at once.
+    pub const MAX_SCAN_PAGES: usize = 64;
+
+    /// The rows of the [`DbOp::ScanInstances`] that `caller` sent with `tag`, as read when the
+    /// query started service (its linearization point); `None` if already taken or dropped.
+    pub fn take_scan_page(&mut self, caller: ComponentId, tag: u64) -> Option<Vec<InstanceRow>> {
+        self.scan_pages.remove(&(caller, tag))
+    }
+
+    /// Test and fault hook: overwrites a row's resource references directly (no query), as an
+    /// operator's manual edit or a lost write would. Returns whether the row exists.
+    pub fn tamper_resources(
+        &mut self,
+        account: AccountId,
+        id: InstanceId,
+        resources: InstanceResources,
+    ) -> bool {
+        let s = usize::from(self.shard_of(account));
+        match self.shards[s].data.rows.get_mut(&id) {
+            Some(r) if r.account == account => {
+                r.resources = resources;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Every instance row of every shard, current, by shard then id (no query, no latency): for
+    /// oracles and tests.
+    pub fn instance_rows(&self) -> impl Iterator<Item = InstanceRow> + '_ {
+        self.shards
+            .iter()
+            .flat_map(|s| s.data.rows.iter().map(|(&id, r)| r.view(id)))
+    }
+
     /// Handles a query: refuses it at once, starts it, or queues it.
     pub fn on_query<M: From<DbReply> + From<DbTimer>>(
         &mut self,
@@ -771,6 +933,7 @@ impl Db {
             } => return Err(DbError::NotAppendable(Table::Instances)),
             DbOp::AppendRows { rows, .. } => rows,
             DbOp::ArchiveRows { max_rows, .. } => max_rows,
+            DbOp::ScanInstances { limit, .. } => u32::from(limit),
             _ => 0,
         };
         if rows > max {
@@ -872,16 +1035,29 @@ impl Db {
             next_instance,
             stats,
             idem,
+            scan_pages,
+            scan_order,
         } = self;
         let shard = &mut shards[s];
         let server = &mut shard.servers[k];
+        let mut page = Vec::new();
         let ctx = Exec {
             cfg,
             next_instance,
             stats,
             idem,
+            page: &mut page,
         };
         let (service, result) = execute(ctx, &mut shard.data, &mut server.rng, &q, now, k > 0);
+        if let DbResult::Scanned { .. } = result {
+            if scan_order.len() >= Db::MAX_SCAN_PAGES {
+                if let Some(old) = scan_order.pop_front() {
+                    scan_pages.remove(&old);
+                }
+            }
+            scan_order.push_back((q.reply_to, q.tag));
+            scan_pages.insert((q.reply_to, q.tag), page);
+        }
         let end = now.saturating_add(service);
         server.busy.push(Reverse(end));
         let in_service = server.busy.len();
@@ -913,6 +1089,8 @@ struct Exec<'a> {
     next_instance: &'a mut u64,
     stats: &'a mut DbStats,
     idem: &'a mut IdempotencyStore,
+    /// Where a scan puts the rows it read.
+    page: &'a mut Vec<InstanceRow>,
 }
 
 /// Applies `q` to `data` at `now` (or reads it, from a replica's snapshot when `replica`), and
@@ -930,6 +1108,7 @@ fn execute(
         next_instance,
         stats,
         idem,
+        page,
     } = ctx;
     let class = q.op.class();
     let base = cfg.latency[class.index()].sample(rng);
@@ -1017,6 +1196,8 @@ fn execute(
                         prev_state: state,
                         prev_updated_at: now,
                         created_at: now,
+                        resources: InstanceResources::default(),
+                        resources_at: now,
                     },
                 );
                 if state == InstanceState::Deleted {
@@ -1033,7 +1214,12 @@ fn execute(
             };
             (factor, DbResult::Inserted(range))
         }
-        DbOp::UpdateInstanceState { id, expect, to } => {
+        DbOp::UpdateInstanceState {
+            id,
+            expect,
+            to,
+            resources,
+        } => {
             let outcome = match data.rows.get_mut(&id).filter(|r| r.account == q.account) {
                 None => UpdateOutcome::NotFound,
                 Some(r) if expect.is_some_and(|e| e != r.state) => {
@@ -1046,6 +1232,10 @@ fn execute(
                     r.prev_updated_at = r.updated_at;
                     r.state = to;
                     r.updated_at = now;
+                    if let Some(res) = resources {
+                        r.resources = res;
+                        r.resources_at = now;
+                    }
                     let account = r.account;
                     let deleted = InstanceState::Deleted;
                     if from != deleted && to == deleted {
@@ -1059,6 +1249,42 @@ fn execute(
                 }
             };
             (cfg.index_factor(instance_rows), DbResult::Updated(outcome))
+        }
+        DbOp::SetInstanceResources {
+            id,
+            expect,
+            resources,
+        } => {
+            let outcome = match data.rows.get_mut(&id).filter(|r| r.account == q.account) {
+                None => UpdateOutcome::NotFound,
+                Some(r) if expect.is_some_and(|e| e != r.state) => {
+                    UpdateOutcome::Mismatch { actual: r.state }
+                }
+                Some(r) => {
+                    r.resources = resources;
+                    r.resources_at = now;
+                    UpdateOutcome::Done { from: r.state }
+                }
+            };
+            (cfg.index_factor(instance_rows), DbResult::Updated(outcome))
+        }
+        DbOp::ScanInstances { after, limit } => {
+            let limit = usize::from(limit);
+            page.extend(
+                data.rows
+                    .range(InstanceId(after.0.saturating_add(1))..)
+                    .take(limit)
+                    .map(|(&id, r)| r.view(id)),
+            );
+            let returned = page.len();
+            let factor = cfg.index_factor(instance_rows) * cfg.batch_factor(returned as u64);
+            (
+                factor,
+                DbResult::Scanned {
+                    returned: returned as u16,
+                    last: page.last().map(|r| r.id),
+                },
+            )
         }
         DbOp::IdemCheck { key, fingerprint } => {
             let before = data.rows(Table::Idempotency);

@@ -192,6 +192,7 @@ fn set_state(id: u64, expect: Option<InstanceState>, to: InstanceState) -> DbOp 
         id: InstanceId(id),
         expect,
         to,
+        resources: None,
     }
 }
 
@@ -264,6 +265,8 @@ fn inserted_rows_are_read_at_once_from_the_primary_and_after_the_lag_from_a_repl
             state: Pending,
             created_at: ms(5),
             updated_at: ms(5),
+            resources: Default::default(),
+            resources_at: ms(5),
         }
     );
     assert_eq!(

@@ -140,6 +140,8 @@ pub struct ResourceRecord {
     pub state: RecordState,
     pub instance_type: InstanceType,
     pub created: SimTime,
+    /// When its state last changed (its creation if never).
+    pub changed: SimTime,
 }
 
 /// What a dependency counted.
@@ -423,6 +425,32 @@ impl Dependency {
         self.faults.blackhole = on;
     }
 
+    /// Fault hook: record `id` disappears out of band (an operator's console delete, a lost
+    /// volume), with no call and no reply. Returns the record removed.
+    pub fn remove_record(&mut self, id: ResourceId) -> Option<ResourceRecord> {
+        let r = self.records.remove(&id)?;
+        self.stats.records_deleted += 1;
+        if r.kind == ResourceKind::Host {
+            if let Some(stock) = &mut self.stock {
+                stock.give_back(r.instance_type, 1);
+            }
+        }
+        Some(r)
+    }
+
+    /// Fault hook: record `id` changes state out of band at `now` (a disk detached by the
+    /// storage layer after a host fault). Returns whether the record exists.
+    pub fn set_record_state(&mut self, id: ResourceId, state: RecordState, now: SimTime) -> bool {
+        match self.records.get_mut(&id) {
+            Some(r) => {
+                r.state = state;
+                r.changed = now;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Restores every fault setting to neutral.
     pub fn clear_faults(&mut self) {
         self.faults = Faults::default();
@@ -643,8 +671,12 @@ impl Dependency {
             Effect::None => ResourceRange::EMPTY,
             Effect::Create => self.create(call, now)?,
             Effect::Delete => self.delete(call)?,
-            Effect::Attach => self.move_state(call, RecordState::Active, RecordState::Attached)?,
-            Effect::Detach => self.move_state(call, RecordState::Attached, RecordState::Active)?,
+            Effect::Attach => {
+                self.move_state(call, RecordState::Active, RecordState::Attached, now)?
+            }
+            Effect::Detach => {
+                self.move_state(call, RecordState::Attached, RecordState::Active, now)?
+            }
         };
         if call.token != 0 {
             self.remember(call.token, fingerprint, resources, now);
@@ -687,6 +719,7 @@ impl Dependency {
                     state: RecordState::Active,
                     instance_type: call.instance_type,
                     created: now,
+                    changed: now,
                 },
             );
         }
@@ -733,11 +766,13 @@ impl Dependency {
         call: &DepCall,
         from: RecordState,
         to: RecordState,
+        now: SimTime,
     ) -> Result<ResourceRange, ErrorCode> {
         let target = self.check_targets(call, from)?;
         for id in target.iter() {
             if let Some(r) = self.records.get_mut(&id) {
                 r.state = to;
+                r.changed = now;
             }
         }
         Ok(target)

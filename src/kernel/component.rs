@@ -59,6 +59,8 @@ pub struct Envelope<M> {
 pub(crate) struct Control {
     pub(crate) stop: bool,
     pub(crate) violation: Option<String>,
+    /// A component asked the driver to pause after this event (see [`Outbox::pause`]).
+    pub(crate) pause: bool,
 }
 
 /// The only window a component has onto the world while it handles an event.
@@ -147,6 +149,13 @@ impl<'a, M> Outbox<'a, M> {
     /// Asks the driver to end the run after this event (outcome `Stopped`).
     pub fn stop(&mut self) {
         self.control.stop = true;
+    }
+
+    /// Asks the driver to pause after this event: [`Sim::run_until`](crate::kernel::Sim::run_until)
+    /// returns early (then [`Sim::take_pause`](crate::kernel::Sim::take_pause) is `true`), so
+    /// the driver can act between events — e.g. read several components' state. Changes no event.
+    pub fn pause(&mut self) {
+        self.control.pause = true;
     }
 
     /// Reports a broken invariant of the system under test: a found bug. The driver ends the run

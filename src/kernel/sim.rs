@@ -135,6 +135,8 @@ pub struct Sim<M, C> {
     trace: TraceHash,
     events: u64,
     finished: Option<Outcome>,
+    /// `run_until` returned early on a component's pause request.
+    paused: bool,
     _m: PhantomData<fn(M)>,
 }
 
@@ -151,6 +153,7 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
             trace: TraceHash::new(),
             events: 0,
             finished: None,
+            paused: false,
             _m: PhantomData,
         }
     }
@@ -267,7 +270,10 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
                 let kind_name = popped.payload.msg.kind_name();
                 let (to, time) = (popped.payload.to, popped.time);
                 let (index, kind_code) = (self.events, popped.payload.msg.kind_code());
-                match self.dispatch(popped) {
+                let dispatched = self.dispatch(popped);
+                // Every step is a pause: a request for one has nothing more to do.
+                self.control.pause = false;
+                match dispatched {
                     Ok(()) => Step::Event(EventRecord {
                         index,
                         time,
@@ -337,6 +343,11 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
                     if self.dispatch(p).is_err() {
                         return Some(self.run());
                     }
+                    if self.control.pause {
+                        self.paused = true;
+                        self.control.pause = false;
+                        return None;
+                    }
                 }
                 Pop::Empty => return Some(self.run()),
                 Pop::Later(t) if t.since_start() > self.limits.max_time => return Some(self.run()),
@@ -356,8 +367,15 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
         }
     }
 
-    /// Runs until the run ends (see [`Outcome`]).
+    /// Whether the last [`Sim::run_until`] returned early because a component asked for a pause
+    /// ([`Outbox::pause`](crate::kernel::Outbox::pause)); clears it.
+    pub fn take_pause(&mut self) -> bool {
+        std::mem::take(&mut self.paused)
+    }
+
+    /// Runs until the run ends (see [`Outcome`]); pauses asked for on the way are ignored.
     pub fn run(&mut self) -> RunReport {
+        self.control.pause = false;
         if let Some(o) = &self.finished {
             let outcome = o.clone();
             return RunReport {

@@ -220,6 +220,16 @@ pub fn summary(s: &Scenario, seed: u64, r: &RunResult, partial: bool, wall: Opti
                 "orphans_found",
                 Json::obj(rc.orphans_found.iter().map(|(k, v)| (*k, Json::int(*v)))),
             ),
+            (
+                "found",
+                Json::obj(
+                    rc.found
+                        .iter()
+                        .map(|((w, k), v)| (format!("{w}.{k}"), Json::int(*v))),
+                ),
+            ),
+            ("scan_pages", Json::int(rc.pages)),
+            ("scan_rows", Json::int(rc.rows_read)),
             ("repaired", Json::int(rc.repaired)),
             ("repair_failed", Json::int(rc.repair_failed)),
             ("time_to_repair_ms", latency_ms(&rc.time_to_repair)),

@@ -19,53 +19,14 @@ use crate::deps::{
 use crate::kernel::{ComponentId, Handle, Outbox, SimDuration, SimRng, SimTime, Slab, TimerId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-/// Resource slots of an instance, by [`slot_of`].
-const SLOTS: usize = 5;
-const DISK: usize = 1;
-
 fn slot_of(kind: ResourceKind) -> usize {
-    match kind {
-        ResourceKind::Host => 0,
-        ResourceKind::Disk => DISK,
-        ResourceKind::Eni => 2,
-        ResourceKind::Eip => 3,
-        ResourceKind::BillingSubscription => 4,
-        ResourceKind::Bandwidth | ResourceKind::Image => {
-            unreachable!("definitions are validated: no bandwidth or image actions")
-        }
-    }
+    InstanceResources::slot(kind).expect("definitions are validated: no bandwidth or image actions")
 }
 
-/// The dependency records the engine knows an instance holds: its resource table, filled by
+/// The dependency records the engine knows an instance holds (its in-memory cache of the
+/// database rows' references, which it writes with its state updates): filled by
 /// CreateInstances and changed by Start, Stop, Reboot and Delete.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct InstanceResources {
-    ids: [Option<ResourceId>; SLOTS],
-    /// Whether the disk is attached (the VM runs).
-    pub disk_attached: bool,
-}
-
-impl InstanceResources {
-    pub fn host(&self) -> Option<ResourceId> {
-        self.ids[0]
-    }
-    pub fn disk(&self) -> Option<ResourceId> {
-        self.ids[DISK]
-    }
-    pub fn eni(&self) -> Option<ResourceId> {
-        self.ids[2]
-    }
-    pub fn eip(&self) -> Option<ResourceId> {
-        self.ids[3]
-    }
-    pub fn billing(&self) -> Option<ResourceId> {
-        self.ids[4]
-    }
-    /// Records held.
-    pub fn count(&self) -> u64 {
-        self.ids.iter().filter(|i| i.is_some()).count() as u64
-    }
-}
+pub use crate::db::InstanceResources;
 
 /// An instance in a transitional state for longer than the threshold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,6 +109,9 @@ enum OpKind {
     },
     /// One row appended to a size-only table.
     Append(Table),
+    /// `SetInstanceResources` of instance `inst`: its row gets the references the workflow
+    /// left it holding (at the close, when no state write carried them).
+    Resources { inst: u32 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,6 +207,9 @@ struct Wf {
     /// Instances the workflow still works on (the first `active`; fewer after a partial grant).
     active: u32,
     res: Vec<InstanceResources>,
+    /// What the instances' rows reference, as far as the workflow knows (written with its
+    /// state updates; the rest at the close).
+    written: Vec<InstanceResources>,
     states: Vec<Option<InstanceState>>,
     // Execution.
     epoch: u32,
@@ -511,7 +478,7 @@ impl WorkflowEngine {
     fn new_workflow<M: WfMsg>(&mut self, s: Spec, out: &mut Outbox<'_, M>) -> Handle {
         let def = self.cfg.definition(s.kind);
         let n = if s.is_parent { 0 } else { s.range.count };
-        let res = s
+        let res: Vec<InstanceResources> = s
             .range
             .iter()
             .take(n as usize)
@@ -546,6 +513,7 @@ impl WorkflowEngine {
             done_mask: 0,
             failure: None,
             active: n,
+            written: res.clone(),
             res,
             states: vec![initial; n as usize],
             epoch: 0,
@@ -769,7 +737,7 @@ impl WorkflowEngine {
                 let mut cur: Option<(u32, u32, ResourceId, u32)> = None;
                 for i in 0..wf.active {
                     let r = &wf.res[i as usize];
-                    let Some(id) = r.ids[slot].filter(|_| wanted(r)) else {
+                    let Some(id) = r.at(slot).filter(|_| wanted(r)) else {
                         continue;
                     };
                     cur = match cur {
@@ -801,24 +769,34 @@ impl WorkflowEngine {
         ops
     }
 
-    /// After a failure: move the instances to the definition's failure state, where legal.
+    /// The close: after a failure, move the instances to the definition's failure state, where
+    /// legal (the write carries their references); then write the references of every instance
+    /// whose row does not yet have what the workflow left it holding.
     fn close_ops(&self, wf: &Wf) -> Vec<Op> {
-        let Some(fs) = self.cfg.definition(wf.kind).failed_state else {
-            return Vec::new();
+        let mut ops: Vec<Op> = match self.cfg.definition(wf.kind).failed_state {
+            Some(fs) if wf.failure.is_some() => (0..wf.active)
+                .filter_map(|i| {
+                    let s = wf.states[i as usize]?;
+                    (s != fs && s.can_move_to(fs)).then_some(Op::new(OpKind::State {
+                        inst: i,
+                        expect: Some(s),
+                        to: fs,
+                    }))
+                })
+                .collect(),
+            _ => Vec::new(),
         };
-        if wf.failure.is_none() {
-            return Vec::new();
-        }
-        (0..wf.active)
-            .filter_map(|i| {
-                let s = wf.states[i as usize]?;
-                (s != fs && s.can_move_to(fs)).then_some(Op::new(OpKind::State {
-                    inst: i,
-                    expect: Some(s),
-                    to: fs,
-                }))
-            })
-            .collect()
+        let n = wf.res.len() as u32;
+        let stated = |i: u32| {
+            ops.iter()
+                .any(|o| matches!(o.kind, OpKind::State { inst, .. } if inst == i))
+        };
+        let writes: Vec<Op> = (0..n)
+            .filter(|&i| wf.res[i as usize] != wf.written[i as usize] && !stated(i))
+            .map(|i| Op::new(OpKind::Resources { inst: i }))
+            .collect();
+        ops.extend(writes);
+        ops
     }
 
     fn start_commit<M: WfMsg>(
@@ -937,6 +915,22 @@ impl WorkflowEngine {
                         id: InstanceId(first.0 + u64::from(inst)),
                         expect,
                         to,
+                        resources: Some(wf.res[inst as usize]),
+                    },
+                };
+                self.stats.db_updates += 1;
+                out.send(self.deps.db, self.cfg.db_hop, M::from(q));
+            }
+            OpKind::Resources { inst } => {
+                let q = DbQuery {
+                    tag,
+                    reply_to: me,
+                    account,
+                    read_replica: false,
+                    op: DbOp::SetInstanceResources {
+                        id: InstanceId(first.0 + u64::from(inst)),
+                        expect: None,
+                        resources: wf.res[inst as usize],
                     },
                 };
                 self.stats.db_updates += 1;
@@ -1028,6 +1022,11 @@ impl WorkflowEngine {
                     UpdateOutcome::NotFound => Err((ErrorCode::InstanceNotFound, false)),
                 }
             }
+            (Raw::Db(Ok(DbResult::Updated(u))), OpKind::Resources { .. }) => match u {
+                UpdateOutcome::Done { .. } => Ok(ResourceRange::EMPTY),
+                UpdateOutcome::Mismatch { .. } => Err((ErrorCode::IncorrectInstanceStatus, false)),
+                UpdateOutcome::NotFound => Err((ErrorCode::InstanceNotFound, false)),
+            },
             (Raw::Db(Err(DbError::Overloaded | DbError::Unavailable)), _) => {
                 Err((ErrorCode::ServiceUnavailable, true))
             }
@@ -1347,7 +1346,7 @@ impl WorkflowEngine {
                     match dop.effect() {
                         Effect::Create => {
                             for (j, id) in r.iter().enumerate() {
-                                wf.res[first as usize + j].ids[slot] = Some(id);
+                                wf.res[first as usize + j].set(slot, Some(id));
                             }
                             if r.count < count {
                                 wf.active = wf.active.min(first + r.count);
@@ -1355,18 +1354,15 @@ impl WorkflowEngine {
                         }
                         Effect::Delete => {
                             for res in &mut wf.res[first as usize..=last as usize] {
-                                if inside(res.ids[slot]) {
-                                    res.ids[slot] = None;
-                                    if slot == DISK {
-                                        res.disk_attached = false;
-                                    }
+                                if inside(res.at(slot)) {
+                                    res.set(slot, None);
                                 }
                             }
                         }
                         Effect::Attach | Effect::Detach => {
                             let attached = dop.effect() == Effect::Attach;
                             for res in &mut wf.res[first as usize..=last as usize] {
-                                if inside(res.ids[slot]) {
+                                if inside(res.at(slot)) {
                                     res.disk_attached = attached;
                                 }
                             }
@@ -1374,7 +1370,11 @@ impl WorkflowEngine {
                         Effect::None => {}
                     }
                 }
-                OpKind::State { inst, to, .. } => wf.states[inst as usize] = Some(to),
+                OpKind::State { inst, to, .. } => {
+                    wf.states[inst as usize] = Some(to);
+                    wf.written[inst as usize] = wf.res[inst as usize];
+                }
+                OpKind::Resources { inst } => wf.written[inst as usize] = wf.res[inst as usize],
                 OpKind::Append(_) => {}
             }
         }

@@ -24,7 +24,7 @@ use crate::kernel::{
 };
 use crate::metrics::LatencyHistogram;
 use crate::metrics::series::{ResponseWindow, TimeSeries, Totals, bucket_width};
-use crate::reconcile::{ReconConfig, ReconStats, Reconciler};
+use crate::reconcile::{ReconConfig, ReconStats, ReconTargets, ReconTimer, Reconciler, RowView};
 use crate::traffic::{
     ClientConfig, ClientStats, OpenLoop, OpenLoopConfig, ReplayConfig, ReplayStats, Trace,
 };
@@ -72,6 +72,8 @@ pub enum Msg {
     /// Every response, echoed to the traffic when client behaviour needs it (retries, polling,
     /// closed loop); successful creations then come this way instead of as `Created`.
     ClientResponse(Response),
+    /// The reconciler's own wake-ups (audit, next scan page, start repairs).
+    Recon(ReconTimer),
 }
 
 impl Message for Msg {
@@ -107,6 +109,7 @@ impl Message for Msg {
             Msg::WfTimer(_) => 24,
             Msg::WfDone(_) => 25,
             Msg::ClientResponse(_) => 26,
+            Msg::Recon(_) => 27,
         }
     }
 
@@ -141,6 +144,7 @@ impl Message for Msg {
             Msg::WfTimer(_) => "WfTimer",
             Msg::WfDone(_) => "WfDone",
             Msg::ClientResponse(_) => "ClientResponse",
+            Msg::Recon(_) => "ReconTimer",
         }
     }
 }
@@ -162,6 +166,12 @@ macro_rules! wraps {
     };
 }
 wraps!(DbReply, DbTimer, DepReply, L2Reply, DepCall, WfTimer, WfDone, DbQuery, DepTimer; units L2Timer, CleanupTick);
+
+impl From<ReconTimer> for Msg {
+    fn from(t: ReconTimer) -> Msg {
+        Msg::Recon(t)
+    }
+}
 
 /// The components of the world (static dispatch).
 pub enum Part {
@@ -198,7 +208,9 @@ impl Component<Msg> for Part {
             (Part::Workflow(e), Msg::WfTimer(t)) => e.on_timer(t, out),
             (Part::Workflow(e), Msg::DbReply(r)) => e.on_db_reply(r, out),
             (Part::Workflow(e), Msg::DepReply(r)) => e.on_dep_reply(r, out),
-            (Part::Reconciler(c), Msg::DepReply(r)) => c.on_dep_reply(r, out.now()),
+            (Part::Reconciler(c), Msg::DepReply(r)) => c.on_dep_reply(r, out),
+            (Part::Reconciler(c), Msg::DbReply(r)) => c.on_db_reply(r, out),
+            (Part::Reconciler(c), Msg::Recon(t)) => c.on_timer(t, out),
             (Part::Cleanup(c), Msg::DbReply(r)) => c.on_db_reply(r, out),
             (_, msg) => out.violation(format!(
                 "message {} sent to the wrong component",
@@ -636,9 +648,17 @@ impl Topology {
             id
         });
         let reconciler = self.reconcile.map(|cfg| {
+            let targets = ReconTargets {
+                db: db_id,
+                shards: self.db.shards(),
+                inventory: find(DependencyKind::Inventory),
+                block_storage: find(DependencyKind::BlockStorage),
+                vpc: find(DependencyKind::Vpc),
+                billing: find(DependencyKind::Billing),
+            };
             sim.add(
                 "reconciler",
-                Part::Reconciler(Box::new(Reconciler::new(cfg))),
+                Part::Reconciler(Box::new(Reconciler::new(cfg, targets))),
             )
         });
         let cleanup = self.cleanup.as_ref().map(|cfg| {
@@ -831,18 +851,22 @@ impl World {
             let audit_at = period
                 .map(|p| SimTime::ZERO.saturating_add(p.saturating_mul(self.audits_done + 1)));
             let sample_at = self.series.as_ref().and_then(TimeSeries::next_instant);
-            let Some(at) = [audit_at, sample_at]
+            let due = [audit_at, sample_at]
                 .into_iter()
                 .flatten()
                 .filter(|&t| t <= until)
-                .min()
-            else {
-                break;
-            };
-            if let Some(report) = self.sim.run_until(at) {
+                .min();
+            if let Some(report) = self.sim.run_until(due.unwrap_or(until)) {
                 self.close_series(&report);
                 return Some(report);
             }
+            if self.sim.take_pause() {
+                // The reconciler's scan page has come back: compare it now, between events.
+                self.compare_scan_page();
+                continue;
+            }
+            // Nothing due before `until`: paused there.
+            let at = due?;
             if audit_at == Some(at) {
                 self.audit(at);
                 self.audits_done += 1;
@@ -851,11 +875,6 @@ impl World {
                 self.sample_bucket(at);
             }
         }
-        let report = self.sim.run_until(until);
-        if let Some(r) = &report {
-            self.close_series(r);
-        }
-        report
     }
 
     /// Reads the world's cumulative totals at `now`, the queue depth, and takes the windows that
@@ -916,41 +935,69 @@ impl World {
         self.series.as_ref()
     }
 
-    /// One reconciliation audit at `now` (between events): plans repairs from the engine's
-    /// resource table and the dependencies' records, and schedules them as calls.
+    /// One reconciliation audit at `now` (between events): the reconciler starts a scan of the
+    /// database's instance rows at `now` (`World::run_until` calls it at every multiple of the
+    /// period).
     pub fn audit(&mut self, now: SimTime) {
-        let (Some(rid), Some(wid)) = (self.reconciler, self.workflow) else {
+        let Some(rid) = self.reconciler else {
             return;
         };
-        let repairs = {
-            let Part::Workflow(engine) = self.sim.component(wid) else {
-                unreachable!()
-            };
-            let deps: Vec<(ComponentId, &Dependency)> = self
-                .deps
-                .iter()
-                .filter_map(|&id| match self.sim.component(id) {
-                    Part::Dep(d) => Some((id, &**d)),
-                    _ => None,
-                })
-                .collect();
-            // The reconciler's state is only read here; it is updated below.
-            let Part::Reconciler(rec) = self.sim.component(rid) else {
-                unreachable!()
-            };
-            let mut rec = (**rec).clone();
-            let repairs = rec.audit(now, rid, engine.fleet(), &deps);
-            (repairs, rec)
+        self.sim
+            .schedule(now.max(self.sim.now()), rid, Msg::Recon(ReconTimer::Audit))
+            .expect("not in the past");
+    }
+
+    /// Compares the reconciler's answered scan page (the rows as the database read them) with
+    /// the dependencies' records now; after the scan's last page, hands over every record for
+    /// the orphan pass. The reconciler starts the repairs at its next event.
+    fn compare_scan_page(&mut self) {
+        let Some(rid) = self.reconciler else {
+            return;
         };
-        let (repairs, rec) = repairs;
-        if let Part::Reconciler(c) = self.sim.component_mut(rid) {
-            **c = rec;
-        }
-        for r in repairs {
-            // Repairs go out now, at the audit's instant.
-            self.sim
-                .schedule(now.max(self.sim.now()), r.to, Msg::DepCall(r.call))
-                .expect("not in the past");
+        let now = self.sim.now();
+        let Part::Reconciler(rec) = self.sim.component_mut(rid) else {
+            unreachable!("the reconciler id names the reconciler")
+        };
+        let Some((tag, last)) = rec.take_ready() else {
+            return;
+        };
+        let targets = *rec.targets();
+        let rows = match self.sim.component_mut(self.db) {
+            Part::Db(db) => db.take_scan_page(rid, tag).unwrap_or_default(),
+            _ => unreachable!("the db id names the db"),
+        };
+        let Part::Db(db) = self.sim.component(self.db) else {
+            unreachable!("the db id names the db")
+        };
+        let dep = |id: ComponentId| match self.sim.component(id) {
+            Part::Dep(d) => &**d,
+            _ => unreachable!("dependency ids name dependencies"),
+        };
+        let views: Vec<RowView> = rows
+            .iter()
+            .map(|row| {
+                let mut records = [None; crate::db::InstanceResources::SLOTS];
+                for (slot, kind) in crate::db::InstanceResources::KINDS.into_iter().enumerate() {
+                    let (Some(id), Some(d)) = (row.resources.at(slot), targets.dep_of(kind)) else {
+                        continue;
+                    };
+                    records[slot] = dep(d).record(id).copied().filter(|r| r.kind == kind);
+                }
+                RowView {
+                    row: *row,
+                    current: db.inspect_instance(row.account, row.id),
+                    records,
+                }
+            })
+            .collect();
+        let all = last.then(|| {
+            self.deps
+                .iter()
+                .flat_map(|&d| dep(d).records().map(move |(id, r)| (d, id, *r)))
+                .collect::<Vec<_>>()
+        });
+        if let Part::Reconciler(rec) = self.sim.component_mut(rid) {
+            rec.compare_page(now, &views, all.as_deref());
         }
     }
 

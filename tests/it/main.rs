@@ -7,6 +7,7 @@ mod core;
 mod determinism;
 mod kernel;
 mod queueing;
+mod reconcile;
 mod scenarios;
 mod series;
 mod traffic;
