@@ -458,6 +458,11 @@ impl ApiNode {
     pub fn l1_stats(&self) -> Option<&crate::cache::CacheStats> {
         self.cache.as_ref().map(|c| c.l1.stats())
     }
+    /// From each write elsewhere to its invalidation reaching this node's L1: how long this
+    /// node could serve the old value.
+    pub fn l1_invalidation_lag(&self) -> Option<&crate::metrics::LatencyHistogram> {
+        self.cache.as_ref().map(|c| c.l1.invalidation_lag())
+    }
     pub fn in_flight(&self) -> usize {
         self.work.len()
     }

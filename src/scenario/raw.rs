@@ -37,6 +37,7 @@ pub(super) struct RawTopology {
     pub idempotency: Sp<RawIdempotency>,
     pub throttle: Sp<RawThrottle>,
     pub cleanup: Sp<RawCleanup>,
+    pub reconciliation: Sp<RawReconciliation>,
     /// Dependency mocks by name (files of `mocks/`); default: every shipped mock.
     pub dependencies: Sp<Vec<Spanned<String>>>,
 }
@@ -117,6 +118,13 @@ pub(super) struct RawCleanup {
     pub retention: Sp<SimDuration>,
     pub batch_rows: Sp<i64>,
     pub max_batches_per_run: Sp<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReconciliation {
+    /// `hourly` (near-real-time) or `daily` (T+1).
+    pub mode: Sp<String>,
 }
 
 #[derive(Deserialize)]
@@ -269,6 +277,10 @@ static CLEANUP_SHAPE: Shape = Shape {
     fields: fields_of::<RawCleanup>,
     subs: &[],
 };
+static RECON_SHAPE: Shape = Shape {
+    fields: fields_of::<RawReconciliation>,
+    subs: &[],
+};
 static TOPOLOGY_SHAPE: Shape = Shape {
     fields: fields_of::<RawTopology>,
     subs: &[
@@ -279,6 +291,7 @@ static TOPOLOGY_SHAPE: Shape = Shape {
         ("idempotency", Sub::Table(&IDEM_SHAPE)),
         ("throttle", Sub::Table(&THROTTLE_SHAPE)),
         ("cleanup", Sub::Table(&CLEANUP_SHAPE)),
+        ("reconciliation", Sub::Table(&RECON_SHAPE)),
     ],
 };
 static TOKENS_SHAPE: Shape = Shape {

@@ -286,6 +286,17 @@ pub fn scenario_schema() -> Json {
         ],
         &["period", "retention"],
     );
+    let reconciliation = table(
+        "Resource-consistency reconciliation (present: on; needs workflows).",
+        vec![(
+            "mode",
+            one_of(
+                "hourly (near-real-time, 10 min grace) or daily (T+1, 1 h grace).",
+                &["hourly", "daily"],
+            ),
+        )],
+        &[],
+    );
     let topology = table(
         "What the control plane is made of.",
         vec![
@@ -296,6 +307,7 @@ pub fn scenario_schema() -> Json {
             ("idempotency", idempotency),
             ("throttle", throttle),
             ("cleanup", cleanup),
+            ("reconciliation", reconciliation),
             (
                 "dependencies",
                 Json::obj([

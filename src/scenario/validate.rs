@@ -18,6 +18,7 @@ use crate::deps::spec::DependencySpec;
 use crate::gc::{GcProfile, HeapSpec};
 use crate::idempotency::{IdemConfig, Mode as IdemMode, StoreKind};
 use crate::kernel::{Dist, SimDuration, SimTime};
+use crate::reconcile::ReconConfig;
 use crate::traffic::client::{
     MAX_BACKOFF_CAP, MAX_CLIENT_ATTEMPTS, MAX_CLOSED_LOOP_CLIENTS, MAX_POLLS,
 };
@@ -1049,6 +1050,33 @@ pub(super) fn validate(
             built(c, cfg, &span, "topology.cleanup")
         });
     let cleanup_declared = topo.is_some_and(|t| t.get_ref().cleanup.is_some());
+    let recon = topo
+        .and_then(|t| t.get_ref().reconciliation.as_ref())
+        .map(|r| {
+            let mode = name_of(
+                c,
+                &r.get_ref().mode,
+                "topology.reconciliation.mode",
+                &["hourly", "daily"],
+                "hourly",
+            );
+            if !workflows_declared {
+                c.problem(
+                    r.span(),
+                    "topology.reconciliation",
+                    "reconciliation compares the resources workflows create".into(),
+                    Some("add a [topology.workflows] table".into()),
+                );
+                return None;
+            }
+            mode.map(|m| {
+                if m == "daily" {
+                    ReconConfig::daily()
+                } else {
+                    ReconConfig::hourly()
+                }
+            })
+        });
 
     // ------------------------------------------------------------------------- workload
     let wl = c.required(&raw.workload, &root, "", "workload");
@@ -1306,6 +1334,14 @@ pub(super) fn validate(
     }
     if cleanup_declared {
         topology = topology.with_cleanup(cleanup?);
+    }
+    if let Some(r) = recon {
+        topology = built(
+            c,
+            topology.with_reconciliation(r?),
+            &topo_span,
+            "topology.reconciliation",
+        )?;
     }
     Some(Scenario {
         file: file.to_string(),

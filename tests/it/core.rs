@@ -858,6 +858,73 @@ fn client_tokens_create_each_instance_set_once_unless_records_are_non_atomic() {
     );
 }
 
+/// Staleness at topology level: every state write reaches the other nodes' L1 within the
+/// invalidation delay (uniform 10–100 ms here), so no node serves a value older than the write
+/// by more than that delay (or, for a key it never hears about, than the TTL); one
+/// invalidation per write and other node.
+#[test]
+fn cache_staleness_is_bounded_by_the_invalidation_delay() {
+    use firedrill::cache::{L1Config, L2Config};
+    use firedrill::world::CacheSetup;
+    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
+        .build()
+        .unwrap();
+    let mut mix = [0.0; Api::COUNT];
+    // Without workflows CreateInstance inserts Stopped rows; Start and (forced) Delete write
+    // their state at once.
+    mix[Api::CreateInstance.index()] = 10.0;
+    mix[Api::StartInstance.index()] = 10.0;
+    mix[Api::DeleteInstance.index()] = 5.0;
+    mix[Api::DescribeInstanceStatus.index()] = 75.0;
+    let t = traffic(
+        1_000.0,
+        ApiMix::new(mix).unwrap(),
+        20,
+        SimDuration::from_secs(30),
+    );
+    let nodes = 4;
+    let setup = CacheSetup {
+        l1: L1Config::builder()
+            .capacity(10_000)
+            .ttl(SimDuration::from_secs(30), SimDuration::from_secs(60))
+            .build()
+            .unwrap(),
+        l2: L2Config::builder().capacity(100_000).build().unwrap(),
+        l2_ttl: SimDuration::from_secs(60),
+        l2_negative_ttl: SimDuration::from_secs(1),
+        invalidation_delay: Dist::uniform(0.01, 0.1).unwrap(),
+    };
+    let topo = topology(
+        nodes,
+        node,
+        DbConfig::assumed_defaults(),
+        t,
+        unlimited(20),
+        60,
+    )
+    .with_cache(setup);
+    let (r, world) = run_checked(&topo, 23, |_| {});
+    let writes: u64 = [Api::StartInstance, Api::DeleteInstance]
+        .iter()
+        .map(|&a| r.api(a).count(Status::Ok))
+        .sum();
+    assert!(writes > 100, "{writes} state writes");
+    let mut received = 0;
+    for &id in &world.nodes {
+        let Part::Node(n) = world.sim.component(id) else {
+            unreachable!()
+        };
+        let lag = n.l1_invalidation_lag().unwrap();
+        received += lag.count();
+        assert!(lag.count() > 0);
+        assert!(lag.min_ns().unwrap() >= 10_000_000, "{:?}", lag.min_ns());
+        assert!(lag.max_ns().unwrap() <= 100_000_000, "{:?}", lag.max_ns());
+    }
+    // Every write is announced to every other node (messages in flight at the end included
+    // would arrive later; the run drains, so all arrived).
+    assert_eq!(received, writes * u64::from(nodes - 1));
+}
+
 /// The multi-level cache in front of by-id reads: most DescribeInstanceStatus calls are answered
 /// by a node's L1 or the shared L2, the database's point reads fall accordingly, the reads get
 /// faster, and every read is accounted for (L1 hit, coalesced, L2 hit or database read).
