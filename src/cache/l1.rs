@@ -3,8 +3,8 @@
 //!
 //! # Entries
 //!
-//! At most `capacity` entries, kept in an [`LruMap`] (B-tree index + intrusive recency list:
-//! O(log n) lookup, O(1) reordering and eviction, no hashing). [`Eviction::Lru`] moves an entry
+//! At most `capacity` entries, kept in an [`LruMap`] (fixed-hash index + intrusive recency list:
+//! O(1) lookup, reordering and eviction; the index is never iterated). [`Eviction::Lru`] moves an entry
 //! to the front on every hit (fresh, stale or negative); [`Eviction::Fifo`] only on insert, so
 //! the oldest insertion is evicted. Entries past their hard TTL are dropped when looked up; a
 //! full cache evicts by its policy without looking for expired entries first.
@@ -35,7 +35,7 @@
 //! [`L1Cache::complete_fill`] answers its followers but does not cache the value, which may have
 //! been read before the write that caused the invalidation.
 
-use super::{CacheConfigError, CacheStats, Cached, Fill, L1Invalidation, Lookup, LruMap};
+use super::{CacheConfigError, CacheStats, Cached, Fill, IndexKey, L1Invalidation, Lookup, LruMap};
 use crate::kernel::{Handle, SimDuration, SimRng, SimTime};
 use crate::metrics::LatencyHistogram;
 use std::collections::BTreeMap;
@@ -191,7 +191,7 @@ pub struct L1Cache<K, V, W = Handle> {
     lag: LatencyHistogram,
 }
 
-impl<K: Ord + Copy, V: Copy, W> L1Cache<K, V, W> {
+impl<K: Ord + IndexKey, V: Copy, W> L1Cache<K, V, W> {
     /// An empty cache; `rng` is used for TTL jitter only.
     pub fn new(cfg: L1Config, rng: SimRng) -> L1Cache<K, V, W> {
         L1Cache {

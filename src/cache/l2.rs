@@ -37,7 +37,7 @@
 //! Randomness: latencies draw from the stream `latency`, failures from `errors`, both forked
 //! from the cache's stream, so turning failures on does not shift latencies.
 
-use super::{CacheConfigError, CacheKey, CacheStats, Cached, CachedInstance, LruMap};
+use super::{CacheConfigError, CacheKey, CacheStats, Cached, CachedInstance, IndexKey, LruMap};
 use crate::idempotency::{
     Check as IdemCheck, IdemConfig, IdemKey, IdempotencyStore, Outcome as IdemOutcome,
 };
@@ -294,7 +294,7 @@ pub struct L2Cache<K = CacheKey, V = CachedInstance> {
     idem: Option<IdempotencyStore>,
 }
 
-impl<K: Ord + Copy, V: Copy> L2Cache<K, V> {
+impl<K: Ord + IndexKey, V: Copy> L2Cache<K, V> {
     /// An empty, healthy cache; draws from streams `latency` and `errors` forked from `rng`.
     pub fn new(cfg: L2Config, rng: SimRng) -> L2Cache<K, V> {
         L2Cache {

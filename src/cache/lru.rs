@@ -2,22 +2,26 @@
 //!
 //! # Structure and cost
 //!
-//! A `BTreeMap<K, u32>` maps a key to a slot of a `Vec` of nodes; the nodes form an intrusive
-//! doubly linked list (indices, not pointers) from the most recently used (`head`) to the least
-//! recently used (`tail`), with a LIFO free list of vacated slots. Lookup is O(log n) (the
-//! B-tree); moving a node to the front, unlinking it and evicting the tail are O(1). No hashing,
-//! so iteration and eviction order never depend on the process; slot reuse is deterministic.
+//! An index maps a key to a slot of a `Vec` of nodes; the nodes form an intrusive doubly linked
+//! list (indices, not pointers) from the most recently used (`head`) to the least recently used
+//! (`tail`), with a LIFO free list of vacated slots. The index is a hand-written open-addressing
+//! table (linear probing, backward-shift deletion, at most half full) hashed with a fixed mixer
+//! ([`IndexKey::hash64`], no per-process seed; the same scheme as
+//! [`crate::kernel::FixMap`]); it is never iterated — iteration and eviction
+//! follow the recency list — so its layout is never observable and order never depends on the
+//! process; slot reuse is deterministic. Lookup is O(1) expected; moving a node to the front,
+//! unlinking it and evicting the tail are O(1).
 //!
 //! The map itself does not decide *when* order changes: [`LruMap::touch`] moves an entry to the
 //! front (an LRU cache touches on every hit; a FIFO cache never does), and [`LruMap::insert`]
 //! always puts the entry at the front.
 
-use std::collections::BTreeMap;
-
 const NIL: u32 = u32::MAX;
 
+pub use crate::kernel::fixmap::{IndexKey, mix64};
+
 /// Names one occupied entry of an [`LruMap`] between a [`LruMap::find`] and the next change of
-/// the map (any insert or removal may invalidate it). It avoids a second B-tree lookup when a
+/// the map (any insert or removal may invalidate it). It avoids a second index lookup when a
 /// caller both reads and then touches or removes an entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slot(u32);
@@ -34,7 +38,10 @@ struct Node<K, T> {
 /// recently used one to make room. See the module documentation.
 #[derive(Clone, Debug)]
 pub struct LruMap<K, T> {
-    index: BTreeMap<K, u32>,
+    /// Open-addressing table of node indices (`NIL`: empty); its length is 0 or a power of two
+    /// at least twice `len`.
+    index: Vec<u32>,
+    len: usize,
     nodes: Vec<Node<K, T>>,
     free: Vec<u32>,
     /// Most recently used, or `NIL` when empty.
@@ -44,7 +51,7 @@ pub struct LruMap<K, T> {
     capacity: usize,
 }
 
-impl<K: Ord + Copy, T: Copy> LruMap<K, T> {
+impl<K: IndexKey, T: Copy> LruMap<K, T> {
     /// An empty map holding at most `capacity` (≥ 1, < 2^32 − 1) entries. Storage grows as
     /// entries arrive, up to `capacity` nodes.
     pub fn new(capacity: usize) -> LruMap<K, T> {
@@ -53,7 +60,8 @@ impl<K: Ord + Copy, T: Copy> LruMap<K, T> {
             "an LRU map holds 1 to 2^32 - 2 entries, not {capacity}"
         );
         LruMap {
-            index: BTreeMap::new(),
+            index: Vec::new(),
+            len: 0,
             nodes: Vec::new(),
             free: Vec::new(),
             head: NIL,
@@ -63,22 +71,90 @@ impl<K: Ord + Copy, T: Copy> LruMap<K, T> {
     }
 
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.len
     }
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.len == 0
     }
     pub fn capacity(&self) -> usize {
         self.capacity
     }
     pub fn contains(&self, key: &K) -> bool {
-        self.index.contains_key(key)
+        self.find(key).is_some()
     }
 
-    /// The slot of `key`, if present (O(log n)); order is unchanged.
+    /// The index position where `key` is, or the empty position where it would go.
+    #[inline]
+    fn probe(&self, key: &K) -> (usize, bool) {
+        let mask = self.index.len() - 1;
+        let mut p = key.hash64() as usize & mask;
+        loop {
+            let i = self.index[p];
+            if i == NIL {
+                return (p, false);
+            }
+            if self.nodes[i as usize].key == *key {
+                return (p, true);
+            }
+            p = (p + 1) & mask;
+        }
+    }
+
+    /// The slot of `key`, if present (O(1) expected); order is unchanged.
     #[inline]
     pub fn find(&self, key: &K) -> Option<Slot> {
-        self.index.get(key).map(|&i| Slot(i))
+        if self.len == 0 {
+            return None;
+        }
+        match self.probe(key) {
+            (p, true) => Some(Slot(self.index[p])),
+            _ => None,
+        }
+    }
+
+    /// Removes `key` from the index (it must be there), shifting later entries of its probe
+    /// run back so no tombstone is left.
+    fn index_remove(&mut self, key: &K) {
+        let (mut hole, found) = self.probe(key);
+        debug_assert!(found, "removing a key the index does not hold");
+        let mask = self.index.len() - 1;
+        let mut p = hole;
+        loop {
+            p = (p + 1) & mask;
+            let i = self.index[p];
+            if i == NIL {
+                break;
+            }
+            let home = self.nodes[i as usize].key.hash64() as usize & mask;
+            // Move `i` into the hole unless its home lies cyclically in (hole, p].
+            let stays = if hole <= p {
+                hole < home && home <= p
+            } else {
+                hole < home || home <= p
+            };
+            if !stays {
+                self.index[hole] = i;
+                hole = p;
+            }
+        }
+        self.index[hole] = NIL;
+        self.len -= 1;
+    }
+
+    /// Adds node `i` (whose key is absent) to the index, growing it to stay at most half full.
+    fn index_insert(&mut self, i: u32) {
+        if (self.len + 1) * 2 > self.index.len() {
+            let size = ((self.len + 1) * 2).next_power_of_two().max(16);
+            let old = std::mem::replace(&mut self.index, vec![NIL; size]);
+            for j in old.into_iter().filter(|&j| j != NIL) {
+                let (p, _) = self.probe(&self.nodes[j as usize].key);
+                self.index[p] = j;
+            }
+        }
+        let (p, found) = self.probe(&self.nodes[i as usize].key);
+        debug_assert!(!found, "inserting a key the index holds");
+        self.index[p] = i;
+        self.len += 1;
     }
 
     /// The key and value in `slot`.
@@ -119,12 +195,12 @@ impl<K: Ord + Copy, T: Copy> LruMap<K, T> {
         }
     }
 
-    /// Removes the entry in `slot` and returns its key and value. O(log n) (the index).
+    /// Removes the entry in `slot` and returns its key and value. O(1) expected.
     pub fn remove_slot(&mut self, slot: Slot) -> (K, T) {
         let i = slot.0;
         self.unlink(i);
         let Node { key, value, .. } = self.nodes[i as usize];
-        self.index.remove(&key);
+        self.index_remove(&key);
         self.free.push(i);
         (key, value)
     }
@@ -143,7 +219,7 @@ impl<K: Ord + Copy, T: Copy> LruMap<K, T> {
             self.touch_slot(s);
             return None;
         }
-        let evicted = if self.index.len() >= self.capacity {
+        let evicted = if self.len >= self.capacity {
             Some(self.remove_slot(Slot(self.tail)))
         } else {
             None
@@ -164,7 +240,7 @@ impl<K: Ord + Copy, T: Copy> LruMap<K, T> {
                 (self.nodes.len() - 1) as u32
             }
         };
-        self.index.insert(key, i);
+        self.index_insert(i);
         self.push_front(i);
         evicted
     }
@@ -176,8 +252,9 @@ impl<K: Ord + Copy, T: Copy> LruMap<K, T> {
 
     /// Removes every entry; keeps the storage for reuse. Returns how many there were.
     pub fn clear(&mut self) -> usize {
-        let n = self.index.len();
-        self.index.clear();
+        let n = self.len;
+        self.index.fill(NIL);
+        self.len = 0;
         self.nodes.clear();
         self.free.clear();
         self.head = NIL;
@@ -263,15 +340,20 @@ mod tests {
         assert_eq!(keys(&m), [9]);
     }
 
-    /// Random operations against a naive model (a Vec in recency order).
+    /// Random operations against a naive model (a Vec in recency order); the larger case makes
+    /// the index grow and its probe runs collide and shift back on removal.
     #[test]
     fn matches_a_naive_model() {
+        model_check(7, 16, 50_000);
+        model_check(200, 512, 50_000);
+    }
+
+    fn model_check(cap: usize, keys_below: u64, steps: u32) {
         let mut rng = RootSeed::new(5).fork("lru.model");
-        let cap = 7;
         let mut m = LruMap::new(cap);
         let mut model: Vec<(u32, u32)> = Vec::new(); // front = most recent
-        for step in 0..50_000u32 {
-            let k = rng.below(16) as u32;
+        for step in 0..steps {
+            let k = rng.below(keys_below) as u32;
             match rng.below(4) {
                 0 | 1 => {
                     let got = m.insert(k, step);

@@ -14,7 +14,7 @@
 //! | [`L1Cache<K, V, W>`] | a pure struct owned by an API node (no events): bounded entries, LRU or FIFO eviction, soft/hard TTL with jitter, negative entries, single-flight with bounded waiter lists |
 //! | [`L2Cache<K, V>`] | a sans-IO component generic over the world's message type, like the database: [`L2Request`] in, [`L2Reply`] out, [`L2Timer`] for its own wake-ups; latency [`Dist`](crate::kernel::Dist), concurrency slots and a bounded FIFO queue, LRU capacity, TTL, fault hooks |
 //! | [`InvalidationPlan`], [`Broadcaster`] | what one write invalidates: the L2 delete now, and one [`L1Invalidation`] per other node after a sampled delay (or lost) |
-//! | [`LruMap`] | the ordered bounded map under both levels (B-tree index + intrusive list) |
+//! | [`LruMap`] | the ordered bounded map under both levels (fixed-hash index + intrusive list) |
 //! | [`CacheStats`] | the counters of one level: hit ratio, coalesced, stale served, DB reads saved, … |
 //!
 //! Keys and values are generic (`K: Ord + Copy`, `V: Copy`) so tests can use integers; the
@@ -107,7 +107,7 @@ pub use l2::{
     IdemOp as L2IdemOp, L2Cache, L2Config, L2ConfigBuilder, L2Error, L2Op, L2Reply, L2Request,
     L2Result, L2Stats, L2Timer,
 };
-pub use lru::{LruMap, Slot};
+pub use lru::{IndexKey, LruMap, Slot, mix64};
 
 use crate::api::types::{AccountId, InstanceId, InstanceState, InstanceType};
 use crate::kernel::SimTime;
@@ -119,6 +119,13 @@ use crate::metrics::Registry;
 pub struct CacheKey {
     pub account: AccountId,
     pub instance: InstanceId,
+}
+
+impl IndexKey for CacheKey {
+    #[inline]
+    fn hash64(&self) -> u64 {
+        mix64(self.instance.0 ^ u64::from(self.account.0).rotate_left(40))
+    }
 }
 
 /// What the control plane caches of an instance: enough to answer DescribeInstanceStatus and a

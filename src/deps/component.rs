@@ -29,7 +29,7 @@
 use super::spec::{DependencySpec, StockSpec};
 use super::vocab::{DepOp, Effect, FaultCode, ResourceId, ResourceKind, ResourceRange};
 use crate::api::types::{ErrorCode, InstanceType};
-use crate::kernel::{ComponentId, Dist, Outbox, SimDuration, SimRng, SimTime};
+use crate::kernel::{ComponentId, Dist, FixMap, Outbox, SimDuration, SimRng, SimTime};
 use crate::metrics::LatencyHistogram;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -290,7 +290,8 @@ pub struct Dependency {
     queue: VecDeque<(DepCall, SimTime)>,
     records: BTreeMap<ResourceId, ResourceRecord>,
     next_id: u64,
-    tokens: BTreeMap<u64, TokenEntry>,
+    /// Never iterated: a fixed-hash map.
+    tokens: FixMap<u64, TokenEntry>,
     /// Tokens in insertion order with their expiry (non-decreasing: the TTL is fixed).
     token_order: VecDeque<(SimTime, u64)>,
     stock: Option<Stock>,
@@ -339,7 +340,7 @@ impl Dependency {
             queue: VecDeque::new(),
             records: BTreeMap::new(),
             next_id: 1,
-            tokens: BTreeMap::new(),
+            tokens: FixMap::new(),
             token_order: VecDeque::new(),
             stock,
             faults: Faults::default(),

@@ -122,6 +122,17 @@ pub struct IdemKey {
     pub token: u64,
 }
 
+impl crate::kernel::IndexKey for IdemKey {
+    #[inline]
+    fn hash64(&self) -> u64 {
+        crate::kernel::mix64(
+            self.token
+                ^ u64::from(self.account.0).rotate_left(32)
+                ^ (self.api.index() as u64) << 56,
+        )
+    }
+}
+
 impl IdemKey {
     /// The key of a request, or `None` if it carries no token (`client_token == 0`) or its API
     /// takes none ([`supports_token`]).

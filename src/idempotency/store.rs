@@ -3,6 +3,7 @@
 
 use super::IdemKey;
 use crate::api::types::{ErrorCode, InstanceIdRange, Status};
+use crate::kernel::FixMap;
 use crate::kernel::{SimDuration, SimTime};
 use std::collections::BTreeMap;
 
@@ -298,7 +299,8 @@ struct Record {
 #[derive(Clone, Debug)]
 pub struct IdempotencyStore {
     cfg: IdemConfig,
-    records: BTreeMap<IdemKey, Record>,
+    /// Never iterated (expiry order is `expiry`'s): a fixed-hash map.
+    records: FixMap<IdemKey, Record>,
     /// (expires_at, write sequence) → key: the front is the next record to expire or evict.
     expiry: BTreeMap<(SimTime, u64), IdemKey>,
     seq: u64,
@@ -309,7 +311,7 @@ impl IdempotencyStore {
     pub fn new(cfg: IdemConfig) -> IdempotencyStore {
         IdempotencyStore {
             cfg,
-            records: BTreeMap::new(),
+            records: FixMap::new(),
             expiry: BTreeMap::new(),
             seq: 0,
             stats: IdemStats::default(),

@@ -3,6 +3,7 @@
 
 pub mod component;
 pub mod dist;
+pub mod fixmap;
 pub mod queue;
 pub mod rng;
 pub mod sample;
@@ -13,6 +14,7 @@ pub mod trace;
 
 pub use component::{Component, ComponentId, Envelope, Message, Outbox};
 pub use dist::Dist;
+pub use fixmap::{FixMap, IndexKey, mix64};
 pub use queue::{EventQueue, TimerId};
 pub use rng::{RootSeed, SimRng};
 pub use sim::{Limits, Outcome, RunReport, Sim, Step};
