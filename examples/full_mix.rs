@@ -94,7 +94,8 @@ fn main() {
         secs,
         !has("nocache"),
         !has("nowf"),
-    );
+    )
+    .with_series(!has("noseries"));
     // The wall-clock figure of a profiling example, not simulation code.
     #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
     let t0 = std::time::Instant::now();
