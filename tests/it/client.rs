@@ -2,6 +2,7 @@
 //! closed loop against the open one (coordinated omission), client-side statistics, and trace
 //! replay — each checked against exact counts or theory.
 
+use crate::core::quiet_deps;
 use firedrill::api::lb::LbPolicy;
 use firedrill::api::node::{NodeConfig, NodeConfigBuilder};
 use firedrill::api::throttle::{Limit, Throttle};
@@ -59,22 +60,6 @@ fn topology(
         SimDuration::from_secs(secs),
     )
     .unwrap()
-}
-
-/// Switches off every injected dependency error, except `keep` = (kind, code, probability).
-fn quiet_deps(world: &mut World, keep: Option<(DependencyKind, FaultCode, f64)>) {
-    for &id in &world.deps.clone() {
-        if let Part::Dep(d) = world.sim.component_mut(id) {
-            let kind = d.spec().kind();
-            for code in FaultCode::ALL {
-                let p = match keep {
-                    Some((k, c, p)) if k == kind && c == code => p,
-                    _ => 0.0,
-                };
-                d.set_error_override(code, Some(p));
-            }
-        }
-    }
 }
 
 /// Runs twice under `seed` (with `setup` applied to each world), checks both runs agree (same

@@ -64,7 +64,7 @@ fn mocks_with_stock(stock: u64) -> Vec<firedrill::deps::DependencySpec> {
 }
 
 /// Switches off every injected dependency error, except `keep` = (kind, code, probability).
-fn quiet_deps(world: &mut World, keep: Option<(DependencyKind, FaultCode, f64)>) {
+pub(crate) fn quiet_deps(world: &mut World, keep: Option<(DependencyKind, FaultCode, f64)>) {
     for &id in &world.deps.clone() {
         if let Part::Dep(d) = world.sim.component_mut(id) {
             let kind = d.spec().kind();
