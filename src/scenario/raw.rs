@@ -94,6 +94,14 @@ pub(super) struct RawCache {
 pub(super) struct RawWorkflows {
     pub batch: Sp<bool>,
     pub workers: Sp<i64>,
+    /// Every step's policy (all given keys replace the shipped defaults of every step).
+    pub step_timeout: Sp<SimDuration>,
+    pub max_attempts: Sp<i64>,
+    pub initial_interval: Sp<SimDuration>,
+    pub backoff_coefficient: Sp<f64>,
+    pub max_interval: Sp<SimDuration>,
+    /// Every workflow's deadline.
+    pub deadline: Sp<SimDuration>,
 }
 
 #[derive(Deserialize)]

@@ -250,6 +250,30 @@ pub fn scenario_schema() -> Json {
                 "workers",
                 int("Workflow workers at full scale.", 1, 1_000_000),
             ),
+            (
+                "step_timeout",
+                duration("Every step's attempt timeout (default 10s)."),
+            ),
+            (
+                "max_attempts",
+                int("Every step's attempts (default 3).", 1, 100),
+            ),
+            (
+                "initial_interval",
+                duration("Every step's first retry interval (default 1s)."),
+            ),
+            (
+                "backoff_coefficient",
+                num("Every step's backoff coefficient (default 2).", 1.0, 100.0),
+            ),
+            (
+                "max_interval",
+                duration("Every step's longest retry interval (default 100s)."),
+            ),
+            (
+                "deadline",
+                duration("Every workflow's deadline (defaults 300 to 600 s by kind)."),
+            ),
         ],
         &[],
     );

@@ -297,3 +297,37 @@ fn client_behaviour_and_replay_read_and_bad_values_are_located() {
         "{e}"
     );
 }
+
+#[test]
+fn workflow_step_policies_read_and_are_checked() {
+    let with = |extra: &str| format!("{GOOD}\n[topology.workflows]\n{extra}\n");
+    let s = parse(
+        &with("max_attempts = 5\ninitial_interval = \"200ms\"\ndeadline = \"2m\""),
+        &[],
+    );
+    assert!(s.is_ok(), "{:?}", s.err());
+    let e = parse(
+        &with("max_attempts = 0\nbackoff_coefficient = 0.5\ninitial_interval = \"10s\"\nmax_interval = \"1s\""),
+        &[],
+    )
+    .unwrap_err();
+    let t = e.to_string();
+    assert!(
+        t.contains("topology.workflows.max_attempts: 0 is out of range; allowed range: 1 to 100"),
+        "{t}"
+    );
+    assert!(
+        t.contains("topology.workflows.backoff_coefficient: 0.5 is out of range"),
+        "{t}"
+    );
+    let e = parse(
+        &with("initial_interval = \"10s\"\nmax_interval = \"1s\""),
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("max_interval (1s) must be at least initial_interval (10s)"),
+        "{e}"
+    );
+}

@@ -26,7 +26,7 @@ use crate::traffic::{
     ApiMix, Backoff, ClientConfig, ClientRetry, ClosedLoop, OpenLoopConfig, Polling, RateProfile,
     ReplayConfig, TokenPolicy, Trace,
 };
-use crate::workflow::EngineConfig;
+use crate::workflow::{EngineConfig, MAX_COEFFICIENT, MAX_INTERVAL, MAX_STEP_ATTEMPTS, StepRetry};
 use crate::world::{CacheSetup, Topology, WorkflowSetup};
 use std::ops::Range;
 use std::path::Path;
@@ -953,6 +953,65 @@ pub(super) fn validate(
                     &v.span(),
                     "topology.workflows.workers",
                 )?);
+            }
+            if r.step_timeout.is_some()
+                || r.max_attempts.is_some()
+                || r.initial_interval.is_some()
+                || r.backoff_coefficient.is_some()
+                || r.max_interval.is_some()
+            {
+                const P: &str = "topology.workflows";
+                let timeout = dur(
+                    c,
+                    &r.step_timeout,
+                    "topology.workflows.step_timeout",
+                    SimDuration::from_ms(1),
+                    SimDuration::HOUR,
+                    SimDuration::from_secs(10),
+                );
+                let attempts = c.opt_int(
+                    &r.max_attempts,
+                    "topology.workflows.max_attempts",
+                    1,
+                    i64::from(MAX_STEP_ATTEMPTS),
+                    3,
+                );
+                let initial = dur(
+                    c,
+                    &r.initial_interval,
+                    "topology.workflows.initial_interval",
+                    SimDuration::from_ms(1),
+                    SimDuration::HOUR,
+                    SimDuration::SECOND,
+                );
+                let coefficient = opt_float(
+                    c,
+                    &r.backoff_coefficient,
+                    "topology.workflows.backoff_coefficient",
+                    1.0,
+                    MAX_COEFFICIENT,
+                    2.0,
+                );
+                let max_interval = dur(
+                    c,
+                    &r.max_interval,
+                    "topology.workflows.max_interval",
+                    SimDuration::from_ms(1),
+                    MAX_INTERVAL,
+                    SimDuration::from_secs(100),
+                );
+                let retry = StepRetry::new(
+                    attempts? as u32,
+                    initial?,
+                    coefficient?,
+                    max_interval?,
+                    Jitter::Full,
+                    &[ErrorCode::IncorrectInstanceStatus],
+                );
+                b = b.all_steps(timeout?, &built(c, retry, &span, P)?);
+            }
+            if let Some(d) = &r.deadline {
+                b = b.deadlines(*d.get_ref());
             }
             let engine = built(c, b.build(), &span, "topology.workflows")?;
             Some(WorkflowSetup {

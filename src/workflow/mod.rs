@@ -119,8 +119,8 @@ mod stats;
 mod tests;
 
 pub use config::{
-    Action, EngineConfig, EngineConfigBuilder, EngineConfigError, MAX_STEPS, StepDef, StepRetry,
-    StepRetryError, When, WorkflowDef,
+    Action, EngineConfig, EngineConfigBuilder, EngineConfigError, MAX_COEFFICIENT, MAX_INTERVAL,
+    MAX_STEP_ATTEMPTS, MAX_STEPS, StepDef, StepRetry, StepRetryError, When, WorkflowDef,
 };
 pub use engine::{InstanceResources, StuckInstance, WorkflowEngine};
 pub use stats::{StepStats, WfStats};
