@@ -296,7 +296,9 @@ pub struct DbReply {
 /// What a successful query returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DbResult {
-    Instance(Option<InstanceRow>),
+    /// A point read: the row's state without its resource references (small messages; scans
+    /// and `Db::inspect_instance` give the whole row).
+    Instance(Option<InstanceRead>),
     Listed {
         /// Rows on the requested page.
         returned: u16,
@@ -317,7 +319,18 @@ pub enum DbResult {
     },
 }
 
-/// An instance row as a read returns it.
+/// An instance as a point read returns it (`DbResult::Instance`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstanceRead {
+    pub id: InstanceId,
+    pub account: AccountId,
+    pub instance_type: InstanceType,
+    pub state: InstanceState,
+    pub created_at: SimTime,
+    pub updated_at: SimTime,
+}
+
+/// An instance row as a scan or an inspection returns it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InstanceRow {
     pub id: InstanceId,
@@ -333,6 +346,18 @@ pub struct InstanceRow {
 }
 
 impl InstanceRow {
+    /// The part of the row a point read returns.
+    pub fn read(&self) -> InstanceRead {
+        InstanceRead {
+            id: self.id,
+            account: self.account,
+            instance_type: self.instance_type,
+            state: self.state,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+
     /// The row's last write: its state's or its references'.
     pub fn last_write(&self) -> SimTime {
         self.updated_at.max(self.resources_at)
@@ -1142,7 +1167,10 @@ fn execute(
                     seen
                 }
             };
-            (cfg.index_factor(instance_rows), DbResult::Instance(found))
+            (
+                cfg.index_factor(instance_rows),
+                DbResult::Instance(found.map(|r| r.read())),
+            )
         }
         DbOp::ListInstances {
             account,

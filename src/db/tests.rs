@@ -258,15 +258,13 @@ fn inserted_rows_are_read_at_once_from_the_primary_and_after_the_lag_from_a_repl
     };
     assert_eq!(
         row,
-        InstanceRow {
+        InstanceRead {
             id: InstanceId(3),
             account: AccountId(7),
             instance_type: InstanceType(3),
             state: Pending,
             created_at: ms(5),
             updated_at: ms(5),
-            resources: Default::default(),
-            resources_at: ms(5),
         }
     );
     assert_eq!(
