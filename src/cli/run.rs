@@ -60,8 +60,15 @@ pub struct ValidateArgs {
     /// read as a mock).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// Overrides a scenario key, as for `run`.
     #[arg(long = "set", value_name = "PATH=VALUE")]
     pub set: Vec<String>,
+    /// The seed a run would use (shown; default: each scenario's own).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// A results folder a run would write: checked to be creatable and writable.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     #[arg(long)]
     pub mocks: Option<PathBuf>,
 }
@@ -289,6 +296,16 @@ pub fn validate(args: &ValidateArgs) -> Result<u8, CliError> {
     let mocks = mocks(args.mocks.as_deref())?;
     let o = overrides(&args.set)?;
     let mut bad = 0;
+    if let Some(out) = &args.out {
+        let probe = out.join(".firedrill-validate");
+        let writable = std::fs::create_dir_all(out)
+            .and_then(|()| std::fs::write(&probe, b""))
+            .and_then(|()| std::fs::remove_file(&probe));
+        if let Err(e) = writable {
+            bad += 1;
+            eprintln!("--out {}: cannot write results there: {e}", out.display());
+        }
+    }
     for f in &args.files {
         let text = std::fs::read_to_string(f).unwrap_or_default();
         let outcome = if is_mock(f, &text) {
@@ -297,7 +314,13 @@ pub fn validate(args: &ValidateArgs) -> Result<u8, CliError> {
                 .map_err(|e| e.to_string())
         } else {
             load_scenario(f, &o, &mocks)
-                .map(|s| format!("scenario {}", s.name()))
+                .map(|s| {
+                    format!(
+                        "scenario {}, seed {}",
+                        s.name(),
+                        args.seed.unwrap_or(s.seed())
+                    )
+                })
                 .map_err(|e| e.to_string())
         };
         match outcome {

@@ -135,6 +135,19 @@ fn a_bad_scenario_exits_2_with_every_problem_located() {
     );
     let o = firedrill(&["validate", &file]);
     assert_eq!(o.status.code(), Some(2));
+    // validate takes the run's --seed and --out too: the seed is shown, the folder checked.
+    let good = firedrill(&[
+        "validate",
+        "scenarios/gc-tuning.toml",
+        "--seed",
+        "42",
+        "--out",
+        &dir.join("out").display().to_string(),
+    ]);
+    assert_eq!(good.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&good.stdout).contains("scenario gc-tuning, seed 42"));
+    let blocked = firedrill(&["validate", "scenarios/gc-tuning.toml", "--out", &file]);
+    assert_eq!(blocked.status.code(), Some(2), "a file is not a folder");
     let o = firedrill(&["run", "scenarios/steady-day.toml", "--set", "nodes"]);
     assert_eq!(o.status.code(), Some(2));
 }
