@@ -334,6 +334,26 @@ pub fn validate(args: &ValidateArgs) -> Result<u8, CliError> {
     Ok(if bad == 0 { EXIT_OK } else { EXIT_BAD_INPUT })
 }
 
+/// The distributions `list` shows, each as a short form that parses (tested).
+const DIST_EXAMPLES: [(&str, &str); 7] = [
+    ("const:5ms", "always 5 ms"),
+    ("uniform:1ms:10ms", "uniform between 1 and 10 ms"),
+    ("exp:20ms", "exponential, mean 20 ms (Poisson arrivals)"),
+    (
+        "normal:10ms:2ms",
+        "normal, mean 10 ms, sd 2 ms (clamped at 0)",
+    ),
+    ("lognormal_p:8ms:60ms", "lognormal by its p50 and p99"),
+    (
+        "pareto:1ms:2.5",
+        "Pareto, scale 1 ms, shape 2.5 (heavy tail)",
+    ),
+    (
+        "zipf:10000:1.1",
+        "Zipf over 1..10000, exponent 1.1 (skewed tenants)",
+    ),
+];
+
 /// Shows the shipped scenarios, distributions and dependency mocks.
 pub fn list(args: &ListArgs) -> Result<u8, CliError> {
     let mocks_list = mocks(args.mocks.as_deref())?;
@@ -361,16 +381,8 @@ pub fn list(args: &ListArgs) -> Result<u8, CliError> {
         }
     }
     println!("distributions (short form, seconds unless a unit is given):");
-    for d in [
-        "const:5ms",
-        "uniform:1ms:10ms",
-        "exp:20ms (mean)",
-        "normal:10ms:2ms",
-        "lognormal_p:8ms:60ms (p50:p99)",
-        "pareto:1ms:2.5",
-        "zipf:10000:1.1",
-    ] {
-        println!("  {d}");
+    for (d, what) in DIST_EXAMPLES {
+        println!("  {d:<24} {what}");
     }
     println!("dependency mocks:");
     for m in &mocks_list {
@@ -382,4 +394,17 @@ pub fn list(args: &ListArgs) -> Result<u8, CliError> {
         );
     }
     Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DIST_EXAMPLES;
+    use crate::kernel::Dist;
+
+    #[test]
+    fn every_listed_distribution_parses() {
+        for (d, _) in DIST_EXAMPLES {
+            assert!(d.parse::<Dist>().is_ok(), "`{d}` does not parse");
+        }
+    }
 }
