@@ -461,6 +461,10 @@ impl Topology {
     pub fn db(&self) -> &DbConfig {
         &self.db
     }
+    /// The dependency mocks.
+    pub fn dependencies(&self) -> &[DependencySpec] {
+        &self.deps
+    }
     pub fn duration(&self) -> SimDuration {
         self.duration
     }
