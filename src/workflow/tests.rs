@@ -476,11 +476,11 @@ fn create_ten_instances_ends_with_all_running_and_exact_records_and_writes() {
     assert!(w.calls(D::Inventory)[0].1.count == 10 && w.calls(D::Block)[1].1.count == 10);
 
     // 9 transitions (Started, 7 steps, Completed), each one workflow row and one history event;
-    // 2 state steps × 10 instances, one compare-and-set each.
+    // 2 state steps, each one multi-row compare-and-set of the 10 instances.
     assert_eq!(w.appends(), 18);
     assert_eq!(w.db().table_rows(Table::Workflows), 9);
     assert_eq!(w.db().table_rows(Table::History), 9);
-    assert_eq!(w.received(QueryClass::Update), 20);
+    assert_eq!(w.received(QueryClass::Update), 2);
     assert_eq!(w.received(QueryClass::Insert), 1);
 
     let e = w.engine();
@@ -491,7 +491,7 @@ fn create_ten_instances_ends_with_all_running_and_exact_records_and_writes() {
     );
     assert_eq!(
         (s.history_events, s.db_appends, s.db_updates, s.dep_calls),
-        (9, 18, 20, 5)
+        (9, 18, 2, 5)
     );
     assert_eq!((s.retries(), s.compensations, s.stale), (0, 0, 0));
     assert_eq!(s.e2e(CREATE).count(), 1);
@@ -667,8 +667,11 @@ fn batch_calls_dependencies_once_per_step_and_finishes_sooner() {
         assert_eq!((d.outcome, d.succeeded), (WfOutcome::Completed, 100));
         assert_eq!(w.states(), vec![InstanceState::Running; 100]);
         assert_eq!(w.records_live(), [100; 4]);
-        assert_eq!(w.received(QueryClass::Update), 200);
     }
+    // State steps: one multi-row update per 64 instances (2 steps × 2 batches) vs one per child
+    // and step.
+    assert_eq!(batched.received(QueryClass::Update), 4);
+    assert_eq!(single.received(QueryClass::Update), 200);
     for op in [
         DepOp::AllocateHost,
         DepOp::CreateDisk,
