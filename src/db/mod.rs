@@ -257,6 +257,10 @@ pub enum DbOp {
     },
     /// `rows` rows appended to a size-only table (WorkflowStepWrite). Not for `Instances`.
     AppendRows { table: Table, rows: u32 },
+    /// A workflow transition made durable in one transaction: one row appended to `Workflows`
+    /// and one to `History` (WorkflowStepWrite, × the batch factor of 2 rows, indexed by the
+    /// larger of the two tables).
+    AppendTransition,
     /// ClientToken check (PointRead): in `Atomic` mode it also reserves the key in the same step —
     /// the record written with the mutation's transaction; in `NonAtomic` mode it only reads.
     IdemCheck { key: IdemKey, fingerprint: u64 },
@@ -286,7 +290,7 @@ impl DbOp {
             | DbOp::UpdateInstanceStates { .. }
             | DbOp::SetInstanceResources { .. } => QueryClass::Update,
             DbOp::ScanInstances { .. } => QueryClass::Scan,
-            DbOp::AppendRows { .. } => QueryClass::WorkflowStepWrite,
+            DbOp::AppendRows { .. } | DbOp::AppendTransition => QueryClass::WorkflowStepWrite,
             DbOp::ArchiveRows { .. } => QueryClass::ArchiveBatch,
             DbOp::IdemCheck { .. } => QueryClass::PointRead,
             DbOp::IdemRecord { .. } => QueryClass::Insert,
@@ -1396,6 +1400,13 @@ fn execute(
                 cfg.index_factor(data.rows(Table::Idempotency)),
                 DbResult::Appended,
             )
+        }
+        DbOp::AppendTransition => {
+            let before = data.rows(Table::Workflows).max(data.rows(Table::History));
+            data.append(Table::Workflows, 1, now);
+            data.append(Table::History, 1, now);
+            let factor = cfg.index_factor(before) * cfg.batch_factor(2);
+            (factor, DbResult::Appended)
         }
         DbOp::AppendRows { table, rows } => {
             let before = data.rows(table);

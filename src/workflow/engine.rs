@@ -12,7 +12,7 @@ use super::{
 use crate::api::types::{
     AccountId, ErrorCode, InstanceId, InstanceIdRange, InstanceState, InstanceType,
 };
-use crate::db::{DbError, DbOp, DbQuery, DbReply, DbResult, MAX_UPDATE_ROWS, Table, UpdateOutcome};
+use crate::db::{DbError, DbOp, DbQuery, DbReply, DbResult, MAX_UPDATE_ROWS, UpdateOutcome};
 use crate::deps::{
     DepCall, DepOp, DepReply, DependencyKind, Effect, ResourceId, ResourceKind, ResourceRange,
 };
@@ -111,8 +111,8 @@ enum OpKind {
         to: InstanceState,
         refs: bool,
     },
-    /// One row appended to a size-only table.
-    Append(Table),
+    /// A transition's durable write: the workflow row and its history event, one transaction.
+    Commit,
     /// `SetInstanceResources` of instance `inst`: its row gets the references the workflow
     /// left it holding (at the close, when no state write carried them).
     Resources { inst: u32 },
@@ -872,10 +872,7 @@ impl WorkflowEngine {
         held: Vec<Op>,
         out: &mut Outbox<'_, M>,
     ) {
-        let ops = vec![
-            Op::new(OpKind::Append(Table::Workflows)),
-            Op::new(OpKind::Append(Table::History)),
-        ];
+        let ops = vec![Op::new(OpKind::Commit)];
         self.start_stage(h, Stage::Commit(ev), ops, held, out);
     }
 
@@ -1009,13 +1006,13 @@ impl WorkflowEngine {
                 self.stats.db_updates += 1;
                 out.send(self.deps.db, self.cfg.db_hop, M::from(q));
             }
-            OpKind::Append(table) => {
+            OpKind::Commit => {
                 let q = DbQuery {
                     tag,
                     reply_to: me,
                     account,
                     read_replica: false,
-                    op: DbOp::AppendRows { table, rows: 1 },
+                    op: DbOp::AppendTransition,
                 };
                 self.stats.db_appends += 1;
                 out.send(self.deps.db, self.cfg.db_hop, M::from(q));
@@ -1077,7 +1074,7 @@ impl WorkflowEngine {
                     Err((code, true))
                 }
             }
-            (Raw::Db(Ok(DbResult::Appended)), OpKind::Append(_)) => Ok(ResourceRange::EMPTY),
+            (Raw::Db(Ok(DbResult::Appended)), OpKind::Commit) => Ok(ResourceRange::EMPTY),
             (Raw::Db(Ok(DbResult::UpdatedRows(u))), OpKind::States { .. }) => {
                 self.stats.cas_replays += u64::from(u.at_target.count_ones());
                 note_rows = u.done | u.at_target;
@@ -1456,7 +1453,7 @@ impl WorkflowEngine {
                     }
                 }
                 OpKind::Resources { inst } => wf.written[inst as usize] = wf.res[inst as usize],
-                OpKind::States { .. } | OpKind::Append(_) => {}
+                OpKind::States { .. } | OpKind::Commit => {}
             }
         }
     }
