@@ -17,7 +17,7 @@ use crate::deps::{
     DepCall, DepOp, DepReply, DependencyKind, Effect, ResourceId, ResourceKind, ResourceRange,
 };
 use crate::kernel::{ComponentId, Handle, Outbox, SimDuration, SimRng, SimTime, Slab, TimerId};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 fn slot_of(kind: ResourceKind) -> usize {
     InstanceResources::slot(kind).expect("definitions are validated: no bandwidth or image actions")
@@ -158,6 +158,33 @@ impl Op {
     /// Whether the operation changed anything (a state batch may fail with rows applied).
     fn had_effect(&self) -> bool {
         self.is_ok() || self.applied != 0
+    }
+}
+
+/// The free workers as a bit set: the lowest free index in a few word scans, no allocation.
+#[derive(Debug)]
+struct FreeWorkers(Vec<u64>);
+
+impl FreeWorkers {
+    fn all(n: u32) -> FreeWorkers {
+        let mut words = vec![0u64; n.div_ceil(64) as usize];
+        for w in 0..n {
+            words[(w / 64) as usize] |= 1 << (w % 64);
+        }
+        FreeWorkers(words)
+    }
+    fn insert(&mut self, w: u32) {
+        self.0[(w / 64) as usize] |= 1 << (w % 64);
+    }
+    fn remove(&mut self, w: u32) {
+        self.0[(w / 64) as usize] &= !(1 << (w % 64));
+    }
+    /// The lowest free worker.
+    fn first(&self) -> Option<u32> {
+        self.0
+            .iter()
+            .position(|&x| x != 0)
+            .map(|i| i as u32 * 64 + self.0[i].trailing_zeros())
     }
 }
 
@@ -324,7 +351,7 @@ pub struct WorkflowEngine {
     queue: VecDeque<(Handle, u32, SimTime)>,
     /// The task each worker runs.
     workers: Vec<Option<Handle>>,
-    free: BTreeSet<u32>,
+    free: FreeWorkers,
     calls: Slab<Call>,
     fleet: BTreeMap<InstanceId, InstanceResources>,
     transitional: BTreeMap<InstanceId, (AccountId, InstanceState, SimTime)>,
@@ -343,7 +370,7 @@ impl WorkflowEngine {
         let salt = rng.fork("tokens").next_bits();
         WorkflowEngine {
             workers: vec![None; cfg.workers as usize],
-            free: (0..cfg.workers).collect(),
+            free: FreeWorkers::all(cfg.workers),
             cfg,
             deps,
             rng,
@@ -615,7 +642,7 @@ impl WorkflowEngine {
     /// Hands queued tasks to free workers (lowest index first).
     fn dispatch<M: WfMsg>(&mut self, out: &mut Outbox<'_, M>) {
         while !self.queue.is_empty() {
-            let Some(&w) = self.free.first() else {
+            let Some(w) = self.free.first() else {
                 break;
             };
             let Some((h, epoch, since)) = self.queue.pop_front() else {
@@ -628,7 +655,7 @@ impl WorkflowEngine {
             if !valid {
                 continue;
             }
-            self.free.remove(&w);
+            self.free.remove(w);
             self.workers[w as usize] = Some(h);
             let lease = out.schedule(
                 self.cfg.lease,
