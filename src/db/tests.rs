@@ -687,6 +687,50 @@ fn multi_row_updates_report_each_row() {
     assert_eq!(w.db().stats().class(QueryClass::Update).served, 3);
 }
 
+/// A multi-row update with references gives row `first + j` the first row's, each id `j` higher;
+/// rows not applied keep theirs.
+#[test]
+fn multi_row_updates_write_shifted_references() {
+    use InstanceState::*;
+    let cfg = flat(0.001).build().unwrap();
+    let mut w = World::new(cfg, 8);
+    w.query(ms(0), 5, false, insert(5, 3, Pending));
+    w.query(ms(10), 5, false, set_state(3, Some(Pending), Stopped));
+    let mut base = InstanceResources::default();
+    base.set(0, Some(ResourceId(100)));
+    base.set(1, Some(ResourceId(200)));
+    base.disk_attached = true;
+    w.query(
+        ms(20),
+        5,
+        false,
+        DbOp::UpdateInstanceStates {
+            first: InstanceId(1),
+            count: 3,
+            expect: Some(Pending),
+            to: Starting,
+            resources: Some(base),
+        },
+    );
+    w.run();
+    let row = |id| {
+        w.db()
+            .inspect_instance(AccountId(5), InstanceId(id))
+            .unwrap()
+    };
+    assert_eq!(row(1).resources, base);
+    assert_eq!(row(2).resources, base.shifted(1));
+    assert_eq!(
+        (
+            row(2).resources.host(),
+            row(2).resources.disk(),
+            row(2).resources.eni()
+        ),
+        (Some(ResourceId(101)), Some(ResourceId(201)), None)
+    );
+    assert_eq!(row(3).resources, InstanceResources::default());
+}
+
 #[test]
 fn pages_batches_and_tables_have_limits() {
     use InstanceState::*;
