@@ -1030,11 +1030,13 @@ impl ApiNode {
             Ok(DbResult::Updated(UpdateOutcome::NotFound)) => {
                 return self.finish(h, Status::Err(ErrorCode::InstanceNotFound), out);
             }
+            // The node sends no multi-row update (the workflow engine does).
             Ok(
                 DbResult::Listed { .. }
                 | DbResult::Appended
                 | DbResult::Archived(_)
-                | DbResult::Scanned { .. },
+                | DbResult::Scanned { .. }
+                | DbResult::UpdatedRows(_),
             ) => {}
             Ok(DbResult::Idem(check)) => match check {
                 IdemCheck::Proceed(_) => w.reserved = true,

@@ -36,10 +36,8 @@
 //! been read before the write that caused the invalidation.
 
 use super::{CacheConfigError, CacheStats, Cached, Fill, IndexKey, L1Invalidation, Lookup, LruMap};
-use crate::kernel::{Handle, SimDuration, SimRng, SimTime};
+use crate::kernel::{FixMap, Handle, SimDuration, SimRng, SimTime};
 use crate::metrics::LatencyHistogram;
-use std::collections::BTreeMap;
-use std::collections::btree_map::Entry as MapEntry;
 
 /// Which entry a full cache evicts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,7 +184,8 @@ pub struct L1Cache<K, V, W = Handle> {
     cfg: L1Config,
     rng: SimRng,
     map: LruMap<K, Entry<V>>,
-    flights: BTreeMap<K, Flight<W>>,
+    /// Never iterated in order (a flush marks every flight): a fixed-hash map.
+    flights: FixMap<K, Flight<W>>,
     stats: CacheStats,
     lag: LatencyHistogram,
 }
@@ -198,7 +197,7 @@ impl<K: Ord + IndexKey, V: Copy, W> L1Cache<K, V, W> {
             map: LruMap::new(cfg.capacity as usize),
             cfg,
             rng,
-            flights: BTreeMap::new(),
+            flights: FixMap::new(),
             stats: CacheStats::default(),
             lag: LatencyHistogram::new(),
         }
@@ -354,9 +353,7 @@ impl<K: Ord + IndexKey, V: Copy, W> L1Cache<K, V, W> {
     /// Drops every entry (a cold cache, counted in `flushed`) and marks every flight in progress.
     /// Returns how many entries were dropped.
     pub fn flush(&mut self) -> usize {
-        for f in self.flights.values_mut() {
-            f.invalidated = true;
-        }
+        self.flights.for_each_value_mut(|f| f.invalidated = true);
         let n = self.map.clear();
         self.stats.flushed += n as u64;
         n
@@ -370,16 +367,18 @@ impl<K: Ord + IndexKey, V: Copy, W> L1Cache<K, V, W> {
     /// Joins or starts the flight of `key` (see [`Fill`] and the module documentation).
     /// `waiter` is parked for a `Follower` and dropped otherwise.
     pub fn begin_fill(&mut self, key: K, waiter: W) -> Fill {
-        match self.flights.entry(key) {
-            MapEntry::Vacant(v) => {
-                v.insert(Flight {
-                    waiters: Vec::new(),
-                    invalidated: false,
-                });
+        match self.flights.get_mut(&key) {
+            None => {
+                self.flights.insert(
+                    key,
+                    Flight {
+                        waiters: Vec::new(),
+                        invalidated: false,
+                    },
+                );
                 Fill::Leader
             }
-            MapEntry::Occupied(mut o) => {
-                let f = o.get_mut();
+            Some(f) => {
                 if f.waiters.len() >= self.cfg.max_waiters as usize {
                     self.stats.coalesce_overflows += 1;
                     Fill::Overflow

@@ -242,8 +242,25 @@ pub enum DbOp {
     /// (Scan). The rows are kept by the database for the caller to take
     /// ([`Db::take_scan_page`]): a message carries only their count and the last id.
     ScanInstances { after: InstanceId, limit: u16 },
+    /// The multi-row form of [`DbOp::UpdateInstanceState`] (one Update, × the batch factor of
+    /// `count` rows): the `count` (at most [`MAX_UPDATE_ROWS`]) instances from `first`, each
+    /// updated to `to` where `expect` matches, as one `UPDATE … WHERE id IN (…) AND state = …`.
+    /// Rows that do not match are left as they are; [`RowsUpdated`] says which were applied.
+    /// With `resources`, row `first + j` also gets `resources.shifted(j)` (records allocated in
+    /// one batch have consecutive ids), written with its state.
+    UpdateInstanceStates {
+        first: InstanceId,
+        count: u8,
+        expect: Option<InstanceState>,
+        to: InstanceState,
+        resources: Option<InstanceResources>,
+    },
     /// `rows` rows appended to a size-only table (WorkflowStepWrite). Not for `Instances`.
     AppendRows { table: Table, rows: u32 },
+    /// A workflow transition made durable in one transaction: one row appended to `Workflows`
+    /// and one to `History` (WorkflowStepWrite, × the batch factor of 2 rows, indexed by the
+    /// larger of the two tables).
+    AppendTransition,
     /// ClientToken check (PointRead): in `Atomic` mode it also reserves the key in the same step —
     /// the record written with the mutation's transaction; in `NonAtomic` mode it only reads.
     IdemCheck { key: IdemKey, fingerprint: u64 },
@@ -269,11 +286,11 @@ impl DbOp {
             DbOp::GetInstance(_) => QueryClass::PointRead,
             DbOp::ListInstances { .. } => QueryClass::FilteredList,
             DbOp::InsertInstances { .. } => QueryClass::Insert,
-            DbOp::UpdateInstanceState { .. } | DbOp::SetInstanceResources { .. } => {
-                QueryClass::Update
-            }
+            DbOp::UpdateInstanceState { .. }
+            | DbOp::UpdateInstanceStates { .. }
+            | DbOp::SetInstanceResources { .. } => QueryClass::Update,
             DbOp::ScanInstances { .. } => QueryClass::Scan,
-            DbOp::AppendRows { .. } => QueryClass::WorkflowStepWrite,
+            DbOp::AppendRows { .. } | DbOp::AppendTransition => QueryClass::WorkflowStepWrite,
             DbOp::ArchiveRows { .. } => QueryClass::ArchiveBatch,
             DbOp::IdemCheck { .. } => QueryClass::PointRead,
             DbOp::IdemRecord { .. } => QueryClass::Insert,
@@ -307,6 +324,8 @@ pub enum DbResult {
     },
     Inserted(InstanceIdRange),
     Updated(UpdateOutcome),
+    /// The answer of an `UpdateInstanceStates`.
+    UpdatedRows(RowsUpdated),
     Appended,
     /// Rows removed.
     Archived(u32),
@@ -414,6 +433,17 @@ impl InstanceResources {
     pub fn get(&self, kind: ResourceKind) -> Option<ResourceId> {
         Self::slot(kind).and_then(|s| self.at(s))
     }
+    /// The same references with every record id `j` higher (none stays none): what the `j`-th
+    /// next instance of a batch holds when each of its records was allocated in one range.
+    pub fn shifted(&self, j: u64) -> InstanceResources {
+        let mut r = *self;
+        for id in &mut r.ids {
+            if *id != 0 {
+                *id += j;
+            }
+        }
+        r
+    }
     pub fn host(&self) -> Option<ResourceId> {
         self.at(0)
     }
@@ -451,6 +481,22 @@ pub enum UpdateOutcome {
         actual: InstanceState,
     },
     NotFound,
+}
+
+/// Most rows of one [`DbOp::UpdateInstanceStates`] (its per-row outcomes fit in a `u64` mask).
+pub const MAX_UPDATE_ROWS: u8 = 64;
+
+/// The per-row outcomes of an [`DbOp::UpdateInstanceStates`], compactly: bit `j` stands for row
+/// `first + j`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowsUpdated {
+    /// Rows applied (`UpdateOutcome::Done`).
+    pub done: u64,
+    /// Rows not applied because they already were in the target state (a `Mismatch` whose
+    /// `actual` is `to`: a replay of an earlier attempt).
+    pub at_target: u64,
+    /// The first row that is neither (its index and outcome: `Mismatch` or `NotFound`).
+    pub first_other: Option<(u8, UpdateOutcome)>,
 }
 
 /// Why a query was refused (always at once, with zero latency).
@@ -959,6 +1005,16 @@ impl Db {
             DbOp::AppendRows { rows, .. } => rows,
             DbOp::ArchiveRows { max_rows, .. } => max_rows,
             DbOp::ScanInstances { limit, .. } => u32::from(limit),
+            DbOp::UpdateInstanceStates { count, .. } => {
+                let max = max.min(u32::from(MAX_UPDATE_ROWS));
+                if u32::from(count) > max {
+                    return Err(DbError::BatchTooLarge {
+                        rows: u32::from(count),
+                        max,
+                    });
+                }
+                0
+            }
             _ => 0,
         };
         if rows > max {
@@ -1248,35 +1304,36 @@ fn execute(
             to,
             resources,
         } => {
-            let outcome = match data.rows.get_mut(&id).filter(|r| r.account == q.account) {
-                None => UpdateOutcome::NotFound,
-                Some(r) if expect.is_some_and(|e| e != r.state) => {
-                    UpdateOutcome::Mismatch { actual: r.state }
-                }
-                Some(r) => {
-                    let from = r.state;
-                    let deleted_since = r.updated_at;
-                    r.prev_state = from;
-                    r.prev_updated_at = r.updated_at;
-                    r.state = to;
-                    r.updated_at = now;
-                    if let Some(res) = resources {
-                        r.resources = res;
-                        r.resources_at = now;
-                    }
-                    let account = r.account;
-                    let deleted = InstanceState::Deleted;
-                    if from != deleted && to == deleted {
-                        data.deleted.insert((now, id));
-                        data.add_listed(account, -1, now, horizon);
-                    } else if from == deleted && to != deleted {
-                        data.deleted.remove(&(deleted_since, id));
-                        data.add_listed(account, 1, now, horizon);
-                    }
-                    UpdateOutcome::Done { from }
-                }
-            };
+            let outcome = update_row(data, q.account, id, expect, to, resources, now, horizon);
             (cfg.index_factor(instance_rows), DbResult::Updated(outcome))
+        }
+        DbOp::UpdateInstanceStates {
+            first,
+            count,
+            expect,
+            to,
+            resources,
+        } => {
+            let mut r = RowsUpdated {
+                done: 0,
+                at_target: 0,
+                first_other: None,
+            };
+            for j in 0..count {
+                let id = InstanceId(first.0 + u64::from(j));
+                let res = resources.map(|b| b.shifted(u64::from(j)));
+                match update_row(data, q.account, id, expect, to, res, now, horizon) {
+                    UpdateOutcome::Done { .. } => r.done |= 1 << j,
+                    UpdateOutcome::Mismatch { actual } if actual == to => r.at_target |= 1 << j,
+                    other => {
+                        if r.first_other.is_none() {
+                            r.first_other = Some((j, other));
+                        }
+                    }
+                }
+            }
+            let factor = cfg.index_factor(instance_rows) * cfg.batch_factor(u64::from(count));
+            (factor, DbResult::UpdatedRows(r))
         }
         DbOp::SetInstanceResources {
             id,
@@ -1344,6 +1401,13 @@ fn execute(
                 DbResult::Appended,
             )
         }
+        DbOp::AppendTransition => {
+            let before = data.rows(Table::Workflows).max(data.rows(Table::History));
+            data.append(Table::Workflows, 1, now);
+            data.append(Table::History, 1, now);
+            let factor = cfg.index_factor(before) * cfg.batch_factor(2);
+            (factor, DbResult::Appended)
+        }
         DbOp::AppendRows { table, rows } => {
             let before = data.rows(table);
             data.append(table, rows, now);
@@ -1402,4 +1466,47 @@ fn execute(
         }
     };
     (SimDuration::from_secs_f64(base * factor), result)
+}
+
+/// Compare-and-set of one instance row's state, with its resource references when given (see
+/// [`DbOp::UpdateInstanceState`]).
+#[allow(clippy::too_many_arguments)]
+fn update_row(
+    data: &mut ShardData,
+    account: AccountId,
+    id: InstanceId,
+    expect: Option<InstanceState>,
+    to: InstanceState,
+    resources: Option<InstanceResources>,
+    now: SimTime,
+    horizon: SimTime,
+) -> UpdateOutcome {
+    match data.rows.get_mut(&id).filter(|r| r.account == account) {
+        None => UpdateOutcome::NotFound,
+        Some(r) if expect.is_some_and(|e| e != r.state) => {
+            UpdateOutcome::Mismatch { actual: r.state }
+        }
+        Some(r) => {
+            let from = r.state;
+            let deleted_since = r.updated_at;
+            r.prev_state = from;
+            r.prev_updated_at = r.updated_at;
+            r.state = to;
+            r.updated_at = now;
+            if let Some(res) = resources {
+                r.resources = res;
+                r.resources_at = now;
+            }
+            let account = r.account;
+            let deleted = InstanceState::Deleted;
+            if from != deleted && to == deleted {
+                data.deleted.insert((now, id));
+                data.add_listed(account, -1, now, horizon);
+            } else if from == deleted && to != deleted {
+                data.deleted.remove(&(deleted_since, id));
+                data.add_listed(account, 1, now, horizon);
+            }
+            UpdateOutcome::Done { from }
+        }
+    }
 }

@@ -639,6 +639,98 @@ fn compare_and_set_updates() {
     assert_eq!(w.db().stats().class(QueryClass::Update).served, 6);
 }
 
+/// A multi-row update applies every matching row, leaves the others, and says which is which.
+#[test]
+fn multi_row_updates_report_each_row() {
+    use InstanceState::*;
+    let cfg = flat(0.001).build().unwrap();
+    let mut w = World::new(cfg, 8);
+    w.query(ms(0), 5, false, insert(5, 4, Pending));
+    w.query(ms(10), 5, false, set_state(2, Some(Pending), Starting));
+    w.query(ms(10), 5, false, set_state(3, Some(Pending), Stopped));
+    let many = |first: u64, count: u8| DbOp::UpdateInstanceStates {
+        first: InstanceId(first),
+        count,
+        expect: Some(Pending),
+        to: Starting,
+        resources: None,
+    };
+    // Rows 1..=5: 1 and 4 applied, 2 already Starting, 3 Stopped, 5 missing.
+    let batch = w.query(ms(20), 5, false, many(1, 5));
+    let too_many = w.query(ms(30), 5, false, many(1, MAX_UPDATE_ROWS + 1));
+    w.run();
+    assert_eq!(
+        w.result(batch),
+        Ok(DbResult::UpdatedRows(RowsUpdated {
+            done: 0b1001,
+            at_target: 0b0010,
+            first_other: Some((2, UpdateOutcome::Mismatch { actual: Stopped })),
+        }))
+    );
+    assert_eq!(
+        w.result(too_many),
+        Err(DbError::BatchTooLarge {
+            rows: u32::from(MAX_UPDATE_ROWS) + 1,
+            max: u32::from(MAX_UPDATE_ROWS)
+        })
+    );
+    let state = |id| {
+        w.db()
+            .inspect_instance(AccountId(5), InstanceId(id))
+            .unwrap()
+            .state
+    };
+    assert_eq!(
+        [state(1), state(2), state(3), state(4)],
+        [Starting, Starting, Stopped, Starting]
+    );
+    assert_eq!(w.db().stats().class(QueryClass::Update).served, 3);
+}
+
+/// A multi-row update with references gives row `first + j` the first row's, each id `j` higher;
+/// rows not applied keep theirs.
+#[test]
+fn multi_row_updates_write_shifted_references() {
+    use InstanceState::*;
+    let cfg = flat(0.001).build().unwrap();
+    let mut w = World::new(cfg, 8);
+    w.query(ms(0), 5, false, insert(5, 3, Pending));
+    w.query(ms(10), 5, false, set_state(3, Some(Pending), Stopped));
+    let mut base = InstanceResources::default();
+    base.set(0, Some(ResourceId(100)));
+    base.set(1, Some(ResourceId(200)));
+    base.disk_attached = true;
+    w.query(
+        ms(20),
+        5,
+        false,
+        DbOp::UpdateInstanceStates {
+            first: InstanceId(1),
+            count: 3,
+            expect: Some(Pending),
+            to: Starting,
+            resources: Some(base),
+        },
+    );
+    w.run();
+    let row = |id| {
+        w.db()
+            .inspect_instance(AccountId(5), InstanceId(id))
+            .unwrap()
+    };
+    assert_eq!(row(1).resources, base);
+    assert_eq!(row(2).resources, base.shifted(1));
+    assert_eq!(
+        (
+            row(2).resources.host(),
+            row(2).resources.disk(),
+            row(2).resources.eni()
+        ),
+        (Some(ResourceId(101)), Some(ResourceId(201)), None)
+    );
+    assert_eq!(row(3).resources, InstanceResources::default());
+}
+
 #[test]
 fn pages_batches_and_tables_have_limits() {
     use InstanceState::*;

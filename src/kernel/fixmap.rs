@@ -2,8 +2,9 @@
 //! observed, and the [`IndexKey`] trait its keys (and the cache's LRU index) hash with.
 //!
 //! Open addressing with linear probing, at most half full, backward-shift deletion (no
-//! tombstones). The map has no iteration on purpose: a run's results can never depend on its
-//! layout, so determinism needs only a fixed mixer ([`mix64`]).
+//! tombstones). The map has no ordered iteration on purpose (only
+//! [`FixMap::for_each_value_mut`], for order-independent updates): a run's results can never
+//! depend on its layout, so determinism needs only a fixed mixer ([`mix64`]).
 
 /// A key with a fixed 64-bit hash: the same on every platform and in every process.
 pub trait IndexKey: Copy + Eq {
@@ -146,6 +147,14 @@ impl<K: IndexKey, V> FixMap<K, V> {
         Some(value)
     }
 
+    /// Applies `f` to every value, in an unspecified order: only for updates whose result does
+    /// not depend on the order (the same change to each value).
+    pub fn for_each_value_mut(&mut self, mut f: impl FnMut(&mut V)) {
+        for (_, v) in self.table.iter_mut().flatten() {
+            f(v);
+        }
+    }
+
     pub fn clear(&mut self) {
         self.table.iter_mut().for_each(|e| *e = None);
         self.len = 0;
@@ -189,6 +198,12 @@ mod tests {
                 }
             }
         }
+        let mut n = 0;
+        m.for_each_value_mut(|v| {
+            *v = 7;
+            n += 1;
+        });
+        assert_eq!(n, model.len());
         m.clear();
         assert!(m.is_empty() && m.get(&1).is_none());
     }

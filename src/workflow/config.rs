@@ -190,8 +190,9 @@ pub enum Action {
     /// attach or detach. Only records in the right state are named (attach: detached disks;
     /// detach: attached disks; delete: existing records); with none, the step is skipped.
     Act(DepOp),
-    /// `UpdateInstanceState` of every instance of the workflow to `to`, expecting the state the
-    /// engine last made durable for it (one query per instance).
+    /// Every instance of the workflow to `to`, expecting the state the engine last made durable
+    /// for it (`UpdateInstanceStates`: one multi-row query per run of instances expected in the
+    /// same state, at most 64 rows each).
     SetState(InstanceState),
 }
 

@@ -12,12 +12,12 @@ use super::{
 use crate::api::types::{
     AccountId, ErrorCode, InstanceId, InstanceIdRange, InstanceState, InstanceType,
 };
-use crate::db::{DbError, DbOp, DbQuery, DbReply, DbResult, Table, UpdateOutcome};
+use crate::db::{DbError, DbOp, DbQuery, DbReply, DbResult, MAX_UPDATE_ROWS, UpdateOutcome};
 use crate::deps::{
     DepCall, DepOp, DepReply, DependencyKind, Effect, ResourceId, ResourceKind, ResourceRange,
 };
 use crate::kernel::{ComponentId, Handle, Outbox, SimDuration, SimRng, SimTime, Slab, TimerId};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 fn slot_of(kind: ResourceKind) -> usize {
     InstanceResources::slot(kind).expect("definitions are validated: no bandwidth or image actions")
@@ -101,14 +101,18 @@ enum OpKind {
         first: u32,
         last: u32,
     },
-    /// `UpdateInstanceState` of instance `inst` (index in the workflow).
-    State {
-        inst: u32,
+    /// One `UpdateInstanceStates` of the `count` instances from `first` (index in the workflow),
+    /// all expected in the same state. With `refs`, it also writes their resource references
+    /// (instance `first + j` holds instance `first`'s, each id `j` higher).
+    States {
+        first: u32,
+        count: u8,
         expect: Option<InstanceState>,
         to: InstanceState,
+        refs: bool,
     },
-    /// One row appended to a size-only table.
-    Append(Table),
+    /// A transition's durable write: the workflow row and its history event, one transaction.
+    Commit,
     /// `SetInstanceResources` of instance `inst`: its row gets the references the workflow
     /// left it holding (at the close, when no state write carried them).
     Resources { inst: u32 },
@@ -133,6 +137,9 @@ struct Op {
     attempt: u32,
     status: Status,
     call: Option<Handle>,
+    /// `States`: rows of the operation whose state is `to` in the database (bit `j`: instance
+    /// `first + j`), whatever the operation's status.
+    applied: u64,
 }
 
 impl Op {
@@ -142,11 +149,103 @@ impl Op {
             attempt: 0,
             status: Status::Waiting,
             call: None,
+            applied: 0,
         }
     }
     fn is_ok(&self) -> bool {
         matches!(self.status, Status::Ok(_))
     }
+    /// Whether the operation changed anything (a state batch may fail with rows applied).
+    fn had_effect(&self) -> bool {
+        self.is_ok() || self.applied != 0
+    }
+}
+
+/// The free workers as a bit set: the lowest free index in a few word scans, no allocation.
+#[derive(Debug)]
+struct FreeWorkers(Vec<u64>);
+
+impl FreeWorkers {
+    fn all(n: u32) -> FreeWorkers {
+        let mut words = vec![0u64; n.div_ceil(64) as usize];
+        for w in 0..n {
+            words[(w / 64) as usize] |= 1 << (w % 64);
+        }
+        FreeWorkers(words)
+    }
+    fn insert(&mut self, w: u32) {
+        self.0[(w / 64) as usize] |= 1 << (w % 64);
+    }
+    fn remove(&mut self, w: u32) {
+        self.0[(w / 64) as usize] &= !(1 << (w % 64));
+    }
+    /// The lowest free worker.
+    fn first(&self) -> Option<u32> {
+        self.0
+            .iter()
+            .position(|&x| x != 0)
+            .map(|i| i as u32 * 64 + self.0[i].trailing_zeros())
+    }
+}
+
+/// State-update operations moving instances `(index, expected state)` to `to`: one `States` op
+/// per run of contiguous instances expected in the same state, at most `MAX_UPDATE_ROWS` rows
+/// each. Reconciliation reads each instance's resource references from its row, so a run with an
+/// instance whose references changed since its row last got them (`res != written`) carries
+/// references: those of its first instance, each id one higher per row — which holds for records
+/// allocated in one batch. An instance that fits no such run gets a run of its own.
+fn state_ops(
+    wf: &Wf,
+    rows: impl IntoIterator<Item = (u32, Option<InstanceState>)>,
+    to: InstanceState,
+) -> Vec<Op> {
+    let mut ops: Vec<Op> = Vec::new();
+    for (i, expect) in rows {
+        let res = &wf.res[i as usize];
+        let changed = *res != wf.written[i as usize];
+        if let Some(Op {
+            kind:
+                OpKind::States {
+                    first,
+                    count,
+                    expect: e,
+                    refs,
+                    ..
+                },
+            ..
+        }) = ops.last_mut()
+            && *e == expect
+            && *first + u32::from(*count) == i
+            && *count < MAX_UPDATE_ROWS
+        {
+            let fits = wf.res[*first as usize].shifted(u64::from(*count)) == *res;
+            // A run without references may take on references if all its rows fit.
+            let all_fit = || {
+                (0..*count).all(|j| {
+                    wf.res[*first as usize].shifted(u64::from(j))
+                        == wf.res[(*first + u32::from(j)) as usize]
+                })
+            };
+            let joins = if *refs {
+                fits
+            } else {
+                !changed || (fits && all_fit())
+            };
+            if joins {
+                *refs |= changed;
+                *count += 1;
+                continue;
+            }
+        }
+        ops.push(Op::new(OpKind::States {
+            first: i,
+            count: 1,
+            expect,
+            to,
+            refs: changed,
+        }));
+    }
+    ops
 }
 
 /// One delivery of a task to a worker, and the stage it is in.
@@ -252,7 +351,7 @@ pub struct WorkflowEngine {
     queue: VecDeque<(Handle, u32, SimTime)>,
     /// The task each worker runs.
     workers: Vec<Option<Handle>>,
-    free: BTreeSet<u32>,
+    free: FreeWorkers,
     calls: Slab<Call>,
     fleet: BTreeMap<InstanceId, InstanceResources>,
     transitional: BTreeMap<InstanceId, (AccountId, InstanceState, SimTime)>,
@@ -271,7 +370,7 @@ impl WorkflowEngine {
         let salt = rng.fork("tokens").next_bits();
         WorkflowEngine {
             workers: vec![None; cfg.workers as usize],
-            free: (0..cfg.workers).collect(),
+            free: FreeWorkers::all(cfg.workers),
             cfg,
             deps,
             rng,
@@ -543,7 +642,7 @@ impl WorkflowEngine {
     /// Hands queued tasks to free workers (lowest index first).
     fn dispatch<M: WfMsg>(&mut self, out: &mut Outbox<'_, M>) {
         while !self.queue.is_empty() {
-            let Some(&w) = self.free.first() else {
+            let Some(w) = self.free.first() else {
                 break;
             };
             let Some((h, epoch, since)) = self.queue.pop_front() else {
@@ -556,7 +655,7 @@ impl WorkflowEngine {
             if !valid {
                 continue;
             }
-            self.free.remove(&w);
+            self.free.remove(w);
             self.workers[w as usize] = Some(h);
             let lease = out.schedule(
                 self.cfg.lease,
@@ -757,13 +856,7 @@ impl WorkflowEngine {
                 }
             }
             Action::SetState(to) => {
-                ops.extend((0..wf.active).map(|i| {
-                    Op::new(OpKind::State {
-                        inst: i,
-                        expect: wf.states[i as usize],
-                        to,
-                    })
-                }));
+                ops = state_ops(wf, (0..wf.active).map(|i| (i, wf.states[i as usize])), to);
             }
         }
         ops
@@ -774,22 +867,22 @@ impl WorkflowEngine {
     /// whose row does not yet have what the workflow left it holding.
     fn close_ops(&self, wf: &Wf) -> Vec<Op> {
         let mut ops: Vec<Op> = match self.cfg.definition(wf.kind).failed_state {
-            Some(fs) if wf.failure.is_some() => (0..wf.active)
-                .filter_map(|i| {
+            Some(fs) if wf.failure.is_some() => {
+                let rows = (0..wf.active).filter_map(|i| {
                     let s = wf.states[i as usize]?;
-                    (s != fs && s.can_move_to(fs)).then_some(Op::new(OpKind::State {
-                        inst: i,
-                        expect: Some(s),
-                        to: fs,
-                    }))
-                })
-                .collect(),
+                    (s != fs && s.can_move_to(fs)).then_some((i, Some(s)))
+                });
+                state_ops(wf, rows, fs)
+            }
             _ => Vec::new(),
         };
+        // Instances whose failure-state write carries their references need no other write.
         let n = wf.res.len() as u32;
         let stated = |i: u32| {
-            ops.iter()
-                .any(|o| matches!(o.kind, OpKind::State { inst, .. } if inst == i))
+            ops.iter().any(|o| {
+                matches!(o.kind, OpKind::States { first, count, refs: true, .. }
+                    if first <= i && i < first + u32::from(count))
+            })
         };
         let writes: Vec<Op> = (0..n)
             .filter(|&i| wf.res[i as usize] != wf.written[i as usize] && !stated(i))
@@ -806,10 +899,7 @@ impl WorkflowEngine {
         held: Vec<Op>,
         out: &mut Outbox<'_, M>,
     ) {
-        let ops = vec![
-            Op::new(OpKind::Append(Table::Workflows)),
-            Op::new(OpKind::Append(Table::History)),
-        ];
+        let ops = vec![Op::new(OpKind::Commit)];
         self.start_stage(h, Stage::Commit(ev), ops, held, out);
     }
 
@@ -905,17 +995,24 @@ impl WorkflowEngine {
                 self.stats.dep_calls += 1;
                 out.send(self.dep_of(op), self.cfg.dep_hop, M::from(call));
             }
-            OpKind::State { inst, expect, to } => {
+            OpKind::States {
+                first: i,
+                count,
+                expect,
+                to,
+                refs,
+            } => {
                 let q = DbQuery {
                     tag,
                     reply_to: me,
                     account,
                     read_replica: false,
-                    op: DbOp::UpdateInstanceState {
-                        id: InstanceId(first.0 + u64::from(inst)),
+                    op: DbOp::UpdateInstanceStates {
+                        first: InstanceId(first.0 + u64::from(i)),
+                        count,
                         expect,
                         to,
-                        resources: Some(wf.res[inst as usize]),
+                        resources: refs.then(|| wf.res[i as usize]),
                     },
                 };
                 self.stats.db_updates += 1;
@@ -936,13 +1033,13 @@ impl WorkflowEngine {
                 self.stats.db_updates += 1;
                 out.send(self.deps.db, self.cfg.db_hop, M::from(q));
             }
-            OpKind::Append(table) => {
+            OpKind::Commit => {
                 let q = DbQuery {
                     tag,
                     reply_to: me,
                     account,
                     read_replica: false,
-                    op: DbOp::AppendRows { table, rows: 1 },
+                    op: DbOp::AppendTransition,
                 };
                 self.stats.db_appends += 1;
                 out.send(self.deps.db, self.cfg.db_hop, M::from(q));
@@ -981,7 +1078,8 @@ impl WorkflowEngine {
             return;
         };
         let stage = self.wf(h).run.as_ref().expect("checked").stage;
-        let mut note_state: Option<(InstanceId, InstanceState)> = None;
+        // `States`: rows now in the target state (newly or already).
+        let mut note_rows = 0u64;
         let result: Result<ResourceRange, (ErrorCode, bool)> = match (raw, op.kind) {
             (Raw::Timeout, _) => {
                 if let Stage::Action(What::Step(k)) = stage {
@@ -1003,23 +1101,14 @@ impl WorkflowEngine {
                     Err((code, true))
                 }
             }
-            (Raw::Db(Ok(DbResult::Appended)), OpKind::Append(_)) => Ok(ResourceRange::EMPTY),
-            (Raw::Db(Ok(DbResult::Updated(u))), OpKind::State { inst, to, .. }) => {
-                let id = InstanceId(first_id.0 + u64::from(inst));
-                match u {
-                    UpdateOutcome::Done { .. } => {
-                        note_state = Some((id, to));
-                        Ok(ResourceRange::EMPTY)
-                    }
-                    UpdateOutcome::Mismatch { actual } if actual == to => {
-                        self.stats.cas_replays += 1;
-                        note_state = Some((id, to));
-                        Ok(ResourceRange::EMPTY)
-                    }
-                    UpdateOutcome::Mismatch { .. } => {
-                        Err((ErrorCode::IncorrectInstanceStatus, false))
-                    }
-                    UpdateOutcome::NotFound => Err((ErrorCode::InstanceNotFound, false)),
+            (Raw::Db(Ok(DbResult::Appended)), OpKind::Commit) => Ok(ResourceRange::EMPTY),
+            (Raw::Db(Ok(DbResult::UpdatedRows(u))), OpKind::States { .. }) => {
+                self.stats.cas_replays += u64::from(u.at_target.count_ones());
+                note_rows = u.done | u.at_target;
+                match u.first_other {
+                    None => Ok(ResourceRange::EMPTY),
+                    Some((_, UpdateOutcome::NotFound)) => Err((ErrorCode::InstanceNotFound, false)),
+                    Some(_) => Err((ErrorCode::IncorrectInstanceStatus, false)),
                 }
             }
             (Raw::Db(Ok(DbResult::Updated(u))), OpKind::Resources { .. }) => match u {
@@ -1033,12 +1122,22 @@ impl WorkflowEngine {
             // An invalid query or an answer of the wrong shape: a bug, not worth retrying.
             _ => Err((ErrorCode::InternalError, false)),
         };
-        if let Some((id, to)) = note_state {
-            if to.is_transitional() {
-                self.transitional.insert(id, (account, to, now));
-            } else {
-                self.transitional.remove(&id);
+        if let OpKind::States { first, to, .. } = op.kind
+            && note_rows != 0
+        {
+            let mut bits = note_rows;
+            while bits != 0 {
+                let j = bits.trailing_zeros();
+                bits &= bits - 1;
+                let id = InstanceId(first_id.0 + u64::from(first + j));
+                if to.is_transitional() {
+                    self.transitional.insert(id, (account, to, now));
+                } else {
+                    self.transitional.remove(&id);
+                }
             }
+            let run = self.wf_mut(h).run.as_mut().expect("checked");
+            run.ops[idx].applied |= note_rows;
         }
         match result {
             Ok(r) => {
@@ -1102,17 +1201,11 @@ impl WorkflowEngine {
         let Some(fs) = self.cfg.definition(wf.kind).failed_state else {
             return Vec::new();
         };
-        (first + r.count..first + count)
-            .filter_map(|i| {
-                let s = wf.states[i as usize];
-                s.is_none_or(|s| s.can_move_to(fs))
-                    .then_some(Op::new(OpKind::State {
-                        inst: i,
-                        expect: s,
-                        to: fs,
-                    }))
-            })
-            .collect()
+        let rows = (first + r.count..first + count).filter_map(|i| {
+            let s = wf.states[i as usize];
+            s.is_none_or(|s| s.can_move_to(fs)).then_some((i, s))
+        });
+        state_ops(wf, rows, fs)
     }
 
     /// Abandons the running stage's backoffs (it failed, or the deadline passed).
@@ -1299,7 +1392,7 @@ impl WorkflowEngine {
             Event::Failing(k, reason) => {
                 self.apply(h, &held);
                 let wf = self.wf_mut(h);
-                if held.iter().any(Op::is_ok) {
+                if held.iter().any(Op::had_effect) {
                     wf.done_mask |= 1 << k;
                 }
                 wf.failure = Some(reason);
@@ -1328,6 +1421,22 @@ impl WorkflowEngine {
     fn apply(&mut self, h: Handle, ops: &[Op]) {
         let wf = self.wf_mut(h);
         for op in ops {
+            if let OpKind::States {
+                first, to, refs, ..
+            } = op.kind
+            {
+                let mut bits = op.applied;
+                while bits != 0 {
+                    let j = bits.trailing_zeros();
+                    bits &= bits - 1;
+                    let i = (first + j) as usize;
+                    wf.states[i] = Some(to);
+                    if refs {
+                        wf.written[i] = wf.res[i];
+                    }
+                }
+                continue;
+            }
             let Status::Ok(r) = op.status else { continue };
             match op.kind {
                 OpKind::Dep {
@@ -1370,12 +1479,8 @@ impl WorkflowEngine {
                         Effect::None => {}
                     }
                 }
-                OpKind::State { inst, to, .. } => {
-                    wf.states[inst as usize] = Some(to);
-                    wf.written[inst as usize] = wf.res[inst as usize];
-                }
                 OpKind::Resources { inst } => wf.written[inst as usize] = wf.res[inst as usize],
-                OpKind::Append(_) => {}
+                OpKind::States { .. } | OpKind::Commit => {}
             }
         }
     }

@@ -45,16 +45,18 @@
 //!
 //! # Durability and its cost model
 //!
-//! Every transition is made durable before the workflow moves on: one workflow-row write
-//! (`AppendRows { table: Workflows, rows: 1 }`) and one history event (`AppendRows { table:
-//! History, rows: 1 }`), sent together. The transitions, hence history events, of a workflow:
+//! Every transition is made durable before the workflow moves on: one transaction
+//! (`DbOp::AppendTransition`) that writes the workflow row and appends one history event (one
+//! row each to `Workflows` and `History`). The transitions, hence history events, of a workflow:
 //! `Started`, one `StepCompleted` per step run, and either `Completed`, or `Failing(reason)`, one
 //! `Compensated` per compensation run and `Closed`. Retries are not events (Temporal's model: an
 //! attempt count is not history). A CreateInstances of `N` instances in batch mode costs
-//! 9 transitions = 18 appends (10 and 20 with a public IP), plus `2 N` instance updates (one `UpdateInstanceState` per
-//! instance per state step: the database has no multi-row update; at most `window` in flight).
-//! With `batch = false` it is a parent (2 transitions) and `N` children (9 each): `18 N + 4`
-//! appends, the same `2 N` updates, and `N` times the dependency calls.
+//! 9 transitions = 9 transition writes (10 with a public IP), plus 2 multi-row state updates
+//! (`UpdateInstanceStates`, one per state step and per 64 instances, each row
+//! compare-and-set; rows of one query are expected in the same state, so instances whose
+//! states diverged go in separate queries). With `batch = false` it is a parent (2 transitions)
+//! and `N` children (9 each): `9 N + 2` transition writes, `2 N` updates, and `N` times the
+//! dependency calls.
 //!
 //! History is capped (`history_cap`, default 25,000 events). Before each forward step the engine
 //! checks that the step's own event, a later failure event, one event per compensation that might

@@ -59,7 +59,8 @@ pub struct WfStats {
     pub redelivery_delay: LatencyHistogram,
     /// Leases renewed by live workers (tasks running longer than a lease).
     pub lease_renewals: u64,
-    /// Dependency calls, state writes and appends sent (every attempt).
+    /// Dependency calls, state writes (one multi-row update each) and transition writes (one
+    /// transaction each: the workflow row and its history event) sent (every attempt).
     pub dep_calls: u64,
     pub db_updates: u64,
     pub db_appends: u64,

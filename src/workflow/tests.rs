@@ -475,12 +475,13 @@ fn create_ten_instances_ends_with_all_running_and_exact_records_and_writes() {
     assert_eq!(ops(D::Billing), [DepOp::StartBilling]);
     assert!(w.calls(D::Inventory)[0].1.count == 10 && w.calls(D::Block)[1].1.count == 10);
 
-    // 9 transitions (Started, 7 steps, Completed), each one workflow row and one history event;
-    // 2 state steps × 10 instances, one compare-and-set each.
-    assert_eq!(w.appends(), 18);
+    // 9 transitions (Started, 7 steps, Completed), each one transaction writing one workflow row
+    // and one history event; 2 state steps, each one multi-row compare-and-set of the 10
+    // instances.
+    assert_eq!(w.appends(), 9);
     assert_eq!(w.db().table_rows(Table::Workflows), 9);
     assert_eq!(w.db().table_rows(Table::History), 9);
-    assert_eq!(w.received(QueryClass::Update), 20);
+    assert_eq!(w.received(QueryClass::Update), 2);
     assert_eq!(w.received(QueryClass::Insert), 1);
 
     let e = w.engine();
@@ -491,7 +492,7 @@ fn create_ten_instances_ends_with_all_running_and_exact_records_and_writes() {
     );
     assert_eq!(
         (s.history_events, s.db_appends, s.db_updates, s.dep_calls),
-        (9, 18, 20, 5)
+        (9, 9, 2, 5)
     );
     assert_eq!((s.retries(), s.compensations, s.stale), (0, 0, 0));
     assert_eq!(s.e2e(CREATE).count(), 1);
@@ -563,7 +564,7 @@ fn retries_follow_the_schedule_exactly_without_jitter() {
     assert_eq!(w.states(), vec![InstanceState::Deleted; 10]);
     // Started, StepCompleted, Failing, Compensated, Closed.
     assert_eq!(d.history_events, 5);
-    assert_eq!(w.appends(), 10);
+    assert_eq!(w.appends(), 5);
     assert_eq!(s.failures_of(FailReason::Deadline), 0);
     assert_eq!(s.failures.get("step"), Some(&1));
 }
@@ -606,7 +607,7 @@ fn a_failure_at_create_eni_compensates_disk_then_host_and_leaves_nothing() {
     assert_eq!(s.step(CREATE, 2).retries, 2);
     // Started, 2 steps, Failing, 2 compensations, Closed.
     assert_eq!(d.history_events, 7);
-    assert_eq!(w.appends(), 14);
+    assert_eq!(w.appends(), 7);
     assert_eq!(s.orphaned_resources, 0);
     assert!(w.engine().resources(w.range().first).is_none());
 }
@@ -642,7 +643,7 @@ fn a_crashed_workers_task_is_redelivered_after_its_lease_without_duplicates() {
         Some(lease.as_ns() - HOP.as_ns())
     );
     // The lost run never committed: still 9 transitions.
-    assert_eq!(w.appends(), 18);
+    assert_eq!(w.appends(), 9);
 }
 
 fn batch_run(batch: bool) -> World {
@@ -657,7 +658,7 @@ fn batch_run(batch: bool) -> World {
 /// 100 sub-workflows run in parallel (≈0.5 s) while each batched call pays the mocks'
 /// `batch_factor` (a 100-disk create costs ≈11 single ones): the batch gain in time is a gain
 /// only where workers, dependency slots or the database are the bottleneck; the gain in calls
-/// (1 vs 100 per step) and durable writes (18 vs 1,804) is unconditional.
+/// (1 vs 100 per step) and durable writes (9 vs 902 transactions) is unconditional.
 #[test]
 fn batch_calls_dependencies_once_per_step_and_finishes_sooner() {
     let batched = batch_run(true);
@@ -667,8 +668,11 @@ fn batch_calls_dependencies_once_per_step_and_finishes_sooner() {
         assert_eq!((d.outcome, d.succeeded), (WfOutcome::Completed, 100));
         assert_eq!(w.states(), vec![InstanceState::Running; 100]);
         assert_eq!(w.records_live(), [100; 4]);
-        assert_eq!(w.received(QueryClass::Update), 200);
     }
+    // State steps: one multi-row update per 64 instances (2 steps × 2 batches) vs one per child
+    // and step.
+    assert_eq!(batched.received(QueryClass::Update), 4);
+    assert_eq!(single.received(QueryClass::Update), 200);
     for op in [
         DepOp::AllocateHost,
         DepOp::CreateDisk,
@@ -680,8 +684,8 @@ fn batch_calls_dependencies_once_per_step_and_finishes_sooner() {
         assert_eq!(single.calls_of(op).len(), 100, "{op}");
     }
     // 9 transitions vs a parent's 2 and 100 children's 9.
-    assert_eq!(batched.appends(), 18);
-    assert_eq!(single.appends(), 4 + 100 * 18);
+    assert_eq!(batched.appends(), 9);
+    assert_eq!(single.appends(), 2 + 100 * 9);
     assert_eq!(single.engine().stats().children, 100);
     assert_eq!(
         single.engine().stats().child_e2e[CREATE.index()].count(),
