@@ -455,6 +455,33 @@ impl Check<'_, '_> {
         }
     }
 
+    /// An optional duration in `lo..=hi`, or `default` when absent (unless dropped for a type
+    /// error already reported).
+    pub(crate) fn opt_duration(
+        &mut self,
+        v: &Sp<SimDuration>,
+        path: &str,
+        lo: SimDuration,
+        hi: SimDuration,
+        default: SimDuration,
+    ) -> Option<SimDuration> {
+        let Some(v) = v else {
+            return (!self.broken.contains(path)).then_some(default);
+        };
+        let d = *v.get_ref();
+        if (lo..=hi).contains(&d) {
+            Some(d)
+        } else {
+            self.problem(
+                v.span(),
+                path,
+                format!("{d} is out of range"),
+                Some(format!("allowed range: {lo} to {hi}")),
+            );
+            None
+        }
+    }
+
     pub(crate) fn text(&mut self, v: &Spanned<String>, path: &str, max: usize) -> Option<String> {
         let s = v.get_ref();
         if s.trim().is_empty() {
@@ -525,27 +552,13 @@ fn validate(
     let latency = c
         .required(&raw.latency, &root, "", "latency")
         .map(|d| d.get_ref().clone());
-    let token_ttl = match &raw.token_ttl {
-        None => Some(limits::DEFAULT_TOKEN_TTL),
-        Some(t) => {
-            let d = *t.get_ref();
-            if (limits::MIN_TOKEN_TTL..=limits::MAX_TOKEN_TTL).contains(&d) {
-                Some(d)
-            } else {
-                c.problem(
-                    t.span(),
-                    "token_ttl",
-                    format!("{d} is out of range"),
-                    Some(format!(
-                        "allowed range: {} to {}",
-                        limits::MIN_TOKEN_TTL,
-                        limits::MAX_TOKEN_TTL
-                    )),
-                );
-                None
-            }
-        }
-    };
+    let token_ttl = c.opt_duration(
+        &raw.token_ttl,
+        "token_ttl",
+        limits::MIN_TOKEN_TTL,
+        limits::MAX_TOKEN_TTL,
+        limits::DEFAULT_TOKEN_TTL,
+    );
     let token_capacity = c.opt_int(
         &raw.token_capacity,
         "token_capacity",

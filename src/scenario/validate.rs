@@ -111,31 +111,6 @@ fn scaled(
     Some(n as u32)
 }
 
-fn dur(
-    c: &mut Check<'_, '_>,
-    v: &Sp<SimDuration>,
-    path: &str,
-    lo: SimDuration,
-    hi: SimDuration,
-    default: SimDuration,
-) -> Option<SimDuration> {
-    let Some(v) = v else {
-        return (!c.broken.contains(path)).then_some(default);
-    };
-    let d = *v.get_ref();
-    if (lo..=hi).contains(&d) {
-        Some(d)
-    } else {
-        c.problem(
-            v.span(),
-            path,
-            format!("{d} is out of range"),
-            Some(format!("allowed range: {lo} to {hi}")),
-        );
-        None
-    }
-}
-
 /// A cache TTL: 1 ms to a day.
 fn ttl(
     c: &mut Check<'_, '_>,
@@ -143,14 +118,7 @@ fn ttl(
     path: &str,
     default: SimDuration,
 ) -> Option<SimDuration> {
-    dur(
-        c,
-        v,
-        path,
-        SimDuration::from_ms(1),
-        SimDuration::DAY,
-        default,
-    )
+    c.opt_duration(v, path, SimDuration::from_ms(1), SimDuration::DAY, default)
 }
 
 fn opt_float(
@@ -286,8 +254,7 @@ fn profile(c: &mut Check<'_, '_>, p: &Spanned<RawProfile>) -> Option<RateProfile
         "ramp" => {
             let from = mult(c, &r.from, "from", None);
             let to = mult(c, &r.to, "to", None);
-            let start = dur(
-                c,
+            let start = c.opt_duration(
                 &r.start,
                 "workload.profile.start",
                 SimDuration::ZERO,
@@ -322,8 +289,7 @@ fn profile(c: &mut Check<'_, '_>, p: &Spanned<RawProfile>) -> Option<RateProfile
         "diurnal" => {
             let list = c.required(&r.hourly, &span, P, "hourly")?;
             let values: Vec<f64> = list.get_ref().iter().map(|v| *v.get_ref()).collect();
-            let offset = dur(
-                c,
+            let offset = c.opt_duration(
                 &r.day_offset,
                 "workload.profile.day_offset",
                 SimDuration::ZERO,
@@ -347,8 +313,7 @@ fn profile(c: &mut Check<'_, '_>, p: &Spanned<RawProfile>) -> Option<RateProfile
             let mean = mult(c, &r.mean, "mean", Some(1.0));
             let amp = mult(c, &r.amplitude, "amplitude", None);
             let peak_at = req_dur(c, &r.peak_at, "peak_at");
-            let period = dur(
-                c,
+            let period = c.opt_duration(
                 &r.period,
                 "workload.profile.period",
                 SimDuration::from_secs(1),
@@ -364,8 +329,7 @@ fn profile(c: &mut Check<'_, '_>, p: &Spanned<RawProfile>) -> Option<RateProfile
         }
         _ => {
             let midnight = req_dur(c, &r.midnight, "midnight");
-            let pre = dur(
-                c,
+            let pre = c.opt_duration(
                 &r.pre_scale,
                 "workload.profile.pre_scale",
                 SimDuration::ZERO,
@@ -373,8 +337,7 @@ fn profile(c: &mut Check<'_, '_>, p: &Spanned<RawProfile>) -> Option<RateProfile
                 SimDuration::from_secs(1_800),
             );
             let peak = mult(c, &r.peak, "peak", Some(10.0));
-            let tail = dur(
-                c,
+            let tail = c.opt_duration(
                 &r.tail,
                 "workload.profile.tail",
                 SimDuration::from_secs(1),
@@ -422,16 +385,14 @@ fn client(c: &mut Check<'_, '_>, w: &RawWorkload) -> Option<ClientConfig> {
             &["full", "none"],
             "full",
         );
-        let base = dur(
-            c,
+        let base = c.opt_duration(
             &r.base,
             "workload.retry.base",
             SimDuration::from_us(1),
             SimDuration::HOUR,
             SimDuration::from_ms(100),
         );
-        let cap = dur(
-            c,
+        let cap = c.opt_duration(
             &r.cap,
             "workload.retry.cap",
             SimDuration::from_us(1),
@@ -612,8 +573,7 @@ pub(super) fn validate(
                 Some(v)
             }
         });
-    let warmup = dur(
-        c,
+    let warmup = c.opt_duration(
         &raw.warmup,
         "warmup",
         SimDuration::ZERO,
@@ -747,8 +707,7 @@ pub(super) fn validate(
                 10_000_000,
                 1_000,
             )? as u32;
-            let t = dur(
-                c,
+            let t = c.opt_duration(
                 &a.pool_acquire_timeout,
                 "topology.api.pool_acquire_timeout",
                 SimDuration::from_us(1),
@@ -961,8 +920,7 @@ pub(super) fn validate(
                 || r.max_interval.is_some()
             {
                 const P: &str = "topology.workflows";
-                let timeout = dur(
-                    c,
+                let timeout = c.opt_duration(
                     &r.step_timeout,
                     "topology.workflows.step_timeout",
                     SimDuration::from_ms(1),
@@ -976,8 +934,7 @@ pub(super) fn validate(
                     i64::from(MAX_STEP_ATTEMPTS),
                     3,
                 );
-                let initial = dur(
-                    c,
+                let initial = c.opt_duration(
                     &r.initial_interval,
                     "topology.workflows.initial_interval",
                     SimDuration::from_ms(1),
@@ -992,8 +949,7 @@ pub(super) fn validate(
                     MAX_COEFFICIENT,
                     2.0,
                 );
-                let max_interval = dur(
-                    c,
+                let max_interval = c.opt_duration(
                     &r.max_interval,
                     "topology.workflows.max_interval",
                     SimDuration::from_ms(1),
@@ -1033,8 +989,7 @@ pub(super) fn validate(
                 &["db", "l2"],
                 "db",
             );
-            let ttl = dur(
-                c,
+            let ttl = c.opt_duration(
                 &r.ttl,
                 "topology.idempotency.ttl",
                 SimDuration::from_secs(1),
@@ -1216,8 +1171,7 @@ pub(super) fn validate(
         1_000,
         4,
     );
-    let timeout = dur(
-        c,
+    let timeout = c.opt_duration(
         &w.and_then(|w| w.timeout.clone()),
         "workload.timeout",
         SimDuration::from_ms(1),
@@ -1245,8 +1199,7 @@ pub(super) fn validate(
                 1.0,
                 0.0,
             );
-            let delay = dur(
-                c,
+            let delay = c.opt_duration(
                 &r.duplicate_delay,
                 "workload.tokens.duplicate_delay",
                 SimDuration::ZERO,

@@ -2,8 +2,7 @@
 //! closed loop against the open one (coordinated omission), client-side statistics, and trace
 //! replay — each checked against exact counts or theory.
 
-use crate::core::quiet_deps;
-use firedrill::api::lb::LbPolicy;
+use crate::core::{quiet_deps, run_checked};
 use firedrill::api::node::{NodeConfig, NodeConfigBuilder};
 use firedrill::api::throttle::{Limit, Throttle};
 use firedrill::api::types::{Api, ErrorCode, Status};
@@ -15,7 +14,7 @@ use firedrill::traffic::{
     ApiMix, Backoff, ClientConfig, ClientRetry, ClientStats, ClosedLoop, OpenLoopConfig, Polling,
     RateProfile, ReplayConfig, TokenPolicy, Trace, TraceError,
 };
-use firedrill::world::{Part, RunResult, Topology, World, shipped_mocks};
+use firedrill::world::{Part, RunResult, Topology};
 
 fn traffic(rate_per_s: f64, mix: ApiMix, accounts: u32, timeout: SimDuration) -> OpenLoopConfig {
     OpenLoopConfig {
@@ -49,33 +48,7 @@ fn topology(
     throttle: Throttle,
     secs: u64,
 ) -> Topology {
-    Topology::new(
-        nodes,
-        node,
-        LbPolicy::RoundRobin,
-        throttle,
-        DbConfig::assumed_defaults(),
-        shipped_mocks(),
-        t,
-        SimDuration::from_secs(secs),
-    )
-    .unwrap()
-}
-
-/// Runs twice under `seed` (with `setup` applied to each world), checks both runs agree (same
-/// trace hash) and ended normally; returns the first with its world.
-fn run_checked(topo: &Topology, seed: u64, setup: impl Fn(&mut World)) -> (RunResult, World) {
-    let mut runs = (0..2).map(|_| {
-        let mut world = topo.build(RootSeed::new(seed));
-        setup(&mut world);
-        let report = world.run();
-        (world.result(report, topo.duration()), world)
-    });
-    let (a, world) = runs.next().unwrap();
-    let (b, _) = runs.next().unwrap();
-    assert_eq!(a.trace_hash(), b.trace_hash(), "same seed, same trace");
-    assert!(a.ended_normally(), "{}", a.report.outcome);
-    (a, world)
+    crate::core::topology(nodes, node, DbConfig::assumed_defaults(), t, throttle, secs)
 }
 
 fn client(r: &RunResult) -> &ClientStats {

@@ -106,7 +106,11 @@ pub(crate) fn topology(
 
 /// Builds the world twice, applies `setup` (fault hooks) to each, runs both and checks they
 /// processed the same events (same trace hash): every topology of this file is deterministic.
-fn run_checked(topo: &Topology, seed: u64, setup: impl Fn(&mut World)) -> (RunResult, World) {
+pub(crate) fn run_checked(
+    topo: &Topology,
+    seed: u64,
+    setup: impl Fn(&mut World),
+) -> (RunResult, World) {
     let mut runs = (0..2).map(|_| {
         let mut world = topo.build(RootSeed::new(seed));
         setup(&mut world);
