@@ -37,6 +37,7 @@ pub mod cleanup;
 pub mod cli;
 pub mod db;
 pub mod deps;
+pub mod faults;
 pub mod gc;
 pub mod idempotency;
 pub mod kernel;

@@ -437,6 +437,10 @@ impl ApiNode {
         }
     }
 
+    /// The node's heap, for fault injection (leaks).
+    pub fn heap_mut(&mut self) -> &mut Heap {
+        &mut self.heap
+    }
     pub fn heap(&self) -> &Heap {
         &self.heap
     }

@@ -2,6 +2,9 @@
 //! components, and [`Topology`], the embeddable builder that assembles traffic → gateway →
 //! API nodes → database and dependencies, runs it under a seed and returns typed results.
 
+mod faults;
+pub use faults::FaultEvent;
+
 use crate::api::gateway::{ApiMetrics, Gateway, STATUSES, status_at};
 use crate::api::lb::LbPolicy;
 use crate::api::node::{ApiNode, DepIds, NodeCache, NodeConfig, NodeTimer};
@@ -231,6 +234,8 @@ pub enum TopologyError {
     ZeroDuration,
     #[error("reconciliation compares the workflow engine's resources: call with_workflows first")]
     ReconciliationNeedsWorkflows,
+    #[error("fault[{index}]: {reason}")]
+    FaultTarget { index: usize, reason: String },
     #[error("node {index} does not exist: nodes are numbered 0..{nodes}")]
     NoSuchNode { index: u32, nodes: u32 },
     #[error("traffic: {0}")]
@@ -267,6 +272,8 @@ pub struct Topology {
     series: bool,
     client: Option<ClientConfig>,
     replay: Option<(std::sync::Arc<Trace>, ReplayConfig)>,
+    /// Faults to inject (empty: none).
+    faults: crate::faults::FaultPlan,
 }
 
 /// The workflow engine behind the mutating APIs: RunInstances inserts Pending rows and hands
@@ -340,6 +347,7 @@ impl Topology {
             series: true,
             client: None,
             replay: None,
+            faults: crate::faults::FaultPlan::default(),
         })
     }
 
@@ -464,6 +472,10 @@ impl Topology {
     /// The dependency mocks.
     pub fn dependencies(&self) -> &[DependencySpec] {
         &self.deps
+    }
+    /// Whether the ClientToken records live in the L2 (which then exists without a cache).
+    fn idempotency_in_l2(&self) -> bool {
+        self.idempotency.store() == StoreKind::L2Cache
     }
     pub fn duration(&self) -> SimDuration {
         self.duration
@@ -699,6 +711,8 @@ impl Topology {
             api_metrics,
             audits_done: 0,
             series,
+            faults: (!self.faults.is_empty())
+                .then(|| faults::FaultRuntime::new(self.faults.clone(), seed)),
         }
     }
 
@@ -727,6 +741,8 @@ pub struct World {
     audits_done: u64,
     /// The time series being sampled, when it is on.
     series: Option<TimeSeries>,
+    /// The fault plan and where the run is in it, when there are faults.
+    faults: Option<faults::FaultRuntime>,
 }
 
 /// Per-API results, as the client saw them.
@@ -833,6 +849,56 @@ impl RunResult {
 }
 
 impl World {
+    /// API node `i`.
+    pub fn node_mut(&mut self, i: usize) -> &mut ApiNode {
+        match self.sim.component_mut(self.nodes[i]) {
+            Part::Node(n) => n,
+            _ => unreachable!("node ids name nodes"),
+        }
+    }
+    /// Dependency `i` (in the topology's order).
+    pub fn dep_mut(&mut self, i: usize) -> &mut Dependency {
+        match self.sim.component_mut(self.deps[i]) {
+            Part::Dep(d) => d,
+            _ => unreachable!("dependency ids name dependencies"),
+        }
+    }
+    pub fn db_mut(&mut self) -> &mut Db {
+        match self.sim.component_mut(self.db) {
+            Part::Db(d) => d,
+            _ => unreachable!("the db id names the database"),
+        }
+    }
+    pub fn gateway_mut(&mut self) -> &mut Gateway {
+        match self.sim.component_mut(self.gateway) {
+            Part::Gateway(g) => g,
+            _ => unreachable!("the gateway id names the gateway"),
+        }
+    }
+    pub fn traffic_mut(&mut self) -> &mut OpenLoop {
+        match self.sim.component_mut(self.traffic) {
+            Part::Traffic(t) => t,
+            _ => unreachable!("the traffic id names the traffic"),
+        }
+    }
+    /// The L2 cache. Panics if the world has none (fault targets are checked when the
+    /// topology is built).
+    pub fn l2_mut(&mut self) -> &mut L2Cache {
+        let id = self.l2.expect("this world has an L2 cache");
+        match self.sim.component_mut(id) {
+            Part::L2(c) => c,
+            _ => unreachable!("the l2 id names the L2"),
+        }
+    }
+    /// The workflow engine. Panics if the world has none (checked when the topology is built).
+    pub fn workflow_mut(&mut self) -> &mut WorkflowEngine {
+        let id = self.workflow.expect("this world has a workflow engine");
+        match self.sim.component_mut(id) {
+            Part::Workflow(w) => w,
+            _ => unreachable!("the workflow id names the engine"),
+        }
+    }
+
     /// Runs to the end, pausing at every reconciliation audit when there is one.
     pub fn run(&mut self) -> RunReport {
         loop {
@@ -855,7 +921,8 @@ impl World {
             let audit_at = period
                 .map(|p| SimTime::ZERO.saturating_add(p.saturating_mul(self.audits_done + 1)));
             let sample_at = self.series.as_ref().and_then(TimeSeries::next_instant);
-            let due = [audit_at, sample_at]
+            let fault_at = self.next_fault_at();
+            let due = [audit_at, sample_at, fault_at]
                 .into_iter()
                 .flatten()
                 .filter(|&t| t <= until)
@@ -874,6 +941,9 @@ impl World {
             if audit_at == Some(at) {
                 self.audit(at);
                 self.audits_done += 1;
+            }
+            if fault_at == Some(at) {
+                self.apply_faults(at);
             }
             if sample_at == Some(at) {
                 self.sample_bucket(at);
