@@ -154,7 +154,7 @@ impl FaultKind {
             FaultKind::DepLatency { .. }
             | FaultKind::DepErrors { .. }
             | FaultKind::DepBlackhole
-            | FaultKind::DepPartialOutage { .. } => "dep.<name> or dep.<name>.<Endpoint>",
+            | FaultKind::DepPartialOutage { .. } => "dep.<name> or dep.<name>.<endpoint>",
             FaultKind::NodeCrash
             | FaultKind::NodePause { .. }
             | FaultKind::HeapLeak { .. }
@@ -329,7 +329,7 @@ pub enum Target {
 
 impl Target {
     /// Reads `nodes`, `node.3`, `db`, `l2`, `workflow`, `gateway`, `traffic`, `dep.vpc` or
-    /// `dep.vpc.CreateEni`. Names of dependencies and endpoints are checked by the world.
+    /// `dep.vpc.create_eni`. Names of dependencies and endpoints are checked by the world.
     pub fn parse(s: &str) -> Result<Target, FaultError> {
         let unknown = || FaultError::Target {
             target: s.to_string(),
@@ -396,7 +396,7 @@ pub enum FaultError {
     #[error("unknown fault kind `{kind}`; known kinds: {}", KIND_NAMES.join(", "))]
     Kind { kind: String },
     #[error(
-        "unknown target `{target}`; use nodes, node.<i>, db, l2, workflow, gateway, traffic, dep.<name> or dep.<name>.<Endpoint>"
+        "unknown target `{target}`; use nodes, node.<i>, db, l2, workflow, gateway, traffic, dep.<name> or dep.<name>.<endpoint>"
     )]
     Target { target: String },
     #[error("a {kind} fault cannot target `{target}`; it targets {allowed}")]
@@ -548,7 +548,7 @@ impl fmt::Display for Fault {
             "{} on {} from {} for {}",
             self.kind.name(),
             self.target,
-            self.start,
+            self.start.since_start(),
             self.duration
         )?;
         if !self.ramp.is_zero() {

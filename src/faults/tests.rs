@@ -25,7 +25,7 @@ fn targets_parse_and_print_back() {
         "gateway",
         "traffic",
         "dep.vpc",
-        "dep.vpc.CreateEni",
+        "dep.vpc.create_eni",
     ] {
         assert_eq!(Target::parse(s).unwrap().to_string(), s);
     }

@@ -37,6 +37,7 @@
 //! `value` is read as TOML (`12`, `true`, `"p2c"`), or as a string when it is not valid TOML
 //! (`300s`). A problem in an overridden value is reported against the `--set` argument.
 
+mod faults;
 mod raw;
 mod schema;
 mod validate;

@@ -234,16 +234,33 @@ pub(super) struct RawTokens {
     pub duplicate_delay: Sp<SimDuration>,
 }
 
-/// The fault slot: the catalog arrives with fault injection; today every kind is unknown.
-// Target and window are read by the fault catalog (issue #6); today only `kind` is reported.
-#[allow(dead_code)]
+/// A `[[fault]]` table: kind, target, window and the kind's parameters (read by
+/// `scenario::faults`, which says which keys each kind takes).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawFault {
     pub kind: Sp<String>,
     pub target: Sp<String>,
+    pub peer: Sp<String>,
     pub start: Sp<SimDuration>,
     pub duration: Sp<SimDuration>,
+    pub ramp: Sp<SimDuration>,
+    pub add: Sp<Dist>,
+    pub multiply: Sp<f64>,
+    pub code: Sp<String>,
+    pub probability: Sp<f64>,
+    pub fraction: Sp<f64>,
+    pub pause: Sp<Dist>,
+    pub every: Sp<SimDuration>,
+    pub gib_per_min: Sp<f64>,
+    pub class: Sp<String>,
+    pub connections: Sp<i64>,
+    pub lag: Sp<SimDuration>,
+    pub skew_ms: Sp<i64>,
+    pub workers: Sp<i64>,
+    pub account: Sp<i64>,
+    pub share: Sp<f64>,
+    pub factor: Sp<f64>,
 }
 
 #[derive(Deserialize)]

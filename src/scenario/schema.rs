@@ -572,14 +572,118 @@ pub fn scenario_schema() -> Json {
         &["rate"],
     );
     let fault = table(
-        "A fault (the catalog arrives with fault injection).",
+        "A fault: kind, target, window and the kind's parameters (see scenarios/README.md).",
         vec![
-            ("kind", string("The fault kind.")),
-            ("target", string("What it hits.")),
-            ("start", duration("When it starts.")),
-            ("duration", duration("How long it lasts.")),
+            (
+                "kind",
+                one_of("The fault kind.", &crate::faults::KIND_NAMES),
+            ),
+            (
+                "target",
+                string(
+                    "What it hits: nodes, node.<i>, db, l2, workflow, gateway, traffic, dep.<name> or dep.<name>.<endpoint>.",
+                ),
+            ),
+            (
+                "peer",
+                string("partition: the other side (db, l2, dep.<name>, gateway or node.<i>)."),
+            ),
+            (
+                "start",
+                duration("When it starts (from time zero of the run)."),
+            ),
+            (
+                "duration",
+                duration("How long it lasts (instant kinds: optional)."),
+            ),
+            (
+                "ramp",
+                duration("Intensity grows linearly over this long, in 10 steps."),
+            ),
+            ("add", dist("dep_latency: added latency, seconds.")),
+            (
+                "multiply",
+                num(
+                    "dep_latency, db_slow_sql, traffic_surge: a factor.",
+                    0.0,
+                    1000.0,
+                ),
+            ),
+            (
+                "code",
+                one_of(
+                    "dep_errors: the error code.",
+                    &[
+                        "InternalError",
+                        "ServiceUnavailable",
+                        "Throttling",
+                        "NoStock",
+                        "InvalidParameter",
+                        "Timeout",
+                    ],
+                ),
+            ),
+            (
+                "probability",
+                num("dep_errors: probability of the code per call.", 0.0, 1.0),
+            ),
+            (
+                "fraction",
+                num("dep_partial_outage: fraction of hosts down.", 0.0, 1.0),
+            ),
+            ("pause", dist("node_pause: pause length, seconds.")),
+            ("every", duration("node_pause: time between pauses.")),
+            (
+                "gib_per_min",
+                num("heap_leak: live-set growth, GiB per minute.", 0.0, 1e6),
+            ),
+            (
+                "class",
+                one_of(
+                    "db_slow_sql: the query class (default every class).",
+                    &[
+                        "point_read",
+                        "filtered_list",
+                        "insert",
+                        "update",
+                        "workflow_step_write",
+                        "archive_batch",
+                        "scan",
+                    ],
+                ),
+            ),
+            (
+                "connections",
+                int(
+                    "db_connection_leak: connections leaked per node.",
+                    1,
+                    100_000,
+                ),
+            ),
+            ("lag", duration("replica_lag: the replicas' lag.")),
+            (
+                "skew_ms",
+                int(
+                    "clock_skew: the node clock's offset, ms (negative: behind).",
+                    -86_400_000,
+                    86_400_000,
+                ),
+            ),
+            (
+                "workers",
+                int("worker_crash: workers that crash (default 1).", 1, 100_000),
+            ),
+            (
+                "account",
+                int("hot_tenant: the hot account.", 0, i64::from(u32::MAX)),
+            ),
+            (
+                "share",
+                num("hot_tenant: its share of all requests.", 0.0, 1.0),
+            ),
+            ("factor", num("quota_too_low: quota factor.", 0.0, 1.0)),
         ],
-        &[],
+        &["kind", "target", "start"],
     );
     let slo = table(
         "Service-level objectives: a failed one makes `run` exit 1.",

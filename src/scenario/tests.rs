@@ -162,13 +162,71 @@ fn a_scale_that_leaves_no_node_is_an_error() {
 }
 
 #[test]
-fn faults_are_a_slot_whose_catalog_is_empty() {
-    let e = parse(&format!("{GOOD}\n[[fault]]\nkind = \"db_failover\"\n"), &[]).unwrap_err();
+fn faults_read_into_the_plan_with_their_parameters() {
+    let text = format!(
+        "{GOOD}\n[[fault]]\nkind = \"dep_latency\"\ntarget = \"dep.block_storage.create_disk\"\nstart = \"2s\"\nduration = \"20s\"\nramp = \"10s\"\nmultiply = 5\n\n[topology.cache]\n\n[[fault]]\nkind = \"l2_flush\"\ntarget = \"l2\"\nstart = \"5s\"\n"
+    );
+    let s = parse(&text, &[]).unwrap();
+    let plan = s.topology().faults();
+    assert_eq!(plan.len(), 2);
+    let f = &plan.faults()[0];
+    assert_eq!(
+        f.to_string(),
+        "dep_latency on dep.block_storage.create_disk from 2s for 20s (ramp 10s)"
+    );
+    assert_eq!(
+        *f.kind(),
+        crate::faults::FaultKind::DepLatency {
+            add: None,
+            multiply: 5.0
+        }
+    );
+    assert_eq!(plan.faults()[1].duration(), SimDuration::ZERO);
+}
+
+#[test]
+fn fault_problems_name_the_key_and_say_what_the_kind_takes() {
+    let bad = |body: &str| {
+        parse(&format!("{GOOD}\n[[fault]]\n{body}\n"), &[])
+            .unwrap_err()
+            .to_string()
+    };
+    let e = bad("kind = \"db_failovr\"\ntarget = \"db\"\nstart = \"1s\"\nduration = \"1s\"");
     assert!(
-        e.to_string()
-            .contains("fault[0].kind: fault kind `db_failover` is not in the catalog"),
+        e.contains("fault[0].kind: fault kind `db_failovr` is not in the catalog"),
         "{e}"
     );
+    assert!(e.contains("db_failover"), "did you mean: {e}");
+    let e = bad(
+        "kind = \"db_failover\"\ntarget = \"db\"\nstart = \"1s\"\nduration = \"1s\"\nprobability = 0.5",
+    );
+    assert!(
+        e.contains("fault[0].probability: a db_failover fault takes no `probability`"),
+        "{e}"
+    );
+    let e = bad(
+        "kind = \"dep_errors\"\ntarget = \"dep.vpc\"\nstart = \"1s\"\nduration = \"1s\"\ncode = \"InternalError\"",
+    );
+    assert!(
+        e.contains("fault[0].probability: missing key `probability`"),
+        "{e}"
+    );
+    let e = bad("kind = \"db_failover\"\ntarget = \"nodes\"\nstart = \"1s\"\nduration = \"1s\"");
+    assert!(e.contains("cannot target `nodes`; it targets db"), "{e}");
+    let e = bad("kind = \"node_crash\"\ntarget = \"node.99\"\nstart = \"1s\"\nduration = \"1s\"");
+    assert!(
+        e.contains("fault[0]: node_crash targets node.99 but there are"),
+        "{e}"
+    );
+    let e =
+        bad("kind = \"dep_blackhole\"\ntarget = \"dep.nosuch\"\nstart = \"1s\"\nduration = \"1s\"");
+    assert!(e.contains("no dependency `nosuch`"), "{e}");
+    let e = bad(
+        "kind = \"db_failover\"\ntarget = \"db\"\nstart = \"1s\"\nduration = \"1s\"\nramp = \"1s\"",
+    );
+    assert!(e.contains("has no intensity to ramp"), "{e}");
+    // Every problem carries file:line:column.
+    assert!(e.contains(":"), "{e}");
 }
 
 #[test]

@@ -594,19 +594,7 @@ pub(super) fn validate(
     let max_events = c.opt_int(&raw.max_events, "max_events", 1, i64::MAX, 1 << 36);
     let scale_v = scale.unwrap_or(1.0);
 
-    for (i, f) in raw.fault.iter().flat_map(|v| v.get_ref()).enumerate() {
-        let kind = f
-            .get_ref()
-            .kind
-            .as_ref()
-            .map_or("", |k| k.get_ref().as_str());
-        c.problem(
-            f.span(),
-            &format!("fault[{i}].kind"),
-            format!("fault kind `{kind}` is not in the catalog"),
-            Some("the fault catalog arrives with fault injection; remove [[fault]] for now".into()),
-        );
-    }
+    let faults = super::faults::read_faults(c, &raw.fault, duration);
 
     // ------------------------------------------------------------------------- topology
     let topo = raw.topology.as_ref();
@@ -1355,6 +1343,24 @@ pub(super) fn validate(
             "topology.reconciliation",
         )?;
     }
+    let faults = faults?;
+    let plan = crate::faults::FaultPlan::new(faults.iter().map(|(f, _)| f.clone()).collect());
+    topology = match topology.with_faults(plan) {
+        Ok(t) => t,
+        Err(crate::world::TopologyError::FaultTarget { index, reason }) => {
+            c.problem(
+                faults[index].1.clone(),
+                &format!("fault[{index}]"),
+                reason,
+                None,
+            );
+            return None;
+        }
+        Err(e) => {
+            c.problem(root.clone(), "fault", e.to_string(), None);
+            return None;
+        }
+    };
     Some(Scenario {
         file: file.to_string(),
         name: name?,

@@ -1,0 +1,359 @@
+//! The `[[fault]]` reader: each table's kind, target, window and the parameters its kind takes,
+//! checked against the catalog (`crate::faults`), every problem reported at its key.
+
+use super::raw::{RawFault, Sp};
+use crate::db::QueryClass;
+use crate::deps::FaultCode;
+use crate::deps::diag::name_hint;
+use crate::deps::parse::Check;
+use crate::faults::{Fault, FaultKind, KIND_NAMES, Target};
+use crate::kernel::{Dist, SimDuration, SimTime};
+use std::ops::Range;
+use toml::Spanned;
+
+/// The parameter keys each kind takes (besides kind, target, start, duration, ramp), with
+/// whether each is required.
+pub(super) fn kind_keys(kind: &str) -> &'static [(&'static str, bool)] {
+    match kind {
+        "dep_latency" => &[("add", false), ("multiply", false)],
+        "dep_errors" => &[("code", true), ("probability", true)],
+        "dep_partial_outage" => &[("fraction", true)],
+        "node_pause" => &[("pause", true), ("every", false)],
+        "heap_leak" => &[("gib_per_min", true)],
+        "db_slow_sql" => &[("class", false), ("multiply", true)],
+        "db_connection_leak" => &[("connections", true)],
+        "replica_lag" => &[("lag", true)],
+        "partition" => &[("peer", true)],
+        "clock_skew" => &[("skew_ms", true)],
+        "worker_crash" => &[("workers", false)],
+        "traffic_surge" => &[("multiply", true)],
+        "hot_tenant" => &[("account", true), ("share", true)],
+        "quota_too_low" => &[("factor", true)],
+        _ => &[],
+    }
+}
+
+/// An example of each parameter, for hints.
+fn example(key: &str) -> &'static str {
+    match key {
+        "add" => "add = \"lognormal_p:200ms:2s\" (seconds)",
+        "multiply" => "multiply = 5",
+        "code" => "code = \"InternalError\"",
+        "probability" => "probability = 0.3",
+        "fraction" => "fraction = 0.25",
+        "pause" => "pause = 2.0 (seconds, or a distribution)",
+        "every" => "every = \"30s\"",
+        "gib_per_min" => "gib_per_min = 0.5",
+        "class" => "class = \"filtered_list\"",
+        "connections" => "connections = 8",
+        "lag" => "lag = \"5s\"",
+        "peer" => "peer = \"db\"",
+        "skew_ms" => "skew_ms = 30000",
+        "workers" => "workers = 4",
+        "account" => "account = 7",
+        "share" => "share = 0.5",
+        "factor" => "factor = 0.1",
+        "target" => "target = \"dep.block_storage\"",
+        "start" => "start = \"60s\"",
+        "duration" => "duration = \"120s\"",
+        "kind" => "kind = \"dep_latency\"",
+        _ => "see scenarios/README.md",
+    }
+}
+
+/// Which parameter keys a raw table sets, with their spans.
+fn given(f: &RawFault) -> Vec<(&'static str, Range<usize>)> {
+    fn sp<T>(v: &Sp<T>) -> Option<Range<usize>> {
+        v.as_ref().map(Spanned::span)
+    }
+    [
+        ("add", sp(&f.add)),
+        ("multiply", sp(&f.multiply)),
+        ("code", sp(&f.code)),
+        ("probability", sp(&f.probability)),
+        ("fraction", sp(&f.fraction)),
+        ("pause", sp(&f.pause)),
+        ("every", sp(&f.every)),
+        ("gib_per_min", sp(&f.gib_per_min)),
+        ("class", sp(&f.class)),
+        ("connections", sp(&f.connections)),
+        ("lag", sp(&f.lag)),
+        ("peer", sp(&f.peer)),
+        ("skew_ms", sp(&f.skew_ms)),
+        ("workers", sp(&f.workers)),
+        ("account", sp(&f.account)),
+        ("share", sp(&f.share)),
+        ("factor", sp(&f.factor)),
+    ]
+    .into_iter()
+    .filter_map(|(k, s)| s.map(|s| (k, s)))
+    .collect()
+}
+
+/// Reads every `[[fault]]` table. Returns each fault with its table's span (for problems the
+/// topology finds later), or `None` after reporting what was wrong.
+pub(super) fn read_faults(
+    c: &mut Check<'_, '_>,
+    raw: &Sp<Vec<Spanned<RawFault>>>,
+    run_duration: Option<SimDuration>,
+) -> Option<Vec<(Fault, Range<usize>)>> {
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (i, f) in raw.iter().flat_map(|v| v.get_ref()).enumerate() {
+        match read_fault(c, i, f.get_ref(), f.span(), run_duration) {
+            Some(fault) => out.push((fault, f.span())),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn read_fault(
+    c: &mut Check<'_, '_>,
+    i: usize,
+    f: &RawFault,
+    span: Range<usize>,
+    run_duration: Option<SimDuration>,
+) -> Option<Fault> {
+    let path = format!("fault[{i}]");
+    let key = |k: &str| format!("{path}.{k}");
+    let kind_v = c.required(&f.kind, &span, &path, "kind")?;
+    let kind = kind_v.get_ref().as_str();
+    if !KIND_NAMES.contains(&kind) {
+        c.problem(
+            kind_v.span(),
+            &key("kind"),
+            format!("fault kind `{kind}` is not in the catalog"),
+            Some(name_hint(kind, "kinds", KIND_NAMES.iter().copied())),
+        );
+        return None;
+    }
+    // Parameters this kind does not take, and required ones missing.
+    let keys = kind_keys(kind);
+    let mut ok = true;
+    for (k, s) in given(f) {
+        if !keys.iter().any(|(x, _)| *x == k) {
+            let takes: Vec<&str> = keys.iter().map(|(x, _)| *x).collect();
+            c.problem(
+                s,
+                &key(k),
+                format!("a {kind} fault takes no `{k}`"),
+                Some(if takes.is_empty() {
+                    format!("{kind} has no parameters; remove `{k}`")
+                } else {
+                    format!("its parameters are: {}", takes.join(", "))
+                }),
+            );
+            ok = false;
+        }
+    }
+    for (k, required) in keys {
+        if *required && !given(f).iter().any(|(x, _)| x == k) && !c.broken.contains(&key(k)) {
+            c.problem(
+                span.clone(),
+                &key(k),
+                format!("missing key `{k}`"),
+                Some(format!("add {}", example(k))),
+            );
+            ok = false;
+        }
+    }
+    let target_v = c.required(&f.target, &span, &path, "target");
+    let target = target_v.and_then(|t| match Target::parse(t.get_ref()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            c.problem(t.span(), &key("target"), e.to_string(), None);
+            None
+        }
+    });
+    let start = c
+        .required(&f.start, &span, &path, "start")
+        .map(|s| *s.get_ref());
+    let instant = matches!(kind, "l2_flush" | "worker_crash");
+    let duration = if instant {
+        c.opt_duration(
+            &f.duration,
+            &key("duration"),
+            SimDuration::ZERO,
+            SimDuration::DAY,
+            SimDuration::ZERO,
+        )
+    } else {
+        c.required(&f.duration, &span, &path, "duration")
+            .map(|d| *d.get_ref())
+    };
+    if let (Some(s), Some(d), Some(sv)) = (start, run_duration, &f.start) {
+        if s >= d {
+            c.problem(
+                sv.span(),
+                &key("start"),
+                format!("the fault starts at {s}, after the traffic ends ({d})"),
+                Some("start a fault before `duration`".into()),
+            );
+            ok = false;
+        }
+    }
+    let kind = read_kind(c, &path, kind, f)?;
+    if !ok {
+        return None;
+    }
+    let fault = Fault::new(
+        kind,
+        target?,
+        SimTime::ZERO.saturating_add(start?),
+        duration?,
+    )
+    .and_then(|x| x.with_ramp(f.ramp.as_ref().map_or(SimDuration::ZERO, |r| *r.get_ref())));
+    match fault {
+        Ok(x) => Some(x),
+        Err(e) => {
+            c.problem(span, &path, e.to_string(), None);
+            None
+        }
+    }
+}
+
+/// The kind with its parameters (absent ones at their defaults; ranges are checked by
+/// `Fault::new`).
+fn read_kind(c: &mut Check<'_, '_>, path: &str, kind: &str, f: &RawFault) -> Option<FaultKind> {
+    let val = |v: &Sp<f64>, d: f64| v.as_ref().map_or(d, |x| *x.get_ref());
+    let int = |v: &Sp<i64>, d: i64| v.as_ref().map_or(d, |x| *x.get_ref());
+    let nonneg = |c: &mut Check<'_, '_>, v: &Sp<i64>, k: &str, hi: i64| -> Option<u32> {
+        match v {
+            Some(x) => c.int(x, &format!("{path}.{k}"), 0, hi).map(|x| x as u32),
+            None => Some(0),
+        }
+    };
+    Some(match kind {
+        "dep_latency" => FaultKind::DepLatency {
+            add: f.add.as_ref().map(|d| d.get_ref().clone()),
+            multiply: val(&f.multiply, 1.0),
+        },
+        "dep_errors" => {
+            let code = f.code.as_ref()?;
+            let Some(c2) = FaultCode::from_name(code.get_ref()) else {
+                c.problem(
+                    code.span(),
+                    &format!("{path}.code"),
+                    format!("unknown error code `{}`", code.get_ref()),
+                    Some(name_hint(
+                        code.get_ref(),
+                        "codes",
+                        FaultCode::ALL.iter().map(|c| c.name()),
+                    )),
+                );
+                return None;
+            };
+            FaultKind::DepErrors {
+                code: c2,
+                probability: val(&f.probability, 0.0),
+            }
+        }
+        "dep_blackhole" => FaultKind::DepBlackhole,
+        "dep_partial_outage" => FaultKind::DepPartialOutage {
+            fraction: val(&f.fraction, 0.0),
+        },
+        "node_crash" => FaultKind::NodeCrash,
+        "node_pause" => FaultKind::NodePause {
+            pause: f
+                .pause
+                .as_ref()
+                .map_or_else(|| Dist::constant(0.0), |d| Ok(d.get_ref().clone()))
+                .ok()?,
+            every: f.every.as_ref().map(|e| *e.get_ref()),
+        },
+        "heap_leak" => {
+            let g = val(&f.gib_per_min, 0.0);
+            let bytes_per_sec = (g * f64::from(1u32 << 30) / 60.0).round();
+            if !(bytes_per_sec.is_finite() && bytes_per_sec >= 1.0) {
+                if let Some(v) = &f.gib_per_min {
+                    c.problem(
+                        v.span(),
+                        &format!("{path}.gib_per_min"),
+                        format!("{g} is out of range"),
+                        Some("a leak rate > 0, e.g. gib_per_min = 0.5".into()),
+                    );
+                }
+                return None;
+            }
+            FaultKind::HeapLeak {
+                bytes_per_sec: bytes_per_sec as u64,
+            }
+        }
+        "db_slow_sql" => FaultKind::DbSlowSql {
+            class: match &f.class {
+                None => None,
+                Some(v) => {
+                    let names: Vec<&str> = QueryClass::ALL.iter().map(|q| q.name()).collect();
+                    match QueryClass::ALL.iter().find(|q| q.name() == v.get_ref()) {
+                        Some(q) => Some(*q),
+                        None => {
+                            c.problem(
+                                v.span(),
+                                &format!("{path}.class"),
+                                format!("unknown query class `{}`", v.get_ref()),
+                                Some(name_hint(v.get_ref(), "classes", names)),
+                            );
+                            return None;
+                        }
+                    }
+                }
+            },
+            multiply: val(&f.multiply, 1.0),
+        },
+        "db_failover" => FaultKind::DbFailover,
+        "db_connection_leak" => FaultKind::DbConnectionLeak {
+            connections: nonneg(c, &f.connections, "connections", 100_000)?,
+        },
+        "replica_lag" => FaultKind::ReplicaLag {
+            lag: f.lag.as_ref().map_or(SimDuration::ZERO, |l| *l.get_ref()),
+        },
+        "l2_loss" => FaultKind::L2Loss,
+        "l2_flush" => FaultKind::L2Flush,
+        "partition" => {
+            let peer = f.peer.as_ref()?;
+            match Target::parse(peer.get_ref()) {
+                Ok(t) => FaultKind::Partition { peer: t },
+                Err(e) => {
+                    c.problem(peer.span(), &format!("{path}.peer"), e.to_string(), None);
+                    return None;
+                }
+            }
+        }
+        "clock_skew" => {
+            let ms = int(&f.skew_ms, 0);
+            if ms.unsigned_abs() > 86_400_000 {
+                if let Some(v) = &f.skew_ms {
+                    c.problem(
+                        v.span(),
+                        &format!("{path}.skew_ms"),
+                        format!("{ms} is out of range"),
+                        Some("a skew within one day: -86400000 to 86400000".into()),
+                    );
+                }
+                return None;
+            }
+            FaultKind::ClockSkew {
+                skew_ns: ms * 1_000_000,
+            }
+        }
+        "worker_crash" => FaultKind::WorkerCrash {
+            workers: match &f.workers {
+                Some(_) => nonneg(c, &f.workers, "workers", 100_000)?,
+                None => 1,
+            },
+        },
+        "traffic_surge" => FaultKind::TrafficSurge {
+            multiply: val(&f.multiply, 1.0),
+        },
+        "hot_tenant" => FaultKind::HotTenant {
+            account: nonneg(c, &f.account, "account", i64::from(u32::MAX))?,
+            share: val(&f.share, 0.0),
+        },
+        "client_no_backoff" => FaultKind::ClientNoBackoff,
+        "quota_too_low" => FaultKind::QuotaTooLow {
+            factor: val(&f.factor, 0.0),
+        },
+        _ => return None,
+    })
+}
