@@ -40,6 +40,7 @@ pub mod deps;
 pub mod faults;
 pub mod gc;
 pub mod idempotency;
+pub mod invariants;
 pub mod kernel;
 pub mod metrics;
 pub mod reconcile;

@@ -281,6 +281,13 @@ pub fn run(args: &RunArgs) -> Result<u8, CliError> {
         }
         _ => {}
     }
+    if !result.violations.is_empty() {
+        for v in &result.violations {
+            eprintln!("{v} (seed {seed})");
+        }
+        eprintln!("replay: {replay}");
+        return Ok(EXIT_INVARIANT);
+    }
     if checks.iter().any(|c| !c.met) {
         return Ok(EXIT_SLO_FAILED);
     }

@@ -289,6 +289,49 @@ pub fn summary(s: &Scenario, seed: u64, r: &RunResult, partial: bool, wall: Opti
             ),
         ),
     ]);
+    let invariants = Json::obj([
+        ("ok", Json::Bool(r.violations.is_empty())),
+        (
+            "checked",
+            Json::Arr(
+                crate::invariants::Invariant::ALL
+                    .iter()
+                    .map(|i| Json::str(i.name()))
+                    .collect(),
+            ),
+        ),
+        (
+            "violations",
+            Json::Arr(
+                r.violations
+                    .iter()
+                    .map(|v| {
+                        Json::obj([
+                            ("invariant", Json::str(v.invariant.name())),
+                            ("at_s", Json::num(v.at.as_secs_f64(), 6)),
+                            ("detail", Json::str(v.detail.clone())),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+    ]);
+    let faults = Json::Arr(
+        s.topology()
+            .faults()
+            .faults()
+            .iter()
+            .map(|f| {
+                Json::obj([
+                    ("kind", Json::str(f.kind().name())),
+                    ("target", Json::str(f.target().to_string())),
+                    ("start_s", Json::num(f.start().as_secs_f64(), 3)),
+                    ("duration_s", Json::num(f.duration().as_secs_f64(), 3)),
+                    ("ramp_s", Json::num(f.ramp().as_secs_f64(), 3)),
+                ])
+            })
+            .collect(),
+    );
     let requests = r.requests();
     let mut top = vec![
         ("schema", Json::str(SCHEMA)),
@@ -319,6 +362,8 @@ pub fn summary(s: &Scenario, seed: u64, r: &RunResult, partial: bool, wall: Opti
         ("client", client),
         ("replay", replay),
         ("slo", slo),
+        ("faults", faults),
+        ("invariants", invariants),
     ];
     if let Some(w) = wall {
         let per_s = |n: u64| {

@@ -21,6 +21,7 @@ use crate::deps::{
 };
 use crate::gc::GcStats;
 use crate::idempotency::{IdemConfig, StoreKind};
+use crate::invariants::{Invariant, InvariantConfig, Violation};
 use crate::kernel::{
     Component, ComponentId, Dist, Handle, Limits, Message, Outbox, Outcome, RootSeed, RunReport,
     Sim, SimDuration, SimTime, TraceHash,
@@ -274,6 +275,8 @@ pub struct Topology {
     replay: Option<(std::sync::Arc<Trace>, ReplayConfig)>,
     /// Faults to inject (empty: none).
     faults: crate::faults::FaultPlan,
+    /// Bounds of the invariant checks.
+    invariants: InvariantConfig,
 }
 
 /// The workflow engine behind the mutating APIs: RunInstances inserts Pending rows and hands
@@ -348,6 +351,7 @@ impl Topology {
             client: None,
             replay: None,
             faults: crate::faults::FaultPlan::default(),
+            invariants: InvariantConfig::default(),
         })
     }
 
@@ -452,6 +456,12 @@ impl Topology {
     }
 
     /// Runs the data-cleanup job against the database.
+    /// Bounds of the invariant checks (liveness bound, violations kept).
+    pub fn with_invariants(mut self, cfg: InvariantConfig) -> Topology {
+        self.invariants = cfg;
+        self
+    }
+
     pub fn with_cleanup(mut self, cfg: CleanupConfig) -> Topology {
         self.cleanup = Some(cfg);
         self
@@ -713,6 +723,9 @@ impl Topology {
             series,
             faults: (!self.faults.is_empty())
                 .then(|| faults::FaultRuntime::new(self.faults.clone(), seed)),
+            violations: Vec::new(),
+            violations_total: 0,
+            invariants: self.invariants,
         }
     }
 
@@ -743,6 +756,10 @@ pub struct World {
     series: Option<TimeSeries>,
     /// The fault plan and where the run is in it, when there are faults.
     faults: Option<faults::FaultRuntime>,
+    /// Invariant violations seen during the run (the first `max_kept`), and how many in all.
+    violations: Vec<Violation>,
+    violations_total: u64,
+    invariants: InvariantConfig,
 }
 
 /// Per-API results, as the client saw them.
@@ -786,6 +803,8 @@ pub struct NodeResult {
 #[derive(Clone, Debug)]
 pub struct RunResult {
     pub report: RunReport,
+    /// Broken invariants (empty: none seen), in time order.
+    pub violations: Vec<Violation>,
     pub apis: Vec<ApiResult>,
     pub nodes: Vec<NodeResult>,
     pub db: DbStats,
@@ -1144,7 +1163,9 @@ impl World {
         let Part::Traffic(traffic) = self.sim.component(self.traffic) else {
             unreachable!("the traffic id names the traffic")
         };
+        let violations = self.end_violations(&report);
         RunResult {
+            violations,
             client: traffic.client_stats().cloned(),
             replay: traffic.replay_stats().cloned(),
             report,
@@ -1176,6 +1197,57 @@ impl World {
             }),
             series: self.series.clone(),
         }
+    }
+
+    /// Records a violation seen during the run.
+    pub(crate) fn violation(&mut self, v: Violation) {
+        self.violations_total += 1;
+        if self.violations.len() < self.invariants.max_kept {
+            self.violations.push(v);
+        }
+    }
+
+    /// The violations seen during the run plus those of the end-of-run checks, in time order.
+    fn end_violations(&self, report: &RunReport) -> Vec<Violation> {
+        let mut out = self.violations.clone();
+        let checkable = matches!(
+            report.outcome,
+            Outcome::Drained | Outcome::Stopped { .. } | Outcome::TimeLimit { .. }
+        );
+        // Without the workflow engine nothing moves a created instance on: liveness is about
+        // workflows.
+        if checkable && self.workflow.is_some() {
+            out.extend(self.liveness_violation(report.end_time));
+        }
+        out.sort_by_key(|v| (v.at, v.invariant));
+        out.truncate(self.invariants.max_kept);
+        out
+    }
+
+    /// Liveness: creations still in a transitional state `liveness_bound` after their last
+    /// update, at the end of a run that ended by itself.
+    fn liveness_violation(&self, end: SimTime) -> Option<Violation> {
+        let Part::Db(db) = self.sim.component(self.db) else {
+            unreachable!("the db id names the db")
+        };
+        let bound = self.invariants.liveness_bound;
+        let mut stuck = db
+            .instance_rows()
+            .filter(|r| r.state.is_transitional() && end.saturating_since(r.updated_at) >= bound);
+        let first = stuck.next()?;
+        let more = stuck.count();
+        Some(Violation {
+            invariant: Invariant::Liveness,
+            at: end,
+            detail: format!(
+                "instance #{} of account {} still {} since {} ({} more stuck)",
+                first.id.0,
+                first.account.0,
+                first.state.name(),
+                first.updated_at,
+                more
+            ),
+        })
     }
 }
 

@@ -1,0 +1,200 @@
+//! Invariant checkers: what the control plane must never do, whatever the faults. Each check
+//! runs during the run (between events, from what the components observed) or at its end, and a
+//! failure is a [`Violation`]: the invariant, the virtual time and what was seen.
+//!
+//! The checks are observers: they read components' own records and the database's rows
+//! directly (no queries, no latency), so turning them on changes no event of the run.
+
+use crate::api::types::{Api, InstanceIdRange, InstanceState};
+use crate::idempotency::IdemKey;
+use crate::kernel::{SimDuration, SimTime};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The invariants checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Invariant {
+    /// At most one set of instances per (account, API, ClientToken).
+    TokenOneInstanceSet,
+    /// An idempotent replay answers with the InstanceIds of the original call.
+    TokenSameIds,
+    /// Every request gets exactly one response.
+    OneResponse,
+    /// Instance states move only along the legal lifecycle.
+    Lifecycle,
+    /// Every accepted creation reaches a terminal state within the liveness bound after the
+    /// faults stop.
+    Liveness,
+    /// After reconciliation converges, no orphan or dangling resource is left.
+    Reconciled,
+    /// No cache read is older than its hard TTL plus the invalidation delay.
+    CacheStaleness,
+}
+
+impl Invariant {
+    pub const ALL: [Invariant; 7] = [
+        Invariant::TokenOneInstanceSet,
+        Invariant::TokenSameIds,
+        Invariant::OneResponse,
+        Invariant::Lifecycle,
+        Invariant::Liveness,
+        Invariant::Reconciled,
+        Invariant::CacheStaleness,
+    ];
+
+    /// A stable name for reports and reproduction files.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Invariant::TokenOneInstanceSet => "token_one_instance_set",
+            Invariant::TokenSameIds => "token_same_ids",
+            Invariant::OneResponse => "one_response",
+            Invariant::Lifecycle => "lifecycle",
+            Invariant::Liveness => "liveness",
+            Invariant::Reconciled => "reconciled",
+            Invariant::CacheStaleness => "cache_staleness",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Invariant> {
+        Invariant::ALL.into_iter().find(|i| i.name() == s)
+    }
+
+    /// What it promises, in a sentence.
+    pub const fn promise(self) -> &'static str {
+        match self {
+            Invariant::TokenOneInstanceSet => {
+                "at most one set of instances per (account, ClientToken)"
+            }
+            Invariant::TokenSameIds => "idempotent replays return the same InstanceIds",
+            Invariant::OneResponse => "every request gets exactly one response",
+            Invariant::Lifecycle => "instance states move only along the legal lifecycle",
+            Invariant::Liveness => {
+                "every accepted creation reaches a terminal state within the liveness bound"
+            }
+            Invariant::Reconciled => "reconciliation leaves no orphan or dangling resource",
+            Invariant::CacheStaleness => {
+                "no cache read older than its hard TTL plus the invalidation delay"
+            }
+        }
+    }
+}
+
+impl fmt::Display for Invariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A broken invariant: a found bug (or a planted one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub invariant: Invariant,
+    pub at: SimTime,
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} violated at {}: {}",
+            self.invariant, self.at, self.detail
+        )
+    }
+}
+
+/// Bounds the checks use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InvariantConfig {
+    /// A creation still in a transitional state this long after its last update, at the end
+    /// of a drained run, breaks liveness.
+    pub liveness_bound: SimDuration,
+    /// Violations kept per run (the first ones; the rest are counted).
+    pub max_kept: usize,
+}
+
+impl Default for InvariantConfig {
+    fn default() -> Self {
+        InvariantConfig {
+            liveness_bound: SimDuration::from_secs(300),
+            max_kept: 16,
+        }
+    }
+}
+
+/// What a node saw when it answered a creation carrying a ClientToken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenAnswer {
+    pub at: SimTime,
+    pub key: IdemKey,
+    pub instances: InstanceIdRange,
+    /// The rows were inserted by this request (not a replay of the token's record).
+    pub fresh: bool,
+}
+
+/// The first instance set of every token seen (the oracle of the two token invariants).
+/// Entries older than the token TTL are dropped: past it, a token may legitimately create anew.
+#[derive(Clone, Debug, Default)]
+pub struct TokenLedger {
+    first: BTreeMap<(u32, usize, u64), (InstanceIdRange, SimTime)>,
+}
+
+impl TokenLedger {
+    /// Checks one answer against the token's first instance set.
+    pub fn observe(&mut self, a: TokenAnswer, ttl: SimDuration) -> Option<Violation> {
+        let k = (a.key.account.0, api_index(a.key.api), a.key.token);
+        match self.first.get(&k) {
+            Some(&(first, since)) if a.at.saturating_since(since) < ttl => {
+                if first == a.instances {
+                    return None;
+                }
+                let (invariant, what) = if a.fresh {
+                    (
+                        Invariant::TokenOneInstanceSet,
+                        "created a second instance set",
+                    )
+                } else {
+                    (Invariant::TokenSameIds, "a replay answered other ids")
+                };
+                Some(Violation {
+                    invariant,
+                    at: a.at,
+                    detail: format!(
+                        "account {} token {:#x} ({:?}): {what}: {} instances from #{} (first: {} from #{} at {})",
+                        a.key.account.0,
+                        a.key.token,
+                        a.key.api,
+                        a.instances.count,
+                        a.instances.first.0,
+                        first.count,
+                        first.first.0,
+                        since
+                    ),
+                })
+            }
+            _ => {
+                self.first.insert(k, (a.instances, a.at));
+                None
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.first.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.first.is_empty()
+    }
+}
+
+fn api_index(a: Api) -> usize {
+    a.index()
+}
+
+/// Whether an instance may move `from → to` (a write of the same state is a no-op, legal).
+pub fn legal_move(from: InstanceState, to: InstanceState) -> bool {
+    from == to || from.can_move_to(to)
+}
+
+#[cfg(test)]
+mod tests;
