@@ -33,6 +33,7 @@
 pub mod analytic;
 pub mod api;
 pub mod cache;
+pub mod chaos;
 pub mod cleanup;
 pub mod cli;
 pub mod db;

@@ -3,6 +3,7 @@
 //! Exit codes: 0 ok; 1 thresholds or SLOs failed (later issues); 2 bad input (arguments,
 //! scenario, mock); 3 an invariant was violated (a found bug).
 
+mod chaos;
 mod queue;
 mod run;
 
@@ -43,6 +44,13 @@ enum Command {
     List(run::ListArgs),
     /// Print the JSON Schema of scenario files (for editors).
     Schema,
+    /// Swarm: run seeds A..B, each with a random fault plan from the scenario's [chaos] set,
+    /// check the invariants, shrink failures to minimal reproductions (exit 0 none failed, 3
+    /// some did).
+    Chaos(chaos::ChaosArgs),
+    /// Run a reproduction file and check it reproduces its [expect] bit for bit (exit 0
+    /// reproduced, 1 diverged).
+    Replay(chaos::ReplayArgs),
 }
 
 /// Bad input found after parsing; the message says what to change.
@@ -75,6 +83,8 @@ where
         Command::Run(args) => run::run(&args),
         Command::Validate(args) => run::validate(&args),
         Command::List(args) => run::list(&args),
+        Command::Chaos(args) => chaos::chaos(&args),
+        Command::Replay(args) => chaos::replay(&args),
         Command::Schema => {
             println!("{}", crate::scenario::scenario_schema().to_pretty());
             Ok(EXIT_OK)

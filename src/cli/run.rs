@@ -82,7 +82,7 @@ pub struct ListArgs {
     pub mocks: Option<PathBuf>,
 }
 
-fn mocks(dir: Option<&Path>) -> Result<Vec<DependencySpec>, CliError> {
+pub(super) fn load_mocks(dir: Option<&Path>) -> Result<Vec<DependencySpec>, CliError> {
     match dir {
         Some(d) => load_mocks_dir(d).map_err(|e| CliError::BadInput(e.to_string())),
         None if Path::new("mocks").is_dir() => {
@@ -92,14 +92,14 @@ fn mocks(dir: Option<&Path>) -> Result<Vec<DependencySpec>, CliError> {
     }
 }
 
-fn overrides(set: &[String]) -> Result<Vec<Override>, CliError> {
+pub(super) fn overrides(set: &[String]) -> Result<Vec<Override>, CliError> {
     set.iter()
         .map(|s| Override::parse(s).map_err(CliError::BadInput))
         .collect()
 }
 
 fn load(path: &Path, set: &[String], mocks_dir: Option<&Path>) -> Result<Scenario, CliError> {
-    let mocks = mocks(mocks_dir)?;
+    let mocks = load_mocks(mocks_dir)?;
     let o = overrides(set)?;
     load_scenario(path, &o, &mocks).map_err(|e| CliError::BadInput(e.to_string()))
 }
@@ -300,7 +300,7 @@ fn is_mock(path: &Path, text: &str) -> bool {
 
 /// Checks files without running them: every problem of every file, exit 0 or 2.
 pub fn validate(args: &ValidateArgs) -> Result<u8, CliError> {
-    let mocks = mocks(args.mocks.as_deref())?;
+    let mocks = load_mocks(args.mocks.as_deref())?;
     let o = overrides(&args.set)?;
     let mut bad = 0;
     if let Some(out) = &args.out {
@@ -363,7 +363,7 @@ const DIST_EXAMPLES: [(&str, &str); 7] = [
 
 /// Shows the shipped scenarios, distributions and dependency mocks.
 pub fn list(args: &ListArgs) -> Result<u8, CliError> {
-    let mocks_list = mocks(args.mocks.as_deref())?;
+    let mocks_list = load_mocks(args.mocks.as_deref())?;
     println!("scenarios ({}):", args.scenarios.display());
     let mut files: Vec<PathBuf> = std::fs::read_dir(&args.scenarios)
         .map(|d| {

@@ -126,6 +126,73 @@ impl FaultKind {
         }
     }
 
+    /// The same kind at about half its intensity, for shrinking; `None` when there is no
+    /// intensity to lower or it is already at its floor.
+    pub fn weaker(&self) -> Option<FaultKind> {
+        let half = |m: f64| 1.0 + (m - 1.0) / 2.0;
+        Some(match self {
+            FaultKind::DepLatency { add, multiply } if *multiply > 1.1 || add.is_some() => {
+                FaultKind::DepLatency {
+                    add: None,
+                    multiply: if add.is_some() {
+                        *multiply
+                    } else {
+                        half(*multiply)
+                    },
+                }
+            }
+            FaultKind::DepErrors { code, probability } if *probability > 0.01 => {
+                FaultKind::DepErrors {
+                    code: *code,
+                    probability: probability / 2.0,
+                }
+            }
+            FaultKind::DepPartialOutage { fraction } if *fraction > 0.02 => {
+                FaultKind::DepPartialOutage {
+                    fraction: fraction / 2.0,
+                }
+            }
+            FaultKind::HeapLeak { bytes_per_sec } if *bytes_per_sec > (1 << 20) => {
+                FaultKind::HeapLeak {
+                    bytes_per_sec: bytes_per_sec / 2,
+                }
+            }
+            FaultKind::DbSlowSql { class, multiply } if *multiply > 1.1 => FaultKind::DbSlowSql {
+                class: *class,
+                multiply: half(*multiply),
+            },
+            FaultKind::DbConnectionLeak { connections } if *connections > 1 => {
+                FaultKind::DbConnectionLeak {
+                    connections: connections / 2,
+                }
+            }
+            FaultKind::ReplicaLag { lag } if *lag > SimDuration::from_ms(20) => {
+                FaultKind::ReplicaLag {
+                    lag: SimDuration::from_ns(lag.as_ns() / 2),
+                }
+            }
+            FaultKind::ClockSkew { skew_ns } if skew_ns.unsigned_abs() > 20_000_000 => {
+                FaultKind::ClockSkew {
+                    skew_ns: skew_ns / 2,
+                }
+            }
+            FaultKind::WorkerCrash { workers } if *workers > 1 => FaultKind::WorkerCrash {
+                workers: workers / 2,
+            },
+            FaultKind::TrafficSurge { multiply } if *multiply > 1.1 => FaultKind::TrafficSurge {
+                multiply: half(*multiply),
+            },
+            FaultKind::HotTenant { account, share } if *share > 0.02 => FaultKind::HotTenant {
+                account: *account,
+                share: share / 2.0,
+            },
+            FaultKind::QuotaTooLow { factor } if *factor < 0.9 => FaultKind::QuotaTooLow {
+                factor: 1.0 - (1.0 - factor) / 2.0,
+            },
+            _ => return None,
+        })
+    }
+
     /// Whether the kind has an intensity a ramp can scale (latency, rates, fractions...).
     pub fn rampable(&self) -> bool {
         matches!(

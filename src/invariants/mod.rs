@@ -107,7 +107,8 @@ impl fmt::Display for Violation {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InvariantConfig {
     /// A creation still in a transitional state this long after its last update, at the end
-    /// of a drained run, breaks liveness.
+    /// of a drained run, breaks liveness. Default 660 s: the longest shipped workflow deadline
+    /// (CreateInstances, 600 s) plus a minute for its compensations.
     pub liveness_bound: SimDuration,
     /// Violations kept per run (the first ones; the rest are counted).
     pub max_kept: usize,
@@ -116,7 +117,7 @@ pub struct InvariantConfig {
 impl Default for InvariantConfig {
     fn default() -> Self {
         InvariantConfig {
-            liveness_bound: SimDuration::from_secs(300),
+            liveness_bound: SimDuration::from_secs(660),
             max_kept: 16,
         }
     }

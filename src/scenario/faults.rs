@@ -357,3 +357,109 @@ fn read_kind(c: &mut Check<'_, '_>, path: &str, kind: &str, f: &RawFault) -> Opt
         _ => return None,
     })
 }
+
+/// Reads `[chaos]` (defaults without it).
+pub(super) fn read_chaos(
+    c: &mut Check<'_, '_>,
+    raw: &Sp<super::raw::RawChaos>,
+) -> Option<(crate::chaos::ChaosConfig, Option<SimDuration>)> {
+    use crate::chaos::ChaosConfig;
+    let Some(r) = raw else {
+        return Some((ChaosConfig::default(), None));
+    };
+    let r = r.get_ref();
+    let d = ChaosConfig::default();
+    let mut kinds = Vec::new();
+    let mut ok = true;
+    for k in r.kinds.iter().flat_map(|v| v.get_ref()) {
+        if KIND_NAMES.contains(&k.get_ref().as_str()) {
+            kinds.push(k.get_ref().clone());
+        } else {
+            c.problem(
+                k.span(),
+                "chaos.kinds",
+                format!("fault kind `{}` is not in the catalog", k.get_ref()),
+                Some(name_hint(k.get_ref(), "kinds", KIND_NAMES.iter().copied())),
+            );
+            ok = false;
+        }
+    }
+    let max_faults = c.opt_int(&r.max_faults, "chaos.max_faults", 1, 20, 3);
+    let quiet = c.opt_duration(
+        &r.quiet,
+        "chaos.quiet",
+        SimDuration::ZERO,
+        SimDuration::DAY,
+        d.quiet(),
+    );
+    let max_window = c.opt_duration(
+        &r.max_window,
+        "chaos.max_window",
+        SimDuration::from_secs(1),
+        SimDuration::DAY,
+        d.max_window(),
+    );
+    let liveness = match &r.liveness_bound {
+        None => Some(None),
+        Some(_) => c
+            .opt_duration(
+                &r.liveness_bound,
+                "chaos.liveness_bound",
+                SimDuration::from_secs(1),
+                SimDuration::DAY,
+                SimDuration::ZERO,
+            )
+            .map(Some),
+    };
+    if !ok {
+        return None;
+    }
+    let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
+    Some((
+        ChaosConfig::new(&kinds, max_faults? as u32, quiet?, max_window?),
+        liveness?,
+    ))
+}
+
+/// Reads `[expect]`, if present.
+pub(super) fn read_expect(
+    c: &mut Check<'_, '_>,
+    raw: &Sp<super::raw::RawExpect>,
+) -> Option<Option<crate::chaos::Expect>> {
+    let Some(r) = raw else {
+        return Some(None);
+    };
+    let span = r.span();
+    let r = r.get_ref();
+    let hash = c.required(&r.trace_hash, &span, "expect", "trace_hash")?;
+    let h = hash.get_ref();
+    if h.len() != 16 || !h.chars().all(|x| x.is_ascii_hexdigit()) {
+        c.problem(
+            hash.span(),
+            "expect.trace_hash",
+            format!("`{h}` is not a trace hash"),
+            Some("16 hex digits, as `run` prints after `trace`".into()),
+        );
+        return None;
+    }
+    let invariant = match &r.invariant {
+        None => None,
+        Some(v) => match crate::invariants::Invariant::from_name(v.get_ref()) {
+            Some(i) => Some(i),
+            None => {
+                let names = crate::invariants::Invariant::ALL.map(|i| i.name());
+                c.problem(
+                    v.span(),
+                    "expect.invariant",
+                    format!("unknown invariant `{}`", v.get_ref()),
+                    Some(name_hint(v.get_ref(), "invariants", names)),
+                );
+                return None;
+            }
+        },
+    };
+    Some(Some(crate::chaos::Expect {
+        trace_hash: h.clone(),
+        invariant,
+    }))
+}

@@ -131,6 +131,16 @@ impl Override {
     pub fn path(&self) -> String {
         self.path.join(".")
     }
+
+    /// The path's keys.
+    pub fn path_keys(&self) -> &[String] {
+        &self.path
+    }
+
+    /// The value as TOML text.
+    pub fn value_text(&self) -> &str {
+        &self.value
+    }
 }
 
 /// The service-level objectives a run is judged by.
@@ -168,6 +178,8 @@ pub struct Scenario {
     topology: Topology,
     slo: Slo,
     hash: u64,
+    chaos: crate::chaos::ChaosConfig,
+    expect: Option<crate::chaos::Expect>,
 }
 
 impl Scenario {
@@ -195,6 +207,14 @@ impl Scenario {
     }
     pub fn topology(&self) -> &Topology {
         &self.topology
+    }
+    /// What `firedrill chaos` may draw (`[chaos]`).
+    pub fn chaos(&self) -> &crate::chaos::ChaosConfig {
+        &self.chaos
+    }
+    /// What a reproduction file expects (`[expect]`), if it is one.
+    pub fn expect(&self) -> Option<&crate::chaos::Expect> {
+        self.expect.as_ref()
     }
     pub fn slo(&self) -> &Slo {
         &self.slo

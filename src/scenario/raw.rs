@@ -25,6 +25,33 @@ pub(super) struct RawScenario {
     pub workload: Sp<RawWorkload>,
     pub fault: Sp<Vec<Spanned<RawFault>>>,
     pub slo: Sp<RawSlo>,
+    pub chaos: Sp<RawChaos>,
+    pub expect: Sp<RawExpect>,
+}
+
+/// `[chaos]`: what `firedrill chaos` may draw for this scenario.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawChaos {
+    /// Fault kinds allowed (default: every kind the topology can take).
+    pub kinds: Sp<Vec<Spanned<String>>>,
+    /// Faults per plan at most (default 3).
+    pub max_faults: Sp<i64>,
+    /// Fault-free traffic at the end of every run (default 120 s).
+    pub quiet: Sp<SimDuration>,
+    /// Longest fault window (default 300 s).
+    pub max_window: Sp<SimDuration>,
+    /// The liveness bound of the invariant checks (default 660 s).
+    pub liveness_bound: Sp<SimDuration>,
+}
+
+/// `[expect]`: what a reproduction file must reproduce (written by shrinking; `firedrill
+/// replay` checks it).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawExpect {
+    pub trace_hash: Sp<String>,
+    pub invariant: Sp<String>,
 }
 
 #[derive(Deserialize)]
@@ -367,6 +394,14 @@ static SLO_SHAPE: Shape = Shape {
     fields: fields_of::<RawSlo>,
     subs: &[("api_p99_ms", Sub::Map)],
 };
+static CHAOS_SHAPE: Shape = Shape {
+    fields: fields_of::<RawChaos>,
+    subs: &[],
+};
+static EXPECT_SHAPE: Shape = Shape {
+    fields: fields_of::<RawExpect>,
+    subs: &[],
+};
 pub(super) static ROOT_SHAPE: Shape = Shape {
     fields: fields_of::<RawScenario>,
     subs: &[
@@ -374,5 +409,7 @@ pub(super) static ROOT_SHAPE: Shape = Shape {
         ("workload", Sub::Table(&WORKLOAD_SHAPE)),
         ("fault", Sub::Tables(&FAULT_SHAPE)),
         ("slo", Sub::Table(&SLO_SHAPE)),
+        ("chaos", Sub::Table(&CHAOS_SHAPE)),
+        ("expect", Sub::Table(&EXPECT_SHAPE)),
     ],
 };

@@ -595,6 +595,8 @@ pub(super) fn validate(
     let scale_v = scale.unwrap_or(1.0);
 
     let faults = super::faults::read_faults(c, &raw.fault, duration);
+    let chaos = super::faults::read_chaos(c, &raw.chaos);
+    let expect = super::faults::read_expect(c, &raw.expect);
 
     // ------------------------------------------------------------------------- topology
     let topo = raw.topology.as_ref();
@@ -1344,6 +1346,14 @@ pub(super) fn validate(
         )?;
     }
     let faults = faults?;
+    let (chaos, liveness) = chaos?;
+    if let Some(bound) = liveness {
+        let cfg = crate::invariants::InvariantConfig {
+            liveness_bound: bound,
+            ..topology.invariants()
+        };
+        topology = topology.with_invariants(cfg);
+    }
     let plan = crate::faults::FaultPlan::new(faults.iter().map(|(f, _)| f.clone()).collect());
     topology = match topology.with_faults(plan) {
         Ok(t) => t,
@@ -1372,5 +1382,7 @@ pub(super) fn validate(
         topology,
         slo: slo?,
         hash: 0,
+        chaos,
+        expect: expect?,
     })
 }

@@ -235,6 +235,8 @@ pub enum TopologyError {
     ZeroDuration,
     #[error("reconciliation compares the workflow engine's resources: call with_workflows first")]
     ReconciliationNeedsWorkflows,
+    #[error("rate: {0}")]
+    Rate(String),
     #[error("fault[{index}]: {reason}")]
     FaultTarget { index: usize, reason: String },
     #[error("node {index} does not exist: nodes are numbered 0..{nodes}")]
@@ -456,6 +458,32 @@ impl Topology {
     }
 
     /// Runs the data-cleanup job against the database.
+    /// The same topology with `duration` of traffic (for shrinking a reproduction).
+    pub fn with_duration(mut self, duration: SimDuration) -> Result<Topology, TopologyError> {
+        if duration.is_zero() {
+            return Err(TopologyError::ZeroDuration);
+        }
+        self.duration = duration;
+        Ok(self)
+    }
+
+    /// The mean arrival rate of the traffic, requests per second (before its profile).
+    pub fn rate(&self) -> f64 {
+        self.traffic.inter_arrival.mean().map_or(0.0, |m| 1.0 / m)
+    }
+
+    /// The same topology with its open-loop arrivals at `rate` per second (exponential gaps).
+    pub fn with_rate(mut self, rate: f64) -> Result<Topology, TopologyError> {
+        self.traffic.inter_arrival =
+            Dist::exponential(1.0 / rate).map_err(|e| TopologyError::Rate(e.to_string()))?;
+        Ok(self)
+    }
+
+    /// The bounds of the invariant checks.
+    pub fn invariants(&self) -> InvariantConfig {
+        self.invariants
+    }
+
     /// Bounds of the invariant checks (liveness bound, violations kept).
     pub fn with_invariants(mut self, cfg: InvariantConfig) -> Topology {
         self.invariants = cfg;

@@ -145,6 +145,16 @@ impl Topology {
         Ok(self)
     }
 
+    /// Whether this topology has an L2 cache (a cache, or ClientToken records kept in it).
+    pub fn has_l2(&self) -> bool {
+        self.cache.is_some() || self.idempotency_in_l2()
+    }
+
+    /// Whether this topology runs the workflow engine.
+    pub fn has_workflows(&self) -> bool {
+        self.workflows.is_some()
+    }
+
     /// The faults this topology injects.
     pub fn faults(&self) -> &FaultPlan {
         &self.faults

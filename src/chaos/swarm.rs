@@ -1,0 +1,281 @@
+//! One swarm seed: a random fault plan drawn from the scenario's allowed set (kinds, targets,
+//! windows, intensities), run with a quiet period at the end, and judged by the invariants.
+
+use super::ChaosConfig;
+use crate::deps::FaultCode;
+use crate::faults::{Fault, FaultKind, FaultPlan, Target};
+use crate::invariants::Violation;
+use crate::kernel::{Dist, RootSeed, SimDuration, SimRng, SimTime};
+use crate::world::{RunResult, Topology};
+
+/// What one seed found.
+#[derive(Clone, Debug)]
+pub struct SeedRun {
+    pub seed: u64,
+    pub plan: FaultPlan,
+    /// The run's outcome label (`drained`, `time_limit`, `event_limit`...).
+    pub outcome: &'static str,
+    pub trace_hash: String,
+    pub violations: Vec<Violation>,
+    pub requests: u64,
+    pub rate_5xx: f64,
+}
+
+impl SeedRun {
+    /// The failure this seed shows, if any: its first violation's invariant, or a safety bound.
+    pub fn failure(&self) -> Option<String> {
+        if let Some(v) = self.violations.first() {
+            return Some(v.invariant.name().to_string());
+        }
+        match self.outcome {
+            "event_limit" | "pending_limit" | "invariant_violated" => {
+                Some(self.outcome.to_string())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Whether a topology can take a fault kind at all (what it needs exists).
+fn applicable(topo: &Topology, kind: &str) -> bool {
+    match kind {
+        "l2_loss" | "l2_flush" => topo.has_l2(),
+        "worker_crash" => topo.has_workflows(),
+        _ => true,
+    }
+}
+
+/// The kinds a swarm over `topo` draws from.
+pub fn allowed_kinds(topo: &Topology, cfg: &ChaosConfig) -> Vec<&'static str> {
+    let all: &[&'static str] = if cfg.kinds().is_empty() {
+        &crate::faults::KIND_NAMES
+    } else {
+        cfg.kinds()
+    };
+    all.iter()
+        .copied()
+        .filter(|k| applicable(topo, k))
+        .collect()
+}
+
+/// Uniform in [lo, hi).
+fn uniform(rng: &mut SimRng, lo: f64, hi: f64) -> f64 {
+    lo + (hi - lo) * rng.unit()
+}
+
+/// Log-uniform in [lo, hi).
+fn log_uniform(rng: &mut SimRng, lo: f64, hi: f64) -> f64 {
+    (lo.ln() + (hi.ln() - lo.ln()) * rng.unit()).exp()
+}
+
+fn pick<'a, T>(rng: &mut SimRng, xs: &'a [T]) -> &'a T {
+    &xs[rng.below(xs.len() as u64) as usize]
+}
+
+/// Draws the plan of `seed`: 1 to `max_faults` faults, each in the traffic's duration minus
+/// the quiet period. Deterministic in (topology, config, seed).
+pub fn draw_plan(topo: &Topology, cfg: &ChaosConfig, seed: u64) -> FaultPlan {
+    let mut rng = RootSeed::new(seed).fork("chaos.plan");
+    let kinds = allowed_kinds(topo, cfg);
+    let mut plan = FaultPlan::default();
+    if kinds.is_empty() {
+        return plan;
+    }
+    let latest_end = topo.duration().as_ns().saturating_sub(cfg.quiet().as_ns());
+    if latest_end < SimDuration::from_secs(2).as_ns() {
+        return plan;
+    }
+    let n = 1 + rng.below(u64::from(cfg.max_faults()));
+    let mut tries = 0;
+    while (plan.len() as u64) < n && tries < 100 {
+        tries += 1;
+        let kind = *pick(&mut rng, &kinds);
+        let start_ns = rng.below(latest_end - SimDuration::from_secs(1).as_ns());
+        let room = latest_end - start_ns;
+        let max_window = cfg.max_window().as_ns().min(room) as f64;
+        let window = if max_window <= 1e9 {
+            max_window
+        } else {
+            log_uniform(&mut rng, 1e9, max_window)
+        };
+        let duration = SimDuration::from_ns(window as u64);
+        let Some((kind, target)) = draw_kind(topo, kind, &mut rng) else {
+            continue;
+        };
+        let start = SimTime::from_ns(start_ns);
+        let Ok(mut fault) = Fault::new(kind, target, start, duration) else {
+            continue;
+        };
+        if fault.kind().rampable() && rng.unit() < 0.3 {
+            let ramp = SimDuration::from_ns(
+                (duration.as_ns() as f64 * uniform(&mut rng, 0.1, 0.5)) as u64,
+            );
+            fault = fault.clone().with_ramp(ramp).unwrap_or(fault);
+        }
+        plan.push(fault);
+    }
+    plan
+}
+
+/// A kind's parameters and a target for it.
+fn draw_kind(topo: &Topology, kind: &str, rng: &mut SimRng) -> Option<(FaultKind, Target)> {
+    let deps: Vec<String> = topo
+        .dependencies()
+        .iter()
+        .map(|d| d.name().to_string())
+        .collect();
+    let dep = |rng: &mut SimRng| Target::Dependency {
+        name: pick(rng, &deps).clone(),
+        endpoint: None,
+    };
+    let node = |rng: &mut SimRng| {
+        if rng.unit() < 0.2 {
+            Target::Nodes
+        } else {
+            Target::Node(rng.below(u64::from(topo.nodes())) as u32)
+        }
+    };
+    Some(match kind {
+        "dep_latency" => (
+            FaultKind::DepLatency {
+                add: None,
+                multiply: log_uniform(rng, 2.0, 20.0),
+            },
+            dep(rng),
+        ),
+        "dep_errors" => (
+            FaultKind::DepErrors {
+                code: *pick(
+                    rng,
+                    &[
+                        FaultCode::InternalError,
+                        FaultCode::ServiceUnavailable,
+                        FaultCode::Throttling,
+                        FaultCode::Timeout,
+                    ],
+                ),
+                probability: uniform(rng, 0.05, 1.0),
+            },
+            dep(rng),
+        ),
+        "dep_blackhole" => (FaultKind::DepBlackhole, dep(rng)),
+        "dep_partial_outage" => (
+            FaultKind::DepPartialOutage {
+                fraction: uniform(rng, 0.1, 0.9),
+            },
+            dep(rng),
+        ),
+        "node_crash" => (FaultKind::NodeCrash, node(rng)),
+        "node_pause" => (
+            FaultKind::NodePause {
+                pause: Dist::constant(uniform(rng, 0.2, 5.0)).ok()?,
+                every: (rng.unit() < 0.5).then(|| SimDuration::from_secs(10 + rng.below(50))),
+            },
+            node(rng),
+        ),
+        "heap_leak" => (
+            FaultKind::HeapLeak {
+                bytes_per_sec: (log_uniform(rng, 0.1, 2.0) * f64::from(1u32 << 30) / 60.0) as u64,
+            },
+            node(rng),
+        ),
+        "db_slow_sql" => (
+            FaultKind::DbSlowSql {
+                class: (rng.unit() < 0.5).then(|| *pick(rng, &crate::db::QueryClass::ALL)),
+                multiply: log_uniform(rng, 2.0, 50.0),
+            },
+            Target::Db,
+        ),
+        "db_failover" => (FaultKind::DbFailover, Target::Db),
+        "db_connection_leak" => (
+            FaultKind::DbConnectionLeak {
+                connections: 1 + rng.below(32) as u32,
+            },
+            node(rng),
+        ),
+        "replica_lag" => (
+            FaultKind::ReplicaLag {
+                lag: SimDuration::from_ms(500 + rng.below(30_000)),
+            },
+            Target::Db,
+        ),
+        "l2_loss" => (FaultKind::L2Loss, Target::L2),
+        "l2_flush" => (FaultKind::L2Flush, Target::L2),
+        "partition" => {
+            let mut peers = vec![Target::Db];
+            peers.extend(deps.iter().map(|d| Target::Dependency {
+                name: d.clone(),
+                endpoint: None,
+            }));
+            if topo.has_l2() {
+                peers.push(Target::L2);
+            }
+            (
+                FaultKind::Partition {
+                    peer: pick(rng, &peers).clone(),
+                },
+                Target::Node(rng.below(u64::from(topo.nodes())) as u32),
+            )
+        }
+        "clock_skew" => {
+            let ms = 1_000 + rng.below(119_000) as i64;
+            (
+                FaultKind::ClockSkew {
+                    skew_ns: if rng.unit() < 0.5 { ms } else { -ms } * 1_000_000,
+                },
+                node(rng),
+            )
+        }
+        "worker_crash" => (
+            FaultKind::WorkerCrash {
+                workers: 1 + rng.below(8) as u32,
+            },
+            Target::Workflow,
+        ),
+        "traffic_surge" => (
+            FaultKind::TrafficSurge {
+                multiply: uniform(rng, 1.5, 5.0),
+            },
+            Target::Traffic,
+        ),
+        "hot_tenant" => (
+            FaultKind::HotTenant {
+                account: rng.below(u64::from(topo.traffic().accounts)) as u32,
+                share: uniform(rng, 0.1, 0.8),
+            },
+            Target::Traffic,
+        ),
+        "client_no_backoff" => (FaultKind::ClientNoBackoff, Target::Traffic),
+        "quota_too_low" => (
+            FaultKind::QuotaTooLow {
+                factor: uniform(rng, 0.05, 0.5),
+            },
+            Target::Gateway,
+        ),
+        _ => return None,
+    })
+}
+
+/// Runs `topo` with `plan` under `seed` and collects what the swarm reports.
+pub fn run_plan(topo: &Topology, plan: &FaultPlan, seed: u64) -> SeedRun {
+    let t = topo
+        .clone()
+        .with_faults(plan.clone())
+        .expect("drawn and shrunk plans target what the topology has");
+    let r: RunResult = t.run(RootSeed::new(seed));
+    SeedRun {
+        seed,
+        plan: plan.clone(),
+        outcome: r.report.outcome.label(),
+        trace_hash: r.trace_hash().to_string(),
+        violations: r.violations.clone(),
+        requests: r.requests(),
+        rate_5xx: r.rate_5xx(),
+    }
+}
+
+/// Draws and runs seed `seed`.
+pub fn run_seed(topo: &Topology, cfg: &ChaosConfig, seed: u64) -> SeedRun {
+    let plan = draw_plan(topo, cfg, seed);
+    run_plan(topo, &plan, seed)
+}
