@@ -39,6 +39,7 @@ pub mod cli;
 pub mod db;
 pub mod deps;
 pub mod faults;
+pub mod gameday;
 pub mod gc;
 pub mod idempotency;
 pub mod invariants;

@@ -382,6 +382,12 @@ impl<K: Ord + IndexKey, V: Copy> L2Cache<K, V> {
         n
     }
 
+    /// Runbook hook (warm the cache): stores `value` under `key` at `now` for `ttl`, out of
+    /// band (no request, no service time: the warming's own load is not modelled).
+    pub fn warm(&mut self, now: SimTime, key: K, value: Cached<V>, ttl: SimDuration) {
+        self.apply(L2Op::Set { key, value, ttl }, now);
+    }
+
     /// Handles a request: refuses it at once, starts it, or queues it.
     pub fn on_request<M: From<L2Reply<V>> + From<L2Timer>>(
         &mut self,

@@ -239,6 +239,29 @@ pub fn run(args: &RunArgs) -> Result<u8, CliError> {
             );
         }
     }
+    if let Some(g) = &result.gameday {
+        for f in &g.firings {
+            let rule = &g.config.alerts[f.alert];
+            println!(
+                "alert {:<20} names {:<12} fired {}  resolved {}",
+                rule.name,
+                rule.component,
+                f.fired_at,
+                f.resolved_at.map_or("-".into(), |t| t.to_string())
+            );
+        }
+        for a in &g.actions {
+            println!(
+                "runbook {} at {}: {}",
+                g.config.runbook[a.step].action.name(),
+                a.at,
+                a.note
+            );
+        }
+        for t in &g.timelines {
+            println!("1-5-10 {t}");
+        }
+    }
     println!("results: {}", path.display());
     if result.series.is_some() {
         println!("timeseries: {}", series_path.display());

@@ -19,7 +19,7 @@ pub const MAX_ROWS: u64 = 10_000;
 const WIDTHS_S: [u64; 6] = [1, 10, 60, 600, 3_600, 86_400];
 
 /// The CSV header of [`TimeSeries::to_csv`].
-pub const CSV_HEADER: &str = "t_s,requests,throughput_per_s,rate_5xx,latency_ms_p50,latency_ms_p99,queue_depth,gc_pause_ms,db_pool_wait_ms_mean,db_pool_wait_ms_p99,cache_l1_hit_ratio,db_queries";
+pub const CSV_HEADER: &str = "t_s,requests,throughput_per_s,rate_5xx,latency_ms_p50,latency_ms_p99,queue_depth,gc_pause_ms,db_pool_wait_ms_mean,db_pool_wait_ms_p99,cache_l1_hit_ratio,db_queries,l2_errors";
 
 /// The bucket width for a run that lasts at most `span`: 1 s, else 10 s (past 10,000 s, about
 /// 2.8 hours), else 1 min, 10 min, 1 h, 1 d, else whole seconds — the first giving at most
@@ -47,6 +47,8 @@ pub struct Totals {
     pub l1_hits: u64,
     /// Queries the database took into service.
     pub db_queries: u64,
+    /// Requests the L2 cache answered with an error (down, failing); 0 without an L2.
+    pub l2_errors: u64,
 }
 
 /// Responses of one bucket, filled by the gateway as they happen and taken at the bucket's end.
@@ -95,6 +97,8 @@ pub struct SeriesRow {
     pub l1_hits: Option<u64>,
     /// Queries the database took into service in the bucket.
     pub db_queries: u64,
+    /// L2 requests answered with an error in the bucket (0 without an L2).
+    pub l2_errors: u64,
 }
 
 impl SeriesRow {
@@ -198,6 +202,7 @@ impl TimeSeries {
                 .then(|| d(totals.l1_lookups, self.prev.l1_lookups)),
             l1_hits: self.cache.then(|| d(totals.l1_hits, self.prev.l1_hits)),
             db_queries: d(totals.db_queries, self.prev.db_queries),
+            l2_errors: d(totals.l2_errors, self.prev.l2_errors),
         });
         self.prev = totals;
         self.last = at;
@@ -234,7 +239,7 @@ impl TimeSeries {
         for r in &self.rows {
             writeln!(
                 s,
-                "{:.3},{},{:.3},{},{},{},{},{:.3},{},{},{},{}",
+                "{:.3},{},{:.3},{},{},{},{},{:.3},{},{},{},{},{}",
                 r.start.as_secs_f64(),
                 r.requests,
                 r.throughput_per_s(),
@@ -248,6 +253,7 @@ impl TimeSeries {
                 ms(r.pool_wait_p99_ns),
                 ratio(r.l1_hit_ratio()),
                 r.db_queries,
+                r.l2_errors,
             )
             .expect("writing to a String");
         }
@@ -306,6 +312,7 @@ mod tests {
             l1_lookups: lookups,
             l1_hits: hits,
             db_queries: db,
+            l2_errors: 0,
         };
         let mut pool = LatencyHistogram::new();
         pool.record(0);
@@ -376,7 +383,7 @@ mod tests {
         // capped at the exact max.
         assert_eq!(
             lines[1],
-            "0.000,4,4.000,0.250000,20.005,40.000,3,7.500,1.500,3.000,0.400000,100"
+            "0.000,4,4.000,0.250000,20.005,40.000,3,7.500,1.500,3.000,0.400000,100,0"
         );
         assert_eq!(lines[2], "1.000,0,0.000,,,,0,0.000,,,0.750000,150");
         assert_eq!(
@@ -398,7 +405,7 @@ mod tests {
         assert_eq!(ts.rows()[0].l1_lookups, None);
         assert_eq!(
             ts.to_csv().lines().nth(1),
-            Some("0.000,0,0.000,,,,0,0.000,,,,0")
+            Some("0.000,0,0.000,,,,0,0.000,,,,0,0")
         );
     }
 }

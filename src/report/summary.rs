@@ -332,6 +332,66 @@ pub fn summary(s: &Scenario, seed: u64, r: &RunResult, partial: bool, wall: Opti
             })
             .collect(),
     );
+    let gameday = r.gameday.as_ref().map_or(Json::Null, |g| {
+        let secs = |t: Option<crate::kernel::SimTime>| {
+            t.map_or(Json::Null, |t| Json::num(t.as_secs_f64(), 3))
+        };
+        Json::obj([
+            (
+                "alerts",
+                Json::Arr(
+                    g.firings
+                        .iter()
+                        .map(|f| {
+                            let rule = &g.config.alerts[f.alert];
+                            Json::obj([
+                                ("name", Json::str(rule.name.clone())),
+                                ("component", Json::str(rule.component.clone())),
+                                ("fired_s", Json::num(f.fired_at.as_secs_f64(), 3)),
+                                ("resolved_s", secs(f.resolved_at)),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+            (
+                "runbook",
+                Json::Arr(
+                    g.actions
+                        .iter()
+                        .map(|a| {
+                            Json::obj([
+                                ("action", Json::str(g.config.runbook[a.step].action.name())),
+                                ("at_s", Json::num(a.at.as_secs_f64(), 3)),
+                                ("note", Json::str(a.note.clone())),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+            (
+                "timeline",
+                Json::Arr(
+                    g.timelines
+                        .iter()
+                        .map(|t| {
+                            Json::obj([
+                                ("fault", Json::int(t.fault as u64)),
+                                ("component", Json::str(t.component.clone())),
+                                ("start_s", Json::num(t.start.as_secs_f64(), 3)),
+                                ("detected_s", secs(t.detected)),
+                                ("located_s", secs(t.located)),
+                                ("recovered_s", secs(t.recovered)),
+                                ("detected_within_1min", Json::Bool(t.detected_in_1())),
+                                ("located_within_5min", Json::Bool(t.located_in_5())),
+                                ("recovered_within_10min", Json::Bool(t.recovered_in_10())),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+        ])
+    });
     let requests = r.requests();
     let mut top = vec![
         ("schema", Json::str(SCHEMA)),
@@ -364,6 +424,7 @@ pub fn summary(s: &Scenario, seed: u64, r: &RunResult, partial: bool, wall: Opti
         ("slo", slo),
         ("faults", faults),
         ("invariants", invariants),
+        ("gameday", gameday),
     ];
     if let Some(w) = wall {
         let per_s = |n: u64| {

@@ -463,3 +463,170 @@ pub(super) fn read_expect(
         invariant,
     }))
 }
+
+/// Reads `[[alert]]` and `[[runbook]]` into a game day (empty without them).
+pub(super) fn read_gameday(
+    c: &mut Check<'_, '_>,
+    alerts: &Sp<Vec<Spanned<super::raw::RawAlert>>>,
+    runbook: &Sp<Vec<Spanned<super::raw::RawRunbook>>>,
+) -> Option<crate::gameday::GameDayConfig> {
+    use crate::gameday::{Action, AlertRule, GameDayConfig, Metric, RunbookStep, Trigger};
+    let mut cfg = GameDayConfig::default();
+    let mut ok = true;
+    let mut names: Vec<String> = Vec::new();
+    for (i, a) in alerts.iter().flat_map(|v| v.get_ref()).enumerate() {
+        let span = a.span();
+        let a = a.get_ref();
+        let path = format!("alert[{i}]");
+        let name = c
+            .required(&a.name, &span, &path, "name")
+            .map(|n| n.get_ref().clone());
+        if let (Some(n), Some(v)) = (&name, &a.name) {
+            if names.contains(n) {
+                c.problem(
+                    v.span(),
+                    &format!("{path}.name"),
+                    format!("alert `{n}` is defined twice"),
+                    Some("give every alert its own name".into()),
+                );
+                ok = false;
+            }
+        }
+        let metric = c.required(&a.metric, &span, &path, "metric").and_then(|m| {
+            let found = Metric::from_name(m.get_ref());
+            if found.is_none() {
+                c.problem(
+                    m.span(),
+                    &format!("{path}.metric"),
+                    format!("unknown metric `{}`", m.get_ref()),
+                    Some(name_hint(
+                        m.get_ref(),
+                        "metrics",
+                        Metric::ALL.map(|m| m.name()),
+                    )),
+                );
+            }
+            found
+        });
+        let threshold = match (&a.above, &a.below) {
+            (Some(x), None) => Some((true, *x.get_ref())),
+            (None, Some(x)) => Some((false, *x.get_ref())),
+            _ => {
+                c.problem(
+                    span.clone(),
+                    &path,
+                    "give exactly one of `above` and `below`".into(),
+                    Some("e.g. above = 0.01".into()),
+                );
+                None
+            }
+        };
+        let hold = c.opt_duration(
+            &a.hold,
+            &format!("{path}.for"),
+            SimDuration::ZERO,
+            SimDuration::DAY,
+            SimDuration::ZERO,
+        );
+        let component = a.component.as_ref().map_or_else(
+            || Some("gateway".to_string()),
+            |v| Some(v.get_ref().clone()),
+        );
+        match (name, metric, threshold, hold, component) {
+            (Some(name), Some(metric), Some((above, threshold)), Some(hold), Some(component)) => {
+                names.push(name.clone());
+                cfg.alerts.push(AlertRule {
+                    name,
+                    metric,
+                    above,
+                    threshold,
+                    hold,
+                    component,
+                });
+            }
+            _ => ok = false,
+        }
+    }
+    for (i, r) in runbook.iter().flat_map(|v| v.get_ref()).enumerate() {
+        let span = r.span();
+        let r = r.get_ref();
+        let path = format!("runbook[{i}]");
+        let action = c.required(&r.action, &span, &path, "action").and_then(|a| {
+            let name = a.get_ref().as_str();
+            let action = match name {
+                "fail_over_db" => Some(Action::FailOverDb),
+                "scale_out" => Some(Action::ScaleOut {
+                    nodes: r
+                        .nodes
+                        .as_ref()
+                        .map_or(1, |n| (*n.get_ref()).clamp(1, 1024) as u32),
+                }),
+                "flush_cache" => Some(Action::FlushCache),
+                "warm_cache" => Some(Action::WarmCache),
+                "raise_quota" => Some(Action::RaiseQuota {
+                    factor: r.factor.as_ref().map_or(10.0, |f| *f.get_ref()),
+                }),
+                "enable_shedding" => Some(Action::EnableShedding),
+                _ => None,
+            };
+            if action.is_none() {
+                c.problem(
+                    a.span(),
+                    &format!("{path}.action"),
+                    format!("unknown action `{name}`"),
+                    Some(name_hint(name, "actions", Action::NAMES)),
+                );
+            }
+            action
+        });
+        if let Some(Action::RaiseQuota { factor }) = &action {
+            if !(factor.is_finite() && *factor > 1.0 && *factor <= 1e6) {
+                c.problem(
+                    span.clone(),
+                    &format!("{path}.factor"),
+                    format!("{factor} is out of range"),
+                    Some("a quota factor > 1, e.g. factor = 10".into()),
+                );
+                ok = false;
+            }
+        }
+        let trigger = match (&r.at, &r.on_alert) {
+            (Some(at), None) => Some(Trigger::At(
+                crate::kernel::SimTime::ZERO.saturating_add(*at.get_ref()),
+            )),
+            (None, Some(name)) => match names.iter().position(|n| n == name.get_ref()) {
+                Some(alert) => Some(Trigger::OnAlert {
+                    alert,
+                    delay: r.delay.as_ref().map_or(SimDuration::ZERO, |d| *d.get_ref()),
+                }),
+                None => {
+                    c.problem(
+                        name.span(),
+                        &format!("{path}.on_alert"),
+                        format!("no alert named `{}`", name.get_ref()),
+                        Some(name_hint(
+                            name.get_ref(),
+                            "alerts",
+                            names.iter().map(String::as_str),
+                        )),
+                    );
+                    None
+                }
+            },
+            _ => {
+                c.problem(
+                    span.clone(),
+                    &path,
+                    "give exactly one of `at` and `on_alert`".into(),
+                    Some("e.g. on_alert = \"l2-down\" with delay = \"2m\"".into()),
+                );
+                None
+            }
+        };
+        match (action, trigger) {
+            (Some(action), Some(trigger)) => cfg.runbook.push(RunbookStep { action, trigger }),
+            _ => ok = false,
+        }
+    }
+    ok.then_some(cfg)
+}

@@ -160,6 +160,10 @@ impl Slo {
             .map(|(_, v)| *v)
             .or(self.p99_ms)
     }
+    /// The p99 target of every API (`p99_ms`), ms, if any.
+    pub fn p99_all(&self) -> Option<f64> {
+        self.p99_ms
+    }
     pub fn rate_5xx_max(&self) -> Option<f64> {
         self.rate_5xx_max
     }

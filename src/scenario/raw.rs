@@ -27,6 +27,33 @@ pub(super) struct RawScenario {
     pub slo: Sp<RawSlo>,
     pub chaos: Sp<RawChaos>,
     pub expect: Sp<RawExpect>,
+    pub alert: Sp<Vec<Spanned<RawAlert>>>,
+    pub runbook: Sp<Vec<Spanned<RawRunbook>>>,
+}
+
+/// `[[alert]]`: a game day's alert rule.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAlert {
+    pub name: Sp<String>,
+    pub metric: Sp<String>,
+    pub above: Sp<f64>,
+    pub below: Sp<f64>,
+    #[serde(rename = "for")]
+    pub hold: Sp<SimDuration>,
+    pub component: Sp<String>,
+}
+
+/// `[[runbook]]`: an operator's action at a time or after an alert.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRunbook {
+    pub action: Sp<String>,
+    pub at: Sp<SimDuration>,
+    pub on_alert: Sp<String>,
+    pub delay: Sp<SimDuration>,
+    pub nodes: Sp<i64>,
+    pub factor: Sp<f64>,
 }
 
 /// `[chaos]`: what `firedrill chaos` may draw for this scenario.
@@ -299,6 +326,8 @@ pub(super) struct RawSlo {
     pub api_p99_ms: Option<BTreeMap<Spanned<String>, Spanned<f64>>>,
     /// The most 5XX responses allowed, as a fraction of all requests.
     pub rate_5xx_max: Sp<f64>,
+    /// Game days: the SLO must hold this long for a fault to count as recovered.
+    pub recovery_hold: Sp<SimDuration>,
 }
 
 static API_SHAPE: Shape = Shape {
@@ -402,6 +431,14 @@ static EXPECT_SHAPE: Shape = Shape {
     fields: fields_of::<RawExpect>,
     subs: &[],
 };
+static ALERT_SHAPE: Shape = Shape {
+    fields: fields_of::<RawAlert>,
+    subs: &[],
+};
+static RUNBOOK_SHAPE: Shape = Shape {
+    fields: fields_of::<RawRunbook>,
+    subs: &[],
+};
 pub(super) static ROOT_SHAPE: Shape = Shape {
     fields: fields_of::<RawScenario>,
     subs: &[
@@ -411,5 +448,7 @@ pub(super) static ROOT_SHAPE: Shape = Shape {
         ("slo", Sub::Table(&SLO_SHAPE)),
         ("chaos", Sub::Table(&CHAOS_SHAPE)),
         ("expect", Sub::Table(&EXPECT_SHAPE)),
+        ("alert", Sub::Tables(&ALERT_SHAPE)),
+        ("runbook", Sub::Tables(&RUNBOOK_SHAPE)),
     ],
 };

@@ -706,6 +706,12 @@ pub fn scenario_schema() -> Json {
                 "rate_5xx_max",
                 num("Most 5XX responses, as a share of all.", 0.0, 1.0),
             ),
+            (
+                "recovery_hold",
+                duration(
+                    "Game days: the SLO holds this long for a fault to count as recovered (default 60s).",
+                ),
+            ),
         ],
         &[],
     );
@@ -752,6 +758,140 @@ pub fn scenario_schema() -> Json {
                 ]),
             ),
             ("slo", slo),
+            (
+                "chaos",
+                table(
+                    "What `firedrill chaos` may draw for this scenario.",
+                    vec![
+                        (
+                            "kinds",
+                            Json::obj([
+                                ("type", Json::str("array")),
+                                ("items", one_of("A fault kind.", &crate::faults::KIND_NAMES)),
+                                (
+                                    "description",
+                                    Json::str(
+                                        "Fault kinds allowed (default: every kind the topology can take).",
+                                    ),
+                                ),
+                            ]),
+                        ),
+                        (
+                            "max_faults",
+                            int("Faults per plan at most (default 3).", 1, 20),
+                        ),
+                        (
+                            "quiet",
+                            duration("Fault-free traffic at the end of every run (default 120s)."),
+                        ),
+                        (
+                            "max_window",
+                            duration("Longest fault window (default 300s)."),
+                        ),
+                        (
+                            "liveness_bound",
+                            duration("Longest stay in a transitional state (default 660s)."),
+                        ),
+                    ],
+                    &[],
+                ),
+            ),
+            (
+                "alert",
+                Json::obj([
+                    ("type", Json::str("array")),
+                    (
+                        "description",
+                        Json::str("Game-day alert rules ([[alert]] tables)."),
+                    ),
+                    (
+                        "items",
+                        table(
+                            "An alert: fires when `metric` is above/below its threshold for `for`.",
+                            vec![
+                                (
+                                    "name",
+                                    string("Names the alert (runbook steps refer to it)."),
+                                ),
+                                (
+                                    "metric",
+                                    one_of(
+                                        "What it watches, per time-series bucket.",
+                                        &crate::gameday::Metric::ALL.map(|m| m.name()),
+                                    ),
+                                ),
+                                ("above", num("Fires above this.", -1e18, 1e18)),
+                                ("below", num("Fires below this.", -1e18, 1e18)),
+                                (
+                                    "for",
+                                    duration("How long the condition must hold (default 0s)."),
+                                ),
+                                (
+                                    "component",
+                                    string(
+                                        "What the alert names: gateway, nodes, db, l2, workflow, traffic, dep.<name> (default gateway).",
+                                    ),
+                                ),
+                            ],
+                            &["name", "metric"],
+                        ),
+                    ),
+                ]),
+            ),
+            (
+                "runbook",
+                Json::obj([
+                    ("type", Json::str("array")),
+                    (
+                        "description",
+                        Json::str("Game-day runbook steps ([[runbook]] tables)."),
+                    ),
+                    (
+                        "items",
+                        table(
+                            "An operator's action, at a time or a delay after an alert fires.",
+                            vec![
+                                (
+                                    "action",
+                                    one_of(
+                                        "What the operator does.",
+                                        &crate::gameday::Action::NAMES,
+                                    ),
+                                ),
+                                ("at", duration("When (from time zero).")),
+                                ("on_alert", string("After this alert fires (once).")),
+                                (
+                                    "delay",
+                                    duration("Reaction time after the alert (default 0s)."),
+                                ),
+                                ("nodes", int("scale_out: nodes to add.", 1, 1024)),
+                                ("factor", num("raise_quota: quota factor.", 1.0, 1e6)),
+                            ],
+                            &["action"],
+                        ),
+                    ),
+                ]),
+            ),
+            (
+                "expect",
+                table(
+                    "What a reproduction reproduces (written by `chaos`, checked by `replay`).",
+                    vec![
+                        (
+                            "trace_hash",
+                            string("The run's trace hash (16 hex digits)."),
+                        ),
+                        (
+                            "invariant",
+                            one_of(
+                                "The invariant it breaks.",
+                                &crate::invariants::Invariant::ALL.map(|i| i.name()),
+                            ),
+                        ),
+                    ],
+                    &["trace_hash"],
+                ),
+            ),
         ],
         &["name", "duration", "workload"],
     );

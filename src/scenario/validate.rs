@@ -597,6 +597,16 @@ pub(super) fn validate(
     let faults = super::faults::read_faults(c, &raw.fault, duration);
     let chaos = super::faults::read_chaos(c, &raw.chaos);
     let expect = super::faults::read_expect(c, &raw.expect);
+    let gameday = super::faults::read_gameday(c, &raw.alert, &raw.runbook);
+    let recovery_hold = c.opt_duration(
+        &raw.slo
+            .as_ref()
+            .and_then(|s| s.get_ref().recovery_hold.clone()),
+        "slo.recovery_hold",
+        SimDuration::ZERO,
+        SimDuration::DAY,
+        SimDuration::from_secs(60),
+    );
 
     // ------------------------------------------------------------------------- topology
     let topo = raw.topology.as_ref();
@@ -1353,6 +1363,21 @@ pub(super) fn validate(
             ..topology.invariants()
         };
         topology = topology.with_invariants(cfg);
+    }
+    let gameday = gameday?;
+    if !gameday.is_empty() {
+        let slo_ref = slo.as_ref()?;
+        let recovery = crate::world::RecoverySlo {
+            p99_ms: slo_ref.p99_all(),
+            rate_5xx_max: slo_ref.rate_5xx_max(),
+            hold: recovery_hold?,
+        };
+        topology = built(
+            c,
+            topology.with_gameday(gameday, recovery),
+            &root,
+            "runbook",
+        )?;
     }
     let plan = crate::faults::FaultPlan::new(faults.iter().map(|(f, _)| f.clone()).collect());
     topology = match topology.with_faults(plan) {

@@ -3,7 +3,9 @@
 //! API nodes → database and dependencies, runs it under a seed and returns typed results.
 
 mod faults;
+mod gameday;
 pub use faults::FaultEvent;
+pub use gameday::{GameDayResult, RecoverySlo};
 
 use crate::api::gateway::{ApiMetrics, Gateway, STATUSES, status_at};
 use crate::api::lb::LbPolicy;
@@ -235,6 +237,8 @@ pub enum TopologyError {
     ZeroDuration,
     #[error("reconciliation compares the workflow engine's resources: call with_workflows first")]
     ReconciliationNeedsWorkflows,
+    #[error("game day: {0}")]
+    GameDay(String),
     #[error("rate: {0}")]
     Rate(String),
     #[error("fault[{index}]: {reason}")]
@@ -279,6 +283,8 @@ pub struct Topology {
     faults: crate::faults::FaultPlan,
     /// Bounds of the invariant checks.
     invariants: InvariantConfig,
+    /// A game day's alerts and runbook, and the SLO recovery is judged by.
+    gameday: Option<(crate::gameday::GameDayConfig, RecoverySlo)>,
 }
 
 /// The workflow engine behind the mutating APIs: RunInstances inserts Pending rows and hands
@@ -354,6 +360,7 @@ impl Topology {
             replay: None,
             faults: crate::faults::FaultPlan::default(),
             invariants: InvariantConfig::default(),
+            gameday: None,
         })
     }
 
@@ -754,6 +761,16 @@ impl Topology {
             violations: Vec::new(),
             violations_total: 0,
             invariants: self.invariants,
+            gameday: self
+                .gameday
+                .as_ref()
+                .map(|(g, _)| crate::gameday::GameDay::new(g.clone())),
+            recovery_slo: self.gameday.as_ref().map(|(_, s)| *s),
+            l2_ttl: self
+                .cache
+                .as_ref()
+                .map_or(SimDuration::from_secs(300), |c| c.l2_ttl),
+            traffic_end: SimTime::ZERO.saturating_add(self.duration),
         }
     }
 
@@ -788,6 +805,12 @@ pub struct World {
     violations: Vec<Violation>,
     violations_total: u64,
     invariants: InvariantConfig,
+    gameday: Option<crate::gameday::GameDay>,
+    recovery_slo: Option<RecoverySlo>,
+    /// The TTL of values nodes store in the L2 (runbook warming uses it).
+    l2_ttl: SimDuration,
+    /// When the traffic ends (game days judge recovery up to it).
+    traffic_end: SimTime,
 }
 
 /// Per-API results, as the client saw them.
@@ -833,6 +856,8 @@ pub struct RunResult {
     pub report: RunReport,
     /// Broken invariants (empty: none seen), in time order.
     pub violations: Vec<Violation>,
+    /// The game day's alerts, runbook and 1-5-10 timelines, when there was one.
+    pub gameday: Option<GameDayResult>,
     pub apis: Vec<ApiResult>,
     pub nodes: Vec<NodeResult>,
     pub db: DbStats,
@@ -969,7 +994,8 @@ impl World {
                 .map(|p| SimTime::ZERO.saturating_add(p.saturating_mul(self.audits_done + 1)));
             let sample_at = self.series.as_ref().and_then(TimeSeries::next_instant);
             let fault_at = self.next_fault_at();
-            let due = [audit_at, sample_at, fault_at]
+            let runbook_at = self.next_runbook_at();
+            let due = [audit_at, sample_at, fault_at, runbook_at]
                 .into_iter()
                 .flatten()
                 .filter(|&t| t <= until)
@@ -994,6 +1020,9 @@ impl World {
             }
             if sample_at == Some(at) {
                 self.sample_bucket(at);
+            }
+            if runbook_at == Some(at) {
+                self.run_runbook(at);
             }
         }
     }
@@ -1023,6 +1052,9 @@ impl World {
         if let Part::Db(db) = self.sim.component(self.db) {
             totals.db_queries = db.stats().served();
         }
+        if let Some(Part::L2(l2)) = self.l2.map(|id| self.sim.component(id)) {
+            totals.l2_errors = l2.stats().errors();
+        }
         (totals, depth, responses, pool_waits)
     }
 
@@ -1037,6 +1069,7 @@ impl World {
         if let Some(s) = &mut self.series {
             s.sample(now, totals, depth, &responses, &pool_waits);
         }
+        self.gameday_on_row();
     }
 
     /// The last, shorter bucket up to the run's end.
@@ -1049,6 +1082,7 @@ impl World {
         if let Some(s) = &mut self.series {
             s.close(end, totals, depth, &responses, &pool_waits);
         }
+        self.gameday_on_row();
     }
 
     /// The time series sampled so far, when sampling is on.
@@ -1194,6 +1228,7 @@ impl World {
         let violations = self.end_violations(&report);
         RunResult {
             violations,
+            gameday: self.gameday_result(),
             client: traffic.client_stats().cloned(),
             replay: traffic.replay_stats().cloned(),
             report,
