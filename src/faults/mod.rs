@@ -7,8 +7,10 @@
 //! pushes each component's combined fault state to it, so a run with faults is still a pure
 //! function of (scenario, seed).
 
+pub mod bugs;
 pub mod plan;
 
+pub use bugs::{BUG_NAMES, PlantedBugs};
 pub use plan::{Edge, FaultPlan, FaultStep, RAMP_STEPS};
 
 use crate::db::QueryClass;

@@ -168,6 +168,11 @@ impl IdemConfig {
     pub const fn store(&self) -> StoreKind {
         self.store
     }
+    /// The same configuration in another mode (planting the check-then-write bug).
+    pub const fn with_mode(mut self, mode: Mode) -> IdemConfig {
+        self.mode = mode;
+        self
+    }
 }
 
 impl Default for IdemConfig {

@@ -630,3 +630,27 @@ pub(super) fn read_gameday(
     }
     ok.then_some(cfg)
 }
+
+/// Reads `[bugs]`: planted bug name = true.
+pub(super) fn read_bugs(
+    c: &mut Check<'_, '_>,
+    raw: &Option<std::collections::BTreeMap<Spanned<String>, Spanned<bool>>>,
+) -> Option<crate::faults::PlantedBugs> {
+    let mut bugs = crate::faults::PlantedBugs::default();
+    let mut ok = true;
+    for (k, v) in raw.iter().flatten() {
+        let mut probe = crate::faults::PlantedBugs::default();
+        if !probe.plant(k.get_ref()) {
+            c.problem(
+                k.span(),
+                &format!("bugs.{}", k.get_ref()),
+                format!("no planted bug `{}`", k.get_ref()),
+                Some(name_hint(k.get_ref(), "bugs", crate::faults::BUG_NAMES)),
+            );
+            ok = false;
+        } else if *v.get_ref() {
+            bugs.plant(k.get_ref());
+        }
+    }
+    ok.then_some(bugs)
+}

@@ -28,6 +28,8 @@ pub(super) struct RawScenario {
     pub chaos: Sp<RawChaos>,
     pub expect: Sp<RawExpect>,
     pub alert: Sp<Vec<Spanned<RawAlert>>>,
+    /// Planted bugs by name = true (to prove the invariant checkers).
+    pub bugs: Option<BTreeMap<Spanned<String>, Spanned<bool>>>,
     pub runbook: Sp<Vec<Spanned<RawRunbook>>>,
 }
 
@@ -449,6 +451,7 @@ pub(super) static ROOT_SHAPE: Shape = Shape {
         ("chaos", Sub::Table(&CHAOS_SHAPE)),
         ("expect", Sub::Table(&EXPECT_SHAPE)),
         ("alert", Sub::Tables(&ALERT_SHAPE)),
+        ("bugs", Sub::Map),
         ("runbook", Sub::Tables(&RUNBOOK_SHAPE)),
     ],
 };

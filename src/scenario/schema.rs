@@ -797,6 +797,17 @@ pub fn scenario_schema() -> Json {
                 ),
             ),
             (
+                "bugs",
+                table(
+                    "Planted bugs (to prove the invariant checkers): name = true.",
+                    crate::faults::BUG_NAMES
+                        .iter()
+                        .map(|n| (*n, boolean("Plant this bug.")))
+                        .collect(),
+                    &[],
+                ),
+            ),
+            (
                 "alert",
                 Json::obj([
                     ("type", Json::str("array")),

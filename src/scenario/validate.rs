@@ -598,6 +598,7 @@ pub(super) fn validate(
     let chaos = super::faults::read_chaos(c, &raw.chaos);
     let expect = super::faults::read_expect(c, &raw.expect);
     let gameday = super::faults::read_gameday(c, &raw.alert, &raw.runbook);
+    let bugs = super::faults::read_bugs(c, &raw.bugs);
     let recovery_hold = c.opt_duration(
         &raw.slo
             .as_ref()
@@ -1364,6 +1365,7 @@ pub(super) fn validate(
         };
         topology = topology.with_invariants(cfg);
     }
+    topology = topology.with_bugs(bugs?);
     let gameday = gameday?;
     if !gameday.is_empty() {
         let slo_ref = slo.as_ref()?;

@@ -285,6 +285,8 @@ pub struct Topology {
     invariants: InvariantConfig,
     /// A game day's alerts and runbook, and the SLO recovery is judged by.
     gameday: Option<(crate::gameday::GameDayConfig, RecoverySlo)>,
+    /// Planted bugs (none: the correct core).
+    bugs: crate::faults::PlantedBugs,
 }
 
 /// The workflow engine behind the mutating APIs: RunInstances inserts Pending rows and hands
@@ -361,6 +363,7 @@ impl Topology {
             faults: crate::faults::FaultPlan::default(),
             invariants: InvariantConfig::default(),
             gameday: None,
+            bugs: crate::faults::PlantedBugs::default(),
         })
     }
 

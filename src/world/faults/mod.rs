@@ -16,7 +16,7 @@ mod traffic;
 
 use super::{Topology, TopologyError, World};
 use crate::faults::plan::PlanWalk;
-use crate::faults::{Edge, Fault, FaultKind, FaultPlan, FaultStep, Target};
+use crate::faults::{Edge, Fault, FaultKind, FaultPlan, FaultStep, PlantedBugs, Target};
 use crate::kernel::{RootSeed, SimRng, SimTime};
 
 /// A fault's start or end as it happened in a run, for reports and game days.
@@ -143,6 +143,23 @@ impl Topology {
         }
         self.faults = plan;
         Ok(self)
+    }
+
+    /// Plants bugs (see [`PlantedBugs`]); a non-atomic idempotency bug switches the ClientToken
+    /// store to check-then-write.
+    pub fn with_bugs(mut self, bugs: PlantedBugs) -> Topology {
+        if bugs.non_atomic_idempotency {
+            self.idempotency = self
+                .idempotency
+                .with_mode(crate::idempotency::Mode::NonAtomic);
+        }
+        self.bugs = bugs;
+        self
+    }
+
+    /// The planted bugs (none by default).
+    pub fn bugs(&self) -> PlantedBugs {
+        self.bugs
     }
 
     /// Whether this topology has an L2 cache (a cache, or ClientToken records kept in it).
