@@ -1,6 +1,7 @@
 //! All integration tests in one binary (one link, one run). Run optimized:
 //! `cargo test --release` — the statistical tests need millions of samples.
 
+mod chaos;
 mod cli;
 mod client;
 mod core;
