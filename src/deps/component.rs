@@ -180,6 +180,20 @@ pub struct DependencyStats {
     pub latency: LatencyHistogram,
     pub max_concurrency: u32,
     pub max_queue: u32,
+    /// Per endpoint, in the spec's order: what its calls did (to tell one endpoint's faults
+    /// from another's).
+    pub endpoints: Vec<EndpointStats>,
+}
+
+/// What one endpoint's calls did (calls that took a slot).
+#[derive(Clone, Debug, Default)]
+pub struct EndpointStats {
+    /// Calls that took a slot.
+    pub started: u64,
+    /// Of `started`: failed or blackholed by an injected error, a fault or a hook.
+    pub injected: u64,
+    /// Arrival to reply, for calls replied to.
+    pub latency: LatencyHistogram,
 }
 
 impl DependencyStats {
@@ -467,7 +481,10 @@ impl Dependency {
             token_order: VecDeque::new(),
             stock,
             faults: Faults::default(),
-            stats: DependencyStats::default(),
+            stats: DependencyStats {
+                endpoints: vec![EndpointStats::default(); spec.endpoints().len()],
+                ..DependencyStats::default()
+            },
             spec,
         }
     }
@@ -667,16 +684,12 @@ impl Dependency {
                     code,
                     injected: false,
                 });
-                self.stats
-                    .latency
-                    .record(now.saturating_since(arrived).as_ns());
+                self.record_latency(&call, now.saturating_since(arrived));
                 self.reply(call.reply_to, call.tag, result, out);
             }
             Plan::Fail(code) => {
                 let code = code.error_code().expect("a timeout is a blackhole");
-                self.stats
-                    .latency
-                    .record(now.saturating_since(arrived).as_ns());
+                self.record_latency(&call, now.saturating_since(arrived));
                 self.reply(
                     call.reply_to,
                     call.tag,
@@ -697,6 +710,15 @@ impl Dependency {
         }
         if let Some((next, arrived)) = self.queue.pop_front() {
             self.start(next, arrived, out);
+        }
+    }
+
+    fn record_latency(&mut self, call: &DepCall, latency: SimDuration) {
+        self.stats.latency.record(latency.as_ns());
+        if let Some(ep) = self.endpoint_of[call.op.index()] {
+            self.stats.endpoints[ep as usize]
+                .latency
+                .record(latency.as_ns());
         }
     }
 
@@ -738,11 +760,15 @@ impl Dependency {
         let u = self.rng.unit();
         let base = self.latency[ep].sample_duration(&mut self.rng);
         let (plan, cause) = self.plan(ep, u, &call);
+        self.stats.endpoints[ep].started += 1;
         match plan {
             Plan::Serve => {}
             Plan::Fail(c) => self.stats.injected[c.index()] += 1,
             // The blackhole hook counts as an injected timeout too.
             Plan::Blackhole { .. } => self.stats.injected[FaultCode::Timeout.index()] += 1,
+        }
+        if plan != Plan::Serve {
+            self.stats.endpoints[ep].injected += 1;
         }
         match cause {
             Cause::Mock => {}
@@ -1607,7 +1633,10 @@ body = "{}"
         assert_eq!(d.faults().plan.len(), 4);
         d.set_plan_faults(vec![EndpointFaults::default(); 4]);
         assert!(d.faults().plan.is_empty(), "all neutral: none kept");
-        assert_eq!(d.faults().overrides[FaultCode::Throttling.index()], Some(0.0));
+        assert_eq!(
+            d.faults().overrides[FaultCode::Throttling.index()],
+            Some(0.0)
+        );
         assert_eq!(d.endpoint_index(DepOp::DetachDisk), Some(2));
         assert_eq!(d.endpoint_index(DepOp::AllocateHost), None);
     }
@@ -1645,14 +1674,13 @@ body = "{}"
         let mock = DISKS.replace("concurrency = 4", "concurrency = 100000");
         let mut w = World::new(&mock, 8, NEVER);
         let salt = 0x5eed;
-        w.dep_mut()
-            .set_plan_faults(vec![
-                EndpointFaults {
-                    outages: vec![(salt, 0.25)],
-                    ..EndpointFaults::default()
-                };
-                4
-            ]);
+        w.dep_mut().set_plan_faults(vec![
+            EndpointFaults {
+                outages: vec![(salt, 0.25)],
+                ..EndpointFaults::default()
+            };
+            4
+        ]);
         let n = 20_000u64;
         for tag in 0..n {
             w.kick(SimTime::from_ns(tag * 1_000), call(tag, DepOp::CreateDisk));
