@@ -25,10 +25,15 @@ fn at(n: u64) -> SimTime {
 /// `nodes` API nodes serving RunInstances at `rate` per second for 60 s (image, then
 /// inventory), optionally through workflows (one by one: every dependency, count 1).
 fn topo(nodes: u32, rate: f64, workflows: bool) -> Topology {
+    topo_with_timeout(nodes, rate, workflows, secs(120))
+}
+
+/// As [`topo`], with the clients' (and the gateway's) request timeout.
+fn topo_with_timeout(nodes: u32, rate: f64, workflows: bool, timeout: SimDuration) -> Topology {
     let node = NodeConfigBuilder::new(heap(GcProfile::Off))
         .build()
         .unwrap();
-    let t = traffic(rate, ApiMix::only(Api::RunInstances), 3, secs(120));
+    let t = traffic(rate, ApiMix::only(Api::RunInstances), 3, timeout);
     let topo = topology(
         nodes,
         node,
@@ -290,4 +295,85 @@ fn partial_outage_times_out_its_fraction_of_requests() {
     assert_eq!(s.fault_outage, 3 * failed);
     assert_eq!(s.ok, api.requests - failed, "live hosts answer every call");
     assert_eq!(dep(&r, "inventory").started, api.count(Status::Ok));
+}
+
+fn counter(w: &World, name: &str) -> u64 {
+    w.sim
+        .metrics()
+        .counters()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map_or(0, |(_, v)| v)
+}
+
+fn partition(target: Target, peer: Target, start: u64, dur: u64) -> Fault {
+    Fault::new(FaultKind::Partition { peer }, target, at(start), secs(dur)).unwrap()
+}
+
+/// node.0 cut from image from 20 s for 10 s: every message between them is dropped (calls
+/// and replies), each drop is one dependency timeout at node.0, node.1 sees none, and node.0
+/// has none once the window and its last timeouts (2 s) are over.
+#[test]
+fn partition_node_from_dependency_times_out_that_nodes_calls_and_heals() {
+    let base = topo(2, 20.0, false);
+    let f = with(
+        &base,
+        vec![partition(Target::Node(0), dep_target("image", None), 20, 10)],
+    );
+    let mut w = f.build(RootSeed::new(6));
+    quiet_deps(&mut w, None);
+    assert!(w.run_until(at(20)).is_none());
+    assert_eq!(counter(&w, "node.0.dep_timeouts"), 0);
+    assert!(w.run_until(at(40)).is_none());
+    let dropped = counter(&w, "faults.0.partition_dropped");
+    let timeouts = counter(&w, "node.0.dep_timeouts");
+    assert!(w.sim.partitions().is_empty(), "healed at the window's end");
+    let report = w.run();
+    let r = w.result(report, f.duration());
+    // ~10 calls a second from node.0 for 10 s, and their retries inside the window.
+    assert!(dropped >= 100, "{dropped} dropped");
+    assert_eq!(r.counter("faults.0.partition_dropped"), dropped);
+    assert_eq!(timeouts, dropped, "one timeout per lost call or reply");
+    assert_eq!(r.counter("node.0.dep_timeouts"), timeouts, "none after the window");
+    assert_eq!(r.counter("node.1.dep_timeouts"), 0);
+    let inv = dep(&r, "inventory");
+    assert_eq!(inv.started, r.api(Api::RunInstances).count(Status::Ok));
+}
+
+/// The gateway cut from node.1 from 20 s for 10 s (5 s request timeout): each request whose
+/// dispatch to node.1 or whose response from it was dropped ends DeadlineExceeded at the
+/// gateway, one per dropped message, and no other request fails.
+#[test]
+fn partition_gateway_from_node_loses_exactly_the_cut_requests() {
+    let base = topo_with_timeout(2, 20.0, false, secs(5));
+    let f = with(&base, vec![partition(Target::Gateway, Target::Node(1), 20, 10)]);
+    let (r, _) = run(&f, 7);
+    let (b, _) = run(&base, 7);
+    let dropped = r.counter("faults.0.partition_dropped");
+    // Round robin: half of ~200 requests in the window go to node.1.
+    assert!((70..=130).contains(&dropped), "{dropped} dropped");
+    let api = r.api(Api::RunInstances);
+    assert_eq!(api.count(Status::Err(ErrorCode::DeadlineExceeded)), dropped);
+    assert_eq!(api.count(Status::Ok) + dropped, api.requests);
+    assert_eq!(b.api(Api::RunInstances).count(Status::Ok), b.api(Api::RunInstances).requests);
+}
+
+/// node.0 cut from the database from 20 s for 10 s: node.0's queries (and replies to it) are
+/// dropped, node.1 is untouched. The node has no DB query timeout, so each connection whose
+/// query or reply was lost stays held after the window: node.0's pool is leaked (its later
+/// requests time out waiting for a connection). This test pins that gap down; a node-side
+/// query timeout would turn it into recovery.
+#[test]
+fn partition_node_from_db_cuts_that_nodes_queries_only() {
+    let base = topo(2, 20.0, false);
+    let f = with(&base, vec![partition(Target::Node(0), Target::Db, 20, 10)]);
+    let (r, mut w) = run(&f, 6);
+    let dropped = r.counter("faults.0.partition_dropped");
+    assert!(dropped > 0);
+    assert_eq!(u64::from(w.node_mut(0).pool().in_use()), dropped, "held for good");
+    assert!(r.counter("node.0.pool_timeouts") > 0);
+    for c in ["db_errors", "pool_timeouts", "deadline_aborts", "dep_timeouts"] {
+        assert_eq!(r.counter(&format!("node.1.{c}")), 0, "node.1 {c}");
+    }
+    assert_eq!(w.node_mut(1).pool().in_use(), 0);
 }
