@@ -15,6 +15,13 @@
 //!    nothing. A `timeout` (blackhole) replies never; it held its slot for the whole latency, and
 //!    performs the side effect only if the mock file says `executes = true`.
 //!
+//! Faults: the chaos hooks (`set_extra_latency`, `set_error_override`, `set_blackhole`) act on
+//! the whole dependency; a fault plan's combined state per endpoint ([`EndpointFaults`], set
+//! by the world through [`Dependency::set_plan_faults`]) is kept apart from them and wins over
+//! them where both set something. A call is planned when it takes a slot: a blackhole (hook or
+//! plan) first, then a partial outage (by [`outage_key`]), then the error draw; what faults did
+//! is counted in [`DependencyStats`] (`fault_*`) and per endpoint ([`EndpointStats`]).
+//!
 //! Batch latency: a call for `count` items takes one latency sample `L` and lasts
 //! `L × (1 + batch_factor × (count − 1))` (the endpoint's `batch_factor`, default 0: a batch costs
 //! what one item costs), then `× mult + add` of [`Dependency::set_extra_latency`].

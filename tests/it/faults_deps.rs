@@ -146,7 +146,8 @@ fn added_latency_acts_inside_its_window_only() {
     let (b, _) = run(&base, 2);
     let (r, _) = run(&f, 2);
     let (bi, fi) = (dep(&b, "image"), dep(&r, "image"));
-    let slow = |s: &DependencyStats| s.latency.count() - s.latency.hdr().count_between(0, 200_000_000);
+    let slow =
+        |s: &DependencyStats| s.latency.count() - s.latency.hdr().count_between(0, 200_000_000);
     assert_eq!(slow(bi), 0);
     assert_eq!(slow(fi), fi.fault_delayed);
     assert!(
@@ -242,7 +243,11 @@ fn blackhole_on_one_endpoint_holds_calls_in_its_window() {
     );
     let mut w = f.build(RootSeed::new(4));
     quiet_deps(&mut w, None);
-    let inv = w.deps.iter().position(|&id| w.sim.name(id) == "dep.inventory").unwrap();
+    let inv = w
+        .deps
+        .iter()
+        .position(|&id| w.sim.name(id) == "dep.inventory")
+        .unwrap();
     assert!(w.run_until(at(20)).is_none());
     assert_eq!(w.dep_mut(inv).stats().fault_blackholed, 0);
     assert!(w.run_until(at(30)).is_none());
@@ -252,13 +257,19 @@ fn blackhole_on_one_endpoint_holds_calls_in_its_window() {
     let r = w.result(report, f.duration());
     let s = dep(&r, "inventory");
     assert_eq!(s.fault_blackholed, held, "nothing held after the window");
-    assert!(held >= 150, "{held} held: the window's first attempts and their retries");
+    assert!(
+        held >= 150,
+        "{held} held: the window's first attempts and their retries"
+    );
     assert_eq!((s.timeouts, s.endpoints[0].injected), (held, held));
     assert!(s.started > started_in);
     let timeouts = r.counter("node.0.dep_timeouts") + r.counter("node.1.dep_timeouts");
     assert_eq!(timeouts, held, "every held call timed out at its node");
     let (b, _) = run(&base, 4);
-    assert_eq!(dep(&r, "image").latency.hdr(), dep(&b, "image").latency.hdr());
+    assert_eq!(
+        dep(&r, "image").latency.hdr(),
+        dep(&b, "image").latency.hdr()
+    );
     assert_eq!(b.counter("node.0.dep_timeouts"), 0);
 }
 
@@ -318,7 +329,12 @@ fn partition_node_from_dependency_times_out_that_nodes_calls_and_heals() {
     let base = topo(2, 20.0, false);
     let f = with(
         &base,
-        vec![partition(Target::Node(0), dep_target("image", None), 20, 10)],
+        vec![partition(
+            Target::Node(0),
+            dep_target("image", None),
+            20,
+            10,
+        )],
     );
     let mut w = f.build(RootSeed::new(6));
     quiet_deps(&mut w, None);
@@ -334,7 +350,11 @@ fn partition_node_from_dependency_times_out_that_nodes_calls_and_heals() {
     assert!(dropped >= 100, "{dropped} dropped");
     assert_eq!(r.counter("faults.0.partition_dropped"), dropped);
     assert_eq!(timeouts, dropped, "one timeout per lost call or reply");
-    assert_eq!(r.counter("node.0.dep_timeouts"), timeouts, "none after the window");
+    assert_eq!(
+        r.counter("node.0.dep_timeouts"),
+        timeouts,
+        "none after the window"
+    );
     assert_eq!(r.counter("node.1.dep_timeouts"), 0);
     let inv = dep(&r, "inventory");
     assert_eq!(inv.started, r.api(Api::RunInstances).count(Status::Ok));
@@ -346,7 +366,10 @@ fn partition_node_from_dependency_times_out_that_nodes_calls_and_heals() {
 #[test]
 fn partition_gateway_from_node_loses_exactly_the_cut_requests() {
     let base = topo_with_timeout(2, 20.0, false, secs(5));
-    let f = with(&base, vec![partition(Target::Gateway, Target::Node(1), 20, 10)]);
+    let f = with(
+        &base,
+        vec![partition(Target::Gateway, Target::Node(1), 20, 10)],
+    );
     let (r, _) = run(&f, 7);
     let (b, _) = run(&base, 7);
     let dropped = r.counter("faults.0.partition_dropped");
@@ -355,7 +378,10 @@ fn partition_gateway_from_node_loses_exactly_the_cut_requests() {
     let api = r.api(Api::RunInstances);
     assert_eq!(api.count(Status::Err(ErrorCode::DeadlineExceeded)), dropped);
     assert_eq!(api.count(Status::Ok) + dropped, api.requests);
-    assert_eq!(b.api(Api::RunInstances).count(Status::Ok), b.api(Api::RunInstances).requests);
+    assert_eq!(
+        b.api(Api::RunInstances).count(Status::Ok),
+        b.api(Api::RunInstances).requests
+    );
 }
 
 /// node.0 cut from the database from 20 s for 10 s: node.0's queries (and replies to it) are
@@ -370,10 +396,71 @@ fn partition_node_from_db_cuts_that_nodes_queries_only() {
     let (r, mut w) = run(&f, 6);
     let dropped = r.counter("faults.0.partition_dropped");
     assert!(dropped > 0);
-    assert_eq!(u64::from(w.node_mut(0).pool().in_use()), dropped, "held for good");
+    assert_eq!(
+        u64::from(w.node_mut(0).pool().in_use()),
+        dropped,
+        "held for good"
+    );
     assert!(r.counter("node.0.pool_timeouts") > 0);
-    for c in ["db_errors", "pool_timeouts", "deadline_aborts", "dep_timeouts"] {
+    for c in [
+        "db_errors",
+        "pool_timeouts",
+        "deadline_aborts",
+        "dep_timeouts",
+    ] {
         assert_eq!(r.counter(&format!("node.1.{c}")), 0, "node.1 {c}");
     }
     assert_eq!(w.node_mut(1).pool().in_use(), 0);
+}
+
+/// InternalError at 0.8 on image from 10 s for 20 s, ramped over its first 10 s: in ramp step
+/// k (k = 1..10, one second each) calls fail with 0.08·k, then with 0.8 until 30 s, then never.
+/// Per second, the failures are within 4 sd of Σ pₖ·nₖ over the started calls nₖ.
+#[test]
+fn ramped_error_fault_steps_up_and_ends_with_its_window() {
+    let base = topo(2, 20.0, false);
+    let fault = Fault::new(
+        FaultKind::DepErrors {
+            code: FaultCode::InternalError,
+            probability: 0.8,
+        },
+        dep_target("image", None),
+        at(10),
+        secs(20),
+    )
+    .unwrap()
+    .with_ramp(secs(10))
+    .unwrap();
+    let f = with(&base, vec![fault]);
+    let mut w = f.build(RootSeed::new(8));
+    quiet_deps(&mut w, None);
+    let image = w
+        .deps
+        .iter()
+        .position(|&id| w.sim.name(id) == "dep.image")
+        .unwrap();
+    let (mut started, mut failed) = (0u64, 0u64);
+    let (mut expected, mut var, mut observed) = (0.0, 0.0, 0u64);
+    for s in 0..SECS {
+        assert!(w.run_until(at(s + 1)).is_none());
+        let st = w.dep_mut(image).stats();
+        let (n, k) = (st.started - started, st.fault_errors - failed);
+        (started, failed) = (st.started, st.fault_errors);
+        let p = match s {
+            10..20 => 0.08 * (s - 9) as f64,
+            20..30 => 0.8,
+            _ => 0.0,
+        };
+        if p == 0.0 {
+            assert_eq!(k, 0, "no failures at {s} s");
+        }
+        expected += p * n as f64;
+        var += p * (1.0 - p) * n as f64;
+        observed += k;
+    }
+    assert!(
+        (observed as f64 - expected).abs() <= 4.0 * var.sqrt(),
+        "{observed} failures, expected {expected:.1}"
+    );
+    assert!(observed > 200);
 }
