@@ -11,6 +11,12 @@
 //! Partitions are put in force in the kernel ([`crate::kernel::Sim::set_partitions`]): every
 //! message between a side's components and the peer's is dropped at its send, both ways, for
 //! the window, and counted per fault in the run's counter `faults.<index>.partition_dropped`.
+//! Only the named components are cut: a node↔dependency partition leaves the workflow
+//! engine's calls to that dependency alone. Messages in flight when it starts are delivered.
+//! The sender's own timeouts decide what a drop costs: dependency calls time out at the node
+//! (`dep_timeout`) and requests at the gateway (their deadline), but the node has no DB or L2
+//! query timeout, so a node↔db partition leaves the connections whose query or reply was lost
+//! held for good (pinned by `partition_node_from_db_cuts_that_nodes_queries_only`).
 
 use super::Transition;
 use crate::deps::EndpointFaults;
