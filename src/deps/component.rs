@@ -15,6 +15,13 @@
 //!    nothing. A `timeout` (blackhole) replies never; it held its slot for the whole latency, and
 //!    performs the side effect only if the mock file says `executes = true`.
 //!
+//! Faults: the chaos hooks (`set_extra_latency`, `set_error_override`, `set_blackhole`) act on
+//! the whole dependency; a fault plan's combined state per endpoint ([`EndpointFaults`], set
+//! by the world through [`Dependency::set_plan_faults`]) is kept apart from them and wins over
+//! them where both set something. A call is planned when it takes a slot: a blackhole (hook or
+//! plan) first, then a partial outage (by [`outage_key`]), then the error draw; what faults did
+//! is counted in [`DependencyStats`] (`fault_*`) and per endpoint ([`EndpointStats`]).
+//!
 //! Batch latency: a call for `count` items takes one latency sample `L` and lasts
 //! `L × (1 + batch_factor × (count − 1))` (the endpoint's `batch_factor`, default 0: a batch costs
 //! what one item costs), then `× mult + add` of [`Dependency::set_extra_latency`].
@@ -163,6 +170,15 @@ pub struct DependencyStats {
     pub injected: [u64; FaultCode::COUNT],
     /// Blackholed calls: held a slot, never replied.
     pub timeouts: u64,
+    /// Of `timeouts`: blackholed by a blackhole fault (plan or [`Dependency::set_blackhole`]).
+    pub fault_blackholed: u64,
+    /// Of `timeouts`: landed on a host that a partial-outage fault took down.
+    pub fault_outage: u64,
+    /// Injected errors and timeouts drawn with a fault plan's probability (not the mock
+    /// file's or a hook's); also counted in `injected`.
+    pub fault_errors: u64,
+    /// Calls whose latency a fault plan's latency fault changed.
+    pub fault_delayed: u64,
     /// Calls answered from the token memory.
     pub replays: u64,
     pub records_created: u64,
@@ -171,6 +187,20 @@ pub struct DependencyStats {
     pub latency: LatencyHistogram,
     pub max_concurrency: u32,
     pub max_queue: u32,
+    /// Per endpoint, in the spec's order: what its calls did (to tell one endpoint's faults
+    /// from another's).
+    pub endpoints: Vec<EndpointStats>,
+}
+
+/// What one endpoint's calls did (calls that took a slot).
+#[derive(Clone, Debug, Default)]
+pub struct EndpointStats {
+    /// Calls that took a slot.
+    pub started: u64,
+    /// Of `started`: failed or blackholed by an injected error, a fault or a hook.
+    pub injected: u64,
+    /// Arrival to reply, for calls replied to.
+    pub latency: LatencyHistogram,
 }
 
 impl DependencyStats {
@@ -180,7 +210,10 @@ impl DependencyStats {
     }
 }
 
-/// Fault-injection settings (chaos hooks); all neutral by default.
+/// Fault-injection settings; all neutral by default. The first four are the chaos hooks
+/// (dependency-wide, set by tests and drivers); `plan` is what the fault plan's active faults
+/// combine to, per endpoint, set by the world's fault applier alone, so the two never
+/// overwrite each other.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Faults {
     pub latency_mult: f64,
@@ -189,6 +222,9 @@ pub struct Faults {
     pub overrides: [Option<f64>; FaultCode::COUNT],
     /// Every call started while set is blackholed (no side effect, no reply).
     pub blackhole: bool,
+    /// The fault plan's combined settings, one per endpoint in the spec's order; empty when no
+    /// planned fault is active.
+    pub plan: Vec<EndpointFaults>,
 }
 
 impl Default for Faults {
@@ -198,8 +234,113 @@ impl Default for Faults {
             latency_add: SimDuration::ZERO,
             overrides: [None; FaultCode::COUNT],
             blackhole: false,
+            plan: Vec::new(),
         }
     }
+}
+
+/// The combined effect of a fault plan's active faults on one endpoint (a fault on the whole
+/// dependency counts on each of its endpoints).
+///
+/// - Latency: a call's latency (after the mock's batch scaling and the hooks) becomes
+///   `latency × latency_mult + Σ scale × sample(dist)`: multipliers of overlapping faults
+///   multiply, each added distribution (seconds) is sampled per call from the dependency's
+///   fault stream (a fork of its own, so its own draws never shift) and scaled.
+/// - Errors: per code, a probability that replaces the mock file's and the hooks'; overlapping
+///   faults on one code combine as independent causes, `1 − Π(1 − pᵢ)`. Codes are drawn with
+///   the call's one uniform in [`FaultCode::ALL`] order, as the file's are.
+/// - Blackhole: every call is held for its latency and never answered.
+/// - Outages: `(salt, fraction)` per partial-outage fault; a call is down (blackholed) when
+///   its key hashed with the salt falls below the fraction (see [`outage_key`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndpointFaults {
+    pub latency_mult: f64,
+    pub latency_add: Vec<(Dist, f64)>,
+    pub errors: [Option<f64>; FaultCode::COUNT],
+    pub blackhole: bool,
+    pub outages: Vec<(u64, f64)>,
+}
+
+impl Default for EndpointFaults {
+    fn default() -> Self {
+        EndpointFaults {
+            latency_mult: 1.0,
+            latency_add: Vec::new(),
+            errors: [None; FaultCode::COUNT],
+            blackhole: false,
+            outages: Vec::new(),
+        }
+    }
+}
+
+impl EndpointFaults {
+    /// Whether these settings change nothing.
+    pub fn is_neutral(&self) -> bool {
+        *self == EndpointFaults::default()
+    }
+
+    /// Adds a fault's error probability for `code`, combined with any already there as
+    /// independent causes: `1 − (1 − p₀)(1 − p)`.
+    pub fn add_error(&mut self, code: FaultCode, probability: f64) {
+        let p = probability.clamp(0.0, 1.0);
+        let slot = &mut self.errors[code.index()];
+        *slot = Some(1.0 - (1.0 - slot.unwrap_or(0.0)) * (1.0 - p));
+    }
+
+    /// Whether a call with `key` lands on a host one of the outages took down.
+    pub fn down(&self, key: u64) -> bool {
+        self.outages
+            .iter()
+            .any(|&(salt, fraction)| unit_hash(key ^ salt) < fraction)
+    }
+}
+
+/// SplitMix64's finaliser: a fixed, well-mixed 64-bit hash.
+fn mix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `key` hashed to a uniform in [0, 1).
+fn unit_hash(key: u64) -> f64 {
+    (mix64(key) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Which host or zone a call lands on, for partial outages: the call's first target record
+/// when it has one (a record lives where it was made, whatever the op), else its idempotency
+/// token with the instance type (a retry with the token goes where the first try went), else
+/// its caller, correlation tag and instance type (each untokened call lands afresh).
+pub fn outage_key(call: &DepCall) -> u64 {
+    let ty = u64::from(call.instance_type.0);
+    match call.target {
+        Some(t) => mix64(1 ^ mix64(t.first.0)),
+        None if call.token != 0 => mix64(2 ^ mix64(call.token ^ mix64(ty))),
+        None => mix64(3 ^ mix64(call.tag ^ mix64(ty ^ ((call.reply_to.index() as u64) << 16)))),
+    }
+}
+
+/// `d × mult`, rounded to the nanosecond, saturating.
+fn scaled(d: SimDuration, mult: f64) -> SimDuration {
+    if mult == 1.0 {
+        return d;
+    }
+    let ns = (d.as_ns() as f64 * mult).round();
+    if ns >= u64::MAX as f64 {
+        SimDuration::MAX
+    } else {
+        SimDuration::from_ns(ns as u64)
+    }
+}
+
+/// Why a call was planned as it was (which counter it goes to).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cause {
+    Mock,
+    Blackhole,
+    Outage,
+    Fault,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -296,6 +437,8 @@ pub struct Dependency {
     token_order: VecDeque<(SimTime, u64)>,
     stock: Option<Stock>,
     faults: Faults,
+    /// Draws for the fault plan's added latency: a fork of `rng`, so faults never shift it.
+    fault_rng: SimRng,
     stats: DependencyStats,
 }
 
@@ -329,6 +472,7 @@ impl Dependency {
         });
         let slots_hint = spec.concurrency().min(1024) as usize;
         Dependency {
+            fault_rng: rng.fork("faults"),
             rng,
             endpoint_of,
             latency,
@@ -344,7 +488,10 @@ impl Dependency {
             token_order: VecDeque::new(),
             stock,
             faults: Faults::default(),
-            stats: DependencyStats::default(),
+            stats: DependencyStats {
+                endpoints: vec![EndpointStats::default(); spec.endpoints().len()],
+                ..DependencyStats::default()
+            },
             spec,
         }
     }
@@ -452,6 +599,31 @@ impl Dependency {
         }
     }
 
+    /// Fault plan hook: the combined settings of the active planned faults, one per endpoint
+    /// in the spec's order (an empty list, or all neutral, clears them), for calls started from
+    /// now on. The chaos hooks above are kept. Panics if the list's length is neither 0 nor the
+    /// number of endpoints, or a multiplier is negative or not finite.
+    pub fn set_plan_faults(&mut self, mut plan: Vec<EndpointFaults>) {
+        assert!(
+            plan.is_empty() || plan.len() == self.latency.len(),
+            "one fault setting per endpoint"
+        );
+        assert!(
+            plan.iter()
+                .all(|p| p.latency_mult.is_finite() && p.latency_mult >= 0.0),
+            "latency multipliers must be finite and >= 0"
+        );
+        if plan.iter().all(EndpointFaults::is_neutral) {
+            plan.clear();
+        }
+        self.faults.plan = plan;
+    }
+
+    /// Index of the endpoint serving `op` (in the spec's order), if any.
+    pub fn endpoint_index(&self, op: DepOp) -> Option<usize> {
+        self.endpoint_of[op.index()].map(usize::from)
+    }
+
     /// Restores every fault setting to neutral.
     pub fn clear_faults(&mut self) {
         self.faults = Faults::default();
@@ -519,16 +691,12 @@ impl Dependency {
                     code,
                     injected: false,
                 });
-                self.stats
-                    .latency
-                    .record(now.saturating_since(arrived).as_ns());
+                self.record_latency(&call, now.saturating_since(arrived));
                 self.reply(call.reply_to, call.tag, result, out);
             }
             Plan::Fail(code) => {
                 let code = code.error_code().expect("a timeout is a blackhole");
-                self.stats
-                    .latency
-                    .record(now.saturating_since(arrived).as_ns());
+                self.record_latency(&call, now.saturating_since(arrived));
                 self.reply(
                     call.reply_to,
                     call.tag,
@@ -549,6 +717,15 @@ impl Dependency {
         }
         if let Some((next, arrived)) = self.queue.pop_front() {
             self.start(next, arrived, out);
+        }
+    }
+
+    fn record_latency(&mut self, call: &DepCall, latency: SimDuration) {
+        self.stats.latency.record(latency.as_ns());
+        if let Some(ep) = self.endpoint_of[call.op.index()] {
+            self.stats.endpoints[ep as usize]
+                .latency
+                .record(latency.as_ns());
         }
     }
 
@@ -589,14 +766,34 @@ impl Dependency {
         // Always the same draws per call, whatever the outcome.
         let u = self.rng.unit();
         let base = self.latency[ep].sample_duration(&mut self.rng);
-        let plan = self.plan(ep, u);
+        let (plan, cause) = self.plan(ep, u, &call);
+        self.stats.endpoints[ep].started += 1;
         match plan {
             Plan::Serve => {}
             Plan::Fail(c) => self.stats.injected[c.index()] += 1,
             // The blackhole hook counts as an injected timeout too.
             Plan::Blackhole { .. } => self.stats.injected[FaultCode::Timeout.index()] += 1,
         }
-        let latency = self.scale(base, call.count, ep);
+        if plan != Plan::Serve {
+            self.stats.endpoints[ep].injected += 1;
+        }
+        match cause {
+            Cause::Mock => {}
+            Cause::Blackhole => self.stats.fault_blackholed += 1,
+            Cause::Outage => self.stats.fault_outage += 1,
+            Cause::Fault => self.stats.fault_errors += 1,
+        }
+        let mut latency = self.scale(base, call.count, ep);
+        if let Some(pf) = self.faults.plan.get(ep) {
+            if pf.latency_mult != 1.0 || !pf.latency_add.is_empty() {
+                self.stats.fault_delayed += 1;
+                latency = scaled(latency, pf.latency_mult);
+                for (dist, scale) in &pf.latency_add {
+                    let add = dist.sample(&mut self.fault_rng) * scale;
+                    latency = latency.saturating_add(SimDuration::from_secs_f64(add));
+                }
+            }
+        }
         self.busy += 1;
         self.stats.started += 1;
         self.stats.max_concurrency = self.stats.max_concurrency.max(self.busy);
@@ -615,25 +812,37 @@ impl Dependency {
         out.schedule(latency, M::from(DepTimer { slot }));
     }
 
-    fn plan(&self, ep: usize, u: f64) -> Plan {
-        if self.faults.blackhole {
-            return Plan::Blackhole { executes: false };
+    fn plan(&self, ep: usize, u: f64, call: &DepCall) -> (Plan, Cause) {
+        let planned = self.faults.plan.get(ep);
+        if self.faults.blackhole || planned.is_some_and(|p| p.blackhole) {
+            return (Plan::Blackhole { executes: false }, Cause::Blackhole);
+        }
+        if planned.is_some_and(|p| !p.outages.is_empty() && p.down(outage_key(call))) {
+            return (Plan::Blackhole { executes: false }, Cause::Outage);
         }
         let mut cum = 0.0;
         for code in FaultCode::ALL {
-            let p =
-                self.faults.overrides[code.index()].unwrap_or(self.probabilities[ep][code.index()]);
+            let by_plan = planned.and_then(|p| p.errors[code.index()]);
+            let p = by_plan.unwrap_or_else(|| {
+                self.faults.overrides[code.index()].unwrap_or(self.probabilities[ep][code.index()])
+            });
             cum += p;
             if u < cum {
-                return match code {
+                let cause = if by_plan.is_some() {
+                    Cause::Fault
+                } else {
+                    Cause::Mock
+                };
+                let plan = match code {
                     FaultCode::Timeout => Plan::Blackhole {
                         executes: self.timeout_executes[ep],
                     },
                     c => Plan::Fail(c),
                 };
+                return (plan, cause);
             }
         }
-        Plan::Serve
+        (Plan::Serve, Cause::Mock)
     }
 
     fn scale(&self, base: SimDuration, count: u32, ep: usize) -> SimDuration {
@@ -1388,6 +1597,135 @@ body = "{}"
         assert_eq!((e.code, e.injected), (ErrorCode::Throttling, true));
         assert!(w.reply(4).result.is_ok());
         assert_eq!(w.dep().faults(), &Faults::default());
+    }
+
+    /// Plan settings with `f` applied to endpoint `ep` of DISKS (create, attach, detach,
+    /// delete), the others neutral.
+    fn plan_on(ep: usize, f: impl Fn(&mut EndpointFaults)) -> Vec<EndpointFaults> {
+        let mut plan = vec![EndpointFaults::default(); 4];
+        f(&mut plan[ep]);
+        plan
+    }
+
+    #[test]
+    fn plan_latency_acts_on_its_endpoint_only() {
+        let mut w = World::new(DISKS, 4, NEVER);
+        let disks = ResourceRange {
+            first: ResourceId(1),
+            count: 1,
+        };
+        // Create (endpoint 0): 10 ms × 3 + 5 ms (det) + 2 × 1 ms (det at scale 2) = 37 ms.
+        w.dep_mut().set_plan_faults(plan_on(0, |e| {
+            e.latency_mult = 3.0;
+            e.latency_add = vec![
+                (Dist::constant(0.005).unwrap(), 1.0),
+                (Dist::constant(0.001).unwrap(), 2.0),
+            ];
+        }));
+        w.kick(SimTime::ZERO, call(1, DepOp::CreateDisk));
+        // Attach (endpoint 1) keeps its 10 ms.
+        w.kick(at_ms(100), call(2, DepOp::AttachDisk).with_target(disks));
+        w.run();
+        let at: Vec<SimTime> = w.caller().replies.iter().map(|(t, _)| *t).collect();
+        assert_eq!(at, [at_ms(37), at_ms(110)]);
+        assert_eq!(w.dep().stats().fault_delayed, 1);
+    }
+
+    #[test]
+    fn neutral_plan_settings_clear_and_keep_the_hooks() {
+        let mut w = World::new(DISKS, 4, NEVER);
+        let d = w.dep_mut();
+        d.set_error_override(FaultCode::Throttling, Some(0.0));
+        d.set_plan_faults(plan_on(2, |e| e.blackhole = true));
+        assert_eq!(d.faults().plan.len(), 4);
+        d.set_plan_faults(vec![EndpointFaults::default(); 4]);
+        assert!(d.faults().plan.is_empty(), "all neutral: none kept");
+        assert_eq!(
+            d.faults().overrides[FaultCode::Throttling.index()],
+            Some(0.0)
+        );
+        assert_eq!(d.endpoint_index(DepOp::DetachDisk), Some(2));
+        assert_eq!(d.endpoint_index(DepOp::AllocateHost), None);
+    }
+
+    #[test]
+    fn overlapping_error_faults_combine_as_independent_causes() {
+        let mut e = EndpointFaults::default();
+        e.add_error(FaultCode::InternalError, 0.5);
+        e.add_error(FaultCode::InternalError, 0.2);
+        let p = e.errors[FaultCode::InternalError.index()].unwrap();
+        assert!((p - 0.6).abs() < 1e-12, "1 - 0.5 × 0.8 = 0.6, got {p}");
+        // A plan probability replaces the file's and the hook's for that code, on its endpoint.
+        let mock = DISKS.replace("concurrency = 4", "concurrency = 100000");
+        let mut w = World::new(&mock, 8, NEVER);
+        w.dep_mut()
+            .set_error_override(FaultCode::InternalError, Some(0.9));
+        w.dep_mut().set_plan_faults(plan_on(0, |x| *x = e.clone()));
+        let n = 20_000u64;
+        for tag in 0..n {
+            w.kick(SimTime::from_ns(tag * 1_000), call(tag, DepOp::CreateDisk));
+        }
+        w.run();
+        let s = w.dep().stats();
+        let failed = s.errors_of(ErrorCode::InternalError);
+        let sd = (n as f64 * 0.6 * 0.4).sqrt();
+        assert!(
+            (failed as f64 - 0.6 * n as f64).abs() <= 4.0 * sd,
+            "{failed} of {n}"
+        );
+        assert_eq!(s.fault_errors, failed);
+    }
+
+    #[test]
+    fn partial_outage_downs_its_fraction_of_keys_sticky_by_target() {
+        let mock = DISKS.replace("concurrency = 4", "concurrency = 100000");
+        let mut w = World::new(&mock, 8, NEVER);
+        let salt = 0x5eed;
+        w.dep_mut().set_plan_faults(vec![
+            EndpointFaults {
+                outages: vec![(salt, 0.25)],
+                ..EndpointFaults::default()
+            };
+            4
+        ]);
+        let n = 20_000u64;
+        for tag in 0..n {
+            w.kick(SimTime::from_ns(tag * 1_000), call(tag, DepOp::CreateDisk));
+        }
+        w.run();
+        let s = w.dep().stats();
+        let sd = (n as f64 * 0.25 * 0.75).sqrt();
+        assert!(
+            (s.fault_outage as f64 - 0.25 * n as f64).abs() <= 4.0 * sd,
+            "{} of {n} down",
+            s.fault_outage
+        );
+        assert_eq!(s.timeouts, s.fault_outage);
+        assert_eq!(s.ok + s.fault_outage, n);
+        // Which calls are down is a function of the key and the salt alone.
+        let e = &w.dep().faults().plan[0];
+        let down: Vec<bool> = (0..n)
+            .map(|tag| {
+                let c = DepCall {
+                    reply_to: w.caller,
+                    ..call(tag, DepOp::CreateDisk)
+                };
+                e.down(outage_key(&c))
+            })
+            .collect();
+        let replied: BTreeSet<u64> = w.caller().replies.iter().map(|(_, r)| r.tag).collect();
+        for (tag, d) in down.iter().enumerate() {
+            assert_eq!(*d, !replied.contains(&(tag as u64)), "tag {tag}");
+        }
+        // A record's calls all land where it lives: same key whatever the op.
+        let r = ResourceRange {
+            first: ResourceId(7),
+            count: 1,
+        };
+        assert_eq!(
+            outage_key(&call(1, DepOp::AttachDisk).with_target(r)),
+            outage_key(&call(2, DepOp::DeleteDisk).with_target(r))
+        );
     }
 
     /// A mixed workload over the shipped inventory mock.

@@ -22,8 +22,8 @@ pub mod spec;
 pub mod vocab;
 
 pub use component::{
-    DepCall, DepError, DepOk, DepReply, DepTimer, Dependency, DependencyStats, Faults, RecordState,
-    ResourceRecord,
+    DepCall, DepError, DepOk, DepReply, DepTimer, Dependency, DependencyStats, EndpointFaults,
+    EndpointStats, Faults, RecordState, ResourceRecord, outage_key,
 };
 pub use diag::{MockError, Problem};
 pub use parse::{load_mock_file, load_mocks_dir, parse_mock};

@@ -10,6 +10,10 @@ use super::queue::{EventQueue, TimerId};
 use super::time::{SimDuration, SimTime};
 use crate::metrics::{CounterId, HistogramId, Registry};
 
+/// A cut link of a network partition: messages sent between the two components, either way,
+/// are dropped and counted in the counter.
+pub(crate) type Cut = (ComponentId, ComponentId, CounterId);
+
 /// Addresses one component of a world. Issued by the world when a component is added, so an id
 /// always names a component of that world.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -61,6 +65,9 @@ pub(crate) struct Control {
     pub(crate) violation: Option<String>,
     /// A component asked the driver to pause after this event (see [`Outbox::pause`]).
     pub(crate) pause: bool,
+    /// Network partitions in force (see [`Sim::set_partitions`](crate::kernel::Sim::set_partitions));
+    /// empty by default, which costs a send one branch.
+    pub(crate) cuts: Vec<Cut>,
 }
 
 /// The only window a component has onto the world while it handles an event.
@@ -103,9 +110,13 @@ impl<'a, M> Outbox<'a, M> {
 
     /// Delivers `msg` to `to` after `delay` (zero: after every event already due now).
     /// A time past the end of representable time is clamped to [`SimTime::MAX`], which no
-    /// run reaches before its time limit.
+    /// run reaches before its time limit. A message across a network partition in force now is
+    /// dropped (counted; the id returned names nothing).
     #[inline]
     pub fn send(&mut self, to: ComponentId, delay: SimDuration, msg: M) -> TimerId {
+        if !self.control.cuts.is_empty() && self.dropped(to) {
+            return TimerId::DANGLING;
+        }
         let at = self.now.saturating_add(delay);
         self.queue
             .push(at, Envelope { to, msg })
@@ -115,10 +126,32 @@ impl<'a, M> Outbox<'a, M> {
     /// Delivers `msg` to `to` at the absolute time `at`, clamped to be no earlier than now.
     #[inline]
     pub fn send_at(&mut self, to: ComponentId, at: SimTime, msg: M) -> TimerId {
+        if !self.control.cuts.is_empty() && self.dropped(to) {
+            return TimerId::DANGLING;
+        }
         let at = at.max(self.now);
         self.queue
             .push(at, Envelope { to, msg })
             .expect("clamped to now")
+    }
+
+    /// Whether a message from this component to `to` crosses a partition; counts it if so.
+    #[cold]
+    #[inline(never)]
+    fn dropped(&mut self, to: ComponentId) -> bool {
+        let me = self.me;
+        let cut = self
+            .control
+            .cuts
+            .iter()
+            .find(|&&(a, b, _)| (a == me && b == to) || (a == to && b == me));
+        match cut {
+            Some(&(_, _, counter)) => {
+                self.metrics.add(counter, 1);
+                true
+            }
+            None => false,
+        }
     }
 
     /// A timer to self: `msg` comes back to this component after `delay`.

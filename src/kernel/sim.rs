@@ -9,7 +9,7 @@ use super::queue::{EventQueue, Pop, Popped, ScheduleError, TimerId};
 use super::rng::{RootSeed, SimRng};
 use super::time::{SimDuration, SimTime};
 use super::trace::{EventRecord, TraceHash};
-use crate::metrics::Registry;
+use crate::metrics::{CounterId, Registry};
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -204,6 +204,19 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
     }
     pub fn trace_hash(&self) -> TraceHash {
         self.trace
+    }
+
+    /// Puts network partitions in force from now on, replacing any before: every message a
+    /// component sends to the other of a pair (either way) is dropped at the send and counted in
+    /// the pair's counter. Messages already in flight are delivered; timers to self are never
+    /// cut. An empty list heals every partition.
+    pub fn set_partitions(&mut self, cuts: Vec<(ComponentId, ComponentId, CounterId)>) {
+        self.control.cuts = cuts;
+    }
+
+    /// The partitions in force (pairs and their drop counters).
+    pub fn partitions(&self) -> &[(ComponentId, ComponentId, CounterId)] {
+        &self.control.cuts
     }
 
     /// Schedules an initial (or external) event.

@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod core;
 mod determinism;
+mod faults_deps;
 mod kernel;
 mod queueing;
 mod reconcile;

@@ -1,8 +1,27 @@
-//! Dependency faults: latency, error rates, blackholes and partial outages, per dependency (or
-//! one endpoint of it).
+//! Dependency faults (latency, error rates, blackholes, partial outages, per dependency or one
+//! endpoint of it) and network partitions.
+//!
+//! Dependency faults are continuous: at every transition that involves one, each touched
+//! dependency gets the combination of all its active faults, per endpoint
+//! ([`EndpointFaults`] says how overlapping faults combine), through
+//! [`Dependency::set_plan_faults`]; the chaos hooks (`set_error_override`, ...) are left alone.
+//! At intensity `i` (a ramp): latency `× (1 + (m − 1)·i) + i·sample(add)`, error probability
+//! `p·i`, outage fraction `f·i` (the dead hosts at a lower intensity stay dead at a higher one).
+//!
+//! Partitions are put in force in the kernel ([`crate::kernel::Sim::set_partitions`]): every
+//! message between a side's components and the peer's is dropped at its send, both ways, for
+//! the window, and counted per fault in the run's counter `faults.<index>.partition_dropped`.
+//! Only the named components are cut: a node↔dependency partition leaves the workflow
+//! engine's calls to that dependency alone. Messages in flight when it starts are delivered.
+//! The sender's own timeouts decide what a drop costs: dependency calls time out at the node
+//! (`dep_timeout`) and requests at the gateway (their deadline), but the node has no DB or L2
+//! query timeout, so a node↔db partition leaves the connections whose query or reply was lost
+//! held for good (pinned by `partition_node_from_db_cuts_that_nodes_queries_only`).
 
 use super::Transition;
+use crate::deps::EndpointFaults;
 use crate::faults::{FaultKind, Target};
+use crate::kernel::ComponentId;
 use crate::world::World;
 
 fn is_dep_kind(k: &FaultKind) -> bool {
@@ -15,41 +34,123 @@ fn is_dep_kind(k: &FaultKind) -> bool {
     )
 }
 
+pub(super) fn apply(world: &mut World, t: &mut Transition<'_, '_>) {
+    apply_dependency_faults(world, t);
+    apply_partitions(world, t);
+}
+
 /// Recomputes, for every dependency a step touches, its combined fault settings from the steps
 /// of the faults still active (an ended fault's step has intensity 0 and drops out).
-pub(super) fn apply(world: &mut World, t: &mut Transition<'_, '_>) {
-    let touched: Vec<&str> = t
+fn apply_dependency_faults(world: &mut World, t: &mut Transition<'_, '_>) {
+    let touched: Vec<String> = t
         .of(is_dep_kind)
         .filter_map(|s| match s.fault.target() {
-            Target::Dependency { name, .. } => Some(name.as_str()),
+            Target::Dependency { name, .. } => Some(name.clone()),
             _ => None,
         })
         .collect();
+    if touched.is_empty() {
+        return;
+    }
     for d in 0..world.deps.len() {
         let dep = world.dep_mut(d);
-        if !touched.contains(&dep.name()) {
+        if !touched.iter().any(|n| n == dep.name()) {
             continue;
         }
-        dep.clear_faults();
-        let name = dep.name().to_string();
-        for s in t.of(is_dep_kind) {
+        let endpoints: Vec<&str> = dep
+            .spec()
+            .endpoints()
+            .iter()
+            .map(|e| e.op().name())
+            .collect();
+        let mut plan = vec![EndpointFaults::default(); endpoints.len()];
+        for s in t.steps.iter().filter(|s| is_dep_kind(s.fault.kind())) {
             if s.intensity == 0.0 {
                 continue;
             }
-            let Target::Dependency { name: n, .. } = s.fault.target() else {
+            let Target::Dependency { name, endpoint } = s.fault.target() else {
                 continue;
             };
-            if *n != name {
+            if name != dep.name() {
                 continue;
             }
-            let dep = world.dep_mut(d);
-            match s.fault.kind() {
-                FaultKind::DepErrors { code, probability } => {
-                    dep.set_error_override(*code, Some(probability * s.intensity));
+            let i = s.intensity;
+            // A per-fault salt for outages: the first draw of the fault's own stream, read from
+            // a copy so it is the same at every re-application.
+            let salt = t.rngs[s.index].clone().next_bits();
+            for (k, ep) in plan.iter_mut().enumerate() {
+                if endpoint.as_deref().is_some_and(|e| e != endpoints[k]) {
+                    continue;
                 }
-                FaultKind::DepBlackhole => dep.set_blackhole(true),
-                _ => {}
+                match s.fault.kind() {
+                    FaultKind::DepLatency { add, multiply } => {
+                        ep.latency_mult *= 1.0 + (multiply - 1.0) * i;
+                        if let Some(add) = add {
+                            ep.latency_add.push((add.clone(), i));
+                        }
+                    }
+                    FaultKind::DepErrors { code, probability } => {
+                        ep.add_error(*code, probability * i);
+                    }
+                    FaultKind::DepBlackhole => ep.blackhole = true,
+                    FaultKind::DepPartialOutage { fraction } => {
+                        ep.outages.push((salt, fraction * i));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        dep.set_plan_faults(plan);
+    }
+}
+
+/// The components on one side of a partition.
+fn side(world: &World, target: &Target) -> Vec<ComponentId> {
+    match target {
+        Target::Nodes => world.nodes.clone(),
+        Target::Node(i) => world.nodes.get(*i as usize).copied().into_iter().collect(),
+        Target::Gateway => vec![world.gateway],
+        Target::Db => vec![world.db],
+        Target::L2 => world.l2.into_iter().collect(),
+        Target::Workflow => world.workflow.into_iter().collect(),
+        Target::Traffic => vec![world.traffic],
+        Target::Dependency { name, .. } => world
+            .deps
+            .iter()
+            .copied()
+            .filter(|&id| match world.sim.component(id) {
+                crate::world::Part::Dep(d) => d.name() == name,
+                _ => false,
+            })
+            .collect(),
+    }
+}
+
+/// When a partition starts or ends, puts the cuts of every active partition in force.
+fn apply_partitions(world: &mut World, t: &mut Transition<'_, '_>) {
+    let is_partition = |k: &FaultKind| matches!(k, FaultKind::Partition { .. });
+    if t.of(is_partition).all(|s| s.edge.is_none()) {
+        return;
+    }
+    let mut cuts = Vec::new();
+    for s in t.of(is_partition) {
+        let FaultKind::Partition { peer } = s.fault.kind() else {
+            continue;
+        };
+        if s.intensity == 0.0 {
+            continue;
+        }
+        let counter = world
+            .sim
+            .metrics_mut()
+            .counter(&format!("faults.{}.partition_dropped", s.index));
+        for a in side(world, s.fault.target()) {
+            for b in side(world, peer) {
+                if a != b {
+                    cuts.push((a, b, counter));
+                }
             }
         }
     }
+    world.sim.set_partitions(cuts);
 }
