@@ -38,6 +38,10 @@ pub struct GcStats {
     pub(crate) bytes_out_of_memory: u64,
     pub(crate) concurrent_cycles: u64,
     pub(crate) occupancy: HeapOccupancy,
+    /// Stop-the-world pauses injected by faults (`node_pause`), not collections.
+    pub(crate) injected: LatencyHistogram,
+    /// Heap restarts (a node crash's restart): the heap state was lost, these counts kept.
+    pub(crate) restarts: u64,
 }
 
 impl GcStats {
@@ -54,6 +58,8 @@ impl GcStats {
             bytes_out_of_memory: 0,
             concurrent_cycles: 0,
             occupancy: HeapOccupancy::default(),
+            injected: LatencyHistogram::new(),
+            restarts: 0,
         }
     }
 
@@ -61,6 +67,24 @@ impl GcStats {
         self.per_kind[kind.index()].record(ns);
         self.all.record(ns);
         self.total_paused_ns = self.total_paused_ns.saturating_add(ns);
+    }
+
+    /// An injected stop-the-world pause (a fault): counted in [`GcStats::all_pauses`] and
+    /// [`GcStats::total_paused_ns`] like a collection's, and in [`GcStats::injected`], under no
+    /// collection kind.
+    pub(crate) fn record_injected(&mut self, ns: u64) {
+        self.injected.record(ns);
+        self.all.record(ns);
+        self.total_paused_ns = self.total_paused_ns.saturating_add(ns);
+    }
+
+    /// The injected pauses (`node_pause` faults), ns; part of [`GcStats::all_pauses`].
+    pub fn injected(&self) -> &LatencyHistogram {
+        &self.injected
+    }
+    /// How many times the heap restarted empty (node crashes).
+    pub fn restarts(&self) -> u64 {
+        self.restarts
     }
 
     /// How many pauses of `kind` there were.
