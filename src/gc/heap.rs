@@ -194,8 +194,10 @@ impl Heap {
     pub fn restart(&mut self, now: SimTime) {
         let mut fresh = Heap::new(self.cfg);
         fresh.clock = now;
+        let used = self.occupancy().total_used();
         fresh.stats = std::mem::replace(&mut self.stats, GcStats::new());
         fresh.stats.restarts += 1;
+        fresh.stats.bytes_lost_on_restart += used;
         *self = fresh;
         self.stats.occupancy = self.occupancy();
     }
@@ -577,8 +579,9 @@ impl Heap {
                 + u128::from(self.old_used)
                 + u128::from(s.bytes_reclaimed_young)
                 + u128::from(s.bytes_reclaimed_old)
-                + u128::from(s.bytes_out_of_memory),
-            "allocated bytes are used, reclaimed or out of memory"
+                + u128::from(s.bytes_out_of_memory)
+                + u128::from(s.bytes_lost_on_restart),
+            "allocated bytes are used, reclaimed, out of memory or lost on a restart"
         );
     }
 }

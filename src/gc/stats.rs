@@ -24,7 +24,8 @@ impl HeapOccupancy {
 /// Everything a [`super::Heap`] has counted since it was built.
 ///
 /// Byte flows balance: `bytes_allocated = occupancy().total_used() + bytes_reclaimed() +
-/// bytes_out_of_memory` (except for profile `Off`, which only counts allocation).
+/// bytes_out_of_memory + bytes_lost_on_restart` (except for profile `Off`, which only counts
+/// allocation).
 #[derive(Clone, Debug)]
 pub struct GcStats {
     pub(crate) per_kind: [LatencyHistogram; PauseKind::ALL.len()],
@@ -42,6 +43,8 @@ pub struct GcStats {
     pub(crate) injected: LatencyHistogram,
     /// Heap restarts (a node crash's restart): the heap state was lost, these counts kept.
     pub(crate) restarts: u64,
+    /// Bytes the heap held when it restarted (gone with the process).
+    pub(crate) bytes_lost_on_restart: u64,
 }
 
 impl GcStats {
@@ -60,6 +63,7 @@ impl GcStats {
             occupancy: HeapOccupancy::default(),
             injected: LatencyHistogram::new(),
             restarts: 0,
+            bytes_lost_on_restart: 0,
         }
     }
 
@@ -85,6 +89,11 @@ impl GcStats {
     /// How many times the heap restarted empty (node crashes).
     pub fn restarts(&self) -> u64 {
         self.restarts
+    }
+
+    /// Bytes in use when the heap restarted (node crashes), summed over restarts.
+    pub fn bytes_lost_on_restart(&self) -> u64 {
+        self.bytes_lost_on_restart
     }
 
     /// How many pauses of `kind` there were.
