@@ -1247,9 +1247,8 @@ impl ApiNode {
         let truth = (local != now).then(|| c.l1.peek(now, key));
         let lookup = c.l1.get(local, key);
         if let Some(truth) = truth {
-            let fresh = |l: &Lookup<CachedInstance>| {
-                matches!(l, Lookup::Fresh(_) | Lookup::NegativeHit)
-            };
+            let fresh =
+                |l: &Lookup<CachedInstance>| matches!(l, Lookup::Fresh(_) | Lookup::NegativeHit);
             match (fresh(&truth), fresh(&lookup)) {
                 (true, false) => self.fault_stats.l1_expired_early += 1,
                 (false, true) => self.fault_stats.l1_served_past_ttl += 1,

@@ -90,14 +90,20 @@ fn node_crash_answers_its_requests_502_and_the_node_restarts_cold() {
         2_000.0,
         20,
     );
-    let crash = with(&base, vec![fault(FaultKind::NodeCrash, Target::Node(1), 5, 5)]);
+    let crash = with(
+        &base,
+        vec![fault(FaultKind::NodeCrash, Target::Node(1), 5, 5)],
+    );
     let seed = 7;
 
     // Identical up to the crash instant; what node 1 held then is what the crash loses.
     let just_before = SimTime::from_ns(secs(5).as_ns() - 1);
     let plain_before = run_to(&base, seed, just_before);
     let faulted_before = run_to(&crash, seed, just_before);
-    assert_eq!(plain_before.sim.trace_hash(), faulted_before.sim.trace_hash());
+    assert_eq!(
+        plain_before.sim.trace_hash(),
+        faulted_before.sim.trace_hash()
+    );
     let mut before = run_to(&base, seed, secs(5));
     let held = before.node_mut(1).in_flight() as u64;
     let queued = before.node_mut(1).queued() as u64;
@@ -172,7 +178,10 @@ fn an_instant_detection_refuses_nothing_and_the_restart_empties_the_l1() {
     assert!(f.lost_in_flight + f.lost_queued > 0);
     let mut world = world;
     let l1 = *world.node_mut(0).l1_stats().unwrap();
-    assert!(l1.flushed > 0, "the crash dropped the node's L1 entries: {l1:?}");
+    assert!(
+        l1.flushed > 0,
+        "the crash dropped the node's L1 entries: {l1:?}"
+    );
     let l1_other = *world.node_mut(1).l1_stats().unwrap();
     assert_eq!(l1_other.flushed, 0);
 }
@@ -191,7 +200,10 @@ fn node_pause_adds_exactly_the_injected_pauses_and_their_wait() {
     let (plain, _) = run_checked(&base, 11, |_| {});
     let (r, _) = run_checked(&topo, 11, |_| {});
     let f = r.nodes[0].faults;
-    assert_eq!(f.injected_pauses, 5, "at 5, 6, 7, 8 and 9 s; none at the end");
+    assert_eq!(
+        f.injected_pauses, 5,
+        "at 5, 6, 7, 8 and 9 s; none at the end"
+    );
     assert_eq!(f.injected_pause_ns, 1_000_000_000);
     let gc = &r.nodes[0].gc;
     assert_eq!(gc.injected().count(), 5);
@@ -461,4 +473,41 @@ fn replies_to_the_old_process_are_ignored_after_the_restart() {
         .map(|a| a.count(Status::Err(ErrorCode::BadGateway)))
         .sum();
     assert_eq!(bad, f.lost_in_flight + f.lost_queued + f.refused_while_down);
+}
+
+/// A node whose clock runs 60 s ahead judges every request's 30 s deadline passed: from 5 s to
+/// 10 s node 1 sheds all it takes (about 500/s × 5 s) with 503, node 0 sheds none; a ramped
+/// skew steps up by tenths of the skew.
+#[test]
+fn clock_skew_ahead_of_the_deadline_sheds_the_skewed_nodes_requests() {
+    let base = describe_topology(2, node_cfg(GcProfile::Off), flat_db(0.001), 1_000.0, 15);
+    let skew = FaultKind::ClockSkew {
+        skew_ns: 60_000_000_000,
+    };
+    let topo = with(&base, vec![fault(skew.clone(), Target::Node(1), 5, 5)]);
+    let (plain, _) = run_checked(&base, 8, |_| {});
+    let (r, _) = run_checked(&topo, 8, |_| {});
+    let shed = |r: &RunResult, i: usize| r.counter(&format!("node.{i}.shed_expired"));
+    assert_eq!(shed(&plain, 0) + shed(&plain, 1) + shed(&r, 0), 0);
+    assert!(
+        within(shed(&r, 1) as f64, 500.0 * 5.0, 0.1),
+        "node 1 shed {}",
+        shed(&r, 1)
+    );
+    let unavailable = r
+        .api(Api::DescribeInstanceStatus)
+        .count(Status::Err(ErrorCode::ServiceUnavailable));
+    assert_eq!(unavailable, shed(&r, 1));
+    assert_eq!(r.nodes[0].latency.hdr(), plain.nodes[0].latency.hdr());
+
+    // Ramped over 4 s: at 7 s (half-way) the skew is 6/10 of it, from 9 s on all of it.
+    let ramped = fault(skew, Target::Node(1), 5, 5)
+        .with_ramp(SimDuration::from_secs(4))
+        .unwrap();
+    let topo = with(&base, vec![ramped]);
+    let mut w = run_to(&topo, 8, secs(7));
+    assert_eq!(w.node_mut(1).fault_stats().clock_skew_ns, 36_000_000_000);
+    assert_eq!(w.node_mut(0).fault_stats().clock_skew_ns, 0);
+    let mut w = run_to(&topo, 8, secs(9));
+    assert_eq!(w.node_mut(1).fault_stats().clock_skew_ns, 60_000_000_000);
 }
