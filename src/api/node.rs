@@ -20,8 +20,9 @@
 //!   timers of the old process that arrive later are ignored safely: its work records were
 //!   removed from the slab, whose generational handles are the epoch (a new request never
 //!   reuses an old handle), and a reply whose handle names no work waiting for it releases no
-//!   connection. The gateway marks the node down at its first 502 (passive health checking, as
-//!   nginx's `max_fails = 1`), so requests routed to it before that fail fast.
+//!   connection. The gateway marks the node down when its health check notices the crash
+//!   (`Gateway::node_crashed`, after its detection delay); requests routed to the node before
+//!   that fail fast with 502.
 //! - **Restart**: a fresh process: a cold L1, a heap as at time zero ([`Heap::restart`], its
 //!   statistics kept), every worker and core free; the world marks it up at the gateway.
 //! - **InjectPause**: a stop-the-world pause of the given length through the GC pause path
