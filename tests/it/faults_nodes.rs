@@ -511,3 +511,37 @@ fn clock_skew_ahead_of_the_deadline_sheds_the_skewed_nodes_requests() {
     let mut w = run_to(&topo, 8, secs(9));
     assert_eq!(w.node_mut(1).fault_stats().clock_skew_ns, 60_000_000_000);
 }
+
+/// Every node crashes for 3 s: requests fail fast with 502 until the health check notices
+/// (1 s), then the gateway has no node and answers 503 itself (about 1,000/s × 2 s); after the
+/// restart every node serves again.
+#[test]
+fn a_crash_of_every_node_is_502_then_503_at_the_gateway() {
+    let base = describe_topology(2, node_cfg(GcProfile::Off), flat_db(0.001), 1_000.0, 10);
+    let topo = with(
+        &base,
+        vec![fault(FaultKind::NodeCrash, Target::Nodes, 4, 3)],
+    );
+    let (r, mut world) = run_checked(&topo, 12, |_| {});
+    let api = r.api(Api::DescribeInstanceStatus);
+    let refused: u64 = r.nodes.iter().map(|n| n.faults.refused_while_down).sum();
+    let lost: u64 = r
+        .nodes
+        .iter()
+        .map(|n| n.faults.lost_in_flight + n.faults.lost_queued)
+        .sum();
+    assert_eq!(
+        api.count(Status::Err(ErrorCode::BadGateway)),
+        refused + lost
+    );
+    assert!(within(refused as f64, 1_000.0, 0.1), "refused {refused}");
+    let unavailable = api.count(Status::Err(ErrorCode::ServiceUnavailable));
+    assert!(
+        within(unavailable as f64, 2_000.0, 0.1),
+        "503 {unavailable}"
+    );
+    for i in 0..2 {
+        assert_eq!(r.nodes[i].faults.crashes, 1);
+        assert!(world.gateway_mut().node_up(i));
+    }
+}
