@@ -1,5 +1,5 @@
 //! API node faults: crashes and restarts, stop-the-world pauses, memory leaks, DB connection
-//! leaks, clock skew and network partitions.
+//! leaks and clock skew. (Partitions are not applied here yet.)
 //!
 //! What each kind does (the node side is documented in `api::node`):
 //!
