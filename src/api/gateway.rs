@@ -1,6 +1,14 @@
 //! The gateway in front of the API nodes: throttling and quotas, load balancing, the client's
 //! deadline, and the client-side measurement of every response (latency from the intended start
 //! time, status per API).
+//!
+//! # Crashed nodes
+//!
+//! A node that crashes is not known to be down at once: the gateway's health check notices it
+//! [`Gateway::health_check_detection`] later *(assumed default: 1 s, an active check every
+//! 500 ms with an unhealthy threshold of 2)*. Until then the balancer still routes requests to
+//! it, and each one fails fast with 502 `BadGateway` (the node refuses the connection). Once
+//! detected, the node gets no new requests; when it restarts it is routed to again at once.
 
 use super::lb::{Balancer, LbPolicy};
 use super::throttle::{Throttle, Verdict};
@@ -88,7 +96,14 @@ pub struct Gateway {
     metrics: ApiMetrics,
     /// The responses of the current time-series bucket, when the world samples one.
     window: Option<ResponseWindow>,
+    /// Crashed nodes the health check has not noticed yet: (node, noticed at).
+    undetected: Vec<(usize, SimTime)>,
+    /// From a node's crash to the health check marking it down.
+    detection: SimDuration,
 }
+
+/// Default delay from a node's crash to the gateway marking it down *(assumed)*.
+pub const DEFAULT_HEALTH_CHECK_DETECTION: SimDuration = SimDuration::from_secs(1);
 
 impl Gateway {
     pub fn new(
@@ -116,7 +131,53 @@ impl Gateway {
             echo_all: false,
             metrics,
             window: None,
+            undetected: Vec::new(),
+            detection: DEFAULT_HEALTH_CHECK_DETECTION,
         }
+    }
+
+    /// How long after a crash the health check marks the node down (zero: at once).
+    pub fn set_health_check_detection(&mut self, d: SimDuration) {
+        self.detection = d;
+    }
+    pub fn health_check_detection(&self) -> SimDuration {
+        self.detection
+    }
+
+    /// Node `node` crashed at `now`: the health check marks it down after the detection delay
+    /// (until then requests routed to it fail fast with 502).
+    pub fn node_crashed(&mut self, node: usize, now: SimTime) {
+        self.undetected.retain(|&(n, _)| n != node);
+        if self.detection.is_zero() {
+            self.up[node] = false;
+        } else {
+            self.undetected
+                .push((node, now.saturating_add(self.detection)));
+        }
+    }
+
+    /// Node `node` restarted: it is routed to again (its health check passes at once).
+    pub fn node_restarted(&mut self, node: usize) {
+        self.undetected.retain(|&(n, _)| n != node);
+        self.up[node] = true;
+    }
+
+    /// Whether the gateway routes to node `node` now.
+    pub fn node_up(&self, node: usize) -> bool {
+        self.up[node]
+    }
+
+    /// Marks down the crashed nodes whose detection instant has come.
+    fn detect(&mut self, now: SimTime) {
+        let up = &mut self.up;
+        self.undetected.retain(|&(n, at)| {
+            if at <= now {
+                up[n] = false;
+                false
+            } else {
+                true
+            }
+        });
     }
 
     pub fn set_client(&mut self, client: ComponentId) {
@@ -203,6 +264,9 @@ impl Gateway {
         }
         if self.in_flight.len() >= self.max_in_flight {
             return self.reject(&req, ErrorCode::ServiceUnavailable, out);
+        }
+        if !self.undetected.is_empty() {
+            self.detect(out.now());
         }
         let Some(node) = self.balancer.pick(&self.outstanding, &self.up) else {
             return self.reject(&req, ErrorCode::ServiceUnavailable, out);

@@ -2,6 +2,40 @@
 //! a JVM-like heap whose stop-the-world pauses freeze the node, a database connection pool, and
 //! calls to dependencies with the caller's timeout and retry policy. Each API runs as a short
 //! plan of steps (CPU, database queries, dependency calls) on the worker that took the request.
+//!
+//! # Faults
+//!
+//! The world's fault applier (`world::faults::nodes`) acts on a node in two ways: settings it
+//! changes between events (the clock skew, [`ApiNode::set_clock_skew`]; a leak's live bytes on
+//! the heap), and commands it schedules to the node at the fault's instant
+//! ([`NodeTimer::Crash`], [`NodeTimer::Restart`], [`NodeTimer::InjectPause`],
+//! [`NodeTimer::LeakConnections`]), handled like any message, with an [`Outbox`]:
+//!
+//! - **Crash**: the process dies. Every request it holds (accept queue and workers) is answered
+//!   at once with 502 `BadGateway`: the gateway sees each connection reset (one hop later). Its
+//!   L1, single-flight flights, DB connections and waiters, CPU bursts, timers and any running
+//!   pause are gone; ClientToken reservations it held stay in progress at the store (until
+//!   their TTL), as a real crash leaves them. While down, a request that reaches it is refused
+//!   with 502 at once (connection refused) and every other message is dropped. Replies and
+//!   timers of the old process that arrive later are ignored safely: its work records were
+//!   removed from the slab, whose generational handles are the epoch (a new request never
+//!   reuses an old handle), and a reply whose handle names no work waiting for it releases no
+//!   connection. The gateway marks the node down when its health check notices the crash
+//!   (`Gateway::node_crashed`, after its detection delay); requests routed to the node before
+//!   that fail fast with 502.
+//! - **Restart**: a fresh process: a cold L1, a heap as at time zero ([`Heap::restart`], its
+//!   statistics kept), every worker and core free; the world marks it up at the gateway.
+//! - **InjectPause**: a stop-the-world pause of the given length through the GC pause path
+//!   (bursts shift, messages wait, the `gc_pause_ns` histogram and the heap's pause statistics
+//!   count it, as [`crate::gc::GcStats::injected`]).
+//! - **LeakConnections**: the pool's leaked connections (see [`ConnectionPool::set_leaked`]).
+//! - **Clock skew**: the node reads its clock as `now + skew` where it compares times made
+//!   elsewhere: requests' deadlines (the gateway's clock) when shedding or aborting, and L1
+//!   expiry instants, which are absolute instants on the data tier's clock (stamped when a
+//!   value is filled, as an `Expires` header would be). A node ahead finds entries expired
+//!   early (fewer hits) and deadlines passed early; a node behind serves entries past their
+//!   TTL and works on requests whose deadline passed. Event order does not change.
+//!   [`NodeFaultStats`] counts the lookups whose answer the skew changed.
 
 use super::types::{Api, ErrorCode, InstanceIdRange, InstanceState, Request, Response, Status};
 use crate::cache::{
@@ -12,7 +46,7 @@ use crate::db::{
     Acquire, ConnectionPool, DbError, DbOp, DbQuery, DbReply, DbResult, UpdateOutcome, WaiterTicket,
 };
 use crate::deps::{CallOutcome, DepCall, DepOp, DepReply, RetryPolicy};
-use crate::gc::{Heap, HeapConfig, Pause};
+use crate::gc::{Heap, HeapConfig, Pause, PauseKind};
 use crate::idempotency::{
     Check as IdemCheck, IdemKey, Mode as IdemMode, Outcome as IdemOutcome, fingerprint,
     memoise_failure,
@@ -245,6 +279,47 @@ pub enum NodeTimer {
     Resume,
     /// Background allocation may have filled the young generation.
     GcCheck,
+    /// Fault: the node crashes (see the module documentation).
+    Crash,
+    /// Fault: the crashed node restarts.
+    Restart,
+    /// Fault: a stop-the-world pause of this length starts now.
+    InjectPause(SimDuration),
+    /// Fault: leaked handles now hold this many of the pool's connections.
+    LeakConnections(u32),
+}
+
+/// What faults did to a node, for tests and reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeFaultStats {
+    /// Crashes (each followed by a restart when its fault ends).
+    pub crashes: u64,
+    /// Restarts after a crash.
+    pub restarts: u64,
+    /// Requests on a worker when the node crashed (answered 502).
+    pub lost_in_flight: u64,
+    /// Requests in the accept queue when the node crashed (answered 502).
+    pub lost_queued: u64,
+    /// Requests that reached the node while it was down (refused: 502).
+    pub refused_while_down: u64,
+    /// Other messages that reached the node while it was down (replies, timers, invalidations
+    /// of the dead process), dropped.
+    pub dropped_while_down: u64,
+    /// Database replies for work of a process that crashed, ignored after the restart.
+    pub stale_db_replies: u64,
+    /// Injected stop-the-world pauses, and their total length (ns).
+    pub injected_pauses: u64,
+    pub injected_pause_ns: u64,
+    /// Connections leaked handles hold now.
+    pub leaked_connections: u32,
+    /// The clock skew now (ns, negative: behind).
+    pub clock_skew_ns: i64,
+    /// L1 lookups the skewed clock found expired (miss, or stale) where the true clock found
+    /// the entry fresh.
+    pub l1_expired_early: u64,
+    /// L1 lookups answered fresh by the skewed clock where the true clock found the entry stale
+    /// or gone: values served past their TTL.
+    pub l1_served_past_ttl: u64,
 }
 
 /// Where a request is in its plan.
@@ -387,6 +462,11 @@ pub struct ApiNode {
     stw_ns: u64,
     /// Connection-pool waits of the current time-series bucket, when the world samples one.
     pool_waits: Option<LatencyHistogram>,
+    /// Crashed and not restarted yet.
+    down: bool,
+    /// The node's clock reads `now + skew_ns` (a fault).
+    skew_ns: i64,
+    fault_stats: NodeFaultStats,
 }
 
 /// A node's part of the multi-level cache: its L1, where the shared L2 is, and how its writes
@@ -432,6 +512,9 @@ impl ApiNode {
             cache: None,
             stw_ns: 0,
             pool_waits: None,
+            down: false,
+            skew_ns: 0,
+            fault_stats: NodeFaultStats::default(),
             metrics: NodeMetrics::register(registry, name),
             cfg,
         }
@@ -443,6 +526,24 @@ impl ApiNode {
     }
     pub fn heap(&self) -> &Heap {
         &self.heap
+    }
+
+    /// What faults did to this node.
+    pub fn fault_stats(&self) -> &NodeFaultStats {
+        &self.fault_stats
+    }
+    /// Whether the node is crashed (not restarted yet).
+    pub fn is_down(&self) -> bool {
+        self.down
+    }
+    /// Sets the node's clock skew (ns ahead; negative: behind). See the module documentation.
+    pub fn set_clock_skew(&mut self, skew_ns: i64) {
+        self.skew_ns = skew_ns;
+        self.fault_stats.clock_skew_ns = skew_ns;
+    }
+    /// The node's reading of its clock at true time `now`.
+    fn local(&self, now: SimTime) -> SimTime {
+        local_time(now, self.skew_ns)
     }
 
     /// Puts a cache in front of the database for by-id reads.
@@ -522,8 +623,37 @@ impl ApiNode {
 
     /// Handles every message addressed to the node.
     pub fn on_message(&mut self, msg: Msg, out: &mut Outbox<'_, Msg>) {
-        if let Msg::Node(NodeTimer::Resume) = msg {
-            return self.resume(out);
+        match msg {
+            Msg::Node(NodeTimer::Crash) => return self.crash(out),
+            Msg::Node(NodeTimer::Restart) => return self.restart(out),
+            Msg::Node(NodeTimer::LeakConnections(n)) if self.down => {
+                // Kept for the restarted process (the pool has nothing to hand out now).
+                self.pool.set_leaked(n);
+                self.fault_stats.leaked_connections = n;
+                return;
+            }
+            Msg::Dispatch { handle, req } if self.down => {
+                self.fault_stats.refused_while_down += 1;
+                return self.respond_early(handle, &req, Status::Err(ErrorCode::BadGateway), out);
+            }
+            _ if self.down => {
+                self.fault_stats.dropped_while_down += 1;
+                return;
+            }
+            Msg::Node(NodeTimer::InjectPause(d)) => {
+                self.heap.record_injected_pause(d);
+                self.fault_stats.injected_pauses += 1;
+                self.fault_stats.injected_pause_ns += d.as_ns();
+                return self.enter_pause(
+                    Pause {
+                        kind: PauseKind::Full,
+                        duration: d,
+                    },
+                    out,
+                );
+            }
+            Msg::Node(NodeTimer::Resume) => return self.resume(out),
+            _ => {}
         }
         if self.paused_until.is_some() {
             // Stop-the-world: the OS still accepts connections into the backlog, but no thread
@@ -549,8 +679,9 @@ impl ApiNode {
             Msg::DepReply(r) => self.on_dep_reply(r, out),
             Msg::L2Reply(r) => self.on_l2_reply(r, out),
             Msg::L1Invalidation(inv) => {
+                let local = self.local(out.now());
                 if let Some(c) = &mut self.cache {
-                    c.l1.on_invalidation(out.now(), inv);
+                    c.l1.on_invalidation(local, inv);
                 }
             }
             other => out.violation(format!(
@@ -605,7 +736,7 @@ impl ApiNode {
                 break;
             };
             let now = out.now();
-            if self.cfg.shed_expired && now >= req.deadline {
+            if self.cfg.shed_expired && self.local(now) >= req.deadline {
                 out.count(self.metrics.shed_expired, 1);
                 self.respond_early(gw, &req, Status::Err(ErrorCode::ServiceUnavailable), out);
                 continue;
@@ -685,7 +816,7 @@ impl ApiNode {
                     self.cpu_queue.push_back(h);
                 }
             }
-            _ if out.now() >= deadline => {
+            _ if self.local(out.now()) >= deadline => {
                 out.count(self.metrics.deadline_aborts, 1);
                 self.finish(h, Status::Err(ErrorCode::DeadlineExceeded), out);
             }
@@ -952,28 +1083,42 @@ impl ApiNode {
     /// Returns a connection to the pool and hands it to the next waiter, if any.
     fn release_connection(&mut self, out: &mut Outbox<'_, Msg>) {
         if let Some((_, next)) = self.pool.release() {
-            if let Some(Phase::ConnWait {
-                timer,
-                op,
-                replica,
-                since,
-                ..
-            }) = self.work.get(next).map(|w| w.phase)
-            {
-                out.cancel(timer);
-                self.record_pool_wait(out.now().saturating_since(since).as_ns());
-                self.send_query(next, op, replica, out);
-            } else {
-                // The waiter is gone (cannot happen: timeouts cancel their ticket); keep the
-                // connection accounting exact anyway.
-                self.release_connection(out);
-            }
+            self.grant_waiter(next, out);
+        }
+    }
+
+    /// Hands a connection the pool gave to the waiter `next` to it: its query goes out.
+    fn grant_waiter(&mut self, next: Handle, out: &mut Outbox<'_, Msg>) {
+        if let Some(Phase::ConnWait {
+            timer,
+            op,
+            replica,
+            since,
+            ..
+        }) = self.work.get(next).map(|w| w.phase)
+        {
+            out.cancel(timer);
+            self.record_pool_wait(out.now().saturating_since(since).as_ns());
+            self.send_query(next, op, replica, out);
+        } else {
+            // The waiter is gone (cannot happen: timeouts cancel their ticket); keep the
+            // connection accounting exact anyway.
+            self.release_connection(out);
         }
     }
 
     fn on_db_reply(&mut self, r: DbReply, out: &mut Outbox<'_, Msg>) {
         if r.tag == DETACHED {
             // A write sent without a worker or a connection (a token's failure record).
+            return;
+        }
+        if self
+            .work
+            .get(Handle::from_u64(r.tag))
+            .is_none_or(|w| w.phase != Phase::Db)
+        {
+            // A reply to the process that crashed: its connection closed with it.
+            self.fault_stats.stale_db_replies += 1;
             return;
         }
         self.release_connection(out);
@@ -1009,13 +1154,18 @@ impl ApiNode {
             }
             Ok(DbResult::Inserted(range)) => w.created = Some(range),
             Ok(DbResult::Updated(UpdateOutcome::Done { .. })) => {
+                let local = if self.skew_ns == 0 {
+                    out.now()
+                } else {
+                    local_time(out.now(), self.skew_ns)
+                };
                 if let (Some(c), Some(instance)) = (&mut self.cache, w.req.params.instance) {
                     // Write path: L2 delete now, this node's L1 at once, the others after a delay.
                     let key = CacheKey {
                         account: w.req.account,
                         instance,
                     };
-                    let plan = c.broadcaster.plan(key, out.now(), Some(out.me()));
+                    let plan = c.broadcaster.plan(key, local, Some(out.me()));
                     c.l1.invalidate(key);
                     let del = L2Request {
                         tag: DETACHED,
@@ -1070,7 +1220,7 @@ impl ApiNode {
                     // Soft TTL passed, hard TTL not: serve the stale value while the database fails.
                     w.state = Some(v.state).filter(|s| *s != InstanceState::Deleted);
                     if let Some(c) = &mut self.cache {
-                        c.l1.serve_stale(out.now(), key);
+                        c.l1.serve_stale(local_time(out.now(), self.skew_ns), key);
                     }
                     return self.release_waiters(h, key, out);
                 }
@@ -1088,12 +1238,26 @@ impl ApiNode {
     /// Read path, L1 first: a fresh or negative entry answers at once; otherwise one request per
     /// key and node (the leader) asks the L2 and then the database, and the others wait for it.
     fn cache_lookup(&mut self, h: Handle, key: CacheKey, out: &mut Outbox<'_, Msg>) {
+        let now = out.now();
+        let local = self.local(now);
         let c = self
             .cache
             .as_mut()
             .expect("cached reads exist only with a cache");
-        let now = out.now();
-        let (cache, answer) = match c.l1.get(now, key) {
+        // Under a clock skew, what the true clock would have answered (peek: nothing counted).
+        let truth = (local != now).then(|| c.l1.peek(now, key));
+        let lookup = c.l1.get(local, key);
+        if let Some(truth) = truth {
+            let fresh =
+                |l: &Lookup<CachedInstance>| matches!(l, Lookup::Fresh(_) | Lookup::NegativeHit);
+            match (fresh(&truth), fresh(&lookup)) {
+                (true, false) => self.fault_stats.l1_expired_early += 1,
+                (false, true) => self.fault_stats.l1_served_past_ttl += 1,
+                _ => {}
+            }
+        }
+        let c = self.cache.as_mut().expect("checked above");
+        let (cache, answer) = match lookup {
             Lookup::Fresh(v) => (CacheUse::None, Some(Some(v.state))),
             Lookup::NegativeHit => (CacheUse::None, Some(None)),
             lookup => {
@@ -1329,6 +1493,10 @@ impl ApiNode {
     fn on_timer(&mut self, t: NodeTimer, out: &mut Outbox<'_, Msg>) {
         match t {
             NodeTimer::CpuDone(h) => {
+                if !matches!(self.work.get(h).map(|w| w.phase), Some(Phase::Cpu { .. })) {
+                    // A burst of a crashed process (its timer was cancelled; defensive).
+                    return;
+                }
                 if let Some(next) = self.cpu_queue.pop_front() {
                     self.start_cpu(next, out);
                 } else {
@@ -1366,7 +1534,7 @@ impl ApiNode {
             NodeTimer::DepRetry(h) => {
                 if let Some(Phase::Backoff { attempt }) = self.work.get(h).map(|w| w.phase) {
                     let w = *self.work.get(h).expect("live work");
-                    if out.now() >= w.req.deadline {
+                    if self.local(out.now()) >= w.req.deadline {
                         out.count(self.metrics.deadline_aborts, 1);
                         return self.finish(h, Status::Err(ErrorCode::DeadlineExceeded), out);
                     }
@@ -1385,7 +1553,16 @@ impl ApiNode {
                     self.arm_gc_check(out);
                 }
             }
-            NodeTimer::Resume => unreachable!("handled in on_message"),
+            NodeTimer::LeakConnections(n) => {
+                self.fault_stats.leaked_connections = n;
+                for (_, waiter) in self.pool.set_leaked(n) {
+                    self.grant_waiter(waiter, out);
+                }
+            }
+            NodeTimer::Resume
+            | NodeTimer::Crash
+            | NodeTimer::Restart
+            | NodeTimer::InjectPause(_) => unreachable!("handled in on_message"),
         }
     }
 
@@ -1473,6 +1650,68 @@ impl ApiNode {
         self.start_work(out);
     }
 
+    /// The process dies (see the module documentation): every request it holds is answered 502
+    /// (the gateway sees the connections reset), and all of its state is dropped. A node
+    /// already down stays down (overlapping crash faults).
+    fn crash(&mut self, out: &mut Outbox<'_, Msg>) {
+        if self.down {
+            return;
+        }
+        self.down = true;
+        self.fault_stats.crashes += 1;
+        let reset = Status::Err(ErrorCode::BadGateway);
+        // Requests on workers, in slot order (deterministic): their timers die with them.
+        let held: Vec<Handle> = self.work.iter().map(|(h, _)| h).collect();
+        for h in held {
+            let Some(w) = self.work.remove(h) else {
+                continue;
+            };
+            match w.phase {
+                Phase::Cpu { timer, .. }
+                | Phase::ConnWait { timer, .. }
+                | Phase::Dep { timer, .. } => {
+                    out.cancel(timer);
+                }
+                Phase::CpuQueued | Phase::Db | Phase::Backoff { .. } => {}
+            }
+            self.fault_stats.lost_in_flight += 1;
+            self.respond_early(w.gw, &w.req, reset, out);
+        }
+        for (gw, req, _) in std::mem::take(&mut self.queue) {
+            self.fault_stats.lost_queued += 1;
+            self.respond_early(gw, &req, reset, out);
+        }
+        self.cpu_queue.clear();
+        self.free_workers = self.cfg.workers;
+        self.free_cores = self.cfg.cores;
+        self.pool.reset();
+        if let Some(c) = &mut self.cache {
+            c.l1.restart();
+        }
+        // A pause in progress ends with the process: only the part already served counts.
+        if let Some(until) = self.paused_until.take() {
+            self.stw_ns = self
+                .stw_ns
+                .saturating_sub(until.saturating_since(out.now()).as_ns());
+        }
+        self.deferred.clear();
+        if let Some(t) = self.gc_check.take() {
+            out.cancel(t);
+        }
+    }
+
+    /// A fresh process on the crashed node: cold L1 (emptied at the crash), a heap as at time
+    /// zero, the background-allocation timer armed again.
+    fn restart(&mut self, out: &mut Outbox<'_, Msg>) {
+        if !self.down {
+            return;
+        }
+        self.down = false;
+        self.fault_stats.restarts += 1;
+        self.heap.restart(out.now());
+        self.arm_gc_check(out);
+    }
+
     /// Stop-the-world: every thread freezes for the pause. CPU bursts in progress end later by
     /// the pause's length; everything else that arrives waits until it ends.
     fn enter_pause(&mut self, p: Pause, out: &mut Outbox<'_, Msg>) {
@@ -1539,6 +1778,15 @@ impl ApiNode {
         if self.paused_until.is_none() {
             self.arm_gc_check(out);
         }
+    }
+}
+
+/// A clock `skew_ns` off (ahead if positive) reads this at true time `now` (saturating).
+fn local_time(now: SimTime, skew_ns: i64) -> SimTime {
+    if skew_ns >= 0 {
+        now.saturating_add(SimDuration::from_ns(skew_ns.unsigned_abs()))
+    } else {
+        SimTime::from_ns(now.as_ns().saturating_sub(skew_ns.unsigned_abs()))
     }
 }
 

@@ -165,10 +165,13 @@ pub enum ErrorCode {
     ServiceUnavailable,
     /// The request's deadline passed (the gateway's 504).
     DeadlineExceeded,
+    /// The node the gateway sent the request to reset the connection or refused it (it
+    /// crashed): the gateway's 502.
+    BadGateway,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::Throttling,
         ErrorCode::InvalidParameter,
         ErrorCode::IdempotentParameterMismatch,
@@ -180,6 +183,7 @@ impl ErrorCode {
         ErrorCode::InternalError,
         ErrorCode::ServiceUnavailable,
         ErrorCode::DeadlineExceeded,
+        ErrorCode::BadGateway,
     ];
 
     /// The code as ECS spells it.
@@ -196,6 +200,7 @@ impl ErrorCode {
             ErrorCode::InternalError => "InternalError",
             ErrorCode::ServiceUnavailable => "ServiceUnavailable",
             ErrorCode::DeadlineExceeded => "DeadlineExceeded",
+            ErrorCode::BadGateway => "BadGateway",
         }
     }
 
@@ -212,6 +217,7 @@ impl ErrorCode {
             ErrorCode::InternalError => 500,
             ErrorCode::ServiceUnavailable => 503,
             ErrorCode::DeadlineExceeded => 504,
+            ErrorCode::BadGateway => 502,
         }
     }
 

@@ -359,6 +359,15 @@ impl<K: Ord + IndexKey, V: Copy, W> L1Cache<K, V, W> {
         n
     }
 
+    /// A restart of the owning process (a node crash): every entry is dropped (counted in
+    /// `flushed`) and every flight forgotten with its followers, whose requests died with the
+    /// process. The statistics are kept.
+    pub fn restart(&mut self) {
+        self.flights.clear();
+        let n = self.map.clear();
+        self.stats.flushed += n as u64;
+    }
+
     /// Counts one answer that the owner found outdated against the source of truth.
     pub fn record_outdated_read(&mut self) {
         self.stats.outdated_served += 1;
@@ -656,6 +665,21 @@ mod tests {
         assert!(c.is_empty());
         let s = *c.stats();
         assert_eq!((s.invalidations, s.fills_discarded, s.flushed), (1, 2, 1));
+    }
+
+    #[test]
+    fn a_restart_drops_entries_and_flights() {
+        let mut c = cache(never());
+        c.insert(ms(0), 1, Cached::Value(10));
+        assert_eq!(c.begin_fill(2, 7), Fill::Leader);
+        assert_eq!(c.begin_fill(2, 8), Fill::Follower);
+        c.restart();
+        assert!(c.is_empty());
+        assert_eq!(c.fills_in_flight(), 0);
+        assert_eq!(c.stats().flushed, 1);
+        // A new request on the key leads a new flight instead of waiting for a dead leader.
+        assert_eq!(c.begin_fill(2, 9), Fill::Leader);
+        assert!(c.complete_fill(ms(1), 2, Cached::Value(20)).is_empty());
     }
 
     #[test]

@@ -6,6 +6,15 @@
 //! [`WaiterTicket`] it was queued under (tickets increase, so the queue is sorted by ticket and a
 //! binary search finds it); its entry becomes a tombstone that is dropped when it reaches the
 //! front, and the queue is compacted when tombstones dominate, so memory follows live waiters.
+//!
+//! # Leaked connections (fault injection)
+//!
+//! [`ConnectionPool::set_leaked`] models connections held by leaked handles (a
+//! `db_connection_leak` fault): the pool can lend at most `size − leaked` connections. A leak
+//! larger than the connections free takes the busy ones as they come back (a released
+//! connection goes to the leak, not to a waiter, while more are lent than the capacity allows);
+//! giving leaked connections back hands them to waiters at once. [`ConnectionPool::reset`] is a
+//! process restart: every connection closes and every waiter is gone; cumulative counts stay.
 
 use std::collections::VecDeque;
 
@@ -64,6 +73,8 @@ pub struct ConnectionPool<W> {
     queue: VecDeque<(u64, Option<W>)>,
     next_ticket: u64,
     counts: PoolCounts,
+    /// Connections held by leaked handles (a fault): not lendable.
+    leaked: u32,
 }
 
 impl<W> ConnectionPool<W> {
@@ -76,7 +87,46 @@ impl<W> ConnectionPool<W> {
             queue: VecDeque::with_capacity((wait_queue_limit as usize).min(1024)),
             next_ticket: 0,
             counts: PoolCounts::default(),
+            leaked: 0,
         }
+    }
+
+    /// Connections the pool may lend now: its size less the leaked ones.
+    pub fn capacity(&self) -> u32 {
+        self.size.saturating_sub(self.leaked)
+    }
+    /// Connections held by leaked handles now.
+    pub fn leaked(&self) -> u32 {
+        self.leaked
+    }
+
+    /// Sets how many connections leaked handles hold (see the module documentation). When the
+    /// capacity grows, queued waiters get the freed connections at once: they are returned,
+    /// oldest first, for the owner to resume (and cancel their timeouts).
+    pub fn set_leaked(&mut self, leaked: u32) -> Vec<(WaiterTicket, W)> {
+        self.leaked = leaked;
+        let mut granted = Vec::new();
+        while self.counts.in_use < self.capacity() && self.counts.waiting > 0 {
+            let Some((ticket, slot)) = self.queue.pop_front() else {
+                break;
+            };
+            if let Some(w) = slot {
+                self.counts.waiting -= 1;
+                self.counts.in_use += 1;
+                self.counts.granted += 1;
+                self.counts.granted_after_wait += 1;
+                granted.push((WaiterTicket(ticket), w));
+            }
+        }
+        granted
+    }
+
+    /// A restart of the owning process: every connection is closed (none in use) and every
+    /// waiter dropped; the leak setting and the cumulative counts stay.
+    pub fn reset(&mut self) {
+        self.queue.clear();
+        self.counts.in_use = 0;
+        self.counts.waiting = 0;
     }
 
     pub fn size(&self) -> u32 {
@@ -97,7 +147,7 @@ impl<W> ConnectionPool<W> {
 
     /// Takes a free connection, or queues `waiter` (FIFO), or refuses when the queue is full.
     pub fn try_acquire(&mut self, waiter: W) -> Acquire<W> {
-        if self.counts.in_use < self.size {
+        if self.counts.in_use < self.capacity() {
             debug_assert_eq!(self.counts.waiting, 0, "a free connection with waiters");
             self.counts.in_use += 1;
             self.counts.granted += 1;
@@ -127,6 +177,11 @@ impl<W> ConnectionPool<W> {
             self.counts.in_use > 0,
             "released a connection that was not in use"
         );
+        if self.counts.in_use > self.capacity() {
+            // More lent than the leak leaves: this connection goes to the leak.
+            self.counts.in_use -= 1;
+            return None;
+        }
         while let Some((ticket, slot)) = self.queue.pop_front() {
             if let Some(w) = slot {
                 self.counts.waiting -= 1;
@@ -250,6 +305,38 @@ mod tests {
         );
         assert_eq!(p.waiting(), 1);
         assert_eq!(p.release(), Some((head, 1)));
+    }
+
+    #[test]
+    fn a_leak_shrinks_capacity_takes_busy_connections_as_they_return_and_gives_them_back() {
+        let mut p = ConnectionPool::new(3, 10);
+        for w in 0..3 {
+            assert_eq!(p.try_acquire(w), Acquire::Granted(w));
+        }
+        // Leak 2 while all 3 are busy: the next two releases go to the leak.
+        assert!(p.set_leaked(2).is_empty());
+        assert_eq!(p.capacity(), 1);
+        assert_eq!(p.try_acquire(10), Acquire::Queued(WaiterTicket(0)));
+        assert_eq!(p.release(), None);
+        assert_eq!(p.release(), None);
+        assert_eq!(p.in_use(), 1);
+        // The third release goes to the waiter: one connection is lendable.
+        assert_eq!(p.release(), Some((WaiterTicket(0), 10)));
+        assert_eq!(p.try_acquire(11), Acquire::Queued(WaiterTicket(1)));
+        assert_eq!(p.try_acquire(12), Acquire::Queued(WaiterTicket(2)));
+        // The leak ends: both waiters get the returned connections at once, in order.
+        assert_eq!(
+            p.set_leaked(0),
+            vec![(WaiterTicket(1), 11), (WaiterTicket(2), 12)]
+        );
+        assert_eq!((p.in_use(), p.waiting(), p.capacity()), (3, 0, 3));
+        // A leak of the whole pool (or more) lends nothing.
+        p.set_leaked(7);
+        assert_eq!(p.capacity(), 0);
+        p.reset();
+        assert_eq!((p.in_use(), p.waiting(), p.leaked()), (0, 0, 7));
+        assert_eq!(p.try_acquire(13), Acquire::Queued(WaiterTicket(3)));
+        assert_eq!(p.counts().granted, 6);
     }
 
     #[test]

@@ -180,6 +180,28 @@ impl Heap {
         self.stats.occupancy = self.occupancy();
     }
 
+    /// Fault hook (`node_pause`): records a stop-the-world pause of `duration` that no
+    /// collection caused (a VM freeze, a safepoint storm), in the pause statistics. The heap's
+    /// own state does not change: background allocation is still accounted through it.
+    pub fn record_injected_pause(&mut self, duration: SimDuration) {
+        self.stats.record_injected(duration.as_ns());
+    }
+
+    /// Fault hook (a node crash's restart at `now`): the heap is empty again, as a freshly
+    /// started JVM's ([`Heap::new`]): the configured live set, nothing allocated, no cycle
+    /// running, and leaked bytes gone. The statistics are kept (they describe the node's whole
+    /// run) and count the restart.
+    pub fn restart(&mut self, now: SimTime) {
+        let mut fresh = Heap::new(self.cfg);
+        fresh.clock = now;
+        let used = self.occupancy().total_used();
+        fresh.stats = std::mem::replace(&mut self.stats, GcStats::new());
+        fresh.stats.restarts += 1;
+        fresh.stats.bytes_lost_on_restart += used;
+        *self = fresh;
+        self.stats.occupancy = self.occupancy();
+    }
+
     /// The application's live set now (configured plus [`Heap::add_live_bytes`]).
     pub fn live_set_bytes(&self) -> u64 {
         self.live_set
@@ -557,8 +579,9 @@ impl Heap {
                 + u128::from(self.old_used)
                 + u128::from(s.bytes_reclaimed_young)
                 + u128::from(s.bytes_reclaimed_old)
-                + u128::from(s.bytes_out_of_memory),
-            "allocated bytes are used, reclaimed or out of memory"
+                + u128::from(s.bytes_out_of_memory)
+                + u128::from(s.bytes_lost_on_restart),
+            "allocated bytes are used, reclaimed, out of memory or lost on a restart"
         );
     }
 }

@@ -24,7 +24,8 @@ impl HeapOccupancy {
 /// Everything a [`super::Heap`] has counted since it was built.
 ///
 /// Byte flows balance: `bytes_allocated = occupancy().total_used() + bytes_reclaimed() +
-/// bytes_out_of_memory` (except for profile `Off`, which only counts allocation).
+/// bytes_out_of_memory + bytes_lost_on_restart` (except for profile `Off`, which only counts
+/// allocation).
 #[derive(Clone, Debug)]
 pub struct GcStats {
     pub(crate) per_kind: [LatencyHistogram; PauseKind::ALL.len()],
@@ -38,6 +39,12 @@ pub struct GcStats {
     pub(crate) bytes_out_of_memory: u64,
     pub(crate) concurrent_cycles: u64,
     pub(crate) occupancy: HeapOccupancy,
+    /// Stop-the-world pauses injected by faults (`node_pause`), not collections.
+    pub(crate) injected: LatencyHistogram,
+    /// Heap restarts (a node crash's restart): the heap state was lost, these counts kept.
+    pub(crate) restarts: u64,
+    /// Bytes the heap held when it restarted (gone with the process).
+    pub(crate) bytes_lost_on_restart: u64,
 }
 
 impl GcStats {
@@ -54,6 +61,9 @@ impl GcStats {
             bytes_out_of_memory: 0,
             concurrent_cycles: 0,
             occupancy: HeapOccupancy::default(),
+            injected: LatencyHistogram::new(),
+            restarts: 0,
+            bytes_lost_on_restart: 0,
         }
     }
 
@@ -61,6 +71,29 @@ impl GcStats {
         self.per_kind[kind.index()].record(ns);
         self.all.record(ns);
         self.total_paused_ns = self.total_paused_ns.saturating_add(ns);
+    }
+
+    /// An injected stop-the-world pause (a fault): counted in [`GcStats::all_pauses`] and
+    /// [`GcStats::total_paused_ns`] like a collection's, and in [`GcStats::injected`], under no
+    /// collection kind.
+    pub(crate) fn record_injected(&mut self, ns: u64) {
+        self.injected.record(ns);
+        self.all.record(ns);
+        self.total_paused_ns = self.total_paused_ns.saturating_add(ns);
+    }
+
+    /// The injected pauses (`node_pause` faults), ns; part of [`GcStats::all_pauses`].
+    pub fn injected(&self) -> &LatencyHistogram {
+        &self.injected
+    }
+    /// How many times the heap restarted empty (node crashes).
+    pub fn restarts(&self) -> u64 {
+        self.restarts
+    }
+
+    /// Bytes in use when the heap restarted (node crashes), summed over restarts.
+    pub fn bytes_lost_on_restart(&self) -> u64 {
+        self.bytes_lost_on_restart
     }
 
     /// How many pauses of `kind` there were.

@@ -95,7 +95,10 @@ fn assert_balanced(h: &Heap) {
     let s = h.stats();
     assert_eq!(
         s.bytes_allocated(),
-        s.occupancy().total_used() + s.bytes_reclaimed() + s.bytes_out_of_memory()
+        s.occupancy().total_used()
+            + s.bytes_reclaimed()
+            + s.bytes_out_of_memory()
+            + s.bytes_lost_on_restart()
     );
     assert_eq!(s.occupancy(), h.occupancy());
 }
@@ -727,4 +730,27 @@ fn documented_defaults_give_documented_pauses() {
     let p = z.allocate(at_ms(2), GIB / 2).unwrap();
     assert_eq!((p.kind, p.duration), (PauseKind::ZgcPause, us(100)));
     assert_eq!(z.next_background_trigger(at_ms(3)), Some(at_ms(2 + 261)));
+}
+
+#[test]
+fn a_restart_empties_the_heap_keeps_the_stats_and_balances_bytes() {
+    let mut h = heap(small(GcProfile::Parallel));
+    let _ = drive(&mut h, 2_000, ms(10), MIB, |_, _| {});
+    h.add_live_bytes(32 * MIB);
+    h.record_injected_pause(ms(150));
+    let young = h.stats().count(PauseKind::Young);
+    let used = h.occupancy().total_used();
+    assert!(young > 0 && used > 0);
+    let configured = small(GcProfile::Parallel).live_set_bytes;
+    assert_eq!(h.live_set_bytes(), configured + 32 * MIB);
+    // 2,000 requests 10 ms apart: the restart comes after the last one (at 20 s + pauses).
+    h.restart(at_ms(60_000));
+    assert_eq!(h.occupancy().total_used(), 0);
+    assert_eq!(h.live_set_bytes(), configured, "the leak is gone");
+    assert_eq!(h.stats().count(PauseKind::Young), young);
+    assert_eq!(h.stats().restarts(), 1);
+    assert_eq!(h.stats().bytes_lost_on_restart(), used);
+    assert_eq!(h.stats().injected().count(), 1);
+    assert_eq!(h.stats().injected().max_ns(), Some(150_000_000));
+    assert_balanced(&h);
 }

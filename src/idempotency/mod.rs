@@ -171,7 +171,8 @@ pub const fn memoise_failure(code: ErrorCode) -> bool {
         | ErrorCode::LastTokenProcessing
         | ErrorCode::InternalError
         | ErrorCode::ServiceUnavailable
-        | ErrorCode::DeadlineExceeded => false,
+        | ErrorCode::DeadlineExceeded
+        | ErrorCode::BadGateway => false,
     }
 }
 

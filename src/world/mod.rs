@@ -99,6 +99,10 @@ impl Message for Msg {
                 NodeTimer::DepRetry(_) => 9,
                 NodeTimer::Resume => 10,
                 NodeTimer::GcCheck => 11,
+                NodeTimer::Crash => 60,
+                NodeTimer::Restart => 61,
+                NodeTimer::InjectPause(_) => 62,
+                NodeTimer::LeakConnections(_) => 63,
             },
             Msg::DbQuery(_) => 12,
             Msg::DbReply(_) => 13,
@@ -134,6 +138,10 @@ impl Message for Msg {
                 NodeTimer::DepRetry(_) => "DepRetry",
                 NodeTimer::Resume => "GcResume",
                 NodeTimer::GcCheck => "GcCheck",
+                NodeTimer::Crash => "NodeCrash",
+                NodeTimer::Restart => "NodeRestart",
+                NodeTimer::InjectPause(_) => "NodePause",
+                NodeTimer::LeakConnections(_) => "PoolLeak",
             },
             Msg::DbQuery(_) => "DbQuery",
             Msg::DbReply(_) => "DbReply",
@@ -851,6 +859,8 @@ pub struct NodeResult {
     pub gc: GcStats,
     /// Paused time / simulated time.
     pub gc_time_fraction: f64,
+    /// What faults did to the node (crashes, injected pauses, leaks, clock skew).
+    pub faults: crate::api::node::NodeFaultStats,
 }
 
 /// What a run measured.
@@ -1208,6 +1218,7 @@ impl World {
                     .unwrap_or_default();
                 let gc = n.heap().stats().clone();
                 NodeResult {
+                    faults: *n.fault_stats(),
                     latency,
                     gc_time_fraction: gc.total_paused_ns() as f64 / span_ns as f64,
                     gc,

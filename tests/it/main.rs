@@ -7,6 +7,7 @@ mod client;
 mod core;
 mod determinism;
 mod faults_deps;
+mod faults_nodes;
 mod kernel;
 mod queueing;
 mod reconcile;
