@@ -366,6 +366,8 @@ struct Work {
     cache: CacheUse,
     /// The request's workflow has been handed to the engine.
     wf_sent: bool,
+    /// `created` came from this request's own insert (not a token replay).
+    inserted: bool,
 }
 
 /// Where a by-id read stands with the cache.
@@ -467,6 +469,17 @@ pub struct ApiNode {
     /// The node's clock reads `now + skew_ns` (a fault).
     skew_ns: i64,
     fault_stats: NodeFaultStats,
+    /// What the invariant checkers read, when the world observes (see [`ApiNode::observe`]).
+    observed: Option<Observed>,
+}
+
+/// What a node saw that the invariant checkers judge (drained by the world between events).
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// Creations with a ClientToken answered Ok: the token and the instances answered.
+    pub token_answers: Vec<crate::invariants::TokenAnswer>,
+    /// Reads answered from a cached value: when, the key, and the value's version.
+    pub cache_reads: Vec<(SimTime, CacheKey, SimTime)>,
 }
 
 /// A node's part of the multi-level cache: its L1, where the shared L2 is, and how its writes
@@ -515,8 +528,25 @@ impl ApiNode {
             down: false,
             skew_ns: 0,
             fault_stats: NodeFaultStats::default(),
+            observed: None,
             metrics: NodeMetrics::register(registry, name),
             cfg,
+        }
+    }
+
+    /// Starts recording what the invariant checkers judge (token answers, cached reads).
+    pub fn observe(&mut self) {
+        self.observed = Some(Observed::default());
+    }
+
+    /// What was observed since the last call.
+    pub fn take_observed(&mut self) -> Option<Observed> {
+        self.observed.as_mut().map(std::mem::take)
+    }
+
+    fn observe_cache_read(&mut self, now: SimTime, key: CacheKey, v: &CachedInstance) {
+        if let Some(o) = &mut self.observed {
+            o.cache_reads.push((now, key, v.updated_at));
         }
     }
 
@@ -761,6 +791,7 @@ impl ApiNode {
                 idem,
                 reserved: false,
                 wf_sent: false,
+                inserted: false,
                 cache: match (&self.cache, req.api, req.params.instance) {
                     (
                         Some(_),
@@ -1152,7 +1183,10 @@ impl ApiNode {
                     return self.fill_complete(h, key, value, out);
                 }
             }
-            Ok(DbResult::Inserted(range)) => w.created = Some(range),
+            Ok(DbResult::Inserted(range)) => {
+                w.created = Some(range);
+                w.inserted = true;
+            }
             Ok(DbResult::Updated(UpdateOutcome::Done { .. })) => {
                 let local = if self.skew_ns == 0 {
                     out.now()
@@ -1222,6 +1256,7 @@ impl ApiNode {
                     if let Some(c) = &mut self.cache {
                         c.l1.serve_stale(local_time(out.now(), self.skew_ns), key);
                     }
+                    self.observe_cache_read(out.now(), key, &v);
                     return self.release_waiters(h, key, out);
                 }
                 let code = match e {
@@ -1255,6 +1290,10 @@ impl ApiNode {
                 (false, true) => self.fault_stats.l1_served_past_ttl += 1,
                 _ => {}
             }
+        }
+        if let Lookup::Fresh(v) = &lookup {
+            let v = *v;
+            self.observe_cache_read(now, key, &v);
         }
         let c = self.cache.as_mut().expect("checked above");
         let (cache, answer) = match lookup {
@@ -1343,6 +1382,9 @@ impl ApiNode {
     ) {
         if let Some(c) = &mut self.cache {
             c.l1.insert(out.now(), key, value);
+        }
+        if let Some(v) = value.value() {
+            self.observe_cache_read(out.now(), key, &v);
         }
         if let Some(w) = self.work.get_mut(h) {
             w.state = value
@@ -1623,6 +1665,16 @@ impl ApiNode {
                 }
                 (None, _) => {}
             }
+        }
+        if let (Some(o), Status::Ok, Some(key), Some(range)) =
+            (&mut self.observed, status, w.idem, w.created)
+        {
+            o.token_answers.push(crate::invariants::TokenAnswer {
+                at: out.now(),
+                key,
+                instances: range,
+                fresh: w.inserted,
+            });
         }
         let resp = Response {
             id: w.req.id,

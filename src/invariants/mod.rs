@@ -112,6 +112,13 @@ pub struct InvariantConfig {
     pub liveness_bound: SimDuration,
     /// Violations kept per run (the first ones; the rest are counted).
     pub max_kept: usize,
+    /// Whether nodes record what the token and cache checks judge (on by default; off only
+    /// to measure the core without its observers).
+    pub observe: bool,
+    /// Added to the L1's hard TTL to bound how outdated a cached read may be: the invalidation
+    /// delay and delivery (default 5 s, far above the default 10–100 ms broadcast, so only a
+    /// lost or skipped invalidation breaks it).
+    pub staleness_slack: SimDuration,
 }
 
 impl Default for InvariantConfig {
@@ -119,6 +126,8 @@ impl Default for InvariantConfig {
         InvariantConfig {
             liveness_bound: SimDuration::from_secs(660),
             max_kept: 16,
+            observe: true,
+            staleness_slack: SimDuration::from_secs(5),
         }
     }
 }

@@ -753,6 +753,13 @@ impl Topology {
             // The run cannot outlast its time limit: at most 10,000 buckets of this width.
             TimeSeries::new(bucket_width(limits.max_time), self.cache.is_some())
         });
+        if self.invariants.observe {
+            for i in 0..self.nodes {
+                if let Part::Node(n) = sim.component_mut(node_id(i)) {
+                    n.observe();
+                }
+            }
+        }
         World {
             sim,
             traffic: traffic_id,
@@ -782,6 +789,12 @@ impl Topology {
                 .as_ref()
                 .map_or(SimDuration::from_secs(300), |c| c.l2_ttl),
             traffic_end: SimTime::ZERO.saturating_add(self.duration),
+            ledger: crate::invariants::TokenLedger::default(),
+            token_ttl: self.idempotency.ttl(),
+            staleness_bound: self.cache.as_ref().map(|c| {
+                c.l1.hard_ttl()
+                    .saturating_add(self.invariants.staleness_slack)
+            }),
         }
     }
 
@@ -822,6 +835,11 @@ pub struct World {
     l2_ttl: SimDuration,
     /// When the traffic ends (game days judge recovery up to it).
     traffic_end: SimTime,
+    /// The first instance set of every ClientToken seen (the token invariants' oracle).
+    ledger: crate::invariants::TokenLedger,
+    /// ClientToken TTL (past it a token may create anew) and the cached-read staleness bound.
+    token_ttl: SimDuration,
+    staleness_bound: Option<SimDuration>,
 }
 
 /// Per-API results, as the client saw them.
@@ -1003,6 +1021,7 @@ impl World {
             _ => unreachable!("the reconciler id names the reconciler"),
         });
         loop {
+            self.check_observed();
             let audit_at = period
                 .map(|p| SimTime::ZERO.saturating_add(p.saturating_mul(self.audits_done + 1)));
             let sample_at = self.series.as_ref().and_then(TimeSeries::next_instant);
@@ -1014,6 +1033,7 @@ impl World {
                 .filter(|&t| t <= until)
                 .min();
             if let Some(report) = self.sim.run_until(due.unwrap_or(until)) {
+                self.check_observed();
                 self.close_series(&report);
                 return Some(report);
             }
@@ -1273,6 +1293,53 @@ impl World {
                 _ => unreachable!("the cleanup id names the cleanup job"),
             }),
             series: self.series.clone(),
+        }
+    }
+
+    /// Judges what the nodes observed since the last call: token answers against the ledger,
+    /// cached reads against the database's rows.
+    fn check_observed(&mut self) {
+        for i in 0..self.nodes.len() {
+            let Some(o) = self.node_mut(i).take_observed() else {
+                return;
+            };
+            for a in o.token_answers {
+                if let Some(v) = self.ledger.observe(a, self.token_ttl) {
+                    self.violation(v);
+                }
+            }
+            let Some(bound) = self.staleness_bound else {
+                continue;
+            };
+            for (at, key, version) in o.cache_reads {
+                let Part::Db(db) = self.sim.component(self.db) else {
+                    unreachable!("the db id names the db")
+                };
+                let Some(row) = db.inspect_instance(key.account, key.instance) else {
+                    continue;
+                };
+                // The truth changed after the cached version and before the read: the read
+                // was outdated for at least `at - row.updated_at`.
+                if row.updated_at > version && row.updated_at <= at {
+                    let outdated = at.saturating_since(row.updated_at);
+                    if outdated > bound {
+                        self.violation(Violation {
+                            invariant: Invariant::CacheStaleness,
+                            at,
+                            detail: format!(
+                                "node.{i} answered instance #{} of account {} from its cache with the version of {}, outdated by {} (the row changed to {} at {}); bound {}",
+                                key.instance.0,
+                                key.account.0,
+                                version,
+                                outdated,
+                                row.state.name(),
+                                row.updated_at,
+                                bound
+                            ),
+                        });
+                    }
+                }
+            }
         }
     }
 
