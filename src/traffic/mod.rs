@@ -22,6 +22,7 @@ pub use replay::{ReplayConfig, ReplayStats, Trace, TraceError, TraceRecord};
 use crate::api::types::{
     AccountId, Api, InstanceId, InstanceType, Params, Request, RequestId, Response,
 };
+use crate::faults::{Fault, FaultKind, FaultPlan};
 use crate::kernel::{ComponentId, Dist, Outbox, SimDuration, SimRng, SimTime};
 use crate::world::Msg;
 
@@ -177,6 +178,88 @@ impl Known {
     }
 }
 
+/// The traffic's own faults (surges, hot tenants, clients without backoff), read at each
+/// arrival or retry instant: the traffic generates a batch ahead, so a state pushed at a
+/// fault's transitions would come too late for arrivals already generated.
+#[derive(Clone, Debug)]
+pub struct TrafficFaults {
+    faults: Vec<Fault>,
+    /// Upper bound of the surge multiplier over the run (for thinning).
+    surge_bound: f64,
+    /// Whether any surge is planned.
+    surge: bool,
+    /// Requests whose account was replaced by a hot tenant's.
+    pub hot_requests: u64,
+    /// Requests generated while a surge multiplier other than 1 applied.
+    pub surged_requests: u64,
+    /// Retries sent at once because a no-backoff fault was active.
+    pub immediate_retries: u64,
+}
+
+impl TrafficFaults {
+    fn new(plan: &FaultPlan) -> TrafficFaults {
+        let faults: Vec<Fault> = plan
+            .faults()
+            .iter()
+            .filter(|f| {
+                matches!(
+                    f.kind(),
+                    FaultKind::TrafficSurge { .. }
+                        | FaultKind::HotTenant { .. }
+                        | FaultKind::ClientNoBackoff
+                )
+            })
+            .cloned()
+            .collect();
+        let surge_bound = faults
+            .iter()
+            .map(|f| match f.kind() {
+                FaultKind::TrafficSurge { multiply } => multiply.max(1.0),
+                _ => 1.0,
+            })
+            .product();
+        TrafficFaults {
+            surge: faults
+                .iter()
+                .any(|f| matches!(f.kind(), FaultKind::TrafficSurge { .. })),
+            faults,
+            surge_bound,
+            hot_requests: 0,
+            surged_requests: 0,
+            immediate_retries: 0,
+        }
+    }
+
+    /// The arrival-rate multiplier at `t`: the product of `1 + (multiply − 1)·i(t)`.
+    pub fn surge_at(&self, t: SimTime) -> f64 {
+        self.faults
+            .iter()
+            .map(|f| match f.kind() {
+                FaultKind::TrafficSurge { multiply } => 1.0 + (multiply - 1.0) * f.intensity(t),
+                _ => 1.0,
+            })
+            .product()
+    }
+
+    /// The active hot tenants at `t` with their shares `share·i(t)`, in plan order.
+    fn hot_at(&self, t: SimTime) -> impl Iterator<Item = (u32, f64)> + '_ {
+        self.faults.iter().filter_map(move |f| match f.kind() {
+            FaultKind::HotTenant { account, share } => {
+                let i = f.intensity(t);
+                (i > 0.0).then_some((*account, share * i))
+            }
+            _ => None,
+        })
+    }
+
+    /// Whether clients retry without backoff at `t`.
+    pub fn no_backoff_at(&self, t: SimTime) -> bool {
+        self.faults
+            .iter()
+            .any(|f| matches!(f.kind(), FaultKind::ClientNoBackoff) && f.intensity(t) > 0.0)
+    }
+}
+
 /// Requests generated per traffic wake-up.
 pub const BATCH: usize = 64;
 
@@ -201,6 +284,8 @@ pub struct OpenLoop {
     client: Option<Box<client::ClientState>>,
     /// A trace replayed instead of generated arrivals.
     replay: Option<Box<replay::ReplayState>>,
+    /// Surges, hot tenants and clients without backoff.
+    faults: TrafficFaults,
 }
 
 impl OpenLoop {
@@ -225,6 +310,40 @@ impl OpenLoop {
             tick_accepted: false,
             client: None,
             replay: None,
+            faults: TrafficFaults::new(&FaultPlan::default()),
+        }
+    }
+
+    /// Takes the plan's traffic faults (surges, hot tenants, clients without backoff); other
+    /// kinds are ignored. Call before [`OpenLoop::first_arrival`].
+    ///
+    /// A surge scales the rate: under the constant profile each inter-arrival gap drawn at an
+    /// instant is divided by the multiplier there (the same draws as without the fault, so the
+    /// run is identical before it); under a time-varying profile the multiplier joins the
+    /// thinning (candidates at base rate × profile maximum × the surges' bound). A replayed
+    /// trace and a closed loop are not surged.
+    pub fn with_faults(mut self, plan: &FaultPlan) -> OpenLoop {
+        self.faults = TrafficFaults::new(plan);
+        self
+    }
+
+    /// What the traffic's faults did.
+    pub fn faults(&self) -> &TrafficFaults {
+        &self.faults
+    }
+
+    /// An inter-arrival gap drawn at `at` under the constant profile, shortened by the surge.
+    #[inline]
+    fn gap_at(&mut self, at: SimTime) -> SimDuration {
+        let gap = self.cfg.inter_arrival.sample_duration(&mut self.rng);
+        if !self.faults.surge {
+            return gap;
+        }
+        let m = self.faults.surge_at(at);
+        if m == 1.0 {
+            gap
+        } else {
+            SimDuration::from_secs_f64(gap.as_secs_f64() / m)
         }
     }
 
@@ -275,7 +394,7 @@ impl OpenLoop {
             return SimDuration::ZERO;
         }
         if self.cfg.profile.is_constant() {
-            return self.cfg.inter_arrival.sample_duration(&mut self.rng);
+            return self.gap_at(SimTime::ZERO);
         }
         let gap = self.candidate_gap();
         self.tick_accepted = self.accept(SimTime::ZERO.saturating_add(gap));
@@ -287,13 +406,21 @@ impl OpenLoop {
     #[inline]
     fn candidate_gap(&mut self) -> SimDuration {
         let base = self.cfg.inter_arrival.sample(&mut self.rng);
-        SimDuration::from_secs_f64(base / self.cfg.profile.max_multiplier())
+        SimDuration::from_secs_f64(
+            base / (self.cfg.profile.max_multiplier() * self.faults.surge_bound),
+        )
     }
 
     /// Whether the candidate at `at` is kept: with probability m(at) / max multiplier.
     #[inline]
     fn accept(&mut self, at: SimTime) -> bool {
-        self.rng.unit() * self.cfg.profile.max_multiplier() < self.cfg.profile.multiplier_at(at)
+        let bound = self.cfg.profile.max_multiplier() * self.faults.surge_bound;
+        let m = if !self.faults.surge {
+            self.cfg.profile.multiplier_at(at)
+        } else {
+            self.cfg.profile.multiplier_at(at) * self.faults.surge_at(at)
+        };
+        self.rng.unit() * bound < m
     }
 
     pub fn sent(&self) -> u64 {
@@ -350,6 +477,24 @@ impl OpenLoop {
         if api == Api::DeleteInstance {
             params.force = true;
         }
+        if !self.faults.faults.is_empty() {
+            let surge = self.faults.surge_at(now);
+            if surge != 1.0 {
+                self.faults.surged_requests += 1;
+            }
+            // A hot tenant issues this request instead of the drawn account (one extra draw
+            // per request only while one is active, so the run is unchanged before it).
+            let mut hot = None;
+            for (a, share) in self.faults.hot_at(now) {
+                if hot.is_none() && self.rng.unit() < share {
+                    hot = Some(a);
+                }
+            }
+            if let Some(a) = hot {
+                account = AccountId(a.min(self.cfg.accounts.saturating_sub(1)));
+                self.faults.hot_requests += 1;
+            }
+        }
         let id = RequestId(self.next_id);
         self.next_id += 1;
         Request {
@@ -388,7 +533,7 @@ impl OpenLoop {
         }
         for k in 0..BATCH {
             if k > 0 {
-                let gap = self.cfg.inter_arrival.sample_duration(&mut self.rng);
+                let gap = self.gap_at(at);
                 match at.checked_add(gap) {
                     Some(t) if t <= self.cfg.until => at = t,
                     _ => return,
@@ -396,7 +541,7 @@ impl OpenLoop {
             }
             self.emit(at, out);
         }
-        let gap = self.cfg.inter_arrival.sample_duration(&mut self.rng);
+        let gap = self.gap_at(at);
         if let Some(next) = at.checked_add(gap).filter(|t| *t <= self.cfg.until) {
             out.send_at(out.me(), next, Msg::TrafficTick);
         }
