@@ -1080,7 +1080,11 @@ impl Db {
     /// The primary of shard `s` is lost: its transactions in service lose their replies and are
     /// answered `Unavailable` now, its queued ones are refused, its slots are empty. Does
     /// nothing if the primary is up again (the notice came after a recovery).
-    fn fail_primary<M: From<DbReply> + From<DbTimer>>(&mut self, s: usize, out: &mut Outbox<'_, M>) {
+    fn fail_primary<M: From<DbReply> + From<DbTimer>>(
+        &mut self,
+        s: usize,
+        out: &mut Outbox<'_, M>,
+    ) {
         if s >= self.shards.len() || self.shards[s].available {
             return;
         }

@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod core;
 mod determinism;
+mod faults_data;
 mod kernel;
 mod queueing;
 mod reconcile;

@@ -21,7 +21,10 @@ use crate::kernel::SimDuration;
 use crate::world::{Msg, World};
 
 pub(super) fn apply(world: &mut World, t: &mut Transition<'_, '_>) {
-    if t.of(|k| matches!(k, FaultKind::DbSlowSql { .. })).next().is_some() {
+    if t.of(|k| matches!(k, FaultKind::DbSlowSql { .. }))
+        .next()
+        .is_some()
+    {
         let mut factors = [1.0; QueryClass::COUNT];
         for s in t.of(|k| matches!(k, FaultKind::DbSlowSql { .. })) {
             let FaultKind::DbSlowSql { class, multiply } = s.fault.kind() else {
@@ -35,7 +38,10 @@ pub(super) fn apply(world: &mut World, t: &mut Transition<'_, '_>) {
         }
         world.db_mut().set_slow_factors(factors);
     }
-    if t.of(|k| matches!(k, FaultKind::ReplicaLag { .. })).next().is_some() {
+    if t.of(|k| matches!(k, FaultKind::ReplicaLag { .. }))
+        .next()
+        .is_some()
+    {
         let lag = t
             .of(|k| matches!(k, FaultKind::ReplicaLag { .. }))
             .filter_map(|s| match s.fault.kind() {
