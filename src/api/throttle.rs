@@ -324,6 +324,72 @@ mod tests {
     }
 
     #[test]
+    fn a_quota_factor_scales_every_limit_and_restores_them() {
+        let mut limits = [Limit::Unlimited; Api::COUNT];
+        limits[Api::StartInstance.index()] = Limit::FixedWindow {
+            max: 200,
+            window: SimDuration::MINUTE,
+        };
+        limits[Api::StopInstance.index()] = Limit::TokenBucket {
+            capacity: 50,
+            refill_per_s: 5,
+        };
+        let mut t = Throttle::new(limits, Limit::Unlimited, 4).unwrap();
+        t.set_quota_factor(0.1);
+        assert_eq!(
+            t.limit(Api::StartInstance),
+            Limit::FixedWindow {
+                max: 20,
+                window: SimDuration::MINUTE
+            }
+        );
+        assert_eq!(
+            t.limit(Api::StopInstance),
+            Limit::TokenBucket {
+                capacity: 5,
+                refill_per_s: 1
+            }
+        );
+        assert_eq!(t.limit(Api::RunInstances), Limit::Unlimited);
+        let a = AccountId(0);
+        let admitted = (0..100)
+            .filter(|k| t.check(ms(*k), a, Api::StartInstance, 0) == Verdict::Admit)
+            .count();
+        assert_eq!(admitted, 20);
+        assert_eq!(t.throttled_under_fault(), 80);
+        // A runbook's new limit is scaled while the fault lasts, and kept after it.
+        t.set_limit(
+            Api::StartInstance,
+            Limit::FixedWindow {
+                max: 1_000,
+                window: SimDuration::MINUTE,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            t.limit(Api::StartInstance),
+            Limit::FixedWindow {
+                max: 100,
+                window: SimDuration::MINUTE
+            }
+        );
+        t.set_quota_factor(1.0);
+        assert_eq!(
+            t.limit(Api::StartInstance),
+            Limit::FixedWindow {
+                max: 1_000,
+                window: SimDuration::MINUTE
+            }
+        );
+        assert_eq!(
+            t.limit(Api::StopInstance),
+            limits[Api::StopInstance.index()]
+        );
+        assert_eq!(t.check(ms(2), a, Api::StartInstance, 0), Verdict::Admit);
+        assert_eq!(t.throttled_under_fault(), 80, "no fault: not counted");
+    }
+
+    #[test]
     fn fixed_window_admits_exactly_max_per_window() {
         let limits = [Limit::FixedWindow {
             max: 200,

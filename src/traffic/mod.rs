@@ -184,8 +184,6 @@ impl Known {
 #[derive(Clone, Debug)]
 pub struct TrafficFaults {
     faults: Vec<Fault>,
-    /// Upper bound of the surge multiplier over the run (for thinning).
-    surge_bound: f64,
     /// Whether any surge is planned.
     surge: bool,
     /// Requests whose account was replaced by a hot tenant's.
@@ -211,19 +209,11 @@ impl TrafficFaults {
             })
             .cloned()
             .collect();
-        let surge_bound = faults
-            .iter()
-            .map(|f| match f.kind() {
-                FaultKind::TrafficSurge { multiply } => multiply.max(1.0),
-                _ => 1.0,
-            })
-            .product();
         TrafficFaults {
             surge: faults
                 .iter()
                 .any(|f| matches!(f.kind(), FaultKind::TrafficSurge { .. })),
             faults,
-            surge_bound,
             hot_requests: 0,
             surged_requests: 0,
             immediate_retries: 0,
@@ -317,11 +307,13 @@ impl OpenLoop {
     /// Takes the plan's traffic faults (surges, hot tenants, clients without backoff); other
     /// kinds are ignored. Call before [`OpenLoop::first_arrival`].
     ///
-    /// A surge scales the rate: under the constant profile each inter-arrival gap drawn at an
-    /// instant is divided by the multiplier there (the same draws as without the fault, so the
-    /// run is identical before it); under a time-varying profile the multiplier joins the
-    /// thinning (candidates at base rate × profile maximum × the surges' bound). A replayed
-    /// trace and a closed loop are not surged.
+    /// A surge scales the rate by a change of time: each gap drawn at an instant (an
+    /// inter-arrival under the constant profile, a thinning candidate's gap under a
+    /// time-varying one) is divided by the surge multiplier there. The draws are the same as
+    /// without the fault, so the run is identical before it; with exponential gaps the result
+    /// is the Poisson process at rate × multiplier (only the one gap that straddles a change of
+    /// multiplier keeps the rate it was drawn at). A replayed trace and a closed loop are not
+    /// surged.
     pub fn with_faults(mut self, plan: &FaultPlan) -> OpenLoop {
         self.faults = TrafficFaults::new(plan);
         self
@@ -332,14 +324,21 @@ impl OpenLoop {
         &self.faults
     }
 
+    /// The surge multiplier at `at` (1 without a surge fault).
+    #[inline]
+    fn surge(&self, at: SimTime) -> f64 {
+        if self.faults.surge {
+            self.faults.surge_at(at)
+        } else {
+            1.0
+        }
+    }
+
     /// An inter-arrival gap drawn at `at` under the constant profile, shortened by the surge.
     #[inline]
     fn gap_at(&mut self, at: SimTime) -> SimDuration {
         let gap = self.cfg.inter_arrival.sample_duration(&mut self.rng);
-        if !self.faults.surge {
-            return gap;
-        }
-        let m = self.faults.surge_at(at);
+        let m = self.surge(at);
         if m == 1.0 {
             gap
         } else {
@@ -396,7 +395,7 @@ impl OpenLoop {
         if self.cfg.profile.is_constant() {
             return self.gap_at(SimTime::ZERO);
         }
-        let gap = self.candidate_gap();
+        let gap = self.candidate_gap(SimTime::ZERO);
         self.tick_accepted = self.accept(SimTime::ZERO.saturating_add(gap));
         gap
     }
@@ -404,23 +403,15 @@ impl OpenLoop {
     /// The gap to the next candidate of the thinned process: the base inter-arrival (exponential)
     /// scaled by 1 / max multiplier, i.e. candidates at base rate × max multiplier.
     #[inline]
-    fn candidate_gap(&mut self) -> SimDuration {
+    fn candidate_gap(&mut self, at: SimTime) -> SimDuration {
         let base = self.cfg.inter_arrival.sample(&mut self.rng);
-        SimDuration::from_secs_f64(
-            base / (self.cfg.profile.max_multiplier() * self.faults.surge_bound),
-        )
+        SimDuration::from_secs_f64(base / (self.cfg.profile.max_multiplier() * self.surge(at)))
     }
 
     /// Whether the candidate at `at` is kept: with probability m(at) / max multiplier.
     #[inline]
     fn accept(&mut self, at: SimTime) -> bool {
-        let bound = self.cfg.profile.max_multiplier() * self.faults.surge_bound;
-        let m = if !self.faults.surge {
-            self.cfg.profile.multiplier_at(at)
-        } else {
-            self.cfg.profile.multiplier_at(at) * self.faults.surge_at(at)
-        };
-        self.rng.unit() * bound < m
+        self.rng.unit() * self.cfg.profile.max_multiplier() < self.cfg.profile.multiplier_at(at)
     }
 
     pub fn sent(&self) -> u64 {
@@ -562,7 +553,7 @@ impl OpenLoop {
             emitted = 1;
         }
         for _ in 0..MAX_CANDIDATES {
-            match at.checked_add(self.candidate_gap()) {
+            match at.checked_add(self.candidate_gap(at)) {
                 Some(t) if t <= self.cfg.until => at = t,
                 _ => return,
             }

@@ -389,6 +389,14 @@ fn worker_crash_redelivers_without_duplicates() {
     assert_eq!(wf.crashes, 8);
     assert!(wf.tasks_lost > 0 && wf.tasks_lost <= 8, "{}", wf.tasks_lost);
     assert_eq!(wf.redeliveries, wf.tasks_lost);
+    // Redelivered when the lost task's lease (30 s, renewed while it ran) runs out.
+    let delay = &wf.redelivery_delay;
+    assert!(delay.min_ns().unwrap() > 0);
+    assert!(
+        delay.max_ns().unwrap() <= 30_000_000_000,
+        "{:?}",
+        delay.max_ns()
+    );
     assert_eq!(wa.crashes, 0);
     let ok = rb.api(Api::RunInstances).count(Status::Ok);
     let rows = db(&wb).table_rows(firedrill::db::Table::Instances);
@@ -451,6 +459,58 @@ fn traffic_surge_multiplies_arrivals_in_the_window() {
     assert!(t.faults().surged_requests as f64 > expected * 0.9);
 }
 
+/// A ramped surge under a time-varying rate profile (thinning): the window's requests follow
+/// the product of the profile and the ramp's steps, and the run is identical before it.
+#[test]
+fn ramped_traffic_surge_composes_with_a_rate_profile() {
+    use firedrill::traffic::RateProfile;
+    let m = ApiMix::only(Api::DescribeInstanceStatus);
+    let mut plain = base(200.0, m, 4, DbConfig::assumed_defaults(), unlimited(4), 30);
+    let mut t = plain.traffic().clone();
+    t.profile = RateProfile::steps(vec![
+        (SimDuration::ZERO, 1.0),
+        (SimDuration::from_secs(15), 2.0),
+    ])
+    .unwrap();
+    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
+        .build()
+        .unwrap();
+    plain = topology(2, node, DbConfig::assumed_defaults(), t, unlimited(4), 30).with_series(true);
+    let faulty = plain
+        .clone()
+        .with_faults(FaultPlan::new(vec![
+            Fault::new(
+                FaultKind::TrafficSurge { multiply: 3.0 },
+                Target::Traffic,
+                secs(10),
+                SimDuration::from_secs(10),
+            )
+            .unwrap()
+            .with_ramp(SimDuration::from_secs(5))
+            .unwrap(),
+        ]))
+        .unwrap();
+    identical_until(&plain, &faulty, 15, before(10));
+    let mut w = world_at(&faulty, 15, secs(40));
+    let rep = w.run();
+    let res = w.result(rep, faulty.duration());
+    let inside: u64 = res
+        .series
+        .unwrap()
+        .rows()
+        .iter()
+        .filter(|r| (10.0..20.0).contains(&r.start.since_start().as_secs_f64()))
+        .map(|r| r.requests)
+        .sum();
+    // [10 s, 15 s): profile 1, ramp steps of 0.5 s at 1 + 2·k/10 (k = 1..10): 200 × 10.5;
+    // [15 s, 20 s): profile 2 × surge 3: 200 × 30.
+    let expected = 200.0 * 10.5 + 200.0 * 30.0;
+    assert!(
+        (inside as f64 - expected).abs() < 4.0 * expected.sqrt() + 30.0,
+        "{inside} requests in the window, expected {expected}"
+    );
+}
+
 /// A hot tenant issues its share of the requests; per-account quotas then throttle it (and
 /// only in its window).
 #[test]
@@ -482,10 +542,11 @@ fn hot_tenant_takes_its_share_and_gets_throttled() {
         unreachable!()
     };
     let hot = t.faults().hot_requests as f64;
-    // About 200/s × 30 s requests in the window, half of them the hot tenant's.
-    let share = hot / 6_000.0;
-    assert!((share - 0.5).abs() < 0.04, "hot share {share}");
-    assert!(t.sent() > sent0);
+    // The requests generated from 10 s on (the window and 20 s after it, at 200/s): the hot
+    // tenant's are half of the window's 30 s.
+    let window = (t.sent() - sent0) as f64 * 30.0 / 50.0;
+    let share = hot / window;
+    assert!((share - 0.5).abs() < 0.03, "hot share {share}");
     let throttled = |w: &mut World| {
         w.gateway_mut()
             .throttle()
