@@ -591,9 +591,11 @@ pub struct DbStats {
     pub wakeups: u64,
     /// Failovers handled (one per shard and failover).
     pub failovers: u64,
-    /// Transactions in service on a primary when it was lost, answered `Unavailable` at once.
+    /// Transactions in service on a primary when it was lost, answered `Unavailable` at once
+    /// (they stay counted as served: their effect was applied).
     pub failover_inflight_failed: u64,
-    /// Transactions queued on a primary when it was lost, refused at once.
+    /// Transactions queued on a primary when it was lost, refused at once (also counted in
+    /// `rejected_unavailable`).
     pub failover_queued_failed: u64,
     /// Queries served while a slow-SQL factor above 1 applied to their class.
     pub slowed_queries: u64,
@@ -1098,15 +1100,16 @@ impl Db {
             out.cancel(id);
         }
         for f in inflight {
+            // Served (counted as such, its effect applied) but never acknowledged: the reply
+            // that was on its way is replaced by the failure, now. Not a refusal.
             if f.end > now && out.cancel(f.reply) {
                 self.stats.failover_inflight_failed += 1;
-                self.stats.rejected_unavailable += 1;
-                self.refuse(
-                    &f.query,
-                    now.saturating_since(f.arrived),
-                    DbError::Unavailable,
-                    out,
-                );
+                let reply = DbReply {
+                    tag: f.query.tag,
+                    latency: now.saturating_since(f.arrived),
+                    result: Err(DbError::Unavailable),
+                };
+                out.send(f.query.reply_to, SimDuration::ZERO, M::from(reply));
             }
         }
         for w in waiting {

@@ -473,8 +473,11 @@ impl OpenLoop {
             if surge != 1.0 {
                 self.faults.surged_requests += 1;
             }
-            // A hot tenant issues this request instead of the drawn account (one extra draw
-            // per request only while one is active, so the run is unchanged before it).
+            // A hot tenant issues this request instead of the drawn account, with probability
+            // share·i (one draw per active hot tenant, only while one is active, so the run is
+            // unchanged before it; overlapping ones in plan order, each taking its share of
+            // what the earlier ones left). The account is checked by `Topology::with_faults`;
+            // the clamp only keeps the throttle's bound.
             let mut hot = None;
             for (a, share) in self.faults.hot_at(now) {
                 if hot.is_none() && self.rng.unit() < share {

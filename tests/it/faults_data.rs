@@ -188,6 +188,9 @@ fn db_failover_fails_writes_for_the_window_then_recovers() {
     assert_eq!(s.failovers, 2, "one per shard");
     assert!(s.failover_inflight_failed > 0, "{s:?}");
     assert!(s.failover_queued_failed > 0, "{s:?}");
+    // Every query is answered once: served (in-flight failures among them) or refused.
+    assert_eq!(s.received(), s.served() + s.refused());
+    assert!(s.rejected_unavailable >= s.failover_queued_failed);
     assert_eq!(db(&a).stats().failovers, 0);
     assert_eq!(ra.responses_5xx(), 0);
     // Writes fail during the window; Describe reads by id go to the replicas and pass.
@@ -204,7 +207,7 @@ fn db_failover_fails_writes_for_the_window_then_recovers() {
                 (0.35..0.65).contains(&r),
                 "bucket at {start}s: 5xx share {r}"
             );
-        } else if start < 10.0 || start >= 17.0 {
+        } else if !(10.0..17.0).contains(&start) {
             assert_eq!(row.responses_5xx, 0, "bucket at {start}s");
         }
     }
@@ -531,6 +534,15 @@ fn hot_tenant_takes_its_share_and_gets_throttled() {
         .with_faults(plan(kind, Target::Traffic, 10, 30))
         .unwrap();
     identical_until(&plain, &faulty, 12, before(10));
+    let nobody = FaultKind::HotTenant {
+        account: 20,
+        share: 0.5,
+    };
+    let err = plain
+        .clone()
+        .with_faults(plan(nobody, Target::Traffic, 10, 30))
+        .unwrap_err();
+    assert!(err.to_string().contains("20 accounts"), "{err}");
     let a = world_at(&plain, 12, secs(70));
     let mut b = world_at(&faulty, 12, secs(10));
     let sent0 = match b.sim.component(b.traffic) {

@@ -125,6 +125,18 @@ impl Topology {
         for (i, f) in plan.faults().iter().enumerate() {
             self.check_target(f.target(), f)
                 .map_err(|reason| TopologyError::FaultTarget { index: i, reason })?;
+            if let FaultKind::HotTenant { account, .. } = f.kind() {
+                if *account >= self.traffic.accounts {
+                    return Err(TopologyError::FaultTarget {
+                        index: i,
+                        reason: format!(
+                            "hot_tenant account {account} but the traffic has {} accounts (0 to {})",
+                            self.traffic.accounts,
+                            self.traffic.accounts.saturating_sub(1)
+                        ),
+                    });
+                }
+            }
             if let FaultKind::Partition { peer } = f.kind() {
                 self.check_target(peer, f)
                     .map_err(|reason| TopologyError::FaultTarget { index: i, reason })?;
