@@ -237,7 +237,7 @@ fn replica_lag_makes_replica_reads_stale_only_during_the_window() {
     };
     let faulty = plain
         .clone()
-        .with_faults(plan(kind, Target::Db, 10, 10))
+        .with_faults(plan(kind.clone(), Target::Db, 10, 10))
         .unwrap();
     identical_until(&plain, &faulty, 7, before(10));
     let a = world_at(&plain, 7, secs(40));
@@ -256,6 +256,19 @@ fn replica_lag_makes_replica_reads_stale_only_during_the_window() {
         "none after the end"
     );
     assert_eq!(db(&b).fault_lag(), SimDuration::ZERO);
+
+    // Ramped over 4 s: 2.5 s in is step 7 of 10, a lag of 0.7 × 2 s.
+    let ramped = plain
+        .clone()
+        .with_faults(FaultPlan::new(vec![
+            Fault::new(kind, Target::Db, secs(10), SimDuration::from_secs(10))
+                .unwrap()
+                .with_ramp(SimDuration::from_secs(4))
+                .unwrap(),
+        ]))
+        .unwrap();
+    let w = world_at(&ramped, 7, SimTime::from_ns(12_500_000_000));
+    assert_eq!(db(&w).fault_lag(), SimDuration::from_ms(1_400));
 }
 
 fn cached(plain: Topology) -> Topology {
@@ -704,4 +717,30 @@ fn quota_too_low_throttles_only_in_its_window() {
         "throttled {th}, expected about {expected}"
     );
     assert_eq!(b.gateway_mut().throttle().quota_factor(), 1.0);
+
+    // Ramped over 10 s: 3 s in is step 4 of 10, a factor of 1 − 0.9 × 0.4.
+    let ramped = plain
+        .clone()
+        .with_faults(FaultPlan::new(vec![
+            Fault::new(
+                FaultKind::QuotaTooLow { factor: 0.1 },
+                Target::Gateway,
+                secs(60),
+                SimDuration::from_secs(60),
+            )
+            .unwrap()
+            .with_ramp(SimDuration::from_secs(10))
+            .unwrap(),
+        ]))
+        .unwrap();
+    let mut w = world_at(&ramped, 14, secs(63));
+    let f = w.gateway_mut().throttle().quota_factor();
+    assert!((f - 0.64).abs() < 1e-12, "factor {f}");
+    assert_eq!(
+        w.gateway_mut().throttle().limit(api),
+        Limit::FixedWindow {
+            max: 3_840,
+            window: SimDuration::MINUTE
+        }
+    );
 }
