@@ -130,8 +130,7 @@ impl Topology {
                     return Err(TopologyError::FaultTarget {
                         index: i,
                         reason: format!(
-                            "hot_tenant account {account} but the traffic has {} accounts (0 to {})",
-                            self.traffic.accounts,
+                            "hot_tenant account {account} does not exist: accounts are 0 to {}",
                             self.traffic.accounts.saturating_sub(1)
                         ),
                     });
