@@ -111,6 +111,12 @@ impl Cell {
 #[derive(Clone, Debug)]
 pub struct Throttle {
     limits: [Limit; Api::COUNT],
+    /// The limits as configured (or set by a runbook); `limits` is these scaled by the quota
+    /// factor of a quota fault.
+    base: [Limit; Api::COUNT],
+    quota_factor: f64,
+    /// Calls throttled while the quota factor was below 1.
+    throttled_under_fault: u64,
     creation_cap: Limit,
     cells: Vec<[Cell; Api::COUNT]>,
     creation: Vec<Cell>,
@@ -143,6 +149,9 @@ impl Throttle {
         creation_cap.validate()?;
         Ok(Throttle {
             limits,
+            base: limits,
+            quota_factor: 1.0,
+            throttled_under_fault: 0,
             creation_cap,
             cells: Vec::new(),
             creation: Vec::new(),
@@ -229,6 +238,9 @@ impl Throttle {
         let i = self.ensure(account);
         if !self.cells[i][api.index()].admit(self.limits[api.index()], now, 1) {
             self.throttled[api.index()] += 1;
+            if self.quota_factor < 1.0 {
+                self.throttled_under_fault += 1;
+            }
             return Verdict::Throttled;
         }
         if instances > 0 && !self.creation[i].admit(self.creation_cap, now, u64::from(instances)) {
@@ -246,8 +258,60 @@ impl Throttle {
     }
     /// Replaces one API's limit (a runbook action or a fault: "a quota set too low").
     pub fn set_limit(&mut self, api: Api, limit: Limit) -> Result<(), LimitError> {
-        self.limits[api.index()] = limit.validate()?;
+        self.base[api.index()] = limit.validate()?;
+        self.limits[api.index()] = scaled(self.base[api.index()], self.quota_factor);
         Ok(())
+    }
+
+    /// Scales every API's limit by `factor` in (0, 1] (a quota fault: "quotas set too low"):
+    /// a fixed window's `max`, a bucket's capacity and refill, each rounded and at least 1;
+    /// unlimited APIs stay unlimited. 1 restores the configured limits. Out-of-range factors
+    /// are clamped.
+    pub fn set_quota_factor(&mut self, factor: f64) {
+        let f = if factor.is_finite() {
+            factor.clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        self.quota_factor = f;
+        self.limits = self.base.map(|l| scaled(l, f));
+    }
+
+    /// The quota factor now (1 without a quota fault).
+    pub fn quota_factor(&self) -> f64 {
+        self.quota_factor
+    }
+
+    /// Calls throttled while a quota factor below 1 applied.
+    pub fn throttled_under_fault(&self) -> u64 {
+        self.throttled_under_fault
+    }
+
+    /// One API's limit now.
+    pub fn limit(&self, api: Api) -> Limit {
+        self.limits[api.index()]
+    }
+}
+
+/// `limit` with its amounts scaled by `f` (rounded, at least 1).
+fn scaled(limit: Limit, f: f64) -> Limit {
+    if f >= 1.0 {
+        return limit;
+    }
+    let s = |n: u32| ((f64::from(n) * f).round() as u32).max(1);
+    match limit {
+        Limit::FixedWindow { max, window } => Limit::FixedWindow {
+            max: s(max),
+            window,
+        },
+        Limit::TokenBucket {
+            capacity,
+            refill_per_s,
+        } => Limit::TokenBucket {
+            capacity: s(capacity),
+            refill_per_s: s(refill_per_s),
+        },
+        Limit::Unlimited => Limit::Unlimited,
     }
 }
 
@@ -257,6 +321,72 @@ mod tests {
 
     fn ms(n: u64) -> SimTime {
         SimTime::from_ns(n * 1_000_000)
+    }
+
+    #[test]
+    fn a_quota_factor_scales_every_limit_and_restores_them() {
+        let mut limits = [Limit::Unlimited; Api::COUNT];
+        limits[Api::StartInstance.index()] = Limit::FixedWindow {
+            max: 200,
+            window: SimDuration::MINUTE,
+        };
+        limits[Api::StopInstance.index()] = Limit::TokenBucket {
+            capacity: 50,
+            refill_per_s: 5,
+        };
+        let mut t = Throttle::new(limits, Limit::Unlimited, 4).unwrap();
+        t.set_quota_factor(0.1);
+        assert_eq!(
+            t.limit(Api::StartInstance),
+            Limit::FixedWindow {
+                max: 20,
+                window: SimDuration::MINUTE
+            }
+        );
+        assert_eq!(
+            t.limit(Api::StopInstance),
+            Limit::TokenBucket {
+                capacity: 5,
+                refill_per_s: 1
+            }
+        );
+        assert_eq!(t.limit(Api::RunInstances), Limit::Unlimited);
+        let a = AccountId(0);
+        let admitted = (0..100)
+            .filter(|k| t.check(ms(*k), a, Api::StartInstance, 0) == Verdict::Admit)
+            .count();
+        assert_eq!(admitted, 20);
+        assert_eq!(t.throttled_under_fault(), 80);
+        // A runbook's new limit is scaled while the fault lasts, and kept after it.
+        t.set_limit(
+            Api::StartInstance,
+            Limit::FixedWindow {
+                max: 1_000,
+                window: SimDuration::MINUTE,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            t.limit(Api::StartInstance),
+            Limit::FixedWindow {
+                max: 100,
+                window: SimDuration::MINUTE
+            }
+        );
+        t.set_quota_factor(1.0);
+        assert_eq!(
+            t.limit(Api::StartInstance),
+            Limit::FixedWindow {
+                max: 1_000,
+                window: SimDuration::MINUTE
+            }
+        );
+        assert_eq!(
+            t.limit(Api::StopInstance),
+            limits[Api::StopInstance.index()]
+        );
+        assert_eq!(t.check(ms(2), a, Api::StartInstance, 0), Verdict::Admit);
+        assert_eq!(t.throttled_under_fault(), 80, "no fault: not counted");
     }
 
     #[test]

@@ -48,7 +48,18 @@
 //!
 //! [`Db::set_available`] takes a shard's primary down or up (fault injection): while it is down,
 //! queries for the primary are answered [`DbError::Unavailable`] at once, and queued ones when
-//! their turn comes; queries already in service complete; replica reads go on.
+//! their turn comes; queries already in service complete; replica reads go on. A failover
+//! ([`DbTimer::failover`], sent by the fault injector right after taking the primary down) also
+//! fails what the lost primary held at once: every transaction in service loses its reply and is
+//! answered `Unavailable` now (its effect was applied when it started, so like a commit whose
+//! acknowledgement was lost, the write may stand), and every queued one is refused. Bringing
+//! the shard back is the promoted replica taking over with the primary's data.
+//!
+//! # Fault overrides
+//!
+//! Two more hooks serve fault injection: [`Db::set_slow_factors`] multiplies the service time
+//! of each query class (slow SQL), and [`Db::set_fault_lag`] puts replicas at least that far
+//! behind (each replica read sees the data as of `start − max(drawn lag, fault lag)`).
 
 mod config;
 mod pool;
@@ -516,8 +527,23 @@ pub enum DbError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DbTimer {
     shard: u16,
-    /// 0 = the primary, 1.. = replicas.
+    /// 0 = the primary, 1.. = replicas; [`DbTimer::FAILOVER`]: the shard's primary was lost.
     server: u16,
+}
+
+impl DbTimer {
+    /// The `server` value of a failover notice.
+    const FAILOVER: u16 = u16::MAX;
+
+    /// A notice that `shard`'s primary was lost: the database fails the transactions it held
+    /// (in service and queued) at once. The fault injector sends it right after
+    /// [`Db::set_available`]`(shard, false)`.
+    pub fn failover(shard: u16) -> DbTimer {
+        DbTimer {
+            shard,
+            server: DbTimer::FAILOVER,
+        }
+    }
 }
 
 /// Statistics of one query class.
@@ -563,6 +589,20 @@ pub struct DbStats {
     pub max_queued: u32,
     /// [`DbTimer`] wake-ups scheduled (only while queries wait).
     pub wakeups: u64,
+    /// Failovers handled (one per shard and failover).
+    pub failovers: u64,
+    /// Transactions in service on a primary when it was lost, answered `Unavailable` at once
+    /// (they stay counted as served: their effect was applied).
+    pub failover_inflight_failed: u64,
+    /// Transactions queued on a primary when it was lost, refused at once (also counted in
+    /// `rejected_unavailable`).
+    pub failover_queued_failed: u64,
+    /// Queries served while a slow-SQL factor above 1 applied to their class.
+    pub slowed_queries: u64,
+    /// Replica reads whose snapshot was set by the fault lag (it exceeded the drawn lag).
+    pub fault_lagged_reads: u64,
+    /// Stale reads among those (answers that differed from the primary's).
+    pub fault_stale_reads: u64,
 }
 
 impl DbStats {
@@ -718,12 +758,24 @@ struct Waiting {
     arrived: SimTime,
 }
 
+/// A transaction in service on a primary (kept so that a failover can fail it).
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    end: SimTime,
+    reply: TimerId,
+    query: DbQuery,
+    arrived: SimTime,
+}
+
 /// A primary or a replica: slots, wait queue, random stream.
 #[derive(Clone, Debug)]
 struct Server {
     rng: SimRng,
     /// End times of the queries in service (some may have ended: freed lazily).
     busy: BinaryHeap<Reverse<SimTime>>,
+    /// Primaries only: the transactions in service (some may have ended: pruned when the list
+    /// outgrows twice the slots).
+    inflight: Vec<InFlight>,
     waiting: VecDeque<Waiting>,
     /// The armed wake-up, if any.
     wakeup: Option<(SimTime, TimerId)>,
@@ -734,6 +786,7 @@ impl Server {
         Server {
             rng,
             busy: BinaryHeap::new(),
+            inflight: Vec::new(),
             waiting: VecDeque::new(),
             wakeup: None,
         }
@@ -773,6 +826,10 @@ pub struct Db {
     /// [`Db::MAX_SCAN_PAGES`] (the oldest is dropped).
     scan_pages: BTreeMap<(ComponentId, u64), Vec<InstanceRow>>,
     scan_order: VecDeque<(ComponentId, u64)>,
+    /// Service-time multiplier per query class (slow-SQL faults; 1 = none).
+    slow: [f64; QueryClass::COUNT],
+    /// Replicas are at least this far behind (replica-lag faults; zero = none).
+    fault_lag: SimDuration,
 }
 
 impl Db {
@@ -806,7 +863,32 @@ impl Db {
             ),
             scan_pages: BTreeMap::new(),
             scan_order: VecDeque::new(),
+            slow: [1.0; QueryClass::COUNT],
+            fault_lag: SimDuration::ZERO,
         }
+    }
+
+    /// Sets the service-time multiplier of every query class (fault injection: slow SQL). A
+    /// factor applies to queries that start service from now on; non-finite or below-1 factors
+    /// count as 1.
+    pub fn set_slow_factors(&mut self, factors: [f64; QueryClass::COUNT]) {
+        self.slow = factors.map(|f| if f.is_finite() && f > 1.0 { f } else { 1.0 });
+    }
+
+    /// The current service-time multipliers, by [`QueryClass::index`].
+    pub fn slow_factors(&self) -> [f64; QueryClass::COUNT] {
+        self.slow
+    }
+
+    /// Puts every replica at least `lag` behind its primary (fault injection: replica lag);
+    /// zero removes the override.
+    pub fn set_fault_lag(&mut self, lag: SimDuration) {
+        self.fault_lag = lag;
+    }
+
+    /// The replica-lag override now.
+    pub fn fault_lag(&self) -> SimDuration {
+        self.fault_lag
     }
 
     /// Replaces the ClientToken store's configuration (TTL, capacity, atomic or not). Call before
@@ -989,9 +1071,57 @@ impl Db {
         t: DbTimer,
         out: &mut Outbox<'_, M>,
     ) {
+        if t.server == DbTimer::FAILOVER {
+            return self.fail_primary(usize::from(t.shard), out);
+        }
         let (s, k) = (usize::from(t.shard), usize::from(t.server));
         self.shards[s].servers[k].wakeup = None;
         self.drain(s, k, out);
+    }
+
+    /// The primary of shard `s` is lost: its transactions in service lose their replies and are
+    /// answered `Unavailable` now, its queued ones are refused, its slots are empty. Does
+    /// nothing if the primary is up again (the notice came after a recovery).
+    fn fail_primary<M: From<DbReply> + From<DbTimer>>(
+        &mut self,
+        s: usize,
+        out: &mut Outbox<'_, M>,
+    ) {
+        if s >= self.shards.len() || self.shards[s].available {
+            return;
+        }
+        let now = out.now();
+        self.stats.failovers += 1;
+        let server = &mut self.shards[s].servers[0];
+        let inflight = std::mem::take(&mut server.inflight);
+        let waiting = std::mem::take(&mut server.waiting);
+        server.busy.clear();
+        if let Some((_, id)) = server.wakeup.take() {
+            out.cancel(id);
+        }
+        for f in inflight {
+            // Served (counted as such, its effect applied) but never acknowledged: the reply
+            // that was on its way is replaced by the failure, now. Not a refusal.
+            if f.end > now && out.cancel(f.reply) {
+                self.stats.failover_inflight_failed += 1;
+                let reply = DbReply {
+                    tag: f.query.tag,
+                    latency: now.saturating_since(f.arrived),
+                    result: Err(DbError::Unavailable),
+                };
+                out.send(f.query.reply_to, SimDuration::ZERO, M::from(reply));
+            }
+        }
+        for w in waiting {
+            self.stats.failover_queued_failed += 1;
+            self.stats.rejected_unavailable += 1;
+            self.refuse(
+                &w.query,
+                now.saturating_since(w.arrived),
+                DbError::Unavailable,
+                out,
+            );
+        }
     }
 
     fn check_op(&self, op: &DbOp) -> Result<(), DbError> {
@@ -1118,6 +1248,8 @@ impl Db {
             idem,
             scan_pages,
             scan_order,
+            slow,
+            fault_lag,
         } = self;
         let shard = &mut shards[s];
         let server = &mut shard.servers[k];
@@ -1128,6 +1260,8 @@ impl Db {
             stats,
             idem,
             page: &mut page,
+            slow: slow[q.op.class().index()],
+            fault_lag: *fault_lag,
         };
         let (service, result) = execute(ctx, &mut shard.data, &mut server.rng, &q, now, k > 0);
         if let DbResult::Scanned { .. } = result {
@@ -1160,7 +1294,19 @@ impl Db {
             latency,
             result: Ok(result),
         };
-        out.send(q.reply_to, service, M::from(reply));
+        let id = out.send(q.reply_to, service, M::from(reply));
+        if k == 0 {
+            let c = cfg.max_concurrent as usize;
+            if server.inflight.len() >= 2 * c.min(1 << 12) + 16 {
+                server.inflight.retain(|f| f.end > now);
+            }
+            server.inflight.push(InFlight {
+                end,
+                reply: id,
+                query: q,
+                arrived,
+            });
+        }
     }
 }
 
@@ -1172,6 +1318,10 @@ struct Exec<'a> {
     idem: &'a mut IdempotencyStore,
     /// Where a scan puts the rows it read.
     page: &'a mut Vec<InstanceRow>,
+    /// The query class's slow-SQL factor (1 = none).
+    slow: f64,
+    /// Replicas lag at least this much (zero = no fault).
+    fault_lag: SimDuration,
 }
 
 /// Applies `q` to `data` at `now` (or reads it, from a replica's snapshot when `replica`), and
@@ -1190,26 +1340,40 @@ fn execute(
         stats,
         idem,
         page,
+        slow,
+        fault_lag,
     } = ctx;
     let class = q.op.class();
-    let base = cfg.latency[class.index()].sample(rng);
+    let mut base = cfg.latency[class.index()].sample(rng);
+    if slow > 1.0 {
+        base *= slow;
+        stats.slowed_queries += 1;
+    }
     let instance_rows = data.rows.len() as u64;
     // Changes older than this are never asked about: forget them.
     let horizon = if cfg.replicas == 0 {
         now
     } else {
-        SimTime::from_ns(now.as_ns().saturating_sub(cfg.max_replication_lag.as_ns()))
+        let keep = cfg.max_replication_lag.max(fault_lag);
+        SimTime::from_ns(now.as_ns().saturating_sub(keep.as_ns()))
     };
+    let mut by_fault = false;
     let snapshot = if replica {
         stats.replica_reads += 1;
-        let lag = cfg
+        let drawn = cfg
             .replication_lag
             .sample_duration(rng)
             .min(cfg.max_replication_lag);
+        by_fault = fault_lag > drawn;
+        if by_fault {
+            stats.fault_lagged_reads += 1;
+        }
+        let lag = drawn.max(fault_lag);
         Some(SimTime::from_ns(now.as_ns().saturating_sub(lag.as_ns())))
     } else {
         None
     };
+    let stale_before = stats.stale_reads;
     let (factor, result) = match q.op {
         DbOp::GetInstance(id) => {
             let row = data.rows.get(&id).filter(|r| r.account == q.account);
@@ -1465,6 +1629,9 @@ fn execute(
             )
         }
     };
+    if by_fault && stats.stale_reads > stale_before {
+        stats.fault_stale_reads += 1;
+    }
     (SimDuration::from_secs_f64(base * factor), result)
 }
 

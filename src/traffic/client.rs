@@ -500,7 +500,14 @@ impl OpenLoop {
             if policy.retries(resp.status) {
                 if attempt + 1 < policy.max_attempts() {
                     if c.pending_retries < policy.max_pending_retries() {
-                        let delay = policy.delay(attempt, &mut c.retry_rng);
+                        // A client-without-backoff fault sends the retry at once (no jitter
+                        // drawn).
+                        let delay = if self.faults.no_backoff_at(now) {
+                            self.faults.immediate_retries += 1;
+                            SimDuration::ZERO
+                        } else {
+                            policy.delay(attempt, &mut c.retry_rng)
+                        };
                         c.stats.backoff.record(delay.as_ns());
                         let at = now.saturating_add(delay);
                         let id = self.fresh_id();

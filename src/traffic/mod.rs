@@ -22,6 +22,7 @@ pub use replay::{ReplayConfig, ReplayStats, Trace, TraceError, TraceRecord};
 use crate::api::types::{
     AccountId, Api, InstanceId, InstanceType, Params, Request, RequestId, Response,
 };
+use crate::faults::{Fault, FaultKind, FaultPlan};
 use crate::kernel::{ComponentId, Dist, Outbox, SimDuration, SimRng, SimTime};
 use crate::world::Msg;
 
@@ -177,6 +178,78 @@ impl Known {
     }
 }
 
+/// The traffic's own faults (surges, hot tenants, clients without backoff), read at each
+/// arrival or retry instant: the traffic generates a batch ahead, so a state pushed at a
+/// fault's transitions would come too late for arrivals already generated.
+#[derive(Clone, Debug)]
+pub struct TrafficFaults {
+    faults: Vec<Fault>,
+    /// Whether any surge is planned.
+    surge: bool,
+    /// Requests whose account was replaced by a hot tenant's.
+    pub hot_requests: u64,
+    /// Requests generated while a surge multiplier other than 1 applied.
+    pub surged_requests: u64,
+    /// Retries sent at once because a no-backoff fault was active.
+    pub immediate_retries: u64,
+}
+
+impl TrafficFaults {
+    fn new(plan: &FaultPlan) -> TrafficFaults {
+        let faults: Vec<Fault> = plan
+            .faults()
+            .iter()
+            .filter(|f| {
+                matches!(
+                    f.kind(),
+                    FaultKind::TrafficSurge { .. }
+                        | FaultKind::HotTenant { .. }
+                        | FaultKind::ClientNoBackoff
+                )
+            })
+            .cloned()
+            .collect();
+        TrafficFaults {
+            surge: faults
+                .iter()
+                .any(|f| matches!(f.kind(), FaultKind::TrafficSurge { .. })),
+            faults,
+            hot_requests: 0,
+            surged_requests: 0,
+            immediate_retries: 0,
+        }
+    }
+
+    /// The arrival-rate multiplier at `t`: the product of `1 + (multiply − 1)·i(t)`.
+    pub fn surge_at(&self, t: SimTime) -> f64 {
+        self.faults
+            .iter()
+            .map(|f| match f.kind() {
+                FaultKind::TrafficSurge { multiply } => 1.0 + (multiply - 1.0) * f.intensity(t),
+                _ => 1.0,
+            })
+            .product()
+    }
+
+    /// The active hot tenants at `t` with their shares `share·i(t)`, in plan order.
+    fn hot_at(&self, t: SimTime) -> impl Iterator<Item = (u32, f64)> + '_ {
+        self.faults.iter().filter_map(move |f| match f.kind() {
+            FaultKind::HotTenant { account, share } => {
+                let i = f.intensity(t);
+                (i > 0.0).then_some((*account, share * i))
+            }
+            _ => None,
+        })
+    }
+
+    /// Whether clients retry without backoff at `t`.
+    pub fn no_backoff_at(&self, t: SimTime) -> bool {
+        self.faults
+            .iter()
+            .any(|f| matches!(f.kind(), FaultKind::ClientNoBackoff) && f.intensity(t) > 0.0)
+    }
+}
+
 /// Requests generated per traffic wake-up.
 pub const BATCH: usize = 64;
 
@@ -201,6 +274,8 @@ pub struct OpenLoop {
     client: Option<Box<client::ClientState>>,
     /// A trace replayed instead of generated arrivals.
     replay: Option<Box<replay::ReplayState>>,
+    /// Surges, hot tenants and clients without backoff.
+    faults: TrafficFaults,
 }
 
 impl OpenLoop {
@@ -225,6 +300,49 @@ impl OpenLoop {
             tick_accepted: false,
             client: None,
             replay: None,
+            faults: TrafficFaults::new(&FaultPlan::default()),
+        }
+    }
+
+    /// Takes the plan's traffic faults (surges, hot tenants, clients without backoff); other
+    /// kinds are ignored. Call before [`OpenLoop::first_arrival`].
+    ///
+    /// A surge scales the rate by a change of time: each gap drawn at an instant (an
+    /// inter-arrival under the constant profile, a thinning candidate's gap under a
+    /// time-varying one) is divided by the surge multiplier there. The draws are the same as
+    /// without the fault, so the run is identical before it; with exponential gaps the result
+    /// is the Poisson process at rate × multiplier (only the one gap that straddles a change of
+    /// multiplier keeps the rate it was drawn at). A replayed trace and a closed loop are not
+    /// surged.
+    pub fn with_faults(mut self, plan: &FaultPlan) -> OpenLoop {
+        self.faults = TrafficFaults::new(plan);
+        self
+    }
+
+    /// What the traffic's faults did.
+    pub fn faults(&self) -> &TrafficFaults {
+        &self.faults
+    }
+
+    /// The surge multiplier at `at` (1 without a surge fault).
+    #[inline]
+    fn surge(&self, at: SimTime) -> f64 {
+        if self.faults.surge {
+            self.faults.surge_at(at)
+        } else {
+            1.0
+        }
+    }
+
+    /// An inter-arrival gap drawn at `at` under the constant profile, shortened by the surge.
+    #[inline]
+    fn gap_at(&mut self, at: SimTime) -> SimDuration {
+        let gap = self.cfg.inter_arrival.sample_duration(&mut self.rng);
+        let m = self.surge(at);
+        if m == 1.0 {
+            gap
+        } else {
+            SimDuration::from_secs_f64(gap.as_secs_f64() / m)
         }
     }
 
@@ -275,9 +393,9 @@ impl OpenLoop {
             return SimDuration::ZERO;
         }
         if self.cfg.profile.is_constant() {
-            return self.cfg.inter_arrival.sample_duration(&mut self.rng);
+            return self.gap_at(SimTime::ZERO);
         }
-        let gap = self.candidate_gap();
+        let gap = self.candidate_gap(SimTime::ZERO);
         self.tick_accepted = self.accept(SimTime::ZERO.saturating_add(gap));
         gap
     }
@@ -285,9 +403,9 @@ impl OpenLoop {
     /// The gap to the next candidate of the thinned process: the base inter-arrival (exponential)
     /// scaled by 1 / max multiplier, i.e. candidates at base rate × max multiplier.
     #[inline]
-    fn candidate_gap(&mut self) -> SimDuration {
+    fn candidate_gap(&mut self, at: SimTime) -> SimDuration {
         let base = self.cfg.inter_arrival.sample(&mut self.rng);
-        SimDuration::from_secs_f64(base / self.cfg.profile.max_multiplier())
+        SimDuration::from_secs_f64(base / (self.cfg.profile.max_multiplier() * self.surge(at)))
     }
 
     /// Whether the candidate at `at` is kept: with probability m(at) / max multiplier.
@@ -350,6 +468,27 @@ impl OpenLoop {
         if api == Api::DeleteInstance {
             params.force = true;
         }
+        if !self.faults.faults.is_empty() {
+            let surge = self.faults.surge_at(now);
+            if surge != 1.0 {
+                self.faults.surged_requests += 1;
+            }
+            // A hot tenant issues this request instead of the drawn account, with probability
+            // share·i (one draw per active hot tenant, only while one is active, so the run is
+            // unchanged before it; overlapping ones in plan order, each taking its share of
+            // what the earlier ones left). The account is checked by `Topology::with_faults`;
+            // the clamp only keeps the throttle's bound.
+            let mut hot = None;
+            for (a, share) in self.faults.hot_at(now) {
+                if hot.is_none() && self.rng.unit() < share {
+                    hot = Some(a);
+                }
+            }
+            if let Some(a) = hot {
+                account = AccountId(a.min(self.cfg.accounts.saturating_sub(1)));
+                self.faults.hot_requests += 1;
+            }
+        }
         let id = RequestId(self.next_id);
         self.next_id += 1;
         Request {
@@ -388,7 +527,7 @@ impl OpenLoop {
         }
         for k in 0..BATCH {
             if k > 0 {
-                let gap = self.cfg.inter_arrival.sample_duration(&mut self.rng);
+                let gap = self.gap_at(at);
                 match at.checked_add(gap) {
                     Some(t) if t <= self.cfg.until => at = t,
                     _ => return,
@@ -396,7 +535,7 @@ impl OpenLoop {
             }
             self.emit(at, out);
         }
-        let gap = self.cfg.inter_arrival.sample_duration(&mut self.rng);
+        let gap = self.gap_at(at);
         if let Some(next) = at.checked_add(gap).filter(|t| *t <= self.cfg.until) {
             out.send_at(out.me(), next, Msg::TrafficTick);
         }
@@ -417,7 +556,7 @@ impl OpenLoop {
             emitted = 1;
         }
         for _ in 0..MAX_CANDIDATES {
-            match at.checked_add(self.candidate_gap()) {
+            match at.checked_add(self.candidate_gap(at)) {
                 Some(t) if t <= self.cfg.until => at = t,
                 _ => return,
             }

@@ -602,7 +602,8 @@ impl Topology {
             workflow: self.workflows.as_ref().map(|w| (wf_id, w.batch)),
         };
 
-        let mut traffic = OpenLoop::new(self.traffic.clone(), seed.fork("traffic"), gateway_id);
+        let mut traffic = OpenLoop::new(self.traffic.clone(), seed.fork("traffic"), gateway_id)
+            .with_faults(&self.faults);
         if let Some((trace, cfg)) = &self.replay {
             traffic = traffic.with_replay(trace, cfg, seed.fork("traffic.replay"));
         }

@@ -8,6 +8,7 @@ mod core;
 mod determinism;
 mod faults_deps;
 mod faults_nodes;
+mod faults_data;
 mod kernel;
 mod queueing;
 mod reconcile;

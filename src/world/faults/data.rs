@@ -1,11 +1,59 @@
 //! Data-tier faults: DB slow SQL, primary failover and replica lag; L2 cache loss and flush;
 //! workflow worker crashes.
+//!
+//! Models:
+//! - `db_slow_sql`: the service time of the targeted class (every class without one) is
+//!   multiplied by `1 + (multiply − 1)·i`; overlapping faults multiply.
+//! - `db_failover`: at the start every shard's primary goes down and the database is told to
+//!   fail what the primaries held (in service and queued transactions answer `Unavailable` at
+//!   once, [`DbTimer::failover`]); for the window primary queries are refused at once (replica
+//!   reads go on); at the end a replica is promoted and the shard serves again.
+//! - `replica_lag`: replicas are at least `lag·i` behind (the largest of the active faults).
+//! - `l2_loss`: the L2 is down for the window (lookups miss, writes are lost) and comes back
+//!   empty; `l2_flush`: the L2 is emptied at the start.
+//! - `worker_crash`: workers `0..n` lose their task at the start; it is redelivered when its
+//!   lease runs out.
 
 use super::Transition;
+use crate::db::{DbTimer, QueryClass};
 use crate::faults::{Edge, FaultKind};
-use crate::world::World;
+use crate::kernel::SimDuration;
+use crate::world::{Msg, World};
 
 pub(super) fn apply(world: &mut World, t: &mut Transition<'_, '_>) {
+    if t.of(|k| matches!(k, FaultKind::DbSlowSql { .. }))
+        .next()
+        .is_some()
+    {
+        let mut factors = [1.0; QueryClass::COUNT];
+        for s in t.of(|k| matches!(k, FaultKind::DbSlowSql { .. })) {
+            let FaultKind::DbSlowSql { class, multiply } = s.fault.kind() else {
+                continue;
+            };
+            let f = 1.0 + (multiply - 1.0) * s.intensity;
+            match class {
+                Some(c) => factors[c.index()] *= f,
+                None => factors.iter_mut().for_each(|x| *x *= f),
+            }
+        }
+        world.db_mut().set_slow_factors(factors);
+    }
+    if t.of(|k| matches!(k, FaultKind::ReplicaLag { .. }))
+        .next()
+        .is_some()
+    {
+        let lag = t
+            .of(|k| matches!(k, FaultKind::ReplicaLag { .. }))
+            .filter_map(|s| match s.fault.kind() {
+                FaultKind::ReplicaLag { lag } => {
+                    Some(SimDuration::from_secs_f64(lag.as_secs_f64() * s.intensity))
+                }
+                _ => None,
+            })
+            .max()
+            .unwrap_or(SimDuration::ZERO);
+        world.db_mut().set_fault_lag(lag);
+    }
     for s in t.steps {
         match (s.fault.kind(), s.edge) {
             (FaultKind::L2Flush, Some(Edge::Start)) => {
@@ -18,9 +66,16 @@ pub(super) fn apply(world: &mut World, t: &mut Transition<'_, '_>) {
             }
             (FaultKind::L2Loss, Some(Edge::End)) => world.l2_mut().set_down(false),
             (FaultKind::DbFailover, Some(edge)) => {
-                let db = world.db_mut();
-                for shard in 0..db.config().shards() {
-                    db.set_available(shard, edge == Edge::End);
+                let shards = world.db_mut().config().shards();
+                for shard in 0..shards {
+                    world.db_mut().set_available(shard, edge == Edge::End);
+                    if edge == Edge::Start {
+                        let db = world.db;
+                        world
+                            .sim
+                            .schedule(t.now, db, Msg::DbTimer(DbTimer::failover(shard)))
+                            .expect("the failover notice is due now, not in the past");
+                    }
                 }
             }
             (FaultKind::WorkerCrash { workers }, Some(Edge::Start)) => {
