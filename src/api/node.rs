@@ -471,6 +471,8 @@ pub struct ApiNode {
     fault_stats: NodeFaultStats,
     /// What the invariant checkers read, when the world observes (see [`ApiNode::observe`]).
     observed: Option<Observed>,
+    /// When the database reply being handled reached the database.
+    last_db_arrival: SimTime,
 }
 
 /// What a node saw that the invariant checkers judge (drained by the world between events).
@@ -529,6 +531,7 @@ impl ApiNode {
             skew_ns: 0,
             fault_stats: NodeFaultStats::default(),
             observed: None,
+            last_db_arrival: SimTime::ZERO,
             metrics: NodeMetrics::register(registry, name),
             cfg,
         }
@@ -893,7 +896,9 @@ impl ApiNode {
         match (w.req.api, w.step) {
             (_, 0) => Next::Cpu,
             (Api::DescribeInstances | Api::DescribeInstanceStatus, 1) => match p.instance {
-                Some(id) => Next::Db(get(id), true),
+                // A value that will be cached (the single-flight leader's fetch) is read from
+                // the primary: a lagging replica's older row would poison the L2 for its TTL.
+                Some(id) => Next::Db(get(id), !matches!(w.cache, CacheUse::Leader { .. })),
                 None => Next::Db(
                     DbOp::ListInstances {
                         account,
@@ -1139,6 +1144,8 @@ impl ApiNode {
     }
 
     fn on_db_reply(&mut self, r: DbReply, out: &mut Outbox<'_, Msg>) {
+        self.last_db_arrival =
+            SimTime::from_ns(out.now().as_ns().saturating_sub(r.latency.as_ns()));
         if r.tag == DETACHED {
             // A write sent without a worker or a connection (a token's failure record).
             return;
@@ -1201,10 +1208,13 @@ impl ApiNode {
                     };
                     let plan = c.broadcaster.plan(key, local, Some(out.me()));
                     c.l1.invalidate(key);
+                    // The write reached the database at `last_db_arrival`: it was applied then
+                    // or later, so every value read before it is older.
+                    let written = self.last_db_arrival;
                     let del = L2Request {
                         tag: DETACHED,
                         reply_to: out.me(),
-                        op: plan.l2_delete(),
+                        op: plan.l2_delete(written),
                     };
                     out.send(c.l2, self.cfg.db_hop, Msg::L2Request(del));
                     for &(node, delay) in &plan.deliveries {
@@ -1412,7 +1422,12 @@ impl ApiNode {
             let set = L2Request {
                 tag: DETACHED,
                 reply_to: out.me(),
-                op: L2Op::Set { key, value, ttl },
+                op: L2Op::Set {
+                    key,
+                    value,
+                    ttl,
+                    version: value.value().map_or(SimTime::ZERO, |v| v.updated_at),
+                },
             };
             out.send(c.l2, self.cfg.db_hop, Msg::L2Request(set));
         }

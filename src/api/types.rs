@@ -132,6 +132,7 @@ impl InstanceState {
                 | (Running, Stopping)
                 | (Running, Starting)
                 | (Stopping, Stopped)
+                | (Stopping, Running)
                 | (Stopped, Starting)
                 | (Stopped, Deleted)
                 | (Running, Deleted)

@@ -33,9 +33,13 @@ pub struct InvalidationPlan<K = CacheKey> {
 }
 
 impl<K: Copy> InvalidationPlan<K> {
-    /// The L2 request of the plan: delete the key now.
-    pub fn l2_delete<V>(&self) -> L2Op<K, V> {
-        L2Op::Delete { key: self.key }
+    /// The L2 request of the plan: delete the key now, refusing values older than `version`
+    /// (the write's time in the database) that arrive later.
+    pub fn l2_delete<V>(&self, version: SimTime) -> L2Op<K, V> {
+        L2Op::Delete {
+            key: self.key,
+            version,
+        }
     }
 
     /// The message every node's L1 gets (and the origin applies to itself).

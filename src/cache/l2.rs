@@ -44,7 +44,7 @@ use crate::idempotency::{
 use crate::kernel::{ComponentId, Dist, Outbox, SimDuration, SimRng, SimTime, TimerId};
 use crate::metrics::LatencyHistogram;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 /// One request to the L2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,14 +62,20 @@ pub enum L2Op<K = CacheKey, V = CachedInstance> {
     Get {
         key: K,
     },
-    /// Stores `value` for `ttl` (`SimDuration::MAX`: no expiry), replacing any entry.
+    /// Stores `value` for `ttl` (`SimDuration::MAX`: no expiry), replacing any entry, unless a
+    /// delete of the key newer than `version` (the value's version: the row's last write; zero
+    /// for "not found") came first: then the value is outdated and refused.
     Set {
         key: K,
         value: Cached<V>,
         ttl: SimDuration,
+        version: SimTime,
     },
+    /// Deletes the key and leaves a tombstone for [`TOMBSTONE_TTL`]: a set of a value older
+    /// than `version` (the write's time) arriving later (a read that raced the write) is refused.
     Delete {
         key: K,
+        version: SimTime,
     },
     /// Drops every entry.
     Flush,
@@ -260,6 +266,10 @@ pub struct L2Stats {
     pub wakeups: u64,
     /// Wait plus service of every request that started service (successful or failed).
     pub latency: LatencyHistogram,
+    /// Sets refused because a newer delete of their key came first (raced reads).
+    pub outdated_sets_refused: u64,
+    /// Deletes applied at once, without a reply, because the queue was full.
+    pub deletes_applied_overloaded: u64,
 }
 
 impl L2Stats {
@@ -292,7 +302,15 @@ pub struct L2Cache<K = CacheKey, V = CachedInstance> {
     stats: L2Stats,
     /// The ClientToken records, when they live here; a flush drops them too.
     idem: Option<IdempotencyStore>,
+    /// Recent deletes: key → (the write's version, until when the tombstone holds), and the
+    /// tombstones in expiry order (they all live [`TOMBSTONE_TTL`], so the queue is sorted).
+    tombstones: BTreeMap<K, (SimTime, SimTime)>,
+    tombstone_order: VecDeque<(SimTime, K)>,
 }
+
+/// How long a delete keeps refusing older values: far longer than a read can race a write
+/// (a fetch's database read plus its way back to the L2).
+pub const TOMBSTONE_TTL: SimDuration = SimDuration::from_secs(60);
 
 impl<K: Ord + IndexKey, V: Copy> L2Cache<K, V> {
     /// An empty, healthy cache; draws from streams `latency` and `errors` forked from `rng`.
@@ -309,6 +327,8 @@ impl<K: Ord + IndexKey, V: Copy> L2Cache<K, V> {
             error_rate: 0.0,
             stats: L2Stats::default(),
             idem: None,
+            tombstones: BTreeMap::new(),
+            tombstone_order: VecDeque::new(),
         }
     }
 
@@ -384,8 +404,23 @@ impl<K: Ord + IndexKey, V: Copy> L2Cache<K, V> {
 
     /// Runbook hook (warm the cache): stores `value` under `key` at `now` for `ttl`, out of
     /// band (no request, no service time: the warming's own load is not modelled).
-    pub fn warm(&mut self, now: SimTime, key: K, value: Cached<V>, ttl: SimDuration) {
-        self.apply(L2Op::Set { key, value, ttl }, now);
+    pub fn warm(
+        &mut self,
+        now: SimTime,
+        key: K,
+        value: Cached<V>,
+        ttl: SimDuration,
+        version: SimTime,
+    ) {
+        self.apply(
+            L2Op::Set {
+                key,
+                value,
+                ttl,
+                version,
+            },
+            now,
+        );
     }
 
     /// Handles a request: refuses it at once, starts it, or queues it.
@@ -413,6 +448,13 @@ impl<K: Ord + IndexKey, V: Copy> L2Cache<K, V> {
             let now = out.now();
             self.start(req, now, out);
         } else if self.waiting.len() >= self.cfg.queue_limit as usize {
+            if let L2Op::Delete { .. } = req.op {
+                // Invalidations are never shed (a lost one serves outdated values until the
+                // TTL): an overloaded cache applies them at once, without a reply.
+                self.stats.deletes_applied_overloaded += 1;
+                self.apply(req.op, out.now());
+                return;
+            }
             self.stats.refused_overloaded += 1;
             refuse(&req, SimDuration::ZERO, L2Error::Overloaded, out);
         } else {
@@ -537,7 +579,30 @@ impl<K: Ord + IndexKey, V: Copy> L2Cache<K, V> {
                 }
                 L2Result::Hit(s.value)
             }
-            L2Op::Set { key, value, ttl } => {
+            L2Op::Set {
+                key,
+                value,
+                ttl,
+                version,
+            } => {
+                while let Some(&(until, k)) = self.tombstone_order.front() {
+                    if until > now {
+                        break;
+                    }
+                    self.tombstone_order.pop_front();
+                    if self.tombstones.get(&k).is_some_and(|t| t.1 <= now) {
+                        self.tombstones.remove(&k);
+                    }
+                }
+                if self
+                    .tombstones
+                    .get(&key)
+                    .is_some_and(|&(v, until)| until > now && version < v)
+                {
+                    self.stats.outdated_sets_refused += 1;
+                    return L2Result::Stored;
+                }
+                let st = &mut self.stats.cache;
                 st.inserts += 1;
                 let stored = Stored {
                     value,
@@ -548,7 +613,12 @@ impl<K: Ord + IndexKey, V: Copy> L2Cache<K, V> {
                 }
                 L2Result::Stored
             }
-            L2Op::Delete { key } => {
+            L2Op::Delete { key, version } => {
+                let until = now.saturating_add(TOMBSTONE_TTL);
+                let t = self.tombstones.entry(key).or_insert((version, until));
+                t.0 = t.0.max(version);
+                t.1 = until;
+                self.tombstone_order.push_back((until, key));
                 let removed = self.map.remove(&key).is_some();
                 if removed {
                     st.invalidations += 1;

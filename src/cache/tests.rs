@@ -194,6 +194,7 @@ impl L2World {
                 key,
                 value: Cached::Value(value),
                 ttl,
+                version: SimTime::ZERO,
             },
         )
     }
@@ -242,6 +243,47 @@ fn l2_flat() -> L2ConfigBuilder {
 }
 
 #[test]
+fn a_delete_refuses_older_values_that_arrive_after_it_until_its_tombstone_expires() {
+    let mut w = L2World::new(l2_flat(), 1);
+    let ttl = SimDuration::from_secs(300);
+    let set = |key, v, version| L2Op::Set {
+        key,
+        value: Cached::Value(v),
+        ttl,
+        version: ms(version),
+    };
+    // The write of version 100 deletes key 1; a fill that read version 50 before the write
+    // arrives after the delete (the classic race): refused. A fill of version 100: kept.
+    w.op(
+        ms(100),
+        L2Op::Delete {
+            key: 1,
+            version: ms(100),
+        },
+    );
+    w.op(ms(110), set(1, 50, 50));
+    let raced = w.get(ms(120), 1);
+    w.op(ms(130), set(1, 100, 100));
+    let fresh = w.get(ms(140), 1);
+    // Past the tombstone's life an old value is taken again (nothing remembers the delete).
+    w.op(
+        ms(200),
+        L2Op::Delete {
+            key: 2,
+            version: ms(200),
+        },
+    );
+    let late = ms(200).saturating_add(crate::cache::l2::TOMBSTONE_TTL);
+    w.op(late, set(2, 7, 150));
+    let after = w.get(late.saturating_add(SimDuration::from_ms(10)), 2);
+    run(&mut w.sim);
+    assert_eq!(w.result(raced), Ok(L2Result::Miss));
+    assert_eq!(w.result(fresh), Ok(L2Result::Hit(Cached::Value(100))));
+    assert_eq!(w.result(after), Ok(L2Result::Hit(Cached::Value(7))));
+    assert_eq!(w.cache().stats().outdated_sets_refused, 1);
+}
+
+#[test]
 fn l2_replies_after_its_latency_and_ops_take_effect_when_they_start() {
     let mut w = L2World::new(l2_flat(), 1);
     let ttl = SimDuration::from_ms(100);
@@ -256,11 +298,24 @@ fn l2_replies_after_its_latency_and_ops_take_effect_when_they_start() {
             key: 3,
             value: Cached::Negative,
             ttl,
+            version: SimTime::ZERO,
         },
     );
     let neg_get = w.get(ms(201), 3);
-    let del = w.op(ms(202), L2Op::Delete { key: 3 });
-    let del_again = w.op(ms(203), L2Op::Delete { key: 3 });
+    let del = w.op(
+        ms(202),
+        L2Op::Delete {
+            key: 3,
+            version: SimTime::ZERO,
+        },
+    );
+    let del_again = w.op(
+        ms(203),
+        L2Op::Delete {
+            key: 3,
+            version: SimTime::ZERO,
+        },
+    );
     let after_del = w.get(ms(204), 3);
     run(&mut w.sim);
 
@@ -488,8 +543,12 @@ fn random_l2_world(seed: u64) -> L2World {
                 key,
                 value: Cached::Value(rng.below(1_000)),
                 ttl: SimDuration::from_ms(1 + rng.below(200)),
+                version: SimTime::ZERO,
             },
-            8 => L2Op::Delete { key },
+            8 => L2Op::Delete {
+                key,
+                version: SimTime::ZERO,
+            },
             _ if rng.below(20) == 0 => L2Op::Flush,
             _ => L2Op::Get { key },
         };
@@ -541,7 +600,13 @@ fn an_invalidation_plan_skips_the_origin_and_samples_a_delay_per_node() {
             written_at: ms(7)
         }
     );
-    assert_eq!(plan.l2_delete::<u64>(), L2Op::Delete { key: 42 });
+    assert_eq!(
+        plan.l2_delete::<u64>(SimTime::ZERO),
+        L2Op::Delete {
+            key: 42,
+            version: SimTime::ZERO
+        }
+    );
     assert_eq!(plan.max_delay(), plan.deliveries.iter().map(|d| d.1).max());
     // The same stream gives the same plan.
     let mut again = Broadcaster::new(nodes.clone(), delay.clone(), rng.clone());
@@ -640,6 +705,7 @@ impl Node {
                             key,
                             value: c,
                             ttl: self.l2_ttl,
+                            version: SimTime::ZERO,
                         };
                         self.to_l2(op, NO_TAG, out);
                         self.filled(h, c, out);
@@ -658,7 +724,7 @@ impl Node {
                     .as_mut()
                     .expect("wired")
                     .plan(key, now, Some(out.me()));
-                self.to_l2(plan.l2_delete(), NO_TAG, out);
+                self.to_l2(plan.l2_delete(now), NO_TAG, out);
                 self.l1.on_invalidation(now, plan.message());
                 for &(node, delay) in &plan.deliveries {
                     out.send(node, delay, M::Inv(plan.message()));

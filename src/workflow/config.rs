@@ -336,7 +336,8 @@ impl WorkflowDef {
                     s("stop_vm", Act(DepOp::DetachDisk), None),
                     s("mark_stopped", SetState(Stopped), None),
                 ],
-                None,
+                // A stop that cannot finish leaves the instance running (not stuck in Stopping).
+                Some(Running),
                 300,
             ),
             WorkflowKind::Reboot => (

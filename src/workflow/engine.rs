@@ -338,6 +338,10 @@ enum Raw {
     Timeout,
 }
 
+/// Attempts of the engine's own database writes while the database is unavailable (with the
+/// backoff of the fourth retry, ≈8–16 s each by default: about an hour).
+const DB_WAIT_ATTEMPTS: u32 = 300;
+
 /// The workflow engine. See the module documentation of [`crate::workflow`].
 pub struct WorkflowEngine {
     cfg: EngineConfig,
@@ -359,6 +363,20 @@ pub struct WorkflowEngine {
     /// Mixed into every downstream token, so two engines' tokens never meet.
     salt: u64,
     stats: WfStats,
+    /// The multi-level cache the engine's state writes invalidate, when there is one.
+    cache: Option<EngineCache>,
+    /// When the database reply being handled reached the database (its write was applied
+    /// then or later): the version its cache invalidations carry.
+    last_db_arrival: SimTime,
+}
+
+/// What the engine needs to invalidate cached instances after its state writes: the L2 (one
+/// delete per instance) and the nodes' L1s (the same delayed broadcast as a node's own writes).
+#[derive(Clone, Debug)]
+pub struct EngineCache {
+    pub l2: ComponentId,
+    pub broadcaster: crate::cache::Broadcaster,
+    pub hop: SimDuration,
 }
 
 impl WorkflowEngine {
@@ -384,6 +402,8 @@ impl WorkflowEngine {
             comp_mask,
             salt,
             stats: WfStats::new(steps),
+            cache: None,
+            last_db_arrival: SimTime::ZERO,
         }
     }
 
@@ -523,6 +543,8 @@ impl WorkflowEngine {
 
     /// Handles a database reply to one of the engine's queries.
     pub fn on_db_reply<M: WfMsg>(&mut self, r: DbReply, out: &mut Outbox<'_, M>) {
+        self.last_db_arrival =
+            SimTime::from_ns(out.now().as_ns().saturating_sub(r.latency.as_ns()));
         match self.take_attempt(r.tag) {
             Some(call) => {
                 if let Some(t) = call.timer {
@@ -1064,6 +1086,36 @@ impl WorkflowEngine {
         }
     }
 
+    /// Invalidates the cached copies of the instances whose state changed (planted bug
+    /// `skip_delete_invalidation` aside, every state write is followed by one).
+    pub fn with_cache(mut self, cache: EngineCache) -> WorkflowEngine {
+        self.cache = Some(cache);
+        self
+    }
+
+    fn invalidate<M: WfMsg>(
+        &mut self,
+        account: AccountId,
+        id: InstanceId,
+        out: &mut Outbox<'_, M>,
+    ) {
+        let Some(c) = &mut self.cache else { return };
+        let key = crate::cache::CacheKey {
+            account,
+            instance: id,
+        };
+        let plan = c.broadcaster.plan(key, out.now(), None);
+        let req = crate::cache::L2Request {
+            tag: u64::MAX,
+            reply_to: out.me(),
+            op: plan.l2_delete(self.last_db_arrival),
+        };
+        out.send(c.l2, c.hop, M::from(req));
+        for &(node, delay) in &plan.deliveries {
+            out.send(node, delay, M::from(plan.message()));
+        }
+    }
+
     /// Interprets how an attempt ended; retries it, or settles its operation.
     fn attempt_ended<M: WfMsg>(&mut self, call: Call, raw: Raw, out: &mut Outbox<'_, M>) {
         let now = out.now();
@@ -1080,6 +1132,11 @@ impl WorkflowEngine {
         let stage = self.wf(h).run.as_ref().expect("checked").stage;
         // `States`: rows now in the target state (newly or already).
         let mut note_rows = 0u64;
+        // Rows whose state this attempt changed (their cached copies are now outdated).
+        let rows_changed = match &raw {
+            Raw::Db(Ok(DbResult::UpdatedRows(u))) => u.done,
+            _ => 0,
+        };
         let result: Result<ResourceRange, (ErrorCode, bool)> = match (raw, op.kind) {
             (Raw::Timeout, _) => {
                 if let Stage::Action(What::Step(k)) = stage {
@@ -1126,6 +1183,13 @@ impl WorkflowEngine {
             && note_rows != 0
         {
             let mut bits = note_rows;
+            let mut changed = rows_changed;
+            while changed != 0 {
+                let j = changed.trailing_zeros();
+                changed &= changed - 1;
+                let id = InstanceId(first_id.0 + u64::from(first + j));
+                self.invalidate(account, id, out);
+            }
             while bits != 0 {
                 let j = bits.trailing_zeros();
                 bits &= bits - 1;
@@ -1154,8 +1218,23 @@ impl WorkflowEngine {
                     let run = self.wf(h).run.as_ref().expect("checked");
                     run.failure.is_some() || run.aborted
                 };
-                if may_retry && !halted && retry.should_retry(op.attempt, code) {
-                    let wait = retry.backoff(op.attempt, &mut self.rng);
+                // The engine's own writes (states, references, the durable transition) wait
+                // for the database to come back: it is the engine's persistence, and giving up
+                // would strand instances mid-lifecycle. Bounded: DB_WAIT_ATTEMPTS (≈1 h).
+                let own_write = matches!(
+                    op.kind,
+                    OpKind::States { .. } | OpKind::Resources { .. } | OpKind::Commit
+                ) && code == ErrorCode::ServiceUnavailable
+                    && op.attempt < DB_WAIT_ATTEMPTS;
+                if own_write || (may_retry && !halted && retry.should_retry(op.attempt, code)) {
+                    let wait = if own_write {
+                        retry.backoff(op.attempt.min(4), &mut self.rng)
+                    } else {
+                        retry.backoff(op.attempt, &mut self.rng)
+                    };
+                    if own_write {
+                        self.stats.db_waits += 1;
+                    }
                     if let Stage::Action(What::Step(k)) = stage {
                         self.stats.step_mut(wf_kind, k).retries += 1;
                     }

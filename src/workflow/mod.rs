@@ -124,7 +124,7 @@ pub use config::{
     Action, EngineConfig, EngineConfigBuilder, EngineConfigError, MAX_COEFFICIENT, MAX_INTERVAL,
     MAX_STEP_ATTEMPTS, MAX_STEPS, StepDef, StepRetry, StepRetryError, When, WorkflowDef,
 };
-pub use engine::{InstanceResources, StuckInstance, WorkflowEngine};
+pub use engine::{EngineCache, InstanceResources, StuckInstance, WorkflowEngine};
 pub use stats::{StepStats, WfStats};
 
 use crate::api::types::{AccountId, ErrorCode, InstanceIdRange, InstanceType};
@@ -354,6 +354,23 @@ impl WfTimer {
 /// timers, and its completion notices. (Replies come in through
 /// [`WorkflowEngine::on_db_reply`] and [`WorkflowEngine::on_dep_reply`], as
 /// [`DbReply`](crate::db::DbReply) and [`DepReply`](crate::deps::DepReply).)
-pub trait WfMsg: From<DbQuery> + From<DepCall> + From<WfTimer> + From<WfDone> {}
+pub trait WfMsg:
+    From<DbQuery>
+    + From<DepCall>
+    + From<WfTimer>
+    + From<WfDone>
+    + From<crate::cache::L2Request>
+    + From<crate::cache::L1Invalidation>
+{
+}
 
-impl<M: From<DbQuery> + From<DepCall> + From<WfTimer> + From<WfDone>> WfMsg for M {}
+impl<
+    M: From<DbQuery>
+        + From<DepCall>
+        + From<WfTimer>
+        + From<WfDone>
+        + From<crate::cache::L2Request>
+        + From<crate::cache::L1Invalidation>,
+> WfMsg for M
+{
+}

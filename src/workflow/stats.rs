@@ -68,6 +68,8 @@ pub struct WfStats {
     pub replays_seen: u64,
     /// State writes found already done (compare-and-set mismatch on the target state).
     pub cas_replays: u64,
+    /// Retries of the engine's own database writes while the database was unavailable.
+    pub db_waits: u64,
     /// Deletes that found the record gone, attaches/detaches that found it already so.
     pub already_done: u64,
     /// Replies and timers for attempts that had already ended (late, or their run lost).

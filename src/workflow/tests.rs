@@ -44,6 +44,19 @@ enum M {
     DbAvailable(bool),
     /// To a dependency: a chaos action.
     Hook(fn(&mut Dependency)),
+    /// A cache invalidation: these engines have no cache, so none is ever sent.
+    Cache,
+}
+
+impl From<crate::cache::L2Request> for M {
+    fn from(_: crate::cache::L2Request) -> M {
+        M::Cache
+    }
+}
+impl From<crate::cache::L1Invalidation> for M {
+    fn from(_: crate::cache::L1Invalidation) -> M {
+        M::Cache
+    }
 }
 
 macro_rules! from {
@@ -75,6 +88,7 @@ impl Message for M {
             M::Crash => 11,
             M::DbAvailable(_) => 12,
             M::Hook(_) => 13,
+            M::Cache => 14,
         }
     }
     fn kind_name(&self) -> &'static str {
@@ -93,6 +107,7 @@ impl Message for M {
             "Crash",
             "DbAvailable",
             "Hook",
+            "Cache",
         ][self.kind_code() as usize]
     }
 }

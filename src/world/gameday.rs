@@ -142,6 +142,7 @@ impl World {
                             updated_at: r.updated_at,
                         }),
                         ttl,
+                        r.updated_at,
                     );
                 }
                 format!("loaded {} instance rows into the L2", rows.len())

@@ -179,7 +179,7 @@ macro_rules! wraps {
         })*
     };
 }
-wraps!(DbReply, DbTimer, DepReply, L2Reply, DepCall, WfTimer, WfDone, DbQuery, DepTimer; units L2Timer, CleanupTick);
+wraps!(DbReply, DbTimer, DepReply, L2Reply, DepCall, WfTimer, WfDone, DbQuery, DepTimer, L2Request, L1Invalidation; units L2Timer, CleanupTick);
 
 impl From<ReconTimer> for Msg {
     fn from(t: ReconTimer) -> Msg {
@@ -222,6 +222,8 @@ impl Component<Msg> for Part {
             (Part::Workflow(e), Msg::WfTimer(t)) => e.on_timer(t, out),
             (Part::Workflow(e), Msg::DbReply(r)) => e.on_db_reply(r, out),
             (Part::Workflow(e), Msg::DepReply(r)) => e.on_dep_reply(r, out),
+            // The answers to its cache invalidations: nothing to do.
+            (Part::Workflow(_), Msg::L2Reply(_)) => {}
             (Part::Reconciler(c), Msg::DepReply(r)) => c.on_dep_reply(r, out),
             (Part::Reconciler(c), Msg::DbReply(r)) => c.on_db_reply(r, out),
             (Part::Reconciler(c), Msg::Recon(t)) => c.on_timer(t, out),
@@ -715,7 +717,18 @@ impl Topology {
                 vpc: find(DependencyKind::Vpc),
                 billing: find(DependencyKind::Billing),
             };
-            let engine = WorkflowEngine::new(w.engine.clone(), deps, seed.fork("workflow"));
+            let mut engine = WorkflowEngine::new(w.engine.clone(), deps, seed.fork("workflow"));
+            if let Some(c) = &self.cache {
+                engine = engine.with_cache(crate::workflow::EngineCache {
+                    l2: l2_id,
+                    broadcaster: Broadcaster::new(
+                        (0..self.nodes).map(node_id).collect(),
+                        c.invalidation_delay.clone(),
+                        seed.fork("workflow.invalidation"),
+                    ),
+                    hop: self.gateway_hop,
+                });
+            }
             let id = sim.add("workflow", Part::Workflow(Box::new(engine)));
             assert_eq!(id, wf_id);
             id
