@@ -279,11 +279,16 @@ impl<P> EventQueue<P> {
             let b = self.first_bucket()?;
             let bucket = &mut self.buckets[b];
             // (No key has rank u128::MAX: seq numbers never reach u64::MAX.)
-            let (mut best, mut best_rank) = (usize::MAX, u128::MAX);
-            for (i, k) in bucket.iter().enumerate() {
-                let r = k.rank();
-                if r < best_rank {
-                    (best, best_rank) = (i, r);
+            let mut best = usize::MAX;
+            if bucket.len() == 1 {
+                best = 0;
+            } else {
+                let mut best_rank = u128::MAX;
+                for (i, k) in bucket.iter().enumerate() {
+                    let r = k.rank();
+                    if r < best_rank {
+                        (best, best_rank) = (i, r);
+                    }
                 }
             }
             let Some(k) = bucket.get(best) else {
@@ -310,11 +315,12 @@ impl<P> EventQueue<P> {
             // Every other key of bucket b agrees with the new `last` above bit b - 1 and
             // differs below it: each goes to a bucket below b.
             let (lower, upper) = self.buckets.split_at_mut(b);
-            for k in upper[0].drain(..) {
-                let j = Self::bucket_of(&k, &key);
-                lower[j].push(k);
+            for k in &upper[0] {
+                let j = Self::bucket_of(k, &key);
+                lower[j].push(*k);
                 self.nonempty[j / 64] |= 1 << (j % 64);
             }
+            upper[0].clear();
             self.nonempty[b / 64] &= !(1 << (b % 64));
         } else if self.buckets[0].is_empty() {
             self.nonempty[0] &= !1;
