@@ -2,19 +2,25 @@
 //! cancellation that stays fast with 10⁵ and more pending timers.
 //!
 //! Layout, chosen for the hot path of every simulation:
-//! - a binary min-heap of small keys `(time, seq, slot)` (24 bytes) for future events;
-//! - a FIFO for events scheduled *at the current instant* (zero-delay sends): they are already in
-//!   (time, seq) order, so they skip the heap's O(log n) push and pop;
+//! - a *radix heap* of small keys `(time, seq, slot)` (24 bytes). A simulation's keys are
+//!   monotone: every new key `(at, fresh seq)` with `at >= now` comes after the last one popped.
+//!   So a key can be filed in bucket `b` = the bit length of `key XOR last` (the key read as the
+//!   128-bit number `time << 64 | seq`): bucket `b` holds keys that first differ from `last` at
+//!   bit `b - 1`, and every key of a lower bucket comes before every key of a higher one. A push
+//!   is O(1) (one XOR, one leading-zero count, one `Vec::push`). A pop scans the least non-empty
+//!   bucket for its least key, makes it `last`, and refiles the rest of that bucket relative to
+//!   it: each lands in a strictly lower bucket, so a key is refiled at most 128 times and in
+//!   practice a few. Ties cannot happen (seq numbers are unique), so the order is exactly
+//!   (time, seq), zero-delay sends included (they differ from `last` only in the seq bits);
 //! - a slot table holding the payloads, indexed by `slot` and stamped with `seq`, so a
 //!   [`TimerId`] names exactly one scheduled event and a stale id can never cancel a later one.
 //!
-//! Cancelling takes the payload out of its slot at once (no search); the heap key stays behind as
-//! a tombstone that `pop` skips. When tombstones outnumber live entries the heap is rebuilt
-//! without them, so memory stays proportional to live events and cancellation is O(1) amortised.
+//! Cancelling takes the payload out of its slot at once (no search); the key stays in its bucket
+//! as a tombstone, dropped when it would be next. When tombstones outnumber live keys every
+//! bucket is swept, so memory stays proportional to live events and cancellation is O(1)
+//! amortised.
 
 use super::time::SimTime;
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
 
 /// Names one scheduled event; returned by `push`, accepted by `cancel`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -36,31 +42,26 @@ impl TimerId {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct Key {
     time: u64,
     seq: u64,
     slot: u32,
 }
 
-impl Ord for Key {
-    #[inline]
-    fn cmp(&self, o: &Self) -> Ordering {
-        // Reversed: BinaryHeap is a max-heap and we want the earliest (time, seq) on top.
-        (o.time, o.seq).cmp(&(self.time, self.seq))
-    }
-}
-impl PartialOrd for Key {
-    #[inline]
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
+impl Key {
+    /// The key as one number: ordering these is ordering by (time, seq).
+    #[inline(always)]
+    fn rank(&self) -> u128 {
+        u128::from(self.time) << 64 | u128::from(self.seq)
     }
 }
 
+/// Buckets of the radix heap: bit lengths 0..=128 of `key XOR last`.
+const BUCKETS: usize = 129;
+
 struct Slot<P> {
     seq: u64,
-    /// Whether the key lives in the heap (else in the FIFO): decides where a tombstone is counted.
-    in_heap: bool,
     payload: Option<P>,
 }
 
@@ -84,18 +85,18 @@ pub enum Pop<P> {
 
 /// Pending events in (time, seq) order. `P` is the payload (for a simulation, the addressed message).
 pub struct EventQueue<P> {
-    heap: BinaryHeap<Key>,
-    /// Events at `now`, in seq order; only ever holds entries with `time == now`.
-    immediate: VecDeque<(u64, u32)>,
+    /// The radix heap's buckets (see the module documentation); `buckets[b]` is unordered.
+    buckets: Box<[Vec<Key>; BUCKETS]>,
+    /// Bit `b` set iff `buckets[b]` is non-empty.
+    nonempty: [u64; 3],
+    /// The last popped key (time 0, seq 0 before the first pop): no pending key is below it.
+    last: Key,
     slots: Vec<Slot<P>>,
     free: Vec<u32>,
     next_seq: u64,
     now: SimTime,
     live: usize,
-    heap_tombstones: usize,
-    /// The heap's top was handed out by `pop_until` but its key is still in place: the next push
-    /// replaces it (one sift instead of a pop's and a push's), anything else removes it first.
-    heap_top_taken: bool,
+    tombstones: usize,
 }
 
 /// Why an event could not be scheduled.
@@ -120,15 +121,19 @@ impl<P> EventQueue<P> {
 
     pub fn with_capacity(n: usize) -> Self {
         EventQueue {
-            heap: BinaryHeap::with_capacity(n),
-            immediate: VecDeque::with_capacity(64),
+            buckets: Box::new(std::array::from_fn(|_| Vec::new())),
+            nonempty: [0; 3],
+            last: Key {
+                time: 0,
+                seq: 0,
+                slot: 0,
+            },
             slots: Vec::with_capacity(n),
             free: Vec::with_capacity(n),
             next_seq: 0,
             now: SimTime::ZERO,
             live: 0,
-            heap_tombstones: 0,
-            heap_top_taken: false,
+            tombstones: 0,
         }
     }
 
@@ -154,6 +159,41 @@ impl<P> EventQueue<P> {
         self.next_seq
     }
 
+    /// Keys held in the buckets: pending events plus tombstones not yet dropped.
+    #[cfg(test)]
+    fn stored_keys(&self) -> usize {
+        self.buckets.iter().map(Vec::len).sum()
+    }
+
+    /// The bucket of `key` relative to `last`: the bit length of `key.rank() ^ last.rank()`.
+    #[inline(always)]
+    fn bucket_of(key: &Key, last: &Key) -> usize {
+        let dt = key.time ^ last.time;
+        if dt != 0 {
+            128 - dt.leading_zeros() as usize
+        } else {
+            64 - (key.seq ^ last.seq).leading_zeros() as usize
+        }
+    }
+
+    /// Files `key` in its bucket relative to `last`.
+    #[inline(always)]
+    fn file(&mut self, key: Key) {
+        let b = Self::bucket_of(&key, &self.last);
+        self.buckets[b].push(key);
+        self.nonempty[b / 64] |= 1 << (b % 64);
+    }
+
+    /// The least non-empty bucket.
+    #[inline(always)]
+    fn first_bucket(&self) -> Option<usize> {
+        self.nonempty
+            .iter()
+            .enumerate()
+            .find(|(_, w)| **w != 0)
+            .map(|(i, w)| i * 64 + w.trailing_zeros() as usize)
+    }
+
     /// Schedules `payload` at `at`, which must not be before [`now`](Self::now).
     #[inline(always)]
     pub fn push(&mut self, at: SimTime, payload: P) -> Result<TimerId, ScheduleError> {
@@ -167,7 +207,6 @@ impl<P> EventQueue<P> {
                 let entry = &mut self.slots[s as usize];
                 debug_assert!(entry.payload.is_none());
                 entry.seq = seq;
-                entry.in_heap = at != self.now;
                 entry.payload = Some(payload);
                 s
             }
@@ -175,28 +214,17 @@ impl<P> EventQueue<P> {
                 let s = u32::try_from(self.slots.len()).expect("more than 2^32 pending events");
                 self.slots.push(Slot {
                     seq,
-                    in_heap: at != self.now,
                     payload: Some(payload),
                 });
                 s
             }
         };
-        let key = Key {
+        // (at, fresh seq) comes after the last popped key (at >= now): the filing is valid.
+        self.file(Key {
             time: at.as_ns(),
             seq,
             slot,
-        };
-        if at == self.now {
-            self.immediate.push_back((seq, slot));
-        } else if self.heap_top_taken {
-            self.heap_top_taken = false;
-            *self
-                .heap
-                .peek_mut()
-                .expect("a taken top is still in the heap") = key;
-        } else {
-            self.heap.push(key);
-        }
+        });
         self.live += 1;
         Ok(TimerId { slot, seq })
     }
@@ -210,15 +238,12 @@ impl<P> EventQueue<P> {
             return None;
         }
         let payload = entry.payload.take()?;
-        let in_heap = entry.in_heap;
         self.free.push(id.slot);
         self.live -= 1;
-        // The key stays in the heap or the FIFO as a tombstone. FIFO tombstones are drained at
-        // the current instant; heap tombstones are counted and compacted when they dominate.
-        if in_heap {
-            self.heap_tombstones += 1;
-            self.maybe_compact();
-        }
+        // The key stays in its bucket as a tombstone: dropped when it would be next, or by a
+        // sweep when tombstones dominate.
+        self.tombstones += 1;
+        self.maybe_compact();
         Some(payload)
     }
 
@@ -229,52 +254,84 @@ impl<P> EventQueue<P> {
             .is_some_and(|e| e.seq == id.seq && e.payload.is_some())
     }
 
-    /// Completes a deferred removal of the heap's top.
-    #[inline(always)]
-    fn settle(&mut self) {
-        if self.heap_top_taken {
-            self.heap_top_taken = false;
-            self.heap.pop();
+    fn maybe_compact(&mut self) {
+        if self.tombstones > 1024 && self.tombstones > self.live {
+            let slots = &self.slots;
+            for (b, bucket) in self.buckets.iter_mut().enumerate() {
+                bucket.retain(|k| {
+                    let e = &slots[k.slot as usize];
+                    e.seq == k.seq && e.payload.is_some()
+                });
+                if bucket.is_empty() {
+                    self.nonempty[b / 64] &= !(1 << (b % 64));
+                }
+            }
+            self.tombstones = 0;
         }
     }
 
-    fn maybe_compact(&mut self) {
-        if self.heap_tombstones > 1024 && self.heap_tombstones > self.heap.len() / 2 {
-            self.settle();
-            let slots = &self.slots;
-            self.heap.retain(|k| {
-                let e = &slots[k.slot as usize];
-                e.seq == k.seq && e.payload.is_some()
-            });
-            self.heap_tombstones = 0;
+    /// The least pending key, as (bucket, index in it): the least key of the least non-empty
+    /// bucket, skipping (and dropping) tombstones that would come first. Changes no order:
+    /// `last` stays.
+    #[inline(always)]
+    fn find_min(&mut self) -> Option<(usize, usize)> {
+        loop {
+            let b = self.first_bucket()?;
+            let bucket = &mut self.buckets[b];
+            // (No key has rank u128::MAX: seq numbers never reach u64::MAX.)
+            let mut best = usize::MAX;
+            if bucket.len() == 1 {
+                best = 0;
+            } else {
+                let mut best_rank = u128::MAX;
+                for (i, k) in bucket.iter().enumerate() {
+                    let r = k.rank();
+                    if r < best_rank {
+                        (best, best_rank) = (i, r);
+                    }
+                }
+            }
+            let Some(k) = bucket.get(best) else {
+                self.nonempty[b / 64] &= !(1 << (b % 64));
+                continue;
+            };
+            // Only the least key is checked: a tombstone is dropped when it would come next.
+            let e = &self.slots[k.slot as usize];
+            if e.seq == k.seq && e.payload.is_some() {
+                return Some((b, best));
+            }
+            bucket.swap_remove(best);
+            self.tombstones -= 1;
         }
+    }
+
+    /// Removes the key at `i` of bucket `b`, the least pending one, makes it `last`, and refiles
+    /// the rest of its bucket relative to it.
+    #[inline(always)]
+    fn remove_min(&mut self, b: usize, i: usize) -> Key {
+        let key = self.buckets[b].swap_remove(i);
+        self.last = key;
+        if b > 0 {
+            // Every other key of bucket b agrees with the new `last` above bit b - 1 and
+            // differs below it: each goes to a bucket below b.
+            let (lower, upper) = self.buckets.split_at_mut(b);
+            for k in &upper[0] {
+                let j = Self::bucket_of(k, &key);
+                lower[j].push(*k);
+                self.nonempty[j / 64] |= 1 << (j % 64);
+            }
+            upper[0].clear();
+            self.nonempty[b / 64] &= !(1 << (b % 64));
+        } else if self.buckets[0].is_empty() {
+            self.nonempty[0] &= !1;
+        }
+        key
     }
 
     /// Time of the next pending event, skipping tombstones.
     pub fn peek_time(&mut self) -> Option<SimTime> {
-        self.settle();
-        self.skip_tombstones();
-        if !self.immediate.is_empty() {
-            return Some(self.now);
-        }
-        self.heap.peek().map(|k| SimTime::from_ns(k.time))
-    }
-
-    fn skip_tombstones(&mut self) {
-        while let Some(&(seq, slot)) = self.immediate.front() {
-            if self.slots[slot as usize].seq == seq && self.slots[slot as usize].payload.is_some() {
-                break;
-            }
-            self.immediate.pop_front();
-        }
-        while let Some(k) = self.heap.peek() {
-            let e = &self.slots[k.slot as usize];
-            if e.seq == k.seq && e.payload.is_some() {
-                break;
-            }
-            self.heap.pop();
-            self.heap_tombstones -= 1;
-        }
+        let (b, i) = self.find_min()?;
+        Some(SimTime::from_ns(self.buckets[b][i].time))
     }
 
     /// Removes and returns the earliest pending event by (time, seq), advancing `now` to its time.
@@ -291,50 +348,59 @@ impl<P> EventQueue<P> {
     /// share the work.
     #[inline(always)]
     pub fn pop_until(&mut self, limit: SimTime) -> Pop<P> {
-        loop {
-            self.settle();
-            // Choose between the FIFO front (at `now`) and the heap top (at `now` or later).
-            let from_fifo = match (self.immediate.front(), self.heap.peek()) {
-                (None, None) => return Pop::Empty,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (Some(&(fseq, _)), Some(k)) => (self.now.as_ns(), fseq) < (k.time, k.seq),
-            };
-            let (time, seq, slot) = if from_fifo {
-                let &(seq, slot) = self.immediate.front().expect("checked non-empty");
-                (self.now.as_ns(), seq, slot)
-            } else {
-                let k = self.heap.peek().expect("checked non-empty");
-                (k.time, k.seq, k.slot)
-            };
-            let entry = &mut self.slots[slot as usize];
-            let live = entry.seq == seq && entry.payload.is_some();
-            if live && time > limit.as_ns() {
-                return Pop::Later(SimTime::from_ns(time));
-            }
-            if from_fifo {
-                self.immediate.pop_front();
-            } else {
-                self.heap_top_taken = true;
-            }
-            if !live {
-                if !from_fifo {
-                    self.heap_tombstones -= 1;
-                }
-                continue;
-            }
-            let payload = entry.payload.take().expect("checked live");
-            self.free.push(slot);
-            self.live -= 1;
-            debug_assert!(time >= self.now.as_ns(), "time went backwards");
-            self.now = SimTime::from_ns(time);
-            return Pop::Event(Popped {
-                time: self.now,
+        match self.pop_slot_until(limit) {
+            Next::Event { time, seq, slot } => Pop::Event(Popped {
+                time,
                 seq,
-                payload,
-            });
+                payload: self.take_slot(slot),
+            }),
+            Next::Empty => Pop::Empty,
+            Next::Later(t) => Pop::Later(t),
         }
     }
+
+    /// [`pop_until`](Self::pop_until) without moving the payload: the event is removed from the
+    /// order and `now` advanced, and its payload waits in `slot` for [`take_slot`](Self::take_slot),
+    /// which must be called next. Lets the driver move a payload once, straight from its slot to
+    /// the component.
+    #[inline(always)]
+    pub(crate) fn pop_slot_until(&mut self, limit: SimTime) -> Next {
+        let Some((b, i)) = self.find_min() else {
+            return Next::Empty;
+        };
+        let time = self.buckets[b][i].time;
+        if time > limit.as_ns() {
+            return Next::Later(SimTime::from_ns(time));
+        }
+        let key = self.remove_min(b, i);
+        self.live -= 1;
+        debug_assert!(time >= self.now.as_ns(), "time went backwards");
+        self.now = SimTime::from_ns(time);
+        Next::Event {
+            time: self.now,
+            seq: key.seq,
+            slot: key.slot,
+        }
+    }
+
+    /// The payload of the event [`pop_slot_until`](Self::pop_slot_until) just returned; frees
+    /// its slot.
+    #[inline(always)]
+    pub(crate) fn take_slot(&mut self, slot: u32) -> P {
+        let payload = self.slots[slot as usize]
+            .payload
+            .take()
+            .expect("a popped slot holds its payload");
+        self.free.push(slot);
+        payload
+    }
+}
+
+/// What [`EventQueue::pop_slot_until`] found.
+pub(crate) enum Next {
+    Event { time: SimTime, seq: u64, slot: u32 },
+    Empty,
+    Later(SimTime),
 }
 
 #[cfg(test)]
@@ -430,9 +496,9 @@ mod tests {
         }
         assert_eq!(q.len(), 1_000);
         assert!(
-            q.heap.len() < 3_000,
-            "tombstones were compacted: heap holds {}",
-            q.heap.len()
+            q.stored_keys() < 3_000,
+            "tombstones were compacted: the buckets hold {}",
+            q.stored_keys()
         );
         let out = drain(&mut q);
         assert_eq!(out.len(), 1_000);
@@ -504,5 +570,82 @@ mod tests {
             let rest: Vec<_> = std::iter::from_fn(|| q.pop().map(|p| (p.time.as_ns(), p.seq))).collect();
             prop_assert_eq!(rest, model);
         }
+
+        /// The same with delays spread over the whole range of time (the radix heap files keys by
+        /// their highest bit differing from the last popped one: short delays, long timers,
+        /// ties, and `SimTime::MAX`), and bounded pops that must leave the queue untouched when
+        /// the next event is past the bound, even if earlier events are scheduled afterwards.
+        #[test]
+        fn wide_delays_and_bounded_pops_keep_time_seq_order(
+            ops in proptest::collection::vec(wide_op(), 1..600)
+        ) {
+            let mut q = EventQueue::new();
+            let mut model: Vec<(u64, u64)> = Vec::new();
+            let mut ids: Vec<TimerId> = Vec::new();
+            for o in ops {
+                match o {
+                    WideOp::Push(dt) => {
+                        let at = q.now().as_ns().saturating_add(dt);
+                        let id = q.push(t(at), 0u32).unwrap();
+                        model.push((at, id.seq()));
+                        ids.push(id);
+                    }
+                    WideOp::Cancel(i) => {
+                        if let Some(&id) = ids.get(i) {
+                            let was = model.iter().position(|&(_, s)| s == id.seq());
+                            prop_assert_eq!(q.cancel(id).is_some(), was.is_some());
+                            if let Some(p) = was { model.remove(p); }
+                        }
+                    }
+                    WideOp::PopUntil(dt) => {
+                        model.sort();
+                        let limit = q.now().as_ns().saturating_add(dt);
+                        let got = q.pop_until(t(limit));
+                        match model.first().copied() {
+                            None => prop_assert_eq!(got, Pop::Empty),
+                            Some((at, _)) if at > limit => prop_assert_eq!(got, Pop::Later(t(at))),
+                            Some((at, seq)) => {
+                                model.remove(0);
+                                match got {
+                                    Pop::Event(p) => prop_assert_eq!((p.time.as_ns(), p.seq), (at, seq)),
+                                    other => prop_assert!(false, "expected an event, got {:?}", other),
+                                }
+                            }
+                        }
+                        model.sort();
+                        prop_assert_eq!(q.peek_time().map(SimTime::as_ns), model.first().map(|m| m.0));
+                    }
+                }
+                prop_assert_eq!(q.len(), model.len());
+            }
+            model.sort();
+            let rest: Vec<_> = std::iter::from_fn(|| q.pop().map(|p| (p.time.as_ns(), p.seq))).collect();
+            prop_assert_eq!(rest, model);
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum WideOp {
+        Push(u64),
+        Cancel(usize),
+        PopUntil(u64),
+    }
+
+    fn wide_delay() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            2 => Just(0u64),
+            3 => 0u64..64,
+            3 => 0u64..5_000_000,
+            2 => 0u64..(1 << 40),
+            1 => Just(u64::MAX),
+        ]
+    }
+
+    fn wide_op() -> impl Strategy<Value = WideOp> {
+        prop_oneof![
+            5 => wide_delay().prop_map(WideOp::Push),
+            2 => (0usize..128).prop_map(WideOp::Cancel),
+            4 => wide_delay().prop_map(WideOp::PopUntil),
+        ]
     }
 }

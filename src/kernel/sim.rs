@@ -5,7 +5,7 @@
 //! stop, a bound was reached (events, simulated time, pending events), or an invariant broke.
 
 use super::component::{Component, ComponentId, Control, Envelope, Message, Outbox};
-use super::queue::{EventQueue, Pop, Popped, ScheduleError, TimerId};
+use super::queue::{EventQueue, Next, ScheduleError, TimerId};
 use super::rng::{RootSeed, SimRng};
 use super::time::{SimDuration, SimTime};
 use super::trace::{EventRecord, TraceHash};
@@ -247,7 +247,7 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
 
     /// The next event if the run may go on, or why it cannot.
     #[inline(always)]
-    fn next_event(&mut self) -> Result<Popped<Envelope<M>>, Outcome> {
+    fn next_event(&mut self) -> Result<(SimTime, u32), Outcome> {
         let now = self.queue.now();
         if self.events >= self.limits.max_events {
             return Err(if self.queue.peek_time().is_none() {
@@ -266,10 +266,10 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
             });
         }
         let limit = SimTime::ZERO.saturating_add(self.limits.max_time);
-        match self.queue.pop_until(limit) {
-            Pop::Event(p) => Ok(p),
-            Pop::Empty => Err(Outcome::Drained),
-            Pop::Later(_) => Err(Outcome::TimeLimit { at: now }),
+        match self.queue.pop_slot_until(limit) {
+            Next::Event { time, slot, .. } => Ok((time, slot)),
+            Next::Empty => Err(Outcome::Drained),
+            Next::Later(_) => Err(Outcome::TimeLimit { at: now }),
         }
     }
 
@@ -279,11 +279,11 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
             return Step::Finished(o.clone());
         }
         match self.next_event() {
-            Ok(popped) => {
-                let kind_name = popped.payload.msg.kind_name();
-                let (to, time) = (popped.payload.to, popped.time);
-                let (index, kind_code) = (self.events, popped.payload.msg.kind_code());
-                let dispatched = self.dispatch(popped);
+            Ok((time, slot)) => {
+                let Envelope { to, msg } = self.queue.take_slot(slot);
+                let (kind_name, kind_code) = (msg.kind_name(), msg.kind_code());
+                let index = self.events;
+                let dispatched = self.dispatch(time, to, msg);
                 // Every step is a pause: a request for one has nothing more to do.
                 self.control.pause = false;
                 match dispatched {
@@ -307,13 +307,12 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
     /// Hands one event to its component; `Err` when the component stopped the run or reported a
     /// broken invariant.
     #[inline(always)]
-    fn dispatch(&mut self, popped: Popped<Envelope<M>>) -> Result<(), Outcome> {
-        let Envelope { to, msg } = popped.payload;
-        self.trace.mix(popped.time, to, msg.kind_code());
+    fn dispatch(&mut self, time: SimTime, to: ComponentId, msg: M) -> Result<(), Outcome> {
+        self.trace.mix(time, to, msg.kind_code());
         self.events += 1;
         let component = &mut self.components[to.index()];
         let mut out = Outbox::new(
-            popped.time,
+            time,
             to,
             &mut self.queue,
             &mut self.metrics,
@@ -321,20 +320,30 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
         );
         component.on_event(msg, &mut out);
         if self.control.stop || self.control.violation.is_some() {
-            let at = popped.time;
-            let outcome = match self.control.violation.take() {
-                Some(message) => Outcome::InvariantViolated {
-                    by: to,
-                    at,
-                    message,
-                },
-                None => Outcome::Stopped { by: to, at },
-            };
-            self.control.stop = false;
-            self.finished = Some(outcome.clone());
-            return Err(outcome);
+            return Err(self.end_by(to, time));
         }
         Ok(())
+    }
+
+    /// Dispatches the event `pop_slot_until` just found, moving its payload once, from its slot
+    /// to the component.
+    #[inline(always)]
+    fn dispatch_slot(&mut self, time: SimTime, slot: u32) -> Result<(), Outcome> {
+        let Envelope { to, msg } = self.queue.take_slot(slot);
+        self.dispatch(time, to, msg)
+    }
+
+    /// The outcome of a component's stop or violation request (cold).
+    #[cold]
+    #[inline(never)]
+    fn end_by(&mut self, by: ComponentId, at: SimTime) -> Outcome {
+        let outcome = match self.control.violation.take() {
+            Some(message) => Outcome::InvariantViolated { by, at, message },
+            None => Outcome::Stopped { by, at },
+        };
+        self.control.stop = false;
+        self.finished = Some(outcome.clone());
+        outcome
     }
 
     /// Runs every event due at or before `until`, then pauses (returns `None`); returns the report
@@ -344,16 +353,16 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
         if self.finished.is_some() {
             return Some(self.run());
         }
+        let limit = SimTime::ZERO
+            .saturating_add(self.limits.max_time)
+            .min(until);
         loop {
             if self.events >= self.limits.max_events || self.queue.len() > self.limits.max_pending {
                 return Some(self.run());
             }
-            let limit = SimTime::ZERO
-                .saturating_add(self.limits.max_time)
-                .min(until);
-            match self.queue.pop_until(limit) {
-                Pop::Event(p) => {
-                    if self.dispatch(p).is_err() {
+            match self.queue.pop_slot_until(limit) {
+                Next::Event { time, slot, .. } => {
+                    if self.dispatch_slot(time, slot).is_err() {
                         return Some(self.run());
                     }
                     if self.control.pause {
@@ -362,9 +371,11 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
                         return None;
                     }
                 }
-                Pop::Empty => return Some(self.run()),
-                Pop::Later(t) if t.since_start() > self.limits.max_time => return Some(self.run()),
-                Pop::Later(_) => return None,
+                Next::Empty => return Some(self.run()),
+                Next::Later(t) if t.since_start() > self.limits.max_time => {
+                    return Some(self.run());
+                }
+                Next::Later(_) => return None,
             }
         }
     }
@@ -400,8 +411,8 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
         }
         let outcome = loop {
             match self.next_event() {
-                Ok(popped) => {
-                    if let Err(o) = self.dispatch(popped) {
+                Ok((time, slot)) => {
+                    if let Err(o) = self.dispatch_slot(time, slot) {
                         break o;
                     }
                 }
