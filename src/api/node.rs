@@ -473,6 +473,8 @@ pub struct ApiNode {
     observed: Option<Observed>,
     /// When the database reply being handled reached the database.
     last_db_arrival: SimTime,
+    /// Planted bugs (all off: the correct node).
+    bugs: crate::faults::PlantedBugs,
 }
 
 /// What a node saw that the invariant checkers judge (drained by the world between events).
@@ -532,9 +534,16 @@ impl ApiNode {
             fault_stats: NodeFaultStats::default(),
             observed: None,
             last_db_arrival: SimTime::ZERO,
+            bugs: crate::faults::PlantedBugs::default(),
             metrics: NodeMetrics::register(registry, name),
             cfg,
         }
+    }
+
+    /// Plants bugs (see [`crate::faults::PlantedBugs`]): here, deletes without cache
+    /// invalidation.
+    pub fn plant_bugs(&mut self, bugs: crate::faults::PlantedBugs) {
+        self.bugs = bugs;
     }
 
     /// Starts recording what the invariant checkers judge (token answers, cached reads).
@@ -1200,7 +1209,10 @@ impl ApiNode {
                 } else {
                     local_time(out.now(), self.skew_ns)
                 };
-                if let (Some(c), Some(instance)) = (&mut self.cache, w.req.params.instance) {
+                let skip = self.bugs.skip_delete_invalidation && w.req.api == Api::DeleteInstance;
+                if let (Some(c), Some(instance), false) =
+                    (&mut self.cache, w.req.params.instance, skip)
+                {
                     // Write path: L2 delete now, this node's L1 at once, the others after a delay.
                     let key = CacheKey {
                         account: w.req.account,

@@ -722,6 +722,20 @@ struct ShardData {
     counters: [u64; COUNTER_TABLES],
     /// Their rows by age: (second of the append, rows), oldest first — what retention reads.
     ages: [VecDeque<(u64, u64)>; COUNTER_TABLES],
+    /// State writes that broke the lifecycle since the invariant checker last looked (the
+    /// first few; `illegal_total` counts them all).
+    illegal: Vec<IllegalMove>,
+    illegal_total: u64,
+}
+
+/// A state write outside the legal lifecycle (see [`crate::invariants::legal_move`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IllegalMove {
+    pub at: SimTime,
+    pub account: AccountId,
+    pub id: InstanceId,
+    pub from: InstanceState,
+    pub to: InstanceState,
 }
 
 impl ShardData {
@@ -1006,6 +1020,14 @@ impl Db {
             }
             _ => false,
         }
+    }
+
+    /// The lifecycle-breaking state writes since the last call (invariant checker).
+    pub fn take_illegal_moves(&mut self) -> Vec<IllegalMove> {
+        self.shards
+            .iter_mut()
+            .flat_map(|s| std::mem::take(&mut s.data.illegal))
+            .collect()
     }
 
     /// Every instance row of every shard, current, by shard then id (no query, no latency): for
@@ -1655,6 +1677,18 @@ fn update_row(
         }
         Some(r) => {
             let from = r.state;
+            if !crate::invariants::legal_move(from, to) {
+                data.illegal_total += 1;
+                if data.illegal.len() < 16 {
+                    data.illegal.push(IllegalMove {
+                        at: now,
+                        account,
+                        id,
+                        from,
+                        to,
+                    });
+                }
+            }
             let deleted_since = r.updated_at;
             r.prev_state = from;
             r.prev_updated_at = r.updated_at;

@@ -368,6 +368,8 @@ pub struct WorkflowEngine {
     /// When the database reply being handled reached the database (its write was applied
     /// then or later): the version its cache invalidations carry.
     last_db_arrival: SimTime,
+    /// Planted bugs (all off: the correct engine).
+    bugs: crate::faults::PlantedBugs,
 }
 
 /// What the engine needs to invalidate cached instances after its state writes: the L2 (one
@@ -404,6 +406,7 @@ impl WorkflowEngine {
             stats: WfStats::new(steps),
             cache: None,
             last_db_arrival: SimTime::ZERO,
+            bugs: crate::faults::PlantedBugs::default(),
         }
     }
 
@@ -822,7 +825,11 @@ impl WorkflowEngine {
                         count,
                         target: None,
                         min_count,
-                        token: token(self.salt, wf.id, k, part, comp),
+                        token: if self.bugs.step_without_token {
+                            0
+                        } else {
+                            token(self.salt, wf.id, k, part, comp)
+                        },
                         first,
                         last: first + count - 1,
                     }));
@@ -849,7 +856,11 @@ impl WorkflowEngine {
                                 count: c,
                             }),
                             min_count: 0,
-                            token: token(self.salt, wf.id, k, part, comp),
+                            token: if self.bugs.step_without_token {
+                            0
+                        } else {
+                            token(self.salt, wf.id, k, part, comp)
+                        },
                             first: fi,
                             last: li,
                         }));
@@ -1086,6 +1097,13 @@ impl WorkflowEngine {
         }
     }
 
+    /// Plants bugs (see [`crate::faults::PlantedBugs`]): steps without downstream tokens, state
+    /// writes forced after a row-state mismatch, deletes without cache invalidation.
+    pub fn with_bugs(mut self, bugs: crate::faults::PlantedBugs) -> WorkflowEngine {
+        self.bugs = bugs;
+        self
+    }
+
     /// Invalidates the cached copies of the instances whose state changed (planted bug
     /// `skip_delete_invalidation` aside, every state write is followed by one).
     pub fn with_cache(mut self, cache: EngineCache) -> WorkflowEngine {
@@ -1183,7 +1201,12 @@ impl WorkflowEngine {
             && note_rows != 0
         {
             let mut bits = note_rows;
-            let mut changed = rows_changed;
+            let mut changed = if self.bugs.skip_delete_invalidation && to == InstanceState::Deleted
+            {
+                0
+            } else {
+                rows_changed
+            };
             while changed != 0 {
                 let j = changed.trailing_zeros();
                 changed &= changed - 1;
@@ -1213,6 +1236,18 @@ impl WorkflowEngine {
                 run.ops.extend(trims);
             }
             Err((code, may_retry)) => {
+                // Planted bug: a row-state mismatch (not retryable: someone else moved the
+                // instance) is "retried" as an unconditional write.
+                let forced = self.bugs.retry_non_retryable
+                    && code == ErrorCode::IncorrectInstanceStatus
+                    && op.attempt < 3;
+                if forced {
+                    if let OpKind::States { expect, .. } =
+                        &mut self.wf_mut(h).run.as_mut().expect("checked").ops[idx].kind
+                    {
+                        *expect = None;
+                    }
+                }
                 let (retry, _) = policy(&self.cfg, wf_kind, stage);
                 let halted = {
                     let run = self.wf(h).run.as_ref().expect("checked");
@@ -1221,7 +1256,8 @@ impl WorkflowEngine {
                 // The engine's own writes (states, references, the durable transition) wait
                 // for the database to come back: it is the engine's persistence, and giving up
                 // would strand instances mid-lifecycle. Bounded: DB_WAIT_ATTEMPTS (≈1 h).
-                let own_write = matches!(
+                let own_write = forced
+                    || matches!(
                     op.kind,
                     OpKind::States { .. } | OpKind::Resources { .. } | OpKind::Commit
                 ) && code == ErrorCode::ServiceUnavailable
@@ -1232,7 +1268,7 @@ impl WorkflowEngine {
                     } else {
                         retry.backoff(op.attempt, &mut self.rng)
                     };
-                    if own_write {
+                    if own_write && !forced {
                         self.stats.db_waits += 1;
                     }
                     if let Stage::Action(What::Step(k)) = stage {

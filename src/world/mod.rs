@@ -717,7 +717,8 @@ impl Topology {
                 vpc: find(DependencyKind::Vpc),
                 billing: find(DependencyKind::Billing),
             };
-            let mut engine = WorkflowEngine::new(w.engine.clone(), deps, seed.fork("workflow"));
+            let mut engine = WorkflowEngine::new(w.engine.clone(), deps, seed.fork("workflow"))
+                .with_bugs(self.bugs);
             if let Some(c) = &self.cache {
                 engine = engine.with_cache(crate::workflow::EngineCache {
                     l2: l2_id,
@@ -767,6 +768,11 @@ impl Topology {
             // The run cannot outlast its time limit: at most 10,000 buckets of this width.
             TimeSeries::new(bucket_width(limits.max_time), self.cache.is_some())
         });
+        for i in 0..self.nodes {
+            if let Part::Node(n) = sim.component_mut(node_id(i)) {
+                n.plant_bugs(self.bugs);
+            }
+        }
         if self.invariants.observe {
             for i in 0..self.nodes {
                 if let Part::Node(n) = sim.component_mut(node_id(i)) {
@@ -1313,6 +1319,20 @@ impl World {
     /// Judges what the nodes observed since the last call: token answers against the ledger,
     /// cached reads against the database's rows.
     fn check_observed(&mut self) {
+        let illegal = self.db_mut().take_illegal_moves();
+        for m in illegal {
+            self.violation(Violation {
+                invariant: Invariant::Lifecycle,
+                at: m.at,
+                detail: format!(
+                    "instance #{} of account {} moved {} -> {}",
+                    m.id.0,
+                    m.account.0,
+                    m.from.name(),
+                    m.to.name()
+                ),
+            });
+        }
         for i in 0..self.nodes.len() {
             let Some(o) = self.node_mut(i).take_observed() else {
                 return;
