@@ -131,11 +131,16 @@ fn write_repro(
         .map_err(|e| CliError::BadInput(format!("the reproduction does not read back: {e}")))?;
     let r = s.topology().run(RootSeed::new(s.seed()));
     let hash = r.trace_hash().to_string();
-    let text = if hash == shrunk.run.trace_hash {
-        text
-    } else {
-        text.replace(&shrunk.run.trace_hash, &hash)
-    };
+    let failure = r.violations.first().map(|v| v.invariant.name().to_string());
+    if hash != shrunk.run.trace_hash || failure != shrunk.run.failure() {
+        return Err(CliError::BadInput(format!(
+            "the reproduction of seed {} does not reproduce through its file (trace {hash} and {:?}, expected {} and {:?}): a bug of the shrinker, please report it",
+            shrunk.run.seed,
+            failure,
+            shrunk.run.trace_hash,
+            shrunk.run.failure()
+        )));
+    }
     std::fs::create_dir_all(dir)
         .and_then(|()| crate::report::summary::write_atomic(&path, text.as_bytes()))
         .map_err(|e| CliError::BadInput(format!("cannot write {}: {e}", path.display())))?;

@@ -857,10 +857,10 @@ impl WorkflowEngine {
                             }),
                             min_count: 0,
                             token: if self.bugs.step_without_token {
-                            0
-                        } else {
-                            token(self.salt, wf.id, k, part, comp)
-                        },
+                                0
+                            } else {
+                                token(self.salt, wf.id, k, part, comp)
+                            },
                             first: fi,
                             last: li,
                         }));
@@ -1258,10 +1258,10 @@ impl WorkflowEngine {
                 // would strand instances mid-lifecycle. Bounded: DB_WAIT_ATTEMPTS (≈1 h).
                 let own_write = forced
                     || matches!(
-                    op.kind,
-                    OpKind::States { .. } | OpKind::Resources { .. } | OpKind::Commit
-                ) && code == ErrorCode::ServiceUnavailable
-                    && op.attempt < DB_WAIT_ATTEMPTS;
+                        op.kind,
+                        OpKind::States { .. } | OpKind::Resources { .. } | OpKind::Commit
+                    ) && code == ErrorCode::ServiceUnavailable
+                        && op.attempt < DB_WAIT_ATTEMPTS;
                 if own_write || (may_retry && !halted && retry.should_retry(op.attempt, code)) {
                     let wait = if own_write {
                         retry.backoff(op.attempt.min(4), &mut self.rng)

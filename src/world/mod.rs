@@ -484,6 +484,7 @@ impl Topology {
             return Err(TopologyError::ZeroDuration);
         }
         self.duration = duration;
+        self.traffic.until = SimTime::ZERO.saturating_add(duration);
         Ok(self)
     }
 

@@ -74,3 +74,143 @@ fn bad_seed_ranges_are_refused_with_exit_2() {
         );
     }
 }
+
+/// The failing rows of a chaos table: (seed, broken invariant, faults, shrunk faults, replay).
+fn failures(stdout: &str) -> Vec<(u64, String, usize, Option<usize>, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let seed = f.first()?.parse().ok()?;
+            Some((
+                seed,
+                f.get(1)?.to_string(),
+                f.get(2)?.parse().ok()?,
+                f.get(3)?.parse().ok(),
+                f[4..].join(" "),
+            ))
+        })
+        .collect()
+}
+
+fn chaos(extra: &[&str]) -> Output {
+    let mut args = vec!["chaos", "scenarios/chaos.toml"];
+    args.extend(SHORT);
+    args.extend(extra);
+    firedrill(&args)
+}
+
+/// One planted bug: the swarm over seeds 1..60 finds it as `invariant`; the first failing seed
+/// shrinks to at most three faults; its reproduction replays bit for bit.
+fn planted(bug: &str, invariant: &str) {
+    let set = format!("bugs.{bug}=true");
+    let o = chaos(&["--seeds", "1..60", "--no-shrink", "--set", &set]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    let found = failures(&text(&o.stdout));
+    let first = found
+        .iter()
+        .find(|f| f.1 == invariant)
+        .unwrap_or_else(|| panic!("{bug}: no {invariant} in {}", text(&o.stdout)));
+    let out = scratch(&format!("chaos-{bug}"));
+    let seeds = format!("{}..{}", first.0, first.0);
+    let o = chaos(&[
+        "--seeds",
+        &seeds,
+        "--set",
+        &set,
+        "--shrink-budget",
+        "60",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    let shrunk = failures(&text(&o.stdout));
+    assert_eq!(shrunk.len(), 1, "{}", text(&o.stdout));
+    let (_, broken, _, min, replay) = &shrunk[0];
+    assert_eq!(broken, invariant);
+    assert!(
+        min.is_some_and(|m| m <= 3),
+        "{bug}: shrunk to {min:?} faults"
+    );
+    let file = replay
+        .strip_prefix("firedrill replay ")
+        .unwrap_or_else(|| panic!("a replay command: {replay}"));
+    let text_file = std::fs::read_to_string(file).expect("the reproduction");
+    assert!(text_file.contains(&format!("invariant = \"{invariant}\"")));
+    assert!(text_file.contains(&format!("{bug} = true")), "{text_file}");
+    let r = firedrill(&["replay", file]);
+    assert_eq!(
+        r.status.code(),
+        Some(0),
+        "{}{}",
+        text(&r.stdout),
+        text(&r.stderr)
+    );
+    assert!(
+        text(&r.stdout).contains("reproduced: trace"),
+        "{}",
+        text(&r.stdout)
+    );
+}
+
+#[test]
+fn a_non_atomic_token_record_is_found_as_a_second_instance_set() {
+    planted("non_atomic_idempotency", "token_one_instance_set");
+}
+
+#[test]
+fn a_skipped_delete_invalidation_is_found_as_stale_cache_reads() {
+    planted("skip_delete_invalidation", "cache_staleness");
+}
+
+#[test]
+fn retrying_a_row_state_mismatch_is_found_as_an_illegal_lifecycle_move() {
+    planted("retry_non_retryable", "lifecycle");
+}
+
+#[test]
+fn the_correct_core_survives_a_200_seed_swarm() {
+    let o = chaos(&["--seeds", "1..200", "--no-shrink"]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
+    assert!(out.contains("200 seeds run"), "{out}");
+    assert!(out.contains(", 0 failed"), "{out}");
+}
+
+#[test]
+fn a_game_day_reports_its_1_5_10_timeline() {
+    let out = scratch("gameday");
+    let o = firedrill(&[
+        "run",
+        "scenarios/gameday-cache-loss.toml",
+        "--quiet",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert!(
+        matches!(o.status.code(), Some(0 | 1)),
+        "{}",
+        text(&o.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let g = &v["gameday"];
+    let t = &g["timeline"][0];
+    // The L2 is lost at 6 min: its error alert fires 10 s later (its `for`), naming the L2.
+    assert_eq!(t["component"], "l2");
+    assert_eq!(t["start_s"], 360.0);
+    assert_eq!(t["detected_s"], 370.0);
+    assert_eq!(t["located_s"], 370.0);
+    assert_eq!(t["detected_within_1min"], true);
+    assert_eq!(t["located_within_5min"], true);
+    assert!(t["recovered_s"].as_f64().is_some(), "{t}");
+    // The runbook flushed, then warmed the cache, after the alert plus its delays.
+    let actions: Vec<&str> = g["runbook"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["flush_cache", "warm_cache"]);
+    assert_eq!(g["runbook"][0]["at_s"], 580.0);
+}
