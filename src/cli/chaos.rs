@@ -199,8 +199,8 @@ pub fn chaos(args: &ChaosArgs) -> Result<u8, CliError> {
     );
     if !failing.is_empty() {
         println!(
-            "{:<8} {:<24} {:>6} {:>6}  {}",
-            "seed", "broken", "faults", "min", "replay"
+            "{:<8} {:<24} {:>6} {:>6}  replay",
+            "seed", "broken", "faults", "min"
         );
     }
     for (r, s) in failing.iter().zip(&shrunk) {
