@@ -100,6 +100,10 @@ pub struct Gateway {
     undetected: Vec<(usize, SimTime)>,
     /// From a node's crash to the health check marking it down.
     detection: SimDuration,
+    /// Requests received and answered (every answer: served, rejected, expired), for the
+    /// one-response invariant.
+    received: u64,
+    answered: u64,
 }
 
 /// Default delay from a node's crash to the gateway marking it down *(assumed)*.
@@ -123,6 +127,8 @@ impl Gateway {
             up: vec![true; n],
             outstanding: vec![0; n],
             in_flight: Slab::new(),
+            received: 0,
+            answered: 0,
             deadlines: VecDeque::new(),
             sweep_at: None,
             max_in_flight,
@@ -217,7 +223,13 @@ impl Gateway {
             .unwrap_or_default()
     }
 
+    /// Requests received and answered so far.
+    pub fn request_counts(&self) -> (u64, u64) {
+        (self.received, self.answered)
+    }
+
     fn finish(&mut self, resp: &Response, out: &mut Outbox<'_, Msg>) {
+        self.answered += 1;
         let i = resp.api.index();
         let latency_ns = out.now().saturating_since(resp.intended).as_ns();
         out.record(self.metrics.latency[i], latency_ns);
@@ -250,6 +262,7 @@ impl Gateway {
     }
 
     pub fn on_request(&mut self, req: Request, out: &mut Outbox<'_, Msg>) {
+        self.received += 1;
         let instances = match req.api {
             Api::RunInstances | Api::CreateInstance => u32::from(req.params.amount),
             _ => 0,

@@ -1398,6 +1398,23 @@ impl World {
         if checkable && self.workflow.is_some() {
             out.extend(self.liveness_violation(report.end_time));
         }
+        // Every request got exactly one answer: at the end of a drained run nothing is in
+        // flight, and the gateway answered as many requests as it received.
+        if let (Outcome::Drained, Part::Gateway(g)) =
+            (&report.outcome, self.sim.component(self.gateway))
+        {
+            let (received, answered) = g.request_counts();
+            if received != answered || g.in_flight() != 0 {
+                out.push(Violation {
+                    invariant: Invariant::OneResponse,
+                    at: report.end_time,
+                    detail: format!(
+                        "the gateway received {received} requests and answered {answered} ({} still in flight)",
+                        g.in_flight()
+                    ),
+                });
+            }
+        }
         out.sort_by_key(|v| (v.at, v.invariant));
         out.truncate(self.invariants.max_kept);
         out
