@@ -271,6 +271,19 @@ pub fn replay(args: &ReplayArgs) -> Result<u8, CliError> {
     for v in &r.violations {
         println!("{v}");
     }
+    if let Some(v) = r.violations.first() {
+        println!(
+            "the events that led to it (the last {} up to {}):",
+            super::run::TRAIL,
+            v.at
+        );
+        for e in s
+            .topology()
+            .trail(RootSeed::new(s.seed()), v.at, super::run::TRAIL)
+        {
+            println!("  {e}");
+        }
+    }
     let Some(e) = s.expect() else {
         return Ok(if r.violations.is_empty() {
             EXIT_OK

@@ -108,6 +108,9 @@ fn fmt_ms(ns: Option<u64>) -> String {
     ns.map_or_else(|| "-".into(), |v| format!("{:.1}", v as f64 / 1e6))
 }
 
+/// Events shown before a broken invariant.
+pub(super) const TRAIL: usize = 20;
+
 /// Runs a scenario: see the module documentation.
 pub fn run(args: &RunArgs) -> Result<u8, CliError> {
     let scenario = load(&args.scenario, &args.set, args.mocks.as_deref())?;
@@ -307,6 +310,14 @@ pub fn run(args: &RunArgs) -> Result<u8, CliError> {
     if !result.violations.is_empty() {
         for v in &result.violations {
             eprintln!("{v} (seed {seed})");
+        }
+        let first = &result.violations[0];
+        eprintln!(
+            "the events that led to it (the last {TRAIL} up to {}):",
+            first.at
+        );
+        for e in topo.trail(RootSeed::new(seed), first.at, TRAIL) {
+            eprintln!("  {e}");
         }
         eprintln!("replay: {replay}");
         return Ok(EXIT_INVARIANT);

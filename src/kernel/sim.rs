@@ -104,6 +104,27 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// The last events up to an instant.
+#[derive(Clone, Debug)]
+struct Trail {
+    keep: usize,
+    until: SimTime,
+    events: std::collections::VecDeque<EventRecord>,
+}
+
+impl Trail {
+    #[cold]
+    fn note(&mut self, r: EventRecord) {
+        if r.time > self.until || self.keep == 0 {
+            return;
+        }
+        if self.events.len() == self.keep {
+            self.events.pop_front();
+        }
+        self.events.push_back(r);
+    }
+}
+
 /// The result of one [`Sim::step`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -137,6 +158,9 @@ pub struct Sim<M, C> {
     finished: Option<Outcome>,
     /// `run_until` returned early on a component's pause request.
     paused: bool,
+    /// The last events up to an instant, when a driver asked for them (to show what led to a
+    /// broken invariant); off otherwise.
+    trail: Option<Trail>,
     _m: PhantomData<fn(M)>,
 }
 
@@ -154,6 +178,7 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
             events: 0,
             finished: None,
             paused: false,
+            trail: None,
             _m: PhantomData,
         }
     }
@@ -308,6 +333,15 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
     /// broken invariant.
     #[inline(always)]
     fn dispatch(&mut self, time: SimTime, to: ComponentId, msg: M) -> Result<(), Outcome> {
+        if let Some(t) = &mut self.trail {
+            t.note(EventRecord {
+                index: self.events,
+                time,
+                component: to,
+                kind_code: msg.kind_code(),
+                kind_name: msg.kind_name(),
+            });
+        }
         self.trace.mix(time, to, msg.kind_code());
         self.events += 1;
         let component = &mut self.components[to.index()];
@@ -389,6 +423,23 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
             end_time: self.now(),
             trace_hash: self.trace_hash(),
         }
+    }
+
+    /// Keeps the last `keep` events at or before `until` (see [`Sim::take_trail`]).
+    pub fn record_trail(&mut self, keep: usize, until: SimTime) {
+        self.trail = Some(Trail {
+            keep,
+            until,
+            events: std::collections::VecDeque::with_capacity(keep),
+        });
+    }
+
+    /// The events kept by [`Sim::record_trail`], oldest first.
+    pub fn take_trail(&mut self) -> Vec<EventRecord> {
+        self.trail
+            .take()
+            .map(|t| t.events.into_iter().collect())
+            .unwrap_or_default()
     }
 
     /// Whether the last [`Sim::run_until`] returned early because a component asked for a pause

@@ -819,6 +819,17 @@ impl Topology {
         }
     }
 
+    /// The last `keep` events at or before `until` of the run under `seed`, rendered (`#index
+    /// t=… component/Kind`): what led to a violation found at `until`. Runs the world again up
+    /// to there (a run is a pure function of its seed, so these are the run's own events).
+    pub fn trail(&self, seed: RootSeed, until: SimTime, keep: usize) -> Vec<String> {
+        let mut world = self.build(seed);
+        world.sim.record_trail(keep, until);
+        let _ = world.run_until(until);
+        let records = world.sim.take_trail();
+        records.iter().map(|r| world.sim.describe(r)).collect()
+    }
+
     /// Builds and runs the world under `seed`.
     pub fn run(&self, seed: RootSeed) -> RunResult {
         let mut world = self.build(seed);
