@@ -723,7 +723,14 @@ impl ApiNode {
             Msg::L1Invalidation(inv) => {
                 let local = self.local(out.now());
                 if let Some(c) = &mut self.cache {
-                    c.l1.on_invalidation(local, inv);
+                    for j in 0..inv.count.max(1) {
+                        let one = crate::cache::L1Invalidation {
+                            key: crate::cache::RunKey::nth(&inv.key, j),
+                            count: 1,
+                            ..inv
+                        };
+                        c.l1.on_invalidation(local, one);
+                    }
                 }
             }
             other => out.violation(format!(

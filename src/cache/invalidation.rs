@@ -15,6 +15,8 @@ use crate::kernel::{ComponentId, Dist, SimDuration, SimRng, SimTime};
 pub struct L1Invalidation<K = CacheKey> {
     pub key: K,
     pub written_at: SimTime,
+    /// Keys covered: `count` keys from `key` (see [`super::RunKey`]); 1 for one write.
+    pub count: u32,
 }
 
 /// What one write invalidates, and when. See the module documentation.
@@ -47,6 +49,7 @@ impl<K: Copy> InvalidationPlan<K> {
         L1Invalidation {
             key: self.key,
             written_at: self.written_at,
+            count: 1,
         }
     }
 

@@ -647,6 +647,7 @@ mod tests {
         let inv = L1Invalidation {
             key: 1,
             written_at: ms(3),
+            count: 1,
         };
         assert!(c.on_invalidation(ms(8), inv));
         assert_eq!(c.invalidation_lag().max_ns(), Some(5_000_000));

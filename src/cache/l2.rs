@@ -37,7 +37,9 @@
 //! Randomness: latencies draw from the stream `latency`, failures from `errors`, both forked
 //! from the cache's stream, so turning failures on does not shift latencies.
 
-use super::{CacheConfigError, CacheKey, CacheStats, Cached, CachedInstance, IndexKey, LruMap};
+use super::{
+    CacheConfigError, CacheKey, CacheStats, Cached, CachedInstance, IndexKey, LruMap, RunKey,
+};
 use crate::idempotency::{
     Check as IdemCheck, IdemConfig, IdemKey, IdempotencyStore, Outcome as IdemOutcome,
 };
@@ -77,6 +79,12 @@ pub enum L2Op<K = CacheKey, V = CachedInstance> {
         key: K,
         version: SimTime,
     },
+    /// [`L2Op::Delete`] of `count` keys from `first` (one write of a run of instances).
+    DeleteRun {
+        first: K,
+        count: u32,
+        version: SimTime,
+    },
     /// Drops every entry.
     Flush,
     /// A ClientToken record operation, when the idempotency store lives here
@@ -101,7 +109,7 @@ impl<K, V> L2Op<K, V> {
         match self {
             L2Op::Get { .. } => "get",
             L2Op::Set { .. } => "set",
-            L2Op::Delete { .. } => "delete",
+            L2Op::Delete { .. } | L2Op::DeleteRun { .. } => "delete",
             L2Op::Flush => "flush",
             L2Op::Idem(IdemOp::Check { .. }) => "idem_check",
             L2Op::Idem(_) => "idem_write",
@@ -312,7 +320,7 @@ pub struct L2Cache<K = CacheKey, V = CachedInstance> {
 /// (a fetch's database read plus its way back to the L2).
 pub const TOMBSTONE_TTL: SimDuration = SimDuration::from_secs(60);
 
-impl<K: Ord + IndexKey, V: Copy> L2Cache<K, V> {
+impl<K: Ord + IndexKey + RunKey, V: Copy> L2Cache<K, V> {
     /// An empty, healthy cache; draws from streams `latency` and `errors` forked from `rng`.
     pub fn new(cfg: L2Config, rng: SimRng) -> L2Cache<K, V> {
         L2Cache {
@@ -432,7 +440,7 @@ impl<K: Ord + IndexKey, V: Copy> L2Cache<K, V> {
         match req.op {
             L2Op::Get { .. } => self.stats.gets += 1,
             L2Op::Set { .. } => self.stats.sets += 1,
-            L2Op::Delete { .. } => self.stats.deletes += 1,
+            L2Op::Delete { .. } | L2Op::DeleteRun { .. } => self.stats.deletes += 1,
             L2Op::Flush => self.stats.flushes += 1,
             L2Op::Idem(_) => self.stats.idem_ops += 1,
         }
@@ -448,7 +456,7 @@ impl<K: Ord + IndexKey, V: Copy> L2Cache<K, V> {
             let now = out.now();
             self.start(req, now, out);
         } else if self.waiting.len() >= self.cfg.queue_limit as usize {
-            if let L2Op::Delete { .. } = req.op {
+            if let L2Op::Delete { .. } | L2Op::DeleteRun { .. } = req.op {
                 // Invalidations are never shed (a lost one serves outdated values until the
                 // TTL): an overloaded cache applies them at once, without a reply.
                 self.stats.deletes_applied_overloaded += 1;
@@ -622,6 +630,24 @@ impl<K: Ord + IndexKey, V: Copy> L2Cache<K, V> {
                 let removed = self.map.remove(&key).is_some();
                 if removed {
                     st.invalidations += 1;
+                }
+                L2Result::Deleted(removed)
+            }
+            L2Op::DeleteRun {
+                first,
+                count,
+                version,
+            } => {
+                let mut removed = false;
+                for j in 0..count {
+                    let r = self.apply(
+                        L2Op::Delete {
+                            key: first.nth(j),
+                            version,
+                        },
+                        now,
+                    );
+                    removed |= matches!(r, L2Result::Deleted(true));
                 }
                 L2Result::Deleted(removed)
             }

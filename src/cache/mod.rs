@@ -113,6 +113,28 @@ use crate::api::types::{AccountId, InstanceId, InstanceState, InstanceType};
 use crate::kernel::SimTime;
 use crate::metrics::Registry;
 
+/// Keys that come in runs: the instances one workflow writes have consecutive ids, so one
+/// invalidation can cover `count` keys from a first one.
+pub trait RunKey: Copy {
+    /// The key `j` places after this one in its run.
+    fn nth(&self, j: u32) -> Self;
+}
+
+impl RunKey for u64 {
+    fn nth(&self, j: u32) -> u64 {
+        self + u64::from(j)
+    }
+}
+
+impl RunKey for CacheKey {
+    fn nth(&self, j: u32) -> CacheKey {
+        CacheKey {
+            account: self.account,
+            instance: InstanceId(self.instance.0 + u64::from(j)),
+        }
+    }
+}
+
 /// The control plane's cache key: one instance of one account (by-id lookups are scoped to the
 /// account, as the database's are).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

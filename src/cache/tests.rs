@@ -276,11 +276,28 @@ fn a_delete_refuses_older_values_that_arrive_after_it_until_its_tombstone_expire
     let late = ms(200).saturating_add(crate::cache::l2::TOMBSTONE_TTL);
     w.op(late, set(2, 7, 150));
     let after = w.get(late.saturating_add(SimDuration::from_ms(10)), 2);
+    // A run delete covers every key of its run, tombstones included.
+    for k in 10..13 {
+        w.set(ms(300), k, k, ttl);
+    }
+    w.op(
+        ms(310),
+        L2Op::DeleteRun {
+            first: 10,
+            count: 3,
+            version: ms(305),
+        },
+    );
+    w.op(ms(320), set(11, 1, 300));
+    let run_gets: Vec<u64> = (10..14).map(|k| w.get(ms(330), k)).collect();
     run(&mut w.sim);
+    for (k, tag) in (10..14).zip(&run_gets) {
+        assert_eq!(w.result(*tag), Ok(L2Result::Miss), "key {k}");
+    }
     assert_eq!(w.result(raced), Ok(L2Result::Miss));
     assert_eq!(w.result(fresh), Ok(L2Result::Hit(Cached::Value(100))));
     assert_eq!(w.result(after), Ok(L2Result::Hit(Cached::Value(7))));
-    assert_eq!(w.cache().stats().outdated_sets_refused, 1);
+    assert_eq!(w.cache().stats().outdated_sets_refused, 2);
 }
 
 #[test]
@@ -597,7 +614,8 @@ fn an_invalidation_plan_skips_the_origin_and_samples_a_delay_per_node() {
         plan.message(),
         L1Invalidation {
             key: 42,
-            written_at: ms(7)
+            written_at: ms(7),
+            count: 1,
         }
     );
     assert_eq!(

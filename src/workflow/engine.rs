@@ -1111,26 +1111,38 @@ impl WorkflowEngine {
         self
     }
 
+    /// Invalidates the cached copies of `count` consecutive instances from `first` after a
+    /// state write: one L2 delete of the run and one L1 message per node (the broadcaster's
+    /// delay drawn once for the run).
     fn invalidate<M: WfMsg>(
         &mut self,
         account: AccountId,
-        id: InstanceId,
+        first: InstanceId,
+        count: u32,
         out: &mut Outbox<'_, M>,
     ) {
         let Some(c) = &mut self.cache else { return };
         let key = crate::cache::CacheKey {
             account,
-            instance: id,
+            instance: first,
         };
         let plan = c.broadcaster.plan(key, out.now(), None);
         let req = crate::cache::L2Request {
             tag: u64::MAX,
             reply_to: out.me(),
-            op: plan.l2_delete(self.last_db_arrival),
+            op: crate::cache::L2Op::DeleteRun {
+                first: key,
+                count,
+                version: self.last_db_arrival,
+            },
         };
         out.send(c.l2, c.hop, M::from(req));
+        let msg = crate::cache::L1Invalidation {
+            count,
+            ..plan.message()
+        };
         for &(node, delay) in &plan.deliveries {
-            out.send(node, delay, M::from(plan.message()));
+            out.send(node, delay, M::from(msg));
         }
     }
 
@@ -1207,11 +1219,13 @@ impl WorkflowEngine {
             } else {
                 rows_changed
             };
+            // Runs of consecutive changed rows: one invalidation each.
             while changed != 0 {
                 let j = changed.trailing_zeros();
-                changed &= changed - 1;
+                let run = (changed >> j).trailing_ones();
+                changed &= !(((1u128 << run) - 1) as u64).wrapping_shl(j);
                 let id = InstanceId(first_id.0 + u64::from(first + j));
-                self.invalidate(account, id, out);
+                self.invalidate(account, id, run, out);
             }
             while bits != 0 {
                 let j = bits.trailing_zeros();
