@@ -594,6 +594,8 @@ pub struct DbStats {
     /// Transactions in service on a primary when it was lost, answered `Unavailable` at once
     /// (they stay counted as served: their effect was applied).
     pub failover_inflight_failed: u64,
+    /// Rows of in-flight inserts rolled back by a failover.
+    pub failover_rolled_back: u64,
     /// Transactions queued on a primary when it was lost, refused at once (also counted in
     /// `rejected_unavailable`).
     pub failover_queued_failed: u64,
@@ -779,6 +781,8 @@ struct InFlight {
     reply: TimerId,
     query: DbQuery,
     arrived: SimTime,
+    /// The rows an insert created (rolled back if the primary fails before the commit).
+    inserted: Option<InstanceIdRange>,
 }
 
 /// A primary or a replica: slots, wait queue, random stream.
@@ -1126,6 +1130,26 @@ impl Db {
             // that was on its way is replaced by the failure, now. Not a refusal.
             if f.end > now && out.cancel(f.reply) {
                 self.stats.failover_inflight_failed += 1;
+                // An insert not yet committed is rolled back: its rows would otherwise be
+                // phantom Pending instances that no workflow ever picks up (the caller only
+                // learns the insert failed). Updates stay applied: their callers compare and
+                // set, and find them done on a retry.
+                if let (Some(r), DbOp::InsertInstances { account, .. }) = (f.inserted, f.query.op) {
+                    let data = &mut self.shards[s].data;
+                    let mut removed = 0i64;
+                    for j in 0..u64::from(r.count) {
+                        let id = InstanceId(r.first.0 + j);
+                        if let Some(row) = data.rows.remove(&id) {
+                            removed += 1;
+                            if row.state == InstanceState::Deleted {
+                                data.deleted.remove(&(row.updated_at, id));
+                                removed -= 1;
+                            }
+                        }
+                    }
+                    data.add_listed(account, -removed, now, now);
+                    self.stats.failover_rolled_back += u64::from(r.count);
+                }
                 let reply = DbReply {
                     tag: f.query.tag,
                     latency: now.saturating_since(f.arrived),
@@ -1327,6 +1351,10 @@ impl Db {
                 reply: id,
                 query: q,
                 arrived,
+                inserted: match result {
+                    DbResult::Inserted(r) => Some(r),
+                    _ => None,
+                },
             });
         }
     }

@@ -444,6 +444,16 @@ impl WorkflowEngine {
         self.fleet.iter().map(|(id, r)| (*id, r))
     }
     /// Instances in a transitional state for at least the configured threshold at `now`.
+    /// Instances the engine holds in a transitional state (accepted creations included), with
+    /// their account, state and since when.
+    pub fn transitional(
+        &self,
+    ) -> impl Iterator<Item = (InstanceId, AccountId, InstanceState, SimTime)> + '_ {
+        self.transitional
+            .iter()
+            .map(|(&id, &(a, st, since))| (id, a, st, since))
+    }
+
     pub fn stuck(&self, now: SimTime) -> Vec<StuckInstance> {
         let threshold = self.cfg.stuck_threshold;
         self.transitional
@@ -521,6 +531,16 @@ impl WorkflowEngine {
         }
         self.live += need;
         self.stats.admitted[cmd.kind.index()] += 1;
+        if cmd.kind == WorkflowKind::CreateInstances {
+            // Accepted creations are Pending from now on, in the engine's own books: an
+            // instance that never leaves a transitional state is stuck (and breaks liveness).
+            for j in 0..u64::from(n) {
+                let id = InstanceId(cmd.instances.first.0 + j);
+                self.transitional
+                    .entry(id)
+                    .or_insert((cmd.account, InstanceState::Pending, now));
+            }
+        }
         if let Some(s) = self.cfg.definition(cmd.kind).initial {
             if s.is_transitional() && !cmd.options.force {
                 for id in cmd.instances.iter() {

@@ -921,6 +921,9 @@ pub struct RunResult {
     pub violations: Vec<Violation>,
     /// The game day's alerts, runbook and 1-5-10 timelines, when there was one.
     pub gameday: Option<GameDayResult>,
+    /// Rows left in a transitional state that no workflow accepted: inserts whose caller never
+    /// learned they committed (a crash or a failover in between), for reconciliation to clean.
+    pub phantom_rows: u64,
     pub apis: Vec<ApiResult>,
     pub nodes: Vec<NodeResult>,
     pub db: DbStats,
@@ -1295,6 +1298,7 @@ impl World {
         RunResult {
             violations,
             gameday: self.gameday_result(),
+            phantom_rows: self.phantom_rows(),
             client: traffic.client_stats().cloned(),
             replay: traffic.replay_stats().cloned(),
             report,
@@ -1431,16 +1435,24 @@ impl World {
         out
     }
 
-    /// Liveness: creations still in a transitional state `liveness_bound` after their last
-    /// update, at the end of a run that ended by itself.
+    /// Liveness: accepted work (instances the workflow engine holds) still in a transitional
+    /// state `liveness_bound` after the row's last update, at the end of a run that ended by
+    /// itself. Rows no workflow ever accepted (an insert whose caller never learned it
+    /// committed: a crash or a failover in between) are not judged here; they are counted as
+    /// phantom rows (reconciliation's business).
     fn liveness_violation(&self, end: SimTime) -> Option<Violation> {
         let Part::Db(db) = self.sim.component(self.db) else {
             unreachable!("the db id names the db")
         };
+        let Some(Part::Workflow(e)) = self.workflow.map(|id| self.sim.component(id)) else {
+            return None;
+        };
         let bound = self.invariants.liveness_bound;
-        let mut stuck = db
-            .instance_rows()
-            .filter(|r| r.state.is_transitional() && end.saturating_since(r.updated_at) >= bound);
+        let mut stuck = e.transitional().filter_map(|(id, account, _, _)| {
+            let row = db.inspect_instance(account, id)?;
+            (row.state.is_transitional() && end.saturating_since(row.updated_at) >= bound)
+                .then_some(row)
+        });
         let first = stuck.next()?;
         let more = stuck.count();
         Some(Violation {
@@ -1455,6 +1467,21 @@ impl World {
                 more
             ),
         })
+    }
+
+    /// Rows left in a transitional state that no workflow accepted (phantom instances).
+    pub fn phantom_rows(&self) -> u64 {
+        let Part::Db(db) = self.sim.component(self.db) else {
+            unreachable!("the db id names the db")
+        };
+        let Some(Part::Workflow(e)) = self.workflow.map(|id| self.sim.component(id)) else {
+            return 0;
+        };
+        let held: std::collections::BTreeSet<crate::api::types::InstanceId> =
+            e.transitional().map(|(id, ..)| id).collect();
+        db.instance_rows()
+            .filter(|r| r.state.is_transitional() && !held.contains(&r.id))
+            .count() as u64
     }
 }
 
