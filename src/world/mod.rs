@@ -5,7 +5,7 @@
 mod faults;
 mod gameday;
 pub use faults::FaultEvent;
-pub use gameday::{GameDayResult, RecoverySlo};
+pub use gameday::{GameDayResult, MAX_NODES, RecoverySlo};
 
 use crate::api::gateway::{ApiMetrics, Gateway, STATUSES, status_at};
 use crate::api::lb::LbPolicy;
