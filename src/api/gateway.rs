@@ -168,6 +168,20 @@ impl Gateway {
         self.up[node] = true;
     }
 
+    /// Adds node `id` (a runbook's scale-out): up, no request outstanding, routed to from the
+    /// next request on by every policy. Returns its index.
+    pub fn add_node(&mut self, id: ComponentId) -> usize {
+        self.nodes.push(id);
+        self.up.push(true);
+        self.outstanding.push(0);
+        self.nodes.len() - 1
+    }
+
+    /// The nodes the gateway routes to, by index.
+    pub fn nodes(&self) -> &[ComponentId] {
+        &self.nodes
+    }
+
     /// Whether the gateway routes to node `node` now.
     pub fn node_up(&self, node: usize) -> bool {
         self.up[node]

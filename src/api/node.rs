@@ -29,6 +29,13 @@
 //!   (bursts shift, messages wait, the `gc_pause_ns` histogram and the heap's pause statistics
 //!   count it, as [`crate::gc::GcStats::injected`]).
 //! - **LeakConnections**: the pool's leaked connections (see [`ConnectionPool::set_leaked`]).
+//! - **Lost database messages** (a partition): every query carries a timer of the node's
+//!   `db_query_timeout` (5 s by default), cancelled by its reply. When it fires the request
+//!   fails as on a database error (503 `ServiceUnavailable`, or the stale value for a cache
+//!   leader that has one), counted in `db_timeouts` and `db_errors`, and the connection is
+//!   released (closed and replaced). A reply that comes after finds no work in `Phase::Db`
+//!   and is ignored ([`NodeFaultStats::stale_db_replies`]). In a healthy run the timers are
+//!   all cancelled, never processed: the run's events are those without the timeout.
 //! - **Clock skew**: the node reads its clock as `now + skew` where it compares times made
 //!   elsewhere: requests' deadlines (the gateway's clock) when shedding or aborting, and L1
 //!   expiry instants, which are absolute instants on the data tier's clock (stamped when a
@@ -88,6 +95,8 @@ pub struct NodeConfig {
     gateway_hop: SimDuration,
     dep_timeout: SimDuration,
     dep_retry: RetryPolicy,
+    /// How long a query may go unanswered before the node gives up on it and its connection.
+    db_query_timeout: SimDuration,
     page_size: u16,
     shed_expired: bool,
     idem_mode: IdemMode,
@@ -115,7 +124,8 @@ impl NodeConfigBuilder {
     /// mutating APIs 5 ms (lognormal, p99 = 4× p50), 256 KiB allocated per Describe and 2 MiB per
     /// mutating call, the given heap, a 50-connection pool with 200 waiters and a 200 ms acquire
     /// timeout, 0.25 ms network hops, dependency timeout 2 s with the default retry policy,
-    /// 10 instances per page, and shedding of requests whose deadline passed in the queue.
+    /// a 5 s database query timeout (a JDBC socket timeout's usual order), 10 instances per
+    /// page, and shedding of requests whose deadline passed in the queue.
     pub fn new(heap: HeapConfig) -> NodeConfigBuilder {
         let ms = |p50: f64| Dist::lognormal_p50_p99(p50 * 1e-3, 4.0 * p50 * 1e-3).expect("valid");
         let kib = |k: f64| Dist::lognormal_mean_cs2(k * 1024.0, 1.0).expect("valid");
@@ -140,6 +150,7 @@ impl NodeConfigBuilder {
             gateway_hop: SimDuration::from_us(250),
             dep_timeout: SimDuration::from_secs(2),
             dep_retry: RetryPolicy::default(),
+            db_query_timeout: SimDuration::from_secs(5),
             page_size: 10,
             shed_expired: true,
             idem_mode: IdemMode::Atomic,
@@ -195,6 +206,14 @@ impl NodeConfigBuilder {
         self.0.dep_retry = retry;
         self
     }
+    /// How long a database query may go unanswered (its query or reply lost, e.g. to a
+    /// partition, or a stalled database) before the node fails the request with 503
+    /// `ServiceUnavailable` and closes the connection, returning it to the pool. A reply that
+    /// comes after is ignored.
+    pub fn db_query_timeout(mut self, d: SimDuration) -> Self {
+        self.0.db_query_timeout = d;
+        self
+    }
     pub fn page_size(mut self, n: u16) -> Self {
         self.0.page_size = n;
         self
@@ -233,6 +252,11 @@ impl NodeConfigBuilder {
                 field: "dep_timeout",
             });
         }
+        if c.db_query_timeout.is_zero() {
+            return Err(NodeConfigError::ZeroDuration {
+                field: "db_query_timeout",
+            });
+        }
         if !(1..=100).contains(&c.page_size) {
             return Err(NodeConfigError::PageSize(c.page_size));
         }
@@ -262,6 +286,13 @@ impl NodeConfig {
     pub fn heap(&self) -> &HeapConfig {
         &self.heap
     }
+    pub fn db_query_timeout(&self) -> SimDuration {
+        self.db_query_timeout
+    }
+    /// Whether a worker drops a request whose deadline passed while it waited in the queue.
+    pub fn sheds_expired(&self) -> bool {
+        self.shed_expired
+    }
 }
 
 /// A node's own timers and deferred work.
@@ -271,6 +302,8 @@ pub enum NodeTimer {
     CpuDone(Handle),
     /// A request waited too long for a database connection.
     ConnTimeout(Handle),
+    /// A request's database query got no reply within the query timeout.
+    QueryTimeout(Handle),
     /// A dependency call's attempt got no reply in time.
     DepTimeout { req: Handle, attempt: u8 },
     /// A dependency call's backoff ended: try again.
@@ -305,7 +338,8 @@ pub struct NodeFaultStats {
     /// Other messages that reached the node while it was down (replies, timers, invalidations
     /// of the dead process), dropped.
     pub dropped_while_down: u64,
-    /// Database replies for work of a process that crashed, ignored after the restart.
+    /// Database replies for work no longer waiting for them (a process that crashed, or a
+    /// query that timed out), ignored.
     pub stale_db_replies: u64,
     /// Injected stop-the-world pauses, and their total length (ns).
     pub injected_pauses: u64,
@@ -338,8 +372,9 @@ enum Phase {
         /// When the wait began.
         since: SimTime,
     },
-    /// A query is out.
-    Db,
+    /// A query is out: with the connection's query-timeout timer, or none for a ClientToken
+    /// record call on the L2 (no connection).
+    Db { timer: Option<TimerId> },
     /// A dependency call's attempt `attempt` is out.
     Dep { attempt: u8, timer: TimerId },
     /// Waiting out a retry backoff.
@@ -410,6 +445,7 @@ struct NodeMetrics {
     deadline_aborts: CounterId,
     pool_timeouts: CounterId,
     pool_rejected: CounterId,
+    db_timeouts: CounterId,
     db_errors: CounterId,
     dep_attempts: CounterId,
     dep_retries: CounterId,
@@ -429,6 +465,7 @@ impl NodeMetrics {
             deadline_aborts: c(reg, "deadline_aborts"),
             pool_timeouts: c(reg, "pool_timeouts"),
             pool_rejected: c(reg, "pool_rejected"),
+            db_timeouts: c(reg, "db_timeouts"),
             db_errors: c(reg, "db_errors"),
             dep_attempts: c(reg, "dep_attempts"),
             dep_retries: c(reg, "dep_retries"),
@@ -588,10 +625,32 @@ impl ApiNode {
         local_time(now, self.skew_ns)
     }
 
+    /// The node's configuration (as changed at run time: shedding).
+    pub fn config(&self) -> &NodeConfig {
+        &self.cfg
+    }
+    /// Turns shedding of requests whose deadline passed in the accept queue on or off (a
+    /// runbook's `enable_shedding`): from the next request a worker takes.
+    pub fn set_shed_expired(&mut self, on: bool) {
+        self.cfg.shed_expired = on;
+    }
+    /// A heap as a process started at `now` has (a node added mid-run): background allocation
+    /// counts from `now`.
+    pub fn start_heap_at(&mut self, now: SimTime) {
+        self.heap = Heap::started_at(self.cfg.heap, now);
+    }
+
     /// Puts a cache in front of the database for by-id reads.
     pub fn with_cache(mut self, cache: NodeCache) -> ApiNode {
         self.cache = Some(cache);
         self
+    }
+
+    /// Sends this node's L1 invalidations to `node` too from now on (a node added mid-run).
+    pub fn add_cache_peer(&mut self, node: ComponentId) {
+        if let Some(c) = &mut self.cache {
+            c.broadcaster.add_node(node);
+        }
     }
 
     /// Empties the node's L1 (an operator's flush, or a restart's cold cache).
@@ -873,7 +932,7 @@ impl ApiNode {
             Next::Db(op, replica) => match (self.cfg.idem_l2, l2_idem_op(op)) {
                 // A ClientToken record held by the L2: a cache call, no connection.
                 (Some(l2), Some(op)) => {
-                    self.set_phase(h, Phase::Db);
+                    self.set_phase(h, Phase::Db { timer: None });
                     let req = L2Request {
                         tag: h.to_u64(),
                         reply_to: out.me(),
@@ -1121,7 +1180,13 @@ impl ApiNode {
 
     fn send_query(&mut self, h: Handle, op: DbOp, replica: bool, out: &mut Outbox<'_, Msg>) {
         let account = self.work.get(h).expect("live work").req.account;
-        self.set_phase(h, Phase::Db);
+        // One timer per query, cancelled by its reply: a healthy run never processes it, so
+        // its events (and trace) are those of a node without the timeout.
+        let timer = out.schedule(
+            self.cfg.db_query_timeout,
+            Msg::Node(NodeTimer::QueryTimeout(h)),
+        );
+        self.set_phase(h, Phase::Db { timer: Some(timer) });
         let q = DbQuery {
             tag: h.to_u64(),
             reply_to: out.me(),
@@ -1166,14 +1231,15 @@ impl ApiNode {
             // A write sent without a worker or a connection (a token's failure record).
             return;
         }
-        if self
-            .work
-            .get(Handle::from_u64(r.tag))
-            .is_none_or(|w| w.phase != Phase::Db)
-        {
-            // A reply to the process that crashed: its connection closed with it.
+        let Some(Phase::Db { timer }) = self.work.get(Handle::from_u64(r.tag)).map(|w| w.phase)
+        else {
+            // A reply to the process that crashed (its connection closed with it), or to a
+            // query that timed out (its connection was closed then): nothing waits for it.
             self.fault_stats.stale_db_replies += 1;
             return;
+        };
+        if let Some(t) = timer {
+            out.cancel(t);
         }
         self.release_connection(out);
         self.db_result(Handle::from_u64(r.tag), r.result, out);
@@ -1371,7 +1437,7 @@ impl ApiNode {
             return;
         };
         let CacheUse::Leader { key, .. } = w.cache else {
-            if w.phase == Phase::Db {
+            if matches!(w.phase, Phase::Db { .. }) {
                 // A ClientToken record call: the L2 holds the store. An L2 that fails cannot
                 // vouch for the token, so the call fails as the database would (503).
                 let result = match r.result {
@@ -1593,6 +1659,16 @@ impl ApiNode {
                     self.finish(h, Status::Err(ErrorCode::InternalError), out);
                 }
             }
+            NodeTimer::QueryTimeout(h) => {
+                // Only a query still out: its reply cancels this timer.
+                if let Some(Phase::Db { timer: Some(_) }) = self.work.get(h).map(|w| w.phase) {
+                    out.count(self.metrics.db_timeouts, 1);
+                    // The socket timed out: the connection is closed and the pool opens
+                    // another (accounted as a release); a late reply finds no work waiting.
+                    self.release_connection(out);
+                    self.db_result(h, Err(DbError::Unavailable), out);
+                }
+            }
             NodeTimer::DepTimeout { req, attempt } => {
                 // Only the attempt still out counts; an older attempt's timer is stale.
                 let Some(Phase::Dep {
@@ -1755,10 +1831,11 @@ impl ApiNode {
             match w.phase {
                 Phase::Cpu { timer, .. }
                 | Phase::ConnWait { timer, .. }
-                | Phase::Dep { timer, .. } => {
+                | Phase::Dep { timer, .. }
+                | Phase::Db { timer: Some(timer) } => {
                     out.cancel(timer);
                 }
-                Phase::CpuQueued | Phase::Db | Phase::Backoff { .. } => {}
+                Phase::CpuQueued | Phase::Db { timer: None } | Phase::Backoff { .. } => {}
             }
             self.fault_stats.lost_in_flight += 1;
             self.respond_early(w.gw, &w.req, reset, out);

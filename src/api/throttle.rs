@@ -111,10 +111,12 @@ impl Cell {
 #[derive(Clone, Debug)]
 pub struct Throttle {
     limits: [Limit; Api::COUNT],
-    /// The limits as configured (or set by a runbook); `limits` is these scaled by the quota
-    /// factor of a quota fault.
+    /// The limits as configured (or set by `set_limit`); `limits` is these scaled by the quota
+    /// factor of a quota fault times the runbook's factor (`raise_quota`).
     base: [Limit; Api::COUNT],
     quota_factor: f64,
+    /// An operator's multiplier of every limit (1 until a runbook raises the quotas).
+    runbook_factor: f64,
     /// Calls throttled while the quota factor was below 1.
     throttled_under_fault: u64,
     creation_cap: Limit,
@@ -151,6 +153,7 @@ impl Throttle {
             limits,
             base: limits,
             quota_factor: 1.0,
+            runbook_factor: 1.0,
             throttled_under_fault: 0,
             creation_cap,
             cells: Vec::new(),
@@ -259,14 +262,15 @@ impl Throttle {
     /// Replaces one API's limit (a runbook action or a fault: "a quota set too low").
     pub fn set_limit(&mut self, api: Api, limit: Limit) -> Result<(), LimitError> {
         self.base[api.index()] = limit.validate()?;
-        self.limits[api.index()] = scaled(self.base[api.index()], self.quota_factor);
+        self.limits[api.index()] = scaled(self.base[api.index()], self.factor());
         Ok(())
     }
 
     /// Scales every API's limit by `factor` in (0, 1] (a quota fault: "quotas set too low"):
     /// a fixed window's `max`, a bucket's capacity and refill, each rounded and at least 1;
     /// unlimited APIs stay unlimited. 1 restores the configured limits. Out-of-range factors
-    /// are clamped.
+    /// are clamped. Composes with the runbook's factor: the limits in force are the configured
+    /// ones × this factor × [`Throttle::runbook_factor`].
     pub fn set_quota_factor(&mut self, factor: f64) {
         let f = if factor.is_finite() {
             factor.clamp(0.0, 1.0)
@@ -274,6 +278,35 @@ impl Throttle {
             1.0
         };
         self.quota_factor = f;
+        self.rescale();
+    }
+
+    /// Multiplies the runbook's factor by `factor` (a runbook's `raise_quota`; two raises
+    /// compound). The limits in force are the configured ones × the quota fault's factor × the
+    /// runbook's factor, so a raise outlives the fault and the fault's end keeps the raise.
+    /// The creation cap (instances per minute) is not a throttling quota and is not scaled.
+    /// A factor that is not finite or not above 0 changes nothing; the product is kept within
+    /// [1e-6, 1e6].
+    pub fn raise_quota(&mut self, factor: f64) {
+        if !(factor.is_finite() && factor > 0.0) {
+            return;
+        }
+        self.runbook_factor = (self.runbook_factor * factor).clamp(1e-6, 1e6);
+        self.rescale();
+    }
+
+    /// The runbook's factor (1 until a `raise_quota`).
+    pub fn runbook_factor(&self) -> f64 {
+        self.runbook_factor
+    }
+
+    /// The factor the configured limits are scaled by now: the quota fault's × the runbook's.
+    pub fn factor(&self) -> f64 {
+        self.quota_factor * self.runbook_factor
+    }
+
+    fn rescale(&mut self) {
+        let f = self.factor();
         self.limits = self.base.map(|l| scaled(l, f));
     }
 
@@ -293,11 +326,12 @@ impl Throttle {
     }
 }
 
-/// `limit` with its amounts scaled by `f` (rounded, at least 1).
+/// `limit` with its amounts scaled by `f` (rounded, at least 1, at most `u32::MAX`).
 fn scaled(limit: Limit, f: f64) -> Limit {
-    if f >= 1.0 {
+    if f == 1.0 {
         return limit;
     }
+    // `as` saturates a float above `u32::MAX`.
     let s = |n: u32| ((f64::from(n) * f).round() as u32).max(1);
     match limit {
         Limit::FixedWindow { max, window } => Limit::FixedWindow {
@@ -387,6 +421,61 @@ mod tests {
         );
         assert_eq!(t.check(ms(2), a, Api::StartInstance, 0), Verdict::Admit);
         assert_eq!(t.throttled_under_fault(), 80, "no fault: not counted");
+    }
+
+    #[test]
+    fn a_runbook_raise_composes_with_the_quota_fault_and_outlives_it() {
+        let mut limits = [Limit::Unlimited; Api::COUNT];
+        limits[Api::StartInstance.index()] = Limit::FixedWindow {
+            max: 200,
+            window: SimDuration::MINUTE,
+        };
+        limits[Api::StopInstance.index()] = Limit::TokenBucket {
+            capacity: 50,
+            refill_per_s: 5,
+        };
+        let mut t = Throttle::new(limits, Limit::Unlimited, 4).unwrap();
+        t.set_quota_factor(0.1);
+        t.raise_quota(20.0);
+        assert_eq!(t.factor(), 0.1 * 20.0);
+        assert_eq!(
+            t.limit(Api::StartInstance),
+            Limit::FixedWindow {
+                max: 400,
+                window: SimDuration::MINUTE
+            }
+        );
+        assert_eq!(
+            t.limit(Api::StopInstance),
+            Limit::TokenBucket {
+                capacity: 100,
+                refill_per_s: 10
+            }
+        );
+        assert_eq!(t.limit(Api::RunInstances), Limit::Unlimited);
+        // The fault ends: the raise stays (configured × 20).
+        t.set_quota_factor(1.0);
+        assert_eq!(
+            t.limit(Api::StartInstance),
+            Limit::FixedWindow {
+                max: 4_000,
+                window: SimDuration::MINUTE
+            }
+        );
+        // Raises compound; nonsense factors change nothing; the product is bounded.
+        t.raise_quota(0.5);
+        t.raise_quota(f64::NAN);
+        t.raise_quota(-3.0);
+        assert_eq!(t.runbook_factor(), 10.0);
+        t.raise_quota(1e9);
+        assert_eq!(t.runbook_factor(), 1e6);
+        assert_eq!(
+            t.limit(Api::StartInstance),
+            Limit::FixedWindow {
+                max: 200_000_000,
+                window: SimDuration::MINUTE
+            }
+        );
     }
 
     #[test]

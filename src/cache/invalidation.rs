@@ -98,6 +98,13 @@ impl Broadcaster {
     pub fn nodes(&self) -> &[ComponentId] {
         &self.nodes
     }
+    /// Delivers to `node` too from now on (a node added mid-run: a runbook's scale-out). Plans
+    /// draw one more delay per write from then on.
+    pub fn add_node(&mut self, node: ComponentId) {
+        if !self.nodes.contains(&node) {
+            self.nodes.push(node);
+        }
+    }
     pub fn delay(&self) -> &Dist {
         &self.delay
     }

@@ -114,15 +114,17 @@ impl AlertRule {
 pub enum Action {
     /// Promote a replica: every shard's primary is available again.
     FailOverDb,
-    /// Add API nodes (same configuration as node 0).
+    /// Add API nodes (same configuration as node 0, cold L1s, fresh heaps), routed to at once
+    /// (`World::add_nodes`).
     ScaleOut { nodes: u32 },
     /// Flush the L2 and every node's L1.
     FlushCache,
     /// Load every instance row into the L2.
     WarmCache,
-    /// Multiply the throttling quotas.
+    /// Multiply every API's throttling limit by `factor` (> 1): configured × quota fault ×
+    /// runbook, so the raise composes with a `quota_too_low` fault and outlives it.
     RaiseQuota { factor: f64 },
-    /// Nodes drop queued requests whose deadline has passed.
+    /// Nodes drop queued requests whose deadline has passed (503) instead of working on them.
     EnableShedding,
 }
 

@@ -187,6 +187,14 @@ impl Heap {
         self.stats.record_injected(duration.as_ns());
     }
 
+    /// A fresh heap whose clock starts at `now` (a process started mid-run: background
+    /// allocation counts from `now`, not from time zero).
+    pub fn started_at(cfg: HeapConfig, now: SimTime) -> Heap {
+        let mut h = Heap::new(cfg);
+        h.clock = now;
+        h
+    }
+
     /// Fault hook (a node crash's restart at `now`): the heap is empty again, as a freshly
     /// started JVM's ([`Heap::new`]): the configured live set, nothing allocated, no cycle
     /// running, and leaked bytes gone. The statistics are kept (they describe the node's whole

@@ -112,6 +112,8 @@ pub(super) struct RawApi {
     pub pool: Sp<i64>,
     pub pool_wait_limit: Sp<i64>,
     pub pool_acquire_timeout: Sp<SimDuration>,
+    /// How long a database query may go unanswered before the node gives up on it.
+    pub db_query_timeout: Sp<SimDuration>,
     /// CPU time of every API call (seconds).
     pub cpu: Sp<Dist>,
     /// Drop queued requests whose deadline has passed instead of working on them.

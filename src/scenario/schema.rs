@@ -171,6 +171,12 @@ pub fn scenario_schema() -> Json {
                 "pool_acquire_timeout",
                 duration("How long a request waits for a connection."),
             ),
+            (
+                "db_query_timeout",
+                duration(
+                    "How long a database query may go unanswered before the node fails it (503) and releases its connection.",
+                ),
+            ),
             ("cpu", dist("CPU time of every API call, seconds.")),
             (
                 "shed_expired",

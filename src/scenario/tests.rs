@@ -41,6 +41,26 @@ fn a_good_scenario_reads_with_defaults_and_scale() {
 }
 
 #[test]
+fn the_db_query_timeout_defaults_to_5s_and_is_read_in_range() {
+    let s = parse(GOOD, &[]).unwrap();
+    assert_eq!(
+        s.topology().node_config().db_query_timeout(),
+        SimDuration::from_secs(5)
+    );
+    let s = parse(GOOD, &["topology.api.db_query_timeout=750ms"]).unwrap();
+    assert_eq!(
+        s.topology().node_config().db_query_timeout(),
+        SimDuration::from_ms(750)
+    );
+    let e = parse(GOOD, &["topology.api.db_query_timeout=0s"]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("topology.api.db_query_timeout: 0s is out of range"),
+        "{e}"
+    );
+}
+
+#[test]
 fn every_problem_is_reported_at_once_with_place_path_and_hint() {
     let text = r#"name = "Bad Name"
 duration = "10s"

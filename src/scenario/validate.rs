@@ -695,6 +695,15 @@ pub(super) fn validate(
         if let Some(v) = &a.shed_expired {
             b = b.shed_expired(*v.get_ref());
         }
+        if a.db_query_timeout.is_some() {
+            b = b.db_query_timeout(c.opt_duration(
+                &a.db_query_timeout,
+                "topology.api.db_query_timeout",
+                SimDuration::from_ms(1),
+                SimDuration::HOUR,
+                SimDuration::from_secs(5),
+            )?);
+        }
         if let Some(v) = &a.hop {
             let h = *v.get_ref();
             b = b.hops(h, h, h);

@@ -1126,6 +1126,13 @@ impl WorkflowEngine {
 
     /// Invalidates the cached copies of the instances whose state changed (planted bug
     /// `skip_delete_invalidation` aside, every state write is followed by one).
+    /// Sends its L1 invalidations to `node` too from now on (a node added mid-run).
+    pub fn add_cache_node(&mut self, node: ComponentId) {
+        if let Some(c) = &mut self.cache {
+            c.broadcaster.add_node(node);
+        }
+    }
+
     pub fn with_cache(mut self, cache: EngineCache) -> WorkflowEngine {
         self.cache = Some(cache);
         self

@@ -1,11 +1,23 @@
 //! Game days in a built world: alerts judged on each closed time-series bucket, runbook steps
 //! run between events when due, and the 1-5-10 timeline of every fault at the end.
 
-use super::{Part, Topology, TopologyError, World};
-use crate::cache::{CacheKey, Cached, CachedInstance};
+use super::{Msg, Part, Topology, TopologyError, World};
+use crate::api::node::{ApiNode, NodeCache, NodeTimer};
+use crate::cache::{Broadcaster, CacheKey, Cached, CachedInstance, L1Cache};
 use crate::gameday::{Action, ActionRun, FaultTimeline, Firing, GameDay, GameDayConfig, timelines};
 use crate::kernel::{SimDuration, SimTime};
 use crate::metrics::series::SeriesRow;
+
+/// `f` with at most 4 decimals, trailing zeros dropped (`2`, `0.25`): products of factors
+/// carry float noise that a note should not show.
+fn short(f: f64) -> String {
+    let s = format!("{f:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    s.to_string()
+}
+
+/// The most API nodes a world may have (built or added by a scale-out).
+pub const MAX_NODES: u32 = 1024;
 
 /// What a game day reports.
 #[derive(Clone, Debug, PartialEq)]
@@ -44,12 +56,28 @@ impl Topology {
         cfg: GameDayConfig,
         slo: RecoverySlo,
     ) -> Result<Topology, TopologyError> {
+        let mut nodes = self.nodes;
         for s in &cfg.runbook {
             match s.action {
                 Action::WarmCache | Action::FlushCache if !self.has_l2() => {
                     return Err(TopologyError::GameDay(format!(
                         "runbook action {} needs a cache (add [topology.cache])",
                         s.action.name()
+                    )));
+                }
+                Action::ScaleOut { nodes: n } => {
+                    nodes = nodes.saturating_add(n);
+                    if n == 0 || nodes > MAX_NODES {
+                        return Err(TopologyError::GameDay(format!(
+                            "runbook scale_out of {n} nodes would make {nodes} (at most {MAX_NODES}, at least 1 added): lower `nodes`"
+                        )));
+                    }
+                }
+                Action::RaiseQuota { factor }
+                    if !(factor.is_finite() && factor > 1.0 && factor <= 1e6) =>
+                {
+                    return Err(TopologyError::GameDay(format!(
+                        "runbook raise_quota factor {factor} is out of range: give a factor > 1 and <= 1e6, e.g. factor = 10"
                     )));
                 }
                 _ => {}
@@ -147,8 +175,124 @@ impl World {
                 }
                 format!("loaded {} instance rows into the L2", rows.len())
             }
-            other => format!("{} is not available in this build", other.name()),
+            Action::RaiseQuota { factor } => {
+                let t = self.gateway_mut().throttle_mut();
+                t.raise_quota(*factor);
+                format!(
+                    "raised every throttling quota x{}: limits now x{} of configured (runbook x{}, quota fault x{})",
+                    short(*factor),
+                    short(t.factor()),
+                    short(t.runbook_factor()),
+                    short(t.quota_factor())
+                )
+            }
+            Action::EnableShedding => {
+                let n = self.nodes.len();
+                let already = (0..n)
+                    .filter(|&i| self.node_mut(i).config().sheds_expired())
+                    .count();
+                for i in 0..n {
+                    self.node_mut(i).set_shed_expired(true);
+                }
+                format!(
+                    "{n} nodes now drop queued requests past their deadline (503); {already} already did"
+                )
+            }
+            Action::ScaleOut { nodes } => {
+                let before = self.nodes.len();
+                let added = self.add_nodes(*nodes, now);
+                if added.is_empty() {
+                    format!("added no node: already at the maximum of {MAX_NODES}")
+                } else {
+                    format!(
+                        "added {} nodes (node.{} to node.{}) configured like node.0, cold L1s and fresh heaps: {} -> {} nodes",
+                        added.len(),
+                        added.start,
+                        added.end - 1,
+                        before,
+                        self.nodes.len()
+                    )
+                }
+            }
         }
+    }
+
+    /// Adds up to `n` API nodes at `now` (at most [`MAX_NODES`] in all), between events: each
+    /// configured like node 0 as it is now (shedding included), with a fresh heap whose
+    /// background allocation starts at `now`, a cold L1, its own metrics (`node.<i>.*`) and
+    /// random streams (`node.<i>`, as a topology built with more nodes would fork), its GC
+    /// check scheduled at `now`, planted bugs and observation as the others. The gateway routes
+    /// to them from the next request; every node's and the workflow engine's L1 invalidations
+    /// reach them from the next write. Returns the indices of the nodes added.
+    ///
+    /// Faults already in force do not reach the new nodes until their next transition (a
+    /// partition of `nodes`, a clock skew of every node).
+    pub fn add_nodes(&mut self, n: u32, now: SimTime) -> std::ops::Range<usize> {
+        let before = self.nodes.len();
+        let n = (n as usize).min((MAX_NODES as usize).saturating_sub(before));
+        let at = now.max(self.sim.now());
+        let seed = self.sim.seed();
+        let cfg = self.node_mut(0).config().clone();
+        let observe = self.invariants.observe;
+        let series = self.series.is_some();
+        let template = self.template.clone();
+        for k in before..before + n {
+            let name = format!("node.{k}");
+            let mut node = ApiNode::new(
+                cfg.clone(),
+                seed.fork(&name),
+                self.gateway,
+                self.db,
+                template.deps,
+                &name,
+                self.sim.metrics_mut(),
+            );
+            if let (Some(c), Some(l2)) = (&template.cache, self.l2) {
+                node = node.with_cache(NodeCache {
+                    l1: L1Cache::new(c.l1.clone(), seed.fork(&format!("{name}.l1"))),
+                    l2,
+                    l2_ttl: c.l2_ttl,
+                    l2_negative_ttl: c.l2_negative_ttl,
+                    // The nodes so far; itself and the nodes added after it are added below.
+                    broadcaster: Broadcaster::new(
+                        self.nodes.clone(),
+                        c.invalidation_delay.clone(),
+                        seed.fork(&format!("{name}.invalidation")),
+                    ),
+                });
+            }
+            node.start_heap_at(at);
+            node.plant_bugs(template.bugs);
+            if observe {
+                node.observe();
+            }
+            if series {
+                node.enable_pool_window();
+            }
+            let id = self.sim.add(&name, Part::Node(Box::new(node)));
+            self.sim
+                .schedule(at, id, Msg::Node(NodeTimer::GcCheck))
+                .expect("not before the last event");
+            let index = self.gateway_mut().add_node(id);
+            debug_assert_eq!(index, k, "gateway and world number nodes alike");
+            self.nodes.push(id);
+        }
+        let added: Vec<_> = self.nodes[before..].to_vec();
+        if template.cache.is_some() {
+            for i in 0..self.nodes.len() {
+                let node = self.node_mut(i);
+                for &id in &added {
+                    node.add_cache_peer(id);
+                }
+            }
+            if self.workflow.is_some() {
+                let engine = self.workflow_mut();
+                for &id in &added {
+                    engine.add_cache_node(id);
+                }
+            }
+        }
+        before..before + n
     }
 
     /// The game day's report (firings, runbook, 1-5-10 timelines), when there is one.

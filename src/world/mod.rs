@@ -5,7 +5,7 @@
 mod faults;
 mod gameday;
 pub use faults::FaultEvent;
-pub use gameday::{GameDayResult, RecoverySlo};
+pub use gameday::{GameDayResult, MAX_NODES, RecoverySlo};
 
 use crate::api::gateway::{ApiMetrics, Gateway, STATUSES, status_at};
 use crate::api::lb::LbPolicy;
@@ -95,6 +95,7 @@ impl Message for Msg {
             Msg::Node(t) => match t {
                 NodeTimer::CpuDone(_) => 6,
                 NodeTimer::ConnTimeout(_) => 7,
+                NodeTimer::QueryTimeout(_) => 64,
                 NodeTimer::DepTimeout { .. } => 8,
                 NodeTimer::DepRetry(_) => 9,
                 NodeTimer::Resume => 10,
@@ -134,6 +135,7 @@ impl Message for Msg {
             Msg::Node(t) => match t {
                 NodeTimer::CpuDone(_) => "CpuDone",
                 NodeTimer::ConnTimeout(_) => "ConnTimeout",
+                NodeTimer::QueryTimeout(_) => "QueryTimeout",
                 NodeTimer::DepTimeout { .. } => "DepTimeout",
                 NodeTimer::DepRetry(_) => "DepRetry",
                 NodeTimer::Resume => "GcResume",
@@ -520,6 +522,10 @@ impl Topology {
     pub fn nodes(&self) -> u32 {
         self.nodes
     }
+    /// The nodes' configuration (but those given their own with `with_node_config`).
+    pub fn node_config(&self) -> &NodeConfig {
+        &self.node
+    }
     /// The open-loop traffic.
     pub fn traffic(&self) -> &OpenLoopConfig {
         &self.traffic
@@ -810,6 +816,11 @@ impl Topology {
                 .as_ref()
                 .map_or(SimDuration::from_secs(300), |c| c.l2_ttl),
             traffic_end: SimTime::ZERO.saturating_add(self.duration),
+            template: NodeTemplate {
+                deps: dep_ids,
+                cache: self.cache.clone(),
+                bugs: self.bugs,
+            },
             ledger: crate::invariants::TokenLedger::default(),
             token_ttl: self.idempotency.ttl(),
             staleness_bound: self.cache.as_ref().map(|c| {
@@ -867,11 +878,22 @@ pub struct World {
     l2_ttl: SimDuration,
     /// When the traffic ends (game days judge recovery up to it).
     traffic_end: SimTime,
+    /// What a node added mid-run is built from (besides node 0's configuration).
+    template: NodeTemplate,
     /// The first instance set of every ClientToken seen (the token invariants' oracle).
     ledger: crate::invariants::TokenLedger,
     /// ClientToken TTL (past it a token may create anew) and the cached-read staleness bound.
     token_ttl: SimDuration,
     staleness_bound: Option<SimDuration>,
+}
+
+/// What a node added mid-run (a runbook's `scale_out`) needs that the world does not keep
+/// elsewhere: the dependencies it calls, the cache setup, the planted bugs.
+#[derive(Clone, Debug)]
+struct NodeTemplate {
+    deps: DepIds,
+    cache: Option<CacheSetup>,
+    bugs: crate::faults::PlantedBugs,
 }
 
 /// Per-API results, as the client saw them.

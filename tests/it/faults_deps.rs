@@ -384,26 +384,62 @@ fn partition_gateway_from_node_loses_exactly_the_cut_requests() {
     );
 }
 
-/// node.0 cut from the database from 20 s for 10 s: node.0's queries (and replies to it) are
-/// dropped, node.1 is untouched. The node has no DB query timeout, so each connection whose
-/// query or reply was lost stays held after the window: node.0's pool is leaked (its later
-/// requests time out waiting for a connection). This test pins that gap down; a node-side
-/// query timeout would turn it into recovery.
+/// node.0 cut from the database from 20 s for 10 s (RunInstances at 20/s, one insert per
+/// request, 100-connection pools so the held connections never exhaust one): node.0's
+/// queries (and replies to it) are dropped, node.1 is untouched. Each query whose query or
+/// reply was lost holds its connection for the node's 5 s query timeout, then fails with 503
+/// and releases it: one timeout and one 503 per dropped message, no pool timeout. Recovery:
+/// none is held once the window and its last timeouts are over (35 s), and every request
+/// answered after that succeeds.
 #[test]
-fn partition_node_from_db_cuts_that_nodes_queries_only() {
-    let base = topo(2, 20.0, false);
-    let f = with(&base, vec![partition(Target::Node(0), Target::Db, 20, 10)]);
-    let (r, mut w) = run(&f, 6);
-    let dropped = r.counter("faults.0.partition_dropped");
-    assert!(dropped > 0);
-    assert_eq!(
-        u64::from(w.node_mut(0).pool().in_use()),
-        dropped,
-        "held for good"
+fn partition_node_from_db_times_out_that_nodes_queries_and_recovers() {
+    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
+        .pool(100, 200, SimDuration::from_ms(200))
+        .build()
+        .unwrap();
+    let base = topology(
+        2,
+        node,
+        DbConfig::assumed_defaults(),
+        traffic(20.0, ApiMix::only(Api::RunInstances), 3, secs(120)),
+        unlimited(3),
+        SECS,
     );
-    assert!(r.counter("node.0.pool_timeouts") > 0);
+    let f = with(&base, vec![partition(Target::Node(0), Target::Db, 20, 10)]);
+    let mut w = f.build(RootSeed::new(6));
+    quiet_deps(&mut w, None);
+    assert!(w.run_until(at(20)).is_none());
+    assert_eq!(counter(&w, "node.0.db_timeouts"), 0);
+    assert!(w.run_until(at(30)).is_none());
+    // The lost queries are held until they time out, 5 s after they were sent.
+    let held = u64::from(w.node_mut(0).pool().in_use());
+    assert!(held >= 30, "{held} held at the window's end");
+    assert!(w.run_until(at(36)).is_none());
+    let dropped = counter(&w, "faults.0.partition_dropped");
+    assert_eq!(counter(&w, "node.0.db_timeouts"), dropped, "by 35 s");
+    let report = w.run();
+    let r = w.result(report, f.duration());
+    // ~10 queries a second from node.0 for 10 s.
+    assert!((60..=140).contains(&dropped), "{dropped} dropped");
+    assert_eq!(r.counter("faults.0.partition_dropped"), dropped);
+    assert_eq!(r.counter("node.0.db_timeouts"), dropped, "none after");
+    assert_eq!(r.counter("node.0.pool_timeouts"), 0);
+    assert_eq!(w.node_mut(0).pool().in_use(), 0, "every connection back");
+    let api = r.api(Api::RunInstances);
+    assert_eq!(
+        api.count(Status::Err(ErrorCode::ServiceUnavailable)),
+        dropped,
+        "one 503 per lost query"
+    );
+    assert_eq!(api.count(Status::Ok) + dropped, api.requests);
+    // After the last timeout (35 s) every answer is a success.
+    let series = r.series.as_ref().unwrap();
+    let after: Vec<_> = series.rows().iter().filter(|b| b.start >= at(36)).collect();
+    assert!(after.iter().map(|b| b.requests).sum::<u64>() > 400);
+    assert!(after.iter().all(|b| b.responses_5xx == 0));
     for c in [
         "db_errors",
+        "db_timeouts",
         "pool_timeouts",
         "deadline_aborts",
         "dep_timeouts",

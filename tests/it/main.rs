@@ -9,6 +9,7 @@ mod determinism;
 mod faults_data;
 mod faults_deps;
 mod faults_nodes;
+mod gameday;
 mod kernel;
 mod queueing;
 mod reconcile;

@@ -14,9 +14,11 @@
 //! Only the named components are cut: a node↔dependency partition leaves the workflow
 //! engine's calls to that dependency alone. Messages in flight when it starts are delivered.
 //! The sender's own timeouts decide what a drop costs: dependency calls time out at the node
-//! (`dep_timeout`) and requests at the gateway (their deadline), but the node has no DB or L2
-//! query timeout, so a node↔db partition leaves the connections whose query or reply was lost
-//! held for good (pinned by `partition_node_from_db_cuts_that_nodes_queries_only`).
+//! (`dep_timeout`), database queries at the node (its `db_query_timeout`, 5 s by default: the
+//! request fails with 503 and the connection is released, so a node↔db partition holds
+//! connections only while it lasts plus one timeout; see
+//! `partition_node_from_db_times_out_that_nodes_queries_and_recovers`), and requests at the
+//! gateway (their deadline). L2 calls have no timeout of their own.
 
 use super::Transition;
 use crate::deps::EndpointFaults;
