@@ -59,6 +59,9 @@ pub struct DepCall {
     /// For a host allocation: create as many as stock allows up to `count`, but none unless at
     /// least this many (RunInstances `MinAmount`); 0 means all `count` or none.
     pub min_count: u32,
+    /// The logical operation this call is an attempt of (a trace id: the same on every retry
+    /// or redelivery; 0 = none). Kept on the records it creates, for the invariant checkers.
+    pub origin: u64,
 }
 
 impl DepCall {
@@ -73,7 +76,13 @@ impl DepCall {
             instance_type: InstanceType(0),
             target: None,
             min_count: 0,
+            origin: 0,
         }
+    }
+    /// The logical operation this call is an attempt of (see [`DepCall::origin`]).
+    pub fn with_origin(mut self, origin: u64) -> DepCall {
+        self.origin = origin;
+        self
     }
     /// Accept a partial host allocation of at least `min` (see [`DepCall::min_count`]).
     pub fn with_min_count(mut self, min: u32) -> DepCall {
@@ -144,6 +153,8 @@ pub struct ResourceRecord {
     pub kind: ResourceKind,
     /// The token of the call that created it (0 = none): how reconciliation traces an orphan.
     pub owner_token: u64,
+    /// The logical operation that created it (the call's [`DepCall::origin`]).
+    pub origin: u64,
     pub state: RecordState,
     pub instance_type: InstanceType,
     pub created: SimTime,
@@ -926,6 +937,7 @@ impl Dependency {
                 ResourceRecord {
                     kind,
                     owner_token: call.token,
+                    origin: call.origin,
                     state: RecordState::Active,
                     instance_type: call.instance_type,
                     created: now,

@@ -29,10 +29,13 @@ pub enum Invariant {
     Reconciled,
     /// No cache read is older than its hard TTL plus the invalidation delay.
     CacheStaleness,
+    /// A workflow step creates at most one set of resources, whatever its retries and
+    /// redeliveries (records of one logical operation come from one execution).
+    OneResourceSetPerStep,
 }
 
 impl Invariant {
-    pub const ALL: [Invariant; 7] = [
+    pub const ALL: [Invariant; 8] = [
         Invariant::TokenOneInstanceSet,
         Invariant::TokenSameIds,
         Invariant::OneResponse,
@@ -40,6 +43,7 @@ impl Invariant {
         Invariant::Liveness,
         Invariant::Reconciled,
         Invariant::CacheStaleness,
+        Invariant::OneResourceSetPerStep,
     ];
 
     /// A stable name for reports and reproduction files.
@@ -52,6 +56,7 @@ impl Invariant {
             Invariant::Liveness => "liveness",
             Invariant::Reconciled => "reconciled",
             Invariant::CacheStaleness => "cache_staleness",
+            Invariant::OneResourceSetPerStep => "one_resource_set_per_step",
         }
     }
 
@@ -74,6 +79,9 @@ impl Invariant {
             Invariant::Reconciled => "reconciliation leaves no orphan or dangling resource",
             Invariant::CacheStaleness => {
                 "no cache read older than its hard TTL plus the invalidation delay"
+            }
+            Invariant::OneResourceSetPerStep => {
+                "a workflow step creates at most one resource set, whatever its retries"
             }
         }
     }

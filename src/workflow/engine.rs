@@ -98,6 +98,8 @@ enum OpKind {
         target: Option<ResourceRange>,
         min_count: u32,
         token: u64,
+        /// The logical operation (a trace id, the same on every attempt, whatever the token).
+        origin: u64,
         first: u32,
         last: u32,
     },
@@ -850,6 +852,7 @@ impl WorkflowEngine {
                         } else {
                             token(self.salt, wf.id, k, part, comp)
                         },
+                        origin: token(self.salt, wf.id, k, part, comp),
                         first,
                         last: first + count - 1,
                     }));
@@ -881,6 +884,7 @@ impl WorkflowEngine {
                             } else {
                                 token(self.salt, wf.id, k, part, comp)
                             },
+                            origin: token(self.salt, wf.id, k, part, comp),
                             first: fi,
                             last: li,
                         }));
@@ -1033,6 +1037,7 @@ impl WorkflowEngine {
                 target,
                 min_count,
                 token,
+                origin,
                 ..
             } => {
                 let call = DepCall {
@@ -1044,6 +1049,7 @@ impl WorkflowEngine {
                     instance_type: itype,
                     target,
                     min_count,
+                    origin,
                 };
                 self.stats.dep_calls += 1;
                 out.send(self.dep_of(op), self.cfg.dep_hop, M::from(call));

@@ -1435,6 +1435,9 @@ impl World {
         if checkable && self.workflow.is_some() {
             out.extend(self.liveness_violation(report.end_time));
         }
+        if checkable {
+            out.extend(self.duplicate_resources());
+        }
         // Every request got exactly one answer: at the end of a drained run nothing is in
         // flight, and the gateway answered as many requests as it received.
         if let (Outcome::Drained, Part::Gateway(g)) =
@@ -1489,6 +1492,47 @@ impl World {
                 more
             ),
         })
+    }
+
+    /// One resource set per workflow step: live records of one logical operation (the calls'
+    /// origin, the same on every retry) must all come from one execution (one creation
+    /// instant). A retry or redelivery that executes again leaves a second, orphaned set.
+    fn duplicate_resources(&self) -> Option<Violation> {
+        for &id in &self.deps {
+            let Part::Dep(d) = self.sim.component(id) else {
+                unreachable!("dependency ids name dependencies")
+            };
+            let mut first: std::collections::BTreeMap<(u8, u64), (SimTime, u64)> =
+                std::collections::BTreeMap::new();
+            for (rid, r) in d.records() {
+                if r.origin == 0 {
+                    continue;
+                }
+                let k = (r.kind as u8, r.origin);
+                match first.get(&k) {
+                    Some(&(at, other)) if at != r.created => {
+                        return Some(Violation {
+                            invariant: Invariant::OneResourceSetPerStep,
+                            at: r.created.max(at),
+                            detail: format!(
+                                "{}: {:?} #{} (created at {}) and #{} (created at {}) come from the same workflow step",
+                                d.name(),
+                                r.kind,
+                                other,
+                                at,
+                                rid.0,
+                                r.created
+                            ),
+                        });
+                    }
+                    Some(_) => {}
+                    None => {
+                        first.insert(k, (r.created, rid.0));
+                    }
+                }
+            }
+        }
+        None
     }
 
     /// Rows left in a transitional state that no workflow accepted (phantom instances).

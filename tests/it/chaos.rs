@@ -169,6 +169,11 @@ fn retrying_a_row_state_mismatch_is_found_as_an_illegal_lifecycle_move() {
 }
 
 #[test]
+fn a_step_without_its_downstream_token_is_found_as_a_second_resource_set() {
+    planted("step_without_token", "one_resource_set_per_step");
+}
+
+#[test]
 fn the_correct_core_survives_a_200_seed_swarm() {
     let o = chaos(&["--seeds", "1..200", "--no-shrink"]);
     let out = text(&o.stdout);
