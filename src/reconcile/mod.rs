@@ -340,6 +340,13 @@ pub struct Reconciler {
     known: BTreeSet<Key>,
     started_this_audit: u32,
     next_tag: u64,
+    /// When the last completed scan started.
+    last_scan: Option<SimTime>,
+}
+
+/// Whether reconciliation releases unreferenced records of `kind` (orphans).
+pub fn releasable(kind: ResourceKind) -> bool {
+    release_op(kind).is_some()
 }
 
 fn release_op(kind: ResourceKind) -> Option<DepOp> {
@@ -371,7 +378,14 @@ impl Reconciler {
             known: BTreeSet::new(),
             started_this_audit: 0,
             next_tag: 1,
+            last_scan: None,
         }
+    }
+
+    /// When the last completed scan started (its judgement covers what is older than that
+    /// minus the grace).
+    pub fn last_scan_started(&self) -> Option<SimTime> {
+        self.last_scan
     }
 
     pub fn config(&self) -> &ReconConfig {
@@ -705,6 +719,7 @@ impl Reconciler {
                 });
             }
             if let Some(scan) = self.scan.take() {
+                self.last_scan = Some(scan.started);
                 self.stats.scans_completed += 1;
                 self.stats
                     .scan_time

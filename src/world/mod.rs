@@ -1437,6 +1437,7 @@ impl World {
         }
         if checkable {
             out.extend(self.duplicate_resources());
+            out.extend(self.unreconciled());
         }
         // Every request got exactly one answer: at the end of a drained run nothing is in
         // flight, and the gateway answered as many requests as it received.
@@ -1492,6 +1493,87 @@ impl World {
                 more
             ),
         })
+    }
+
+    /// Reconciliation converged: once a scan that started after the last fault has ended and
+    /// its repairs are done, no record older than its judgement (start − grace) is unreferenced
+    /// (an orphan), and no live row written before then references a record its dependency
+    /// lost (dangling). Judged only when such a scan exists.
+    fn unreconciled(&self) -> Option<Violation> {
+        let Some(Part::Reconciler(rec)) = self.reconciler.map(|id| self.sim.component(id)) else {
+            return None;
+        };
+        let started = rec.last_scan_started()?;
+        let faults_end = self.fault_plan().map_or(SimTime::ZERO, |p| p.last_end());
+        if rec.scanning() || rec.repairs_outstanding() > 0 || started < faults_end {
+            return None;
+        }
+        let cutoff = SimTime::from_ns(started.as_ns().saturating_sub(rec.config().grace().as_ns()));
+        let Part::Db(db) = self.sim.component(self.db) else {
+            unreachable!("the db id names the db")
+        };
+        let mut referenced = std::collections::BTreeSet::new();
+        for row in db.instance_rows() {
+            referenced.extend(row.resources.iter());
+        }
+        let deps: Vec<&Dependency> = self
+            .deps
+            .iter()
+            .map(|&id| match self.sim.component(id) {
+                Part::Dep(d) => &**d,
+                _ => unreachable!("dependency ids name dependencies"),
+            })
+            .collect();
+        for d in &deps {
+            for (id, r) in d.records() {
+                if crate::reconcile::releasable(r.kind)
+                    && r.created <= cutoff
+                    && !referenced.contains(&(r.kind, id))
+                {
+                    return Some(Violation {
+                        invariant: Invariant::Reconciled,
+                        at: started,
+                        detail: format!(
+                            "{}: {:?} #{} (created at {}) is an orphan after the scan of {} converged",
+                            d.name(),
+                            r.kind,
+                            id.0,
+                            r.created,
+                            started
+                        ),
+                    });
+                }
+            }
+        }
+        for row in db.instance_rows() {
+            if row.state == crate::api::types::InstanceState::Deleted || row.last_write() > cutoff {
+                continue;
+            }
+            for (kind, id) in row.resources.iter() {
+                let Some(dep) = rec.targets().dep_of(kind) else {
+                    continue;
+                };
+                let Part::Dep(d) = self.sim.component(dep) else {
+                    unreachable!("reconciliation targets name dependencies")
+                };
+                if d.record(id).is_none() {
+                    return Some(Violation {
+                        invariant: Invariant::Reconciled,
+                        at: started,
+                        detail: format!(
+                            "instance #{} of account {} references {:?} #{} that {} does not hold, after the scan of {} converged",
+                            row.id.0,
+                            row.account.0,
+                            kind,
+                            id.0,
+                            d.name(),
+                            started
+                        ),
+                    });
+                }
+            }
+        }
+        None
     }
 
     /// One resource set per workflow step: live records of one logical operation (the calls'

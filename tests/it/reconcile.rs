@@ -175,6 +175,12 @@ fn crafted_inconsistencies_are_found_once_and_repaired() {
         );
     }
     assert_eq!(after.found_total(), 6, "{:?}", after.found);
+    // Reconciliation converged: the `reconciled` invariant (judged after the last scan) holds.
+    // The one violation is the crafting's own write that skipped the lifecycle (c: Running ->
+    // Stopped, no Stopping), which the lifecycle checker rightly reports.
+    let names: Vec<&str> = r.violations.iter().map(|v| v.invariant.name()).collect();
+    assert_eq!(names, ["lifecycle"], "{:?}", r.violations);
+    assert!(r.violations[0].detail.contains("Running -> Stopped"));
     assert_eq!(after.repaired, 6);
     assert_eq!(after.repair_failed, 0);
     // Later audits find nothing new.
@@ -219,6 +225,45 @@ fn crafted_inconsistencies_are_found_once_and_repaired() {
     let scans = r.db.class(QueryClass::Scan);
     assert!(scans.served >= end.pages && end.pages >= 4 * end.scans_completed);
     assert!(end.rows_read > 100);
+}
+
+#[test]
+fn an_orphan_reconciliation_cannot_release_breaks_the_reconciled_invariant() {
+    let recon = ReconConfig::new(
+        SimDuration::from_secs(60),
+        SimDuration::from_secs(30),
+        1_000,
+    )
+    .unwrap()
+    .with_scan(20, 50)
+    .unwrap();
+    let topo = world_topology(1.0, 300, recon);
+    let mut world = topo.build(RootSeed::new(5));
+    assert!(world.run_until(SimTime::from_ns(100 * S)).is_none());
+    let e = running(&world)[0];
+    let orphan = e.resources.eni().unwrap();
+    // The row loses its ENI reference (a lost write), and the ENI can no longer be deleted: the
+    // VPC answers every DeleteEni with an error from now on.
+    let mut res = e.resources;
+    res.set(2, None);
+    let Part::Db(db) = world.sim.component_mut(world.db) else {
+        unreachable!()
+    };
+    assert!(db.tamper_resources(e.account, e.id, res));
+    dep_of(&mut world, DependencyKind::Vpc)
+        .set_error_override(FaultCode::InvalidParameter, Some(1.0));
+    let report = world.run();
+    let r = world.result(report, topo.duration());
+    let v = r
+        .violations
+        .iter()
+        .find(|v| v.invariant.name() == "reconciled")
+        .unwrap_or_else(|| panic!("{:?}", r.violations));
+    assert!(
+        v.detail.contains(&format!("#{} ", orphan.0)) && v.detail.contains("orphan"),
+        "{v}"
+    );
+    assert!(r.reconciliation.unwrap().repair_failed >= 1);
 }
 
 #[test]
