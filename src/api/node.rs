@@ -1225,8 +1225,7 @@ impl ApiNode {
     }
 
     fn on_db_reply(&mut self, r: DbReply, out: &mut Outbox<'_, Msg>) {
-        self.last_db_arrival =
-            SimTime::from_ns(out.now().as_ns().saturating_sub(r.latency.as_ns()));
+        self.last_db_arrival = out.now().saturating_sub(r.latency);
         if r.tag == DETACHED {
             // A write sent without a worker or a connection (a token's failure record).
             return;

@@ -10,7 +10,7 @@
 
 use crate::api::types::AccountId;
 use crate::db::{DbOp, DbQuery, DbReply, DbResult, Table};
-use crate::kernel::{ComponentId, Outbox, SimDuration, SimTime};
+use crate::kernel::{ComponentId, Outbox, SimDuration};
 
 /// A validated cleanup configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -151,8 +151,7 @@ impl Cleanup {
         let n_shards = usize::from(self.cfg.shards);
         let table = self.cfg.tables[self.cursor / n_shards];
         let shard = (self.cursor % n_shards) as u32;
-        let older_than =
-            SimTime::from_ns(out.now().as_ns().saturating_sub(self.cfg.retention.as_ns()));
+        let older_than = out.now().saturating_sub(self.cfg.retention);
         let q = DbQuery {
             tag: self.stats.batches,
             reply_to: out.me(),

@@ -1405,7 +1405,7 @@ fn execute(
         now
     } else {
         let keep = cfg.max_replication_lag.max(fault_lag);
-        SimTime::from_ns(now.as_ns().saturating_sub(keep.as_ns()))
+        now.saturating_sub(keep)
     };
     let mut by_fault = false;
     let snapshot = if replica {
@@ -1419,7 +1419,7 @@ fn execute(
             stats.fault_lagged_reads += 1;
         }
         let lag = drawn.max(fault_lag);
-        Some(SimTime::from_ns(now.as_ns().saturating_sub(lag.as_ns())))
+        Some(now.saturating_sub(lag))
     } else {
         None
     };

@@ -6,7 +6,7 @@
 //! still a pure function of (scenario, seed), and replaying it shows the same alerts at the
 //! same instants.
 
-use crate::faults::{Edge, Fault, FaultKind, Target};
+use crate::faults::{Edge, Fault, Target};
 use crate::kernel::{SimDuration, SimTime};
 use crate::metrics::series::SeriesRow;
 use std::fmt;
@@ -293,14 +293,7 @@ impl GameDay {
 
 /// Which component a fault hits, as alerts name it.
 pub fn fault_component(f: &Fault) -> String {
-    match (f.kind(), f.target()) {
-        (FaultKind::Partition { .. }, t) => component_of(t),
-        (_, t) => component_of(t),
-    }
-}
-
-fn component_of(t: &Target) -> String {
-    match t {
+    match f.target() {
         Target::Nodes | Target::Node(_) => "nodes".into(),
         Target::Dependency { name, .. } => format!("dep.{name}"),
         other => other.to_string(),

@@ -1,4 +1,5 @@
 use super::*;
+use crate::faults::FaultKind;
 
 fn t(s: u64) -> SimTime {
     SimTime::ZERO.saturating_add(SimDuration::from_secs(s))

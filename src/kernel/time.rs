@@ -45,6 +45,10 @@ impl SimTime {
         }
     }
     /// The span from `earlier` to `self`, zero if `earlier` is later.
+    /// The instant `d` before this one, or time zero.
+    pub const fn saturating_sub(self, d: SimDuration) -> SimTime {
+        SimTime(self.0.saturating_sub(d.as_ns()))
+    }
     pub const fn saturating_since(self, earlier: SimTime) -> SimDuration {
         SimDuration(self.0.saturating_sub(earlier.0))
     }
@@ -364,6 +368,16 @@ mod tests {
 
     fn d(s: &str) -> SimDuration {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn subtracting_a_duration_stops_at_time_zero() {
+        let t = SimTime::from_ns(5_000);
+        assert_eq!(
+            t.saturating_sub(SimDuration::from_ns(2_000)),
+            SimTime::from_ns(3_000)
+        );
+        assert_eq!(t.saturating_sub(SimDuration::from_ns(9_000)), SimTime::ZERO);
     }
 
     #[test]

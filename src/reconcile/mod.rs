@@ -667,7 +667,7 @@ impl Reconciler {
         let Some(started) = self.scan.as_ref().map(|s| s.started) else {
             return;
         };
-        let cutoff = SimTime::from_ns(started.as_ns().saturating_sub(self.cfg.grace.as_ns()));
+        let cutoff = started.saturating_sub(self.cfg.grace);
         for v in rows {
             if let Some(scan) = self.scan.as_mut() {
                 for r in [Some(v.row), v.current].into_iter().flatten() {

@@ -292,6 +292,7 @@ pub fn summary(s: &Scenario, seed: u64, r: &RunResult, partial: bool, wall: Opti
     let invariants = Json::obj([
         ("ok", Json::Bool(r.violations.is_empty())),
         ("phantom_rows", Json::int(r.phantom_rows)),
+        ("violations_total", Json::int(r.violations_total)),
         (
             "checked",
             Json::Arr(

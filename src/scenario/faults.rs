@@ -95,12 +95,11 @@ fn given(f: &RawFault) -> Vec<(&'static str, Range<usize>)> {
 pub(super) fn read_faults(
     c: &mut Check<'_, '_>,
     raw: &Sp<Vec<Spanned<RawFault>>>,
-    run_duration: Option<SimDuration>,
 ) -> Option<Vec<(Fault, Range<usize>)>> {
     let mut out = Vec::new();
     let mut ok = true;
     for (i, f) in raw.iter().flat_map(|v| v.get_ref()).enumerate() {
-        match read_fault(c, i, f.get_ref(), f.span(), run_duration) {
+        match read_fault(c, i, f.get_ref(), f.span()) {
             Some(fault) => out.push((fault, f.span())),
             None => ok = false,
         }
@@ -108,13 +107,7 @@ pub(super) fn read_faults(
     ok.then_some(out)
 }
 
-fn read_fault(
-    c: &mut Check<'_, '_>,
-    i: usize,
-    f: &RawFault,
-    span: Range<usize>,
-    run_duration: Option<SimDuration>,
-) -> Option<Fault> {
+fn read_fault(c: &mut Check<'_, '_>, i: usize, f: &RawFault, span: Range<usize>) -> Option<Fault> {
     let path = format!("fault[{i}]");
     let key = |k: &str| format!("{path}.{k}");
     let kind_v = c.required(&f.kind, &span, &path, "kind")?;
@@ -182,9 +175,6 @@ fn read_fault(
         c.required(&f.duration, &span, &path, "duration")
             .map(|d| *d.get_ref())
     };
-    // A fault may start after the traffic ends (during the drain) or never, if the run ends
-    // first (e.g. a scenario shortened with --set duration=...): it then simply does not act.
-    let _ = run_duration;
     let kind = read_kind(c, &path, kind, f)?;
     if !ok {
         return None;

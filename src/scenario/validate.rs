@@ -594,7 +594,7 @@ pub(super) fn validate(
     let max_events = c.opt_int(&raw.max_events, "max_events", 1, i64::MAX, 1 << 36);
     let scale_v = scale.unwrap_or(1.0);
 
-    let faults = super::faults::read_faults(c, &raw.fault, duration);
+    let faults = super::faults::read_faults(c, &raw.fault);
     let chaos = super::faults::read_chaos(c, &raw.chaos);
     let expect = super::faults::read_expect(c, &raw.expect);
     let gameday = super::faults::read_gameday(c, &raw.alert, &raw.runbook);

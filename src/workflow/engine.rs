@@ -568,8 +568,7 @@ impl WorkflowEngine {
 
     /// Handles a database reply to one of the engine's queries.
     pub fn on_db_reply<M: WfMsg>(&mut self, r: DbReply, out: &mut Outbox<'_, M>) {
-        self.last_db_arrival =
-            SimTime::from_ns(out.now().as_ns().saturating_sub(r.latency.as_ns()));
+        self.last_db_arrival = out.now().saturating_sub(r.latency);
         match self.take_attempt(r.tag) {
             Some(call) => {
                 if let Some(t) = call.timer {

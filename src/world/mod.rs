@@ -939,8 +939,10 @@ pub struct NodeResult {
 #[derive(Clone, Debug)]
 pub struct RunResult {
     pub report: RunReport,
-    /// Broken invariants (empty: none seen), in time order.
+    /// Broken invariants (empty: none seen), in time order: the first `max_kept`.
     pub violations: Vec<Violation>,
+    /// Every violation seen, kept or not.
+    pub violations_total: u64,
     /// The game day's alerts, runbook and 1-5-10 timelines, when there was one.
     pub gameday: Option<GameDayResult>,
     /// Rows left in a transitional state that no workflow accepted: inserts whose caller never
@@ -1316,9 +1318,10 @@ impl World {
         let Part::Traffic(traffic) = self.sim.component(self.traffic) else {
             unreachable!("the traffic id names the traffic")
         };
-        let violations = self.end_violations(&report);
+        let (violations, violations_total) = self.end_violations(&report);
         RunResult {
             violations,
+            violations_total,
             gameday: self.gameday_result(),
             phantom_rows: self.phantom_rows(),
             client: traffic.client_stats().cloned(),
@@ -1423,9 +1426,11 @@ impl World {
         }
     }
 
-    /// The violations seen during the run plus those of the end-of-run checks, in time order.
-    fn end_violations(&self, report: &RunReport) -> Vec<Violation> {
+    /// The violations seen during the run plus those of the end-of-run checks, in time order
+    /// (the first `max_kept`), and how many there were in all.
+    fn end_violations(&self, report: &RunReport) -> (Vec<Violation>, u64) {
         let mut out = self.violations.clone();
+        let kept_during = out.len() as u64;
         let checkable = matches!(
             report.outcome,
             Outcome::Drained | Outcome::Stopped { .. } | Outcome::TimeLimit { .. }
@@ -1457,8 +1462,9 @@ impl World {
             }
         }
         out.sort_by_key(|v| (v.at, v.invariant));
+        let total = self.violations_total + (out.len() as u64 - kept_during);
         out.truncate(self.invariants.max_kept);
-        out
+        (out, total)
     }
 
     /// Liveness: accepted work (instances the workflow engine holds) still in a transitional
@@ -1508,7 +1514,7 @@ impl World {
         if rec.scanning() || rec.repairs_outstanding() > 0 || started < faults_end {
             return None;
         }
-        let cutoff = SimTime::from_ns(started.as_ns().saturating_sub(rec.config().grace().as_ns()));
+        let cutoff = started.saturating_sub(rec.config().grace());
         let Part::Db(db) = self.sim.component(self.db) else {
             unreachable!("the db id names the db")
         };

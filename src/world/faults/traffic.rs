@@ -15,9 +15,8 @@ use crate::faults::FaultKind;
 use crate::world::World;
 
 pub(super) fn apply(world: &mut World, t: &mut Transition<'_, '_>) {
-    // Quota and traffic faults draw nothing: their effects are deterministic in the intensity
-    // (hot tenants draw from the traffic's own stream).
-    let _ = &t.rngs;
+    // Quota and traffic faults draw nothing from `t.rngs`: their effects are deterministic in
+    // the intensity (hot tenants draw from the traffic's own stream).
     let is_quota = |k: &FaultKind| matches!(k, FaultKind::QuotaTooLow { .. });
     if t.of(is_quota).next().is_none() {
         return;
