@@ -229,12 +229,14 @@ impl Gateway {
     pub fn enable_window(&mut self) {
         self.window.get_or_insert_with(ResponseWindow::default);
     }
-    /// The responses since the last take (empty when the window is off), and a fresh window.
-    pub fn take_window(&mut self) -> ResponseWindow {
-        self.window
-            .as_mut()
-            .map(ResponseWindow::take)
-            .unwrap_or_default()
+    /// Moves the responses since the last swap into `spare` (emptied first; it stays empty
+    /// when the window is off) and goes on recording into `spare`'s old memory: the two
+    /// windows trade places bucket after bucket and never grow again.
+    pub fn swap_window(&mut self, spare: &mut ResponseWindow) {
+        spare.reset();
+        if let Some(w) = &mut self.window {
+            std::mem::swap(w, spare);
+        }
     }
 
     /// Requests received and answered so far.

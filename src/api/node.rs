@@ -695,12 +695,13 @@ impl ApiNode {
     pub fn enable_pool_window(&mut self) {
         self.pool_waits.get_or_insert_with(LatencyHistogram::new);
     }
-    /// The pool waits since the last take (empty when off), and a fresh window.
-    pub fn take_pool_waits(&mut self) -> LatencyHistogram {
-        self.pool_waits
-            .as_mut()
-            .map(std::mem::take)
-            .unwrap_or_default()
+    /// Adds the pool waits since the last drain to `into` and empties the window (keeping its
+    /// memory); adds nothing when the window is off.
+    pub fn drain_pool_waits_into(&mut self, into: &mut LatencyHistogram) {
+        if let Some(h) = &mut self.pool_waits {
+            into.merge(h);
+            h.reset();
+        }
     }
     fn record_pool_wait(&mut self, ns: u64) {
         if let Some(h) = &mut self.pool_waits {

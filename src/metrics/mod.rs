@@ -54,6 +54,15 @@ impl LatencyHistogram {
     pub fn count(&self) -> u64 {
         self.count
     }
+    /// Empties the histogram and keeps its memory: a window reused bucket after bucket does
+    /// not grow its counts array again (each growth is a reallocation and a copy).
+    pub fn reset(&mut self) {
+        self.hdr.reset();
+        self.count = 0;
+        self.sum_ns = 0;
+        self.min_ns = u64::MAX;
+        self.max_ns = 0;
+    }
     /// Exact mean in ns (from the exact sum), `None` when empty.
     pub fn mean_ns(&self) -> Option<f64> {
         (self.count > 0).then(|| self.sum_ns as f64 / self.count as f64)
@@ -191,6 +200,29 @@ mod tests {
         let p50 = h.quantile_ns(0.5).unwrap() as f64;
         assert!((p50 / 50_000_000.0 - 1.0).abs() < 0.001, "p50 {p50}");
         assert_eq!(LatencyHistogram::new().quantile_ns(0.5), None);
+    }
+
+    #[test]
+    fn a_reset_histogram_is_empty_and_records_afresh() {
+        let mut h = LatencyHistogram::new();
+        for v in 1..=1_000u64 {
+            h.record(v * 1_000_000_000);
+        }
+        h.reset();
+        assert_eq!(h.count(), 0);
+        assert_eq!((h.mean_ns(), h.min_ns(), h.max_ns()), (None, None, None));
+        assert_eq!(h.quantile_ns(0.5), None);
+        h.record(7);
+        h.record(9);
+        assert_eq!(
+            (h.min_ns(), h.max_ns(), h.mean_ns()),
+            (Some(7), Some(9), Some(8.0))
+        );
+        assert_eq!(h.quantile_ns(1.0), Some(9));
+        let mut fresh = LatencyHistogram::new();
+        fresh.record(7);
+        fresh.record(9);
+        assert_eq!(h.quantile_ns(0.5), fresh.quantile_ns(0.5));
     }
 
     #[test]

@@ -65,9 +65,10 @@ impl ResponseWindow {
         self.latency.record(latency_ns);
         self.responses_5xx += u64::from(is_5xx);
     }
-    /// Returns what was recorded and starts an empty window.
-    pub fn take(&mut self) -> ResponseWindow {
-        std::mem::take(self)
+    /// Empties the window, keeping its memory.
+    pub fn reset(&mut self) {
+        self.latency.reset();
+        self.responses_5xx = 0;
     }
 }
 
@@ -322,15 +323,18 @@ mod tests {
             s(1_000_000_000),
             totals(7_500_000, 10, 4, 100),
             3,
-            &w.take(),
+            &w,
             &pool,
         );
-        assert_eq!(w.latency.count(), 0, "taking empties the window");
+        w.reset();
+        assert_eq!(w.latency.count(), 0, "a reset empties the window");
+        assert_eq!(w.responses_5xx, 0, "a reset empties the window");
+        assert_eq!(w.latency.quantile_ns(0.5), None);
         ts.sample(
             s(2_000_000_000),
             totals(7_500_000, 30, 19, 250),
             0,
-            &w.take(),
+            &w,
             &LatencyHistogram::new(),
         );
         let last = window(&[5], 0);

@@ -801,6 +801,8 @@ impl Topology {
             api_metrics,
             audits_done: 0,
             series,
+            sampled_responses: ResponseWindow::default(),
+            sampled_pool_waits: LatencyHistogram::new(),
             faults: (!self.faults.is_empty())
                 .then(|| faults::FaultRuntime::new(self.faults.clone(), seed)),
             violations: Vec::new(),
@@ -866,6 +868,10 @@ pub struct World {
     audits_done: u64,
     /// The time series being sampled, when it is on.
     series: Option<TimeSeries>,
+    /// The last bucket's responses and pool waits, filled by `take_sample`; kept between
+    /// buckets so their histograms keep their memory.
+    sampled_responses: ResponseWindow,
+    sampled_pool_waits: LatencyHistogram,
     /// The fault plan and where the run is in it, when there are faults.
     faults: Option<faults::FaultRuntime>,
     /// Invariant violations seen during the run (the first `max_kept`), and how many in all.
@@ -1119,23 +1125,25 @@ impl World {
         }
     }
 
-    /// Reads the world's cumulative totals at `now`, the queue depth, and takes the windows that
-    /// the gateway (responses) and nodes (pool waits) filled since the last sample.
-    fn take_sample(&mut self, now: SimTime) -> (Totals, u64, ResponseWindow, LatencyHistogram) {
-        let responses = match self.sim.component_mut(self.gateway) {
-            Part::Gateway(g) => g.take_window(),
+    /// Reads the world's cumulative totals at `now` and the queue depth, and moves the windows
+    /// that the gateway (responses) and nodes (pool waits) filled since the last sample into
+    /// `sampled_responses` and `sampled_pool_waits`.
+    fn take_sample(&mut self, now: SimTime) -> (Totals, u64) {
+        match self.sim.component_mut(self.gateway) {
+            Part::Gateway(g) => g.swap_window(&mut self.sampled_responses),
             _ => unreachable!("the gateway id names the gateway"),
         };
         let mut totals = Totals::default();
         let mut depth = 0u64;
-        let mut pool_waits = LatencyHistogram::new();
+        let pool_waits = &mut self.sampled_pool_waits;
+        pool_waits.reset();
         for &id in &self.nodes {
             let Part::Node(n) = self.sim.component_mut(id) else {
                 unreachable!("node ids name nodes")
             };
             depth += n.waiting() as u64;
             totals.gc_paused_ns += n.gc_paused_ns_through(now);
-            pool_waits.merge(&n.take_pool_waits());
+            n.drain_pool_waits_into(pool_waits);
             if let Some(l1) = n.l1_stats() {
                 totals.l1_lookups += l1.lookups();
                 totals.l1_hits += l1.hits();
@@ -1147,7 +1155,7 @@ impl World {
         if let Some(Part::L2(l2)) = self.l2.map(|id| self.sim.component(id)) {
             totals.l2_errors = l2.stats().errors();
         }
-        (totals, depth, responses, pool_waits)
+        (totals, depth)
     }
 
     /// Closes the time-series bucket ending at `now` (between events; reads state and
@@ -1157,9 +1165,15 @@ impl World {
         if self.series.is_none() {
             return;
         }
-        let (totals, depth, responses, pool_waits) = self.take_sample(now);
+        let (totals, depth) = self.take_sample(now);
         if let Some(s) = &mut self.series {
-            s.sample(now, totals, depth, &responses, &pool_waits);
+            s.sample(
+                now,
+                totals,
+                depth,
+                &self.sampled_responses,
+                &self.sampled_pool_waits,
+            );
         }
         self.gameday_on_row();
     }
@@ -1170,9 +1184,15 @@ impl World {
             return;
         }
         let end = report.end_time;
-        let (totals, depth, responses, pool_waits) = self.take_sample(end);
+        let (totals, depth) = self.take_sample(end);
         if let Some(s) = &mut self.series {
-            s.close(end, totals, depth, &responses, &pool_waits);
+            s.close(
+                end,
+                totals,
+                depth,
+                &self.sampled_responses,
+                &self.sampled_pool_waits,
+            );
         }
         self.gameday_on_row();
     }
