@@ -13,7 +13,13 @@
 //!   `Running` with the disk not attached → `AttachDisk` (the instance is kept running: the
 //!   control plane's intent wins); `Deleted` still holding a host or ENI → released (a disk or
 //!   EIP a `Deleted` row references was kept on purpose and is left alone); a row whose
-//!   disk-attached flag disagrees with the disk → the row is corrected.
+//!   disk-attached flag disagrees with the disk → the row is corrected;
+//! - **stuck rows**: a row still `Pending`, `Starting` or `Stopping` past the grace, which no
+//!   workflow is driving (workflow deadlines are shorter than the grace; e.g. an insert whose
+//!   node crashed before it started the workflow: a phantom instance) → a `Pending` row is
+//!   failed as its creation workflow would fail it (every record it references released, the
+//!   row `Deleted`); a `Starting` or `Stopping` row is finished as a stop (billing stopped, the
+//!   disk detached, the row `Stopped`).
 //!
 //! # The scan
 //!
@@ -152,19 +158,42 @@ pub enum Inconsistency {
     Dangling,
     /// A row's state and a record's state disagree.
     StateMismatch,
+    /// A row left in a transitional state (Pending, Starting, Stopping) past the grace: no
+    /// workflow is driving it (e.g. an insert whose caller crashed before it started the
+    /// workflow: a phantom instance).
+    Stuck,
 }
 
 impl Inconsistency {
-    pub const ALL: [Inconsistency; 3] = [
+    pub const ALL: [Inconsistency; 4] = [
         Inconsistency::Orphan,
         Inconsistency::Dangling,
         Inconsistency::StateMismatch,
+        Inconsistency::Stuck,
     ];
     pub const fn name(self) -> &'static str {
         match self {
             Inconsistency::Orphan => "orphan",
             Inconsistency::Dangling => "dangling",
             Inconsistency::StateMismatch => "state_mismatch",
+            Inconsistency::Stuck => "stuck",
+        }
+    }
+}
+
+/// What an inconsistency is about: a dependency's record, or an instance row itself (stuck).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Subject {
+    Record(ResourceKind),
+    Instance,
+}
+
+impl Subject {
+    /// The label in the statistics: the resource kind's name, or `instance`.
+    const fn name(self) -> &'static str {
+        match self {
+            Subject::Record(k) => k.name(),
+            Subject::Instance => "instance",
         }
     }
 }
@@ -197,7 +226,8 @@ pub struct ReconStats {
     pub scan_time: LatencyHistogram,
     /// Rows not judged: changed since their page read them, or written within the grace.
     pub rows_skipped: u64,
-    /// Inconsistencies found, by (inconsistency, resource kind), each counted once.
+    /// Inconsistencies found, by (inconsistency, resource kind), each counted once (stuck rows
+    /// under the kind `instance`).
     pub found: BTreeMap<(&'static str, &'static str), u64>,
     /// Inconsistencies repaired (their plan completed), by (inconsistency, resource kind).
     pub repaired_by: BTreeMap<(&'static str, &'static str), u64>,
@@ -239,6 +269,16 @@ impl ReconStats {
     }
     pub fn found_total(&self) -> u64 {
         self.found.values().sum()
+    }
+    /// Stuck rows found (each counted once).
+    pub fn stuck_found(&self) -> u64 {
+        let key = (Inconsistency::Stuck.name(), Subject::Instance.name());
+        self.found.get(&key).copied().unwrap_or(0)
+    }
+    /// Stuck rows repaired (moved to a stable state).
+    pub fn stuck_repaired(&self) -> u64 {
+        let key = (Inconsistency::Stuck.name(), Subject::Instance.name());
+        self.repaired_by.get(&key).copied().unwrap_or(0)
     }
 }
 
@@ -293,7 +333,7 @@ enum Action {
 #[derive(Clone, Copy, Debug)]
 struct Finding {
     what: Inconsistency,
-    kind: ResourceKind,
+    kind: Subject,
     since: SimTime,
 }
 
@@ -305,8 +345,8 @@ struct Plan {
     findings: Vec<Finding>,
 }
 
-/// (inconsistency, kind, instance id or 0, record id): what makes a finding the same one.
-type Key = (Inconsistency, ResourceKind, u64, u64);
+/// (inconsistency, subject, instance id or 0, record id or 0): what makes a finding the same one.
+type Key = (Inconsistency, Subject, u64, u64);
 
 #[derive(Clone, Debug)]
 struct Scan {
@@ -363,6 +403,7 @@ fn release_op(kind: ResourceKind) -> Option<DepOp> {
 const HOST: usize = 0;
 const DISK: usize = 1;
 const ENI: usize = 2;
+const EIP: usize = 3;
 const BILLING: usize = 4;
 
 impl Reconciler {
@@ -695,10 +736,10 @@ impl Reconciler {
                 let mut findings = Vec::new();
                 let f = Finding {
                     what: Inconsistency::Orphan,
-                    kind: rec.kind,
+                    kind: Subject::Record(rec.kind),
                     since: rec.created,
                 };
-                self.note((f.what, rec.kind, 0, id.0), f, &mut findings);
+                self.note((f.what, f.kind, 0, id.0), f, &mut findings);
                 let mut actions = Vec::with_capacity(2);
                 if rec.kind == ResourceKind::Disk && rec.state == RecordState::Attached {
                     actions.push(Action::Dep {
@@ -748,15 +789,19 @@ impl Reconciler {
             }
             let f = Finding {
                 what: Inconsistency::Dangling,
-                kind,
+                kind: Subject::Record(kind),
                 since: row.last_write(),
             };
-            self.note((f.what, kind, inst, id.0), f, &mut findings);
+            self.note((f.what, f.kind, inst, id.0), f, &mut findings);
             new.set(slot, None);
             lost_essential |= row.state == Running && (slot == HOST || slot == DISK);
         }
+        if row.state.is_transitional() {
+            self.plan_stuck(v, new, findings);
+            return;
+        }
+        // A stable state from here on: judge the records against it.
         let target = if lost_essential { Stopped } else { row.state };
-        let stable = !row.state.is_transitional();
         let rec = |new: &InstanceResources, slot: usize| -> Option<(ResourceId, ResourceRecord)> {
             let id = new.at(slot)?;
             Some((id, v.records[slot]?))
@@ -774,63 +819,61 @@ impl Reconciler {
             let kind = InstanceResources::KINDS[slot];
             let f = Finding {
                 what: Inconsistency::StateMismatch,
-                kind,
+                kind: Subject::Record(kind),
                 since: since.max(row.updated_at),
             };
-            me.note((f.what, kind, inst, id.0), f, findings);
+            me.note((f.what, f.kind, inst, id.0), f, findings);
         };
-        if stable {
-            let down = matches!(target, Stopped | Deleted);
-            if let (true, Some((id, r))) = (down, rec(&new, BILLING)) {
-                mismatch(self, BILLING, id, r.created, &mut findings);
+        let down = matches!(target, Stopped | Deleted);
+        if let (true, Some((id, r))) = (down, rec(&new, BILLING)) {
+            mismatch(self, BILLING, id, r.created, &mut findings);
+            actions.push(Action::Dep {
+                to: dep(r.kind),
+                op: DepOp::StopBilling,
+                target: id,
+            });
+            new.set(BILLING, None);
+        }
+        let mut disk_fixed = false;
+        if let Some((id, r)) = rec(&new, DISK) {
+            let attached = r.state == RecordState::Attached;
+            let want = if down {
+                Some(false)
+            } else if target == Running {
+                Some(true)
+            } else {
+                None
+            };
+            if let Some(w) = want.filter(|&w| w != attached) {
+                mismatch(self, DISK, id, r.changed, &mut findings);
                 actions.push(Action::Dep {
                     to: dep(r.kind),
-                    op: DepOp::StopBilling,
+                    op: if w {
+                        DepOp::AttachDisk
+                    } else {
+                        DepOp::DetachDisk
+                    },
                     target: id,
                 });
-                new.set(BILLING, None);
+                new.disk_attached = w;
+                disk_fixed = true;
             }
-            let mut disk_fixed = false;
-            if let Some((id, r)) = rec(&new, DISK) {
-                let attached = r.state == RecordState::Attached;
-                let want = if down {
-                    Some(false)
-                } else if target == Running {
-                    Some(true)
-                } else {
-                    None
-                };
-                if let Some(w) = want.filter(|&w| w != attached) {
-                    mismatch(self, DISK, id, r.changed, &mut findings);
+            if !disk_fixed && new.disk_attached != attached {
+                // The row's flag is stale: correct the row.
+                mismatch(self, DISK, id, r.changed, &mut findings);
+                new.disk_attached = attached;
+            }
+        }
+        if target == Deleted {
+            for slot in [HOST, ENI] {
+                if let Some((id, r)) = rec(&new, slot) {
+                    mismatch(self, slot, id, r.created, &mut findings);
                     actions.push(Action::Dep {
                         to: dep(r.kind),
-                        op: if w {
-                            DepOp::AttachDisk
-                        } else {
-                            DepOp::DetachDisk
-                        },
+                        op: release_op(r.kind).expect("host or ENI"),
                         target: id,
                     });
-                    new.disk_attached = w;
-                    disk_fixed = true;
-                }
-                if !disk_fixed && new.disk_attached != attached {
-                    // The row's flag is stale: correct the row.
-                    mismatch(self, DISK, id, r.changed, &mut findings);
-                    new.disk_attached = attached;
-                }
-            }
-            if target == Deleted {
-                for slot in [HOST, ENI] {
-                    if let Some((id, r)) = rec(&new, slot) {
-                        mismatch(self, slot, id, r.created, &mut findings);
-                        actions.push(Action::Dep {
-                            to: dep(r.kind),
-                            op: release_op(r.kind).expect("host or ENI"),
-                            target: id,
-                        });
-                        new.set(slot, None);
-                    }
+                    new.set(slot, None);
                 }
             }
         }
@@ -860,6 +903,79 @@ impl Reconciler {
                 },
             });
         }
+        self.pending.push_back(Plan {
+            actions,
+            next: 0,
+            findings,
+        });
+    }
+
+    /// Plans the repair of a row left in a transitional state past the grace
+    /// ([`Inconsistency::Stuck`]); `new` is its references with the dangling ones cleared and
+    /// `findings` what was found on it so far. A creation that never booted (`Pending`) is
+    /// failed the way its workflow fails it: every record it references released (billing
+    /// stopped, the disk detached and deleted, the ENI, EIP and host released), the row
+    /// `Deleted`. A boot or a stop left half done (`Starting`, `Stopping`) is finished as a stop:
+    /// billing stopped, the disk detached, the row `Stopped` (host, disk, ENI and EIP kept for
+    /// its owner). Every move is a legal lifecycle move, compared and set against the state the
+    /// scan read.
+    fn plan_stuck(&mut self, v: &RowView, mut new: InstanceResources, mut findings: Vec<Finding>) {
+        use InstanceState::*;
+        let row = v.row;
+        let f = Finding {
+            what: Inconsistency::Stuck,
+            kind: Subject::Instance,
+            since: row.last_write(),
+        };
+        self.note((f.what, f.kind, row.id.0, 0), f, &mut findings);
+        let to = if row.state == Pending {
+            Deleted
+        } else {
+            Stopped
+        };
+        let slots: &[usize] = if to == Deleted {
+            &[BILLING, DISK, ENI, EIP, HOST]
+        } else {
+            &[BILLING, DISK]
+        };
+        let mut actions = Vec::with_capacity(slots.len() + 2);
+        for &slot in slots {
+            // Dangling references were cleared from `new`: what is left exists.
+            let (Some(id), Some(r)) = (new.at(slot), v.records[slot]) else {
+                continue;
+            };
+            let to_dep = self.targets.dep_of(r.kind).expect("rows reference it");
+            let dep = |op| Action::Dep {
+                to: to_dep,
+                op,
+                target: id,
+            };
+            match slot {
+                DISK => {
+                    if r.state == RecordState::Attached {
+                        actions.push(dep(DepOp::DetachDisk));
+                    }
+                    new.disk_attached = false;
+                    if to == Deleted {
+                        actions.push(dep(DepOp::DeleteDisk));
+                        new.set(DISK, None);
+                    }
+                }
+                _ => {
+                    actions.push(dep(release_op(r.kind).expect("a releasable kind")));
+                    new.set(slot, None);
+                }
+            }
+        }
+        actions.push(Action::Db {
+            account: row.account,
+            op: DbOp::UpdateInstanceState {
+                id: row.id,
+                expect: Some(row.state),
+                to,
+                resources: Some(new),
+            },
+        });
         self.pending.push_back(Plan {
             actions,
             next: 0,

@@ -1523,8 +1523,9 @@ impl World {
 
     /// Reconciliation converged: once a scan that started after the last fault has ended and
     /// its repairs are done, no record older than its judgement (start − grace) is unreferenced
-    /// (an orphan), and no live row written before then references a record its dependency
-    /// lost (dangling). Judged only when such a scan exists.
+    /// (an orphan), no live row written before then references a record its dependency
+    /// lost (dangling) or is still in a transitional state (stuck). Judged only when such a
+    /// scan exists.
     fn unreconciled(&self) -> Option<Violation> {
         let Some(Part::Reconciler(rec)) = self.reconciler.map(|id| self.sim.component(id)) else {
             return None;
@@ -1574,6 +1575,20 @@ impl World {
         for row in db.instance_rows() {
             if row.state == crate::api::types::InstanceState::Deleted || row.last_write() > cutoff {
                 continue;
+            }
+            if row.state.is_transitional() {
+                return Some(Violation {
+                    invariant: Invariant::Reconciled,
+                    at: started,
+                    detail: format!(
+                        "instance #{} of account {} is still {} since {}, after the scan of {} converged",
+                        row.id.0,
+                        row.account.0,
+                        row.state.name(),
+                        row.last_write(),
+                        started
+                    ),
+                });
             }
             for (kind, id) in row.resources.iter() {
                 let Some(dep) = rec.targets().dep_of(kind) else {

@@ -313,3 +313,148 @@ fn daily_audit_scans_in_big_pages_and_repairs() {
     assert!(rec.time_to_repair.min_ns().unwrap() >= 3600 * S);
     assert!(rec.time_to_repair.max_ns().unwrap() < 24 * 3600 * S + 10 * S);
 }
+
+/// Crafts, at 100 s: three phantom instances (rows inserted `Pending` for an account the
+/// traffic never uses, with no workflow behind them: an insert whose node crashed before it
+/// started the workflow), one running instance left `Stopping` and one left `Starting` (their
+/// workflows lost). Returns the world, run to 100 s plus the crafting, and the two victims.
+fn stuck_world(billing_fails: bool) -> (World, Topology, [InstanceRow; 2]) {
+    let recon = ReconConfig::new(
+        SimDuration::from_secs(60),
+        SimDuration::from_secs(30),
+        1_000,
+    )
+    .unwrap()
+    .with_scan(20, 50)
+    .unwrap();
+    let topo = world_topology(1.0, 300, recon);
+    let mut world = topo.build(RootSeed::new(11));
+    assert!(world.run_until(SimTime::from_ns(100 * S)).is_none());
+    let victims: Vec<InstanceRow> = running(&world).into_iter().take(2).collect();
+    let [x, y] = [victims[0], victims[1]];
+    assert!(x.resources.billing().is_some() && y.resources.billing().is_some());
+    let now = world.sim.now();
+    let send = |world: &mut World, account, op| {
+        let q = DbQuery {
+            tag: 0,
+            reply_to: world.reconciler.unwrap(),
+            account,
+            read_replica: false,
+            op,
+        };
+        world.sim.schedule(now, world.db, Msg::DbQuery(q)).unwrap();
+    };
+    send(
+        &mut world,
+        PHANTOM_ACCOUNT,
+        DbOp::InsertInstances {
+            account: PHANTOM_ACCOUNT,
+            count: 3,
+            instance_type: firedrill::api::types::InstanceType(0),
+            state: InstanceState::Pending,
+        },
+    );
+    for (v, to) in [(x, InstanceState::Stopping), (y, InstanceState::Starting)] {
+        let op = DbOp::UpdateInstanceState {
+            id: v.id,
+            expect: Some(InstanceState::Running),
+            to,
+            resources: None,
+        };
+        send(&mut world, v.account, op);
+    }
+    if billing_fails {
+        dep_of(&mut world, DependencyKind::Billing)
+            .set_error_override(FaultCode::InvalidParameter, Some(1.0));
+    }
+    (world, topo, [x, y])
+}
+
+const PHANTOM_ACCOUNT: firedrill::api::types::AccountId = firedrill::api::types::AccountId(7);
+
+fn phantoms(world: &World) -> Vec<InstanceRow> {
+    let Part::Db(db) = world.sim.component(world.db) else {
+        unreachable!()
+    };
+    db.instance_rows()
+        .filter(|r| r.account == PHANTOM_ACCOUNT)
+        .collect()
+}
+
+#[test]
+fn stuck_rows_are_failed_or_stopped_and_phantoms_cleaned() {
+    let (mut world, topo, [x, y]) = stuck_world(false);
+    assert!(world.run_until(SimTime::from_ns(101 * S)).is_none());
+    let p = phantoms(&world);
+    assert_eq!(p.len(), 3);
+    assert!(p.iter().all(|r| r.state == InstanceState::Pending));
+    assert_eq!(
+        world.phantom_rows(),
+        5,
+        "3 phantoms + 2 rows no workflow holds"
+    );
+    // The 120 s audit judges rows written before 90 s: none of the crafted ones.
+    assert!(world.run_until(SimTime::from_ns(170 * S)).is_none());
+    assert_eq!(stats(&world).stuck_found(), 0, "not before the grace");
+    assert_eq!(world.phantom_rows(), 5);
+    // The 180 s audit judges rows written before 150 s: all five, repaired within seconds.
+    assert!(world.run_until(SimTime::from_ns(200 * S)).is_none());
+    let after = stats(&world);
+    assert_eq!((after.stuck_found(), after.stuck_repaired()), (5, 5));
+    assert_eq!(world.phantom_rows(), 0);
+    let h = &after.time_to_repair_by[Inconsistency::Stuck.name()];
+    assert_eq!(h.count(), 5);
+    // Stuck since the crafting at 100 s, repaired after the 180 s audit's scan.
+    assert!(h.min_ns().unwrap() >= 80 * S && h.max_ns().unwrap() < 90 * S);
+    // Phantoms failed as their creation would have failed: Deleted, nothing referenced.
+    for r in phantoms(&world) {
+        assert_eq!(r.state, InstanceState::Deleted);
+        assert_eq!(r.resources.iter().count(), 0);
+    }
+    // The half-done stop and boot finished as stops: billing stopped, disk detached, the
+    // host, disk and ENI kept.
+    for v in [x, y] {
+        let now = row(&world, &v);
+        assert_eq!(now.state, InstanceState::Stopped, "{v:?}");
+        assert_eq!(now.resources.billing(), None);
+        assert!(!now.resources.disk_attached);
+        assert_eq!(now.resources.host(), v.resources.host());
+        assert_eq!(now.resources.disk(), v.resources.disk());
+        assert_eq!(now.resources.eni(), v.resources.eni());
+    }
+    let report = world.run();
+    let end = stats(&world);
+    assert_eq!(end.stuck_found(), 5, "found once");
+    let r = world.result(report, topo.duration());
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    assert_eq!(r.phantom_rows, 0);
+    let billing = r.deps.iter().find(|(n, _)| n == "billing").unwrap();
+    assert!(
+        billing.1.records_deleted >= 2,
+        "x's and y's subscriptions stopped"
+    );
+}
+
+#[test]
+fn a_stuck_row_reconciliation_cannot_repair_breaks_the_reconciled_invariant() {
+    // Billing refuses every call from 100 s: the stops of x and y cannot finish.
+    let (mut world, topo, [x, y]) = stuck_world(true);
+    let report = world.run();
+    let r = world.result(report, topo.duration());
+    let v = r
+        .violations
+        .iter()
+        .find(|v| v.invariant.name() == "reconciled")
+        .unwrap_or_else(|| panic!("{:?}", r.violations));
+    let named = |r: &InstanceRow, state: &str| {
+        v.detail.starts_with(&format!(
+            "instance #{} of account {} is still {state}",
+            r.id.0, r.account.0
+        ))
+    };
+    assert!(named(&x, "Stopping") || named(&y, "Starting"), "{v}");
+    let rec = r.reconciliation.unwrap();
+    assert!(rec.repair_failed >= 2);
+    assert_eq!(rec.stuck_repaired(), 3, "the phantoms need no billing call");
+    assert_eq!(r.phantom_rows, 2);
+}
