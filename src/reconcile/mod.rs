@@ -34,9 +34,12 @@
 //! deadlines are shorter than the grace). Orphans are judged after the last page: a record
 //! older than start − grace that no row scanned referenced. Every finding is counted once (by
 //! kind, resource, instance and record) while it lasts; repairs are plans of dependency calls
-//! and database writes run in order by the component, their load real.
+//! and database writes run in order by the component, their load real. With the cache on, every
+//! repair write invalidates the row's cached copies as the workflow engine's writes do (an L2
+//! delete and a delayed L1 broadcast to every node).
 
 use crate::api::types::{AccountId, ErrorCode, InstanceId, InstanceState};
+use crate::cache::{CacheKey, L1Invalidation, L2Op, L2Request};
 use crate::db::{DbOp, DbQuery, DbReply, DbResult, InstanceResources, InstanceRow, UpdateOutcome};
 use crate::deps::{
     DepCall, DepOp, DepReply, Effect, RecordState, ResourceId, ResourceKind, ResourceRange,
@@ -44,6 +47,7 @@ use crate::deps::{
 };
 use crate::kernel::{ComponentId, Outbox, SimDuration, SimTime};
 use crate::metrics::LatencyHistogram;
+use crate::workflow::EngineCache;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// A validated reconciliation schedule.
@@ -233,6 +237,9 @@ pub struct ReconStats {
     pub repaired_by: BTreeMap<(&'static str, &'static str), u64>,
     /// Orphan records found, by resource kind (the `orphan` part of `found`).
     pub orphans_found: BTreeMap<&'static str, u64>,
+    /// Cache invalidations sent after repair writes (one L2 delete and one L1 broadcast each),
+    /// when the cache is on.
+    pub invalidations: u64,
     /// Repair plans started, and the calls and writes they sent.
     pub repairs_sent: u64,
     pub repair_actions: u64,
@@ -382,6 +389,20 @@ pub struct Reconciler {
     next_tag: u64,
     /// When the last completed scan started.
     last_scan: Option<SimTime>,
+    /// Where repaired rows' cached copies are invalidated, when the cache is on (the same
+    /// wiring as the workflow engine's: an L2 delete and a delayed L1 broadcast).
+    cache: Option<EngineCache>,
+}
+
+/// Messages the reconciler sends.
+pub trait ReconMsg:
+    From<DbQuery> + From<DepCall> + From<ReconTimer> + From<L2Request> + From<L1Invalidation>
+{
+}
+
+impl<M> ReconMsg for M where
+    M: From<DbQuery> + From<DepCall> + From<ReconTimer> + From<L2Request> + From<L1Invalidation>
+{
 }
 
 /// Whether reconciliation releases unreferenced records of `kind` (orphans).
@@ -420,7 +441,55 @@ impl Reconciler {
             started_this_audit: 0,
             next_tag: 1,
             last_scan: None,
+            cache: None,
         }
+    }
+
+    /// Invalidates the cached copy of every row a repair writes (see [`EngineCache`]).
+    pub fn with_cache(mut self, cache: EngineCache) -> Reconciler {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The invalidation wiring, when the cache is on (a node added mid-run joins its
+    /// broadcast).
+    pub fn cache_mut(&mut self) -> Option<&mut EngineCache> {
+        self.cache.as_mut()
+    }
+
+    /// After a repair's write of instance `id` applied at `version` (its arrival at the
+    /// database): one L2 delete and one L1 message per node, as the workflow engine sends.
+    fn invalidate<M: ReconMsg>(
+        &mut self,
+        account: AccountId,
+        id: InstanceId,
+        version: SimTime,
+        out: &mut Outbox<'_, M>,
+    ) {
+        let Some(c) = &mut self.cache else { return };
+        let key = CacheKey {
+            account,
+            instance: id,
+        };
+        let plan = c.broadcaster.plan(key, out.now(), None);
+        let req = L2Request {
+            tag: u64::MAX,
+            reply_to: out.me(),
+            op: L2Op::DeleteRun {
+                first: key,
+                count: 1,
+                version,
+            },
+        };
+        out.send(c.l2, c.hop, M::from(req));
+        let msg = L1Invalidation {
+            count: 1,
+            ..plan.message()
+        };
+        for &(node, delay) in &plan.deliveries {
+            out.send(node, delay, M::from(msg));
+        }
+        self.stats.invalidations += 1;
     }
 
     /// When the last completed scan started (its judgement covers what is older than that
@@ -525,11 +594,7 @@ impl Reconciler {
     }
 
     /// A database reply: a scan page, or a repair's write.
-    pub fn on_db_reply<M: From<DbQuery> + From<DepCall> + From<ReconTimer>>(
-        &mut self,
-        r: DbReply,
-        out: &mut Outbox<'_, M>,
-    ) {
+    pub fn on_db_reply<M: ReconMsg>(&mut self, r: DbReply, out: &mut Outbox<'_, M>) {
         let page = self.scan.as_ref().is_some_and(|s| s.tag == Some(r.tag));
         if page {
             let now = out.now();
@@ -564,6 +629,24 @@ impl Reconciler {
             return;
         }
         let ok = matches!(r.result, Ok(DbResult::Updated(UpdateOutcome::Done { .. })));
+        if ok {
+            let written =
+                self.in_flight
+                    .get(&r.tag)
+                    .and_then(|p| match p.actions[p.next] {
+                        Action::Db {
+                            account,
+                            op:
+                                DbOp::UpdateInstanceState { id, .. }
+                                | DbOp::SetInstanceResources { id, .. },
+                        } => Some((account, id)),
+                        _ => None,
+                    });
+            if let Some((account, id)) = written {
+                let version = out.now().saturating_sub(r.latency);
+                self.invalidate(account, id, version, out);
+            }
+        }
         self.step_done(r.tag, ok, out);
     }
 

@@ -291,6 +291,14 @@ impl World {
                     engine.add_cache_node(id);
                 }
             }
+            if let Some(rid) = self.reconciler
+                && let Part::Reconciler(r) = self.sim.component_mut(rid)
+                && let Some(c) = r.cache_mut()
+            {
+                for &id in &added {
+                    c.broadcaster.add_node(id);
+                }
+            }
         }
         before..before + n
     }

@@ -224,8 +224,8 @@ impl Component<Msg> for Part {
             (Part::Workflow(e), Msg::WfTimer(t)) => e.on_timer(t, out),
             (Part::Workflow(e), Msg::DbReply(r)) => e.on_db_reply(r, out),
             (Part::Workflow(e), Msg::DepReply(r)) => e.on_dep_reply(r, out),
-            // The answers to its cache invalidations: nothing to do.
-            (Part::Workflow(_), Msg::L2Reply(_)) => {}
+            // The answers to their cache invalidations: nothing to do.
+            (Part::Workflow(_) | Part::Reconciler(_), Msg::L2Reply(_)) => {}
             (Part::Reconciler(c), Msg::DepReply(r)) => c.on_dep_reply(r, out),
             (Part::Reconciler(c), Msg::DbReply(r)) => c.on_db_reply(r, out),
             (Part::Reconciler(c), Msg::Recon(t)) => c.on_timer(t, out),
@@ -750,10 +750,19 @@ impl Topology {
                 vpc: find(DependencyKind::Vpc),
                 billing: find(DependencyKind::Billing),
             };
-            sim.add(
-                "reconciler",
-                Part::Reconciler(Box::new(Reconciler::new(cfg, targets))),
-            )
+            let mut rec = Reconciler::new(cfg, targets);
+            if let Some(c) = &self.cache {
+                rec = rec.with_cache(crate::workflow::EngineCache {
+                    l2: l2_id,
+                    broadcaster: Broadcaster::new(
+                        (0..self.nodes).map(node_id).collect(),
+                        c.invalidation_delay.clone(),
+                        seed.fork("reconciler.invalidation"),
+                    ),
+                    hop: self.gateway_hop,
+                });
+            }
+            sim.add("reconciler", Part::Reconciler(Box::new(rec)))
         });
         let cleanup = self.cleanup.as_ref().map(|cfg| {
             let job = Cleanup::new(cfg.clone(), db_id);

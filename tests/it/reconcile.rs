@@ -5,14 +5,16 @@
 use crate::core::{heap, topology, traffic, unlimited};
 use firedrill::api::node::NodeConfigBuilder;
 use firedrill::api::types::{Api, InstanceState};
+use firedrill::cache::{CacheKey, Cached, CachedInstance, L1Config, L2Config};
 use firedrill::db::{DbConfig, DbOp, DbQuery, InstanceRow, QueryClass};
 use firedrill::deps::{DependencyKind, FaultCode, RecordState, ResourceKind};
 use firedrill::gc::GcProfile;
+use firedrill::kernel::Dist;
 use firedrill::kernel::{RootSeed, SimDuration, SimTime};
 use firedrill::reconcile::{Inconsistency, ReconConfig};
 use firedrill::traffic::ApiMix;
 use firedrill::workflow::EngineConfig;
-use firedrill::world::{Msg, Part, RunResult, Topology, WorkflowSetup, World};
+use firedrill::world::{CacheSetup, Msg, Part, RunResult, Topology, WorkflowSetup, World};
 
 const S: u64 = 1_000_000_000;
 
@@ -318,7 +320,7 @@ fn daily_audit_scans_in_big_pages_and_repairs() {
 /// traffic never uses, with no workflow behind them: an insert whose node crashed before it
 /// started the workflow), one running instance left `Stopping` and one left `Starting` (their
 /// workflows lost). Returns the world, run to 100 s plus the crafting, and the two victims.
-fn stuck_world(billing_fails: bool) -> (World, Topology, [InstanceRow; 2]) {
+fn stuck_world(billing_fails: bool, cache: bool) -> (World, Topology, [InstanceRow; 2]) {
     let recon = ReconConfig::new(
         SimDuration::from_secs(60),
         SimDuration::from_secs(30),
@@ -328,6 +330,21 @@ fn stuck_world(billing_fails: bool) -> (World, Topology, [InstanceRow; 2]) {
     .with_scan(20, 50)
     .unwrap();
     let topo = world_topology(1.0, 300, recon);
+    let topo = if cache {
+        topo.with_cache(CacheSetup {
+            l1: L1Config::builder()
+                .capacity(1_000)
+                .ttl(SimDuration::from_secs(5), SimDuration::from_secs(60))
+                .build()
+                .unwrap(),
+            l2: L2Config::builder().capacity(10_000).build().unwrap(),
+            l2_ttl: SimDuration::from_secs(600),
+            l2_negative_ttl: SimDuration::from_secs(2),
+            invalidation_delay: Dist::uniform(0.01, 0.1).unwrap(),
+        })
+    } else {
+        topo
+    };
     let mut world = topo.build(RootSeed::new(11));
     assert!(world.run_until(SimTime::from_ns(100 * S)).is_none());
     let victims: Vec<InstanceRow> = running(&world).into_iter().take(2).collect();
@@ -383,7 +400,7 @@ fn phantoms(world: &World) -> Vec<InstanceRow> {
 
 #[test]
 fn stuck_rows_are_failed_or_stopped_and_phantoms_cleaned() {
-    let (mut world, topo, [x, y]) = stuck_world(false);
+    let (mut world, topo, [x, y]) = stuck_world(false, false);
     assert!(world.run_until(SimTime::from_ns(101 * S)).is_none());
     let p = phantoms(&world);
     assert_eq!(p.len(), 3);
@@ -438,7 +455,7 @@ fn stuck_rows_are_failed_or_stopped_and_phantoms_cleaned() {
 #[test]
 fn a_stuck_row_reconciliation_cannot_repair_breaks_the_reconciled_invariant() {
     // Billing refuses every call from 100 s: the stops of x and y cannot finish.
-    let (mut world, topo, [x, y]) = stuck_world(true);
+    let (mut world, topo, [x, y]) = stuck_world(true, false);
     let report = world.run();
     let r = world.result(report, topo.duration());
     let v = r
@@ -457,4 +474,48 @@ fn a_stuck_row_reconciliation_cannot_repair_breaks_the_reconciled_invariant() {
     assert!(rec.repair_failed >= 2);
     assert_eq!(rec.stuck_repaired(), 3, "the phantoms need no billing call");
     assert_eq!(r.phantom_rows, 2);
+}
+
+#[test]
+fn repairs_invalidate_the_cached_copies() {
+    let (mut world, topo, [x, y]) = stuck_world(false, true);
+    assert!(world.run_until(SimTime::from_ns(101 * S)).is_none());
+    // The L2 holds x and y as the crafting left them (an operator's warm-up, say).
+    let now = world.sim.now();
+    let key = |r: &InstanceRow| CacheKey {
+        account: r.account,
+        instance: r.id,
+    };
+    for v in [x, y] {
+        let r = row(&world, &v);
+        assert!(r.state.is_transitional());
+        let value = Cached::Value(CachedInstance {
+            state: r.state,
+            instance_type: r.instance_type,
+            updated_at: r.updated_at,
+        });
+        world.l2_mut().warm(
+            now,
+            key(&r),
+            value,
+            SimDuration::from_secs(600),
+            r.updated_at,
+        );
+        assert!(world.l2_mut().peek(now, key(&r)).is_some());
+    }
+    let deletes_before = world.l2_mut().stats().deletes;
+    assert!(world.run_until(SimTime::from_ns(200 * S)).is_none());
+    let after = stats(&world);
+    assert_eq!(after.stuck_repaired(), 5);
+    // One invalidation per repair write (five rows, one write each), and no stale copy left.
+    assert_eq!(after.invalidations, 5);
+    let now = world.sim.now();
+    for v in [x, y] {
+        assert_eq!(row(&world, &v).state, InstanceState::Stopped);
+        assert_eq!(world.l2_mut().peek(now, key(&v)), None, "{v:?}");
+    }
+    assert!(world.l2_mut().stats().deletes >= deletes_before + 5);
+    let report = world.run();
+    let r = world.result(report, topo.duration());
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
 }
