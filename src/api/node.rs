@@ -1566,7 +1566,8 @@ impl ApiNode {
             .with_token(token)
             .with_count(count)
             .with_min_count(min)
-            .with_instance_type(w.req.params.instance_type);
+            .with_instance_type(w.req.params.instance_type)
+            .with_account(w.req.account);
         out.count(self.metrics.dep_attempts, 1);
         out.send(target, self.cfg.dep_hop, Msg::DepCall(call));
         let timer = out.schedule(

@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod core;
 mod determinism;
+mod faults_account;
 mod faults_data;
 mod faults_deps;
 mod faults_nodes;
