@@ -993,6 +993,7 @@ impl ApiNode {
                     DbOp::IdemCheck {
                         key,
                         fingerprint: fingerprint(w.req.api, p),
+                        skew_ns: self.skew_ns,
                     },
                     false,
                 ),
@@ -1009,6 +1010,7 @@ impl ApiNode {
                     DbOp::IdemRecord {
                         key,
                         fingerprint: fingerprint(w.req.api, p),
+                        skew_ns: self.skew_ns,
                     },
                     false,
                 ),
@@ -1081,6 +1083,7 @@ impl ApiNode {
                         outcome: IdemOutcome::Ok {
                             instances: w.created,
                         },
+                        skew_ns: self.skew_ns,
                     },
                     false,
                 ),
@@ -1747,10 +1750,12 @@ impl ApiNode {
                     outcome: IdemOutcome::Ok {
                         instances: Some(range),
                     },
+                    skew_ns: self.skew_ns,
                 }),
                 (Status::Err(code), None) if memoise_failure(code) => Some(DbOp::IdemComplete {
                     key,
                     outcome: IdemOutcome::Failed(code),
+                    skew_ns: self.skew_ns,
                 }),
                 (Status::Err(_), None) => Some(DbOp::IdemAbandon { key }),
             };
@@ -1956,9 +1961,33 @@ fn local_time(now: SimTime, skew_ns: i64) -> SimTime {
 /// The L2 form of a ClientToken record operation, if `op` is one.
 fn l2_idem_op(op: DbOp) -> Option<L2IdemOp> {
     match op {
-        DbOp::IdemCheck { key, fingerprint } => Some(L2IdemOp::Check { key, fingerprint }),
-        DbOp::IdemRecord { key, fingerprint } => Some(L2IdemOp::Record { key, fingerprint }),
-        DbOp::IdemComplete { key, outcome } => Some(L2IdemOp::Complete { key, outcome }),
+        DbOp::IdemCheck {
+            key,
+            fingerprint,
+            skew_ns,
+        } => Some(L2IdemOp::Check {
+            key,
+            fingerprint,
+            skew_ns,
+        }),
+        DbOp::IdemRecord {
+            key,
+            fingerprint,
+            skew_ns,
+        } => Some(L2IdemOp::Record {
+            key,
+            fingerprint,
+            skew_ns,
+        }),
+        DbOp::IdemComplete {
+            key,
+            outcome,
+            skew_ns,
+        } => Some(L2IdemOp::Complete {
+            key,
+            outcome,
+            skew_ns,
+        }),
         DbOp::IdemAbandon { key } => Some(L2IdemOp::Abandon { key }),
         _ => None,
     }

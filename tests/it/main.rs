@@ -16,4 +16,5 @@ mod queueing;
 mod reconcile;
 mod scenarios;
 mod series;
+mod token_skew;
 mod traffic;
