@@ -42,7 +42,14 @@
 //!   value is filled, as an `Expires` header would be). A node ahead finds entries expired
 //!   early (fewer hits) and deadlines passed early; a node behind serves entries past their
 //!   TTL and works on requests whose deadline passed. Event order does not change.
-//!   [`NodeFaultStats`] counts the lookups whose answer the skew changed.
+//!   [`NodeFaultStats`] counts the lookups whose answer the skew changed. ClientToken records
+//!   take the node's time too: each `DbOp::Idem*` (or `L2Op::Idem`) step carries the node's
+//!   skew, so a record it writes expires `ttl` after its clock and its check judges a record
+//!   expired by its clock (see [`crate::idempotency::IdempotencyStore::check_by`]). A node
+//!   ahead takes live records for expired (a retry within the TTL creates a second instance
+//!   set, which `token_one_instance_set`, judged on true time, reports; the store counts
+//!   `expired_early`); a node behind writes records that expire early in true time and still
+//!   replays records past their TTL.
 
 use super::types::{Api, ErrorCode, InstanceIdRange, InstanceState, Request, Response, Status};
 use crate::cache::{
