@@ -12,7 +12,7 @@
 
 use super::lb::{Balancer, LbPolicy};
 use super::throttle::{Throttle, Verdict};
-use super::types::{Api, ErrorCode, Request, Response, Status};
+use super::types::{AccountId, Api, ErrorCode, Request, Response, Status};
 use crate::kernel::{ComponentId, Handle, Outbox, SimDuration, SimRng, SimTime, Slab};
 use crate::metrics::series::ResponseWindow;
 use crate::metrics::{CounterId, HistogramId, Registry};
@@ -71,6 +71,32 @@ struct InFlight {
     node: u16,
 }
 
+/// What one account's requests got at the gateway (every answer: served, rejected, expired),
+/// to tell one tenant's experience from another's (e.g. under an account-scoped fault).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AccountOutcomes {
+    pub answered: u64,
+    pub ok: u64,
+    /// 4XX answers (throttling included).
+    pub status_4xx: u64,
+    pub status_5xx: u64,
+    /// Of `status_4xx`: `Throttling`.
+    pub throttled: u64,
+    /// Sum of the answers' latencies from their intended starts, ns (saturating).
+    pub latency_ns_sum: u64,
+}
+
+impl AccountOutcomes {
+    /// The mean latency from the intended start, ns (0 without answers).
+    pub fn mean_latency_ns(&self) -> f64 {
+        if self.answered == 0 {
+            0.0
+        } else {
+            self.latency_ns_sum as f64 / self.answered as f64
+        }
+    }
+}
+
 /// The gateway component.
 pub struct Gateway {
     throttle: Throttle,
@@ -104,6 +130,8 @@ pub struct Gateway {
     /// one-response invariant.
     received: u64,
     answered: u64,
+    /// Per account, by its number (grown on first answer).
+    by_account: Vec<AccountOutcomes>,
 }
 
 /// Default delay from a node's crash to the gateway marking it down *(assumed)*.
@@ -129,6 +157,7 @@ impl Gateway {
             in_flight: Slab::new(),
             received: 0,
             answered: 0,
+            by_account: Vec::new(),
             deadlines: VecDeque::new(),
             sweep_at: None,
             max_in_flight,
@@ -244,10 +273,35 @@ impl Gateway {
         (self.received, self.answered)
     }
 
+    /// What `account`'s requests got so far.
+    pub fn account_outcomes(&self, account: AccountId) -> AccountOutcomes {
+        self.by_account
+            .get(account.0 as usize)
+            .copied()
+            .unwrap_or_default()
+    }
+
     fn finish(&mut self, resp: &Response, out: &mut Outbox<'_, Msg>) {
         self.answered += 1;
         let i = resp.api.index();
         let latency_ns = out.now().saturating_since(resp.intended).as_ns();
+        let a = resp.account.0 as usize;
+        if a >= self.by_account.len() {
+            self.by_account.resize(a + 1, AccountOutcomes::default());
+        }
+        let acc = &mut self.by_account[a];
+        acc.answered += 1;
+        acc.latency_ns_sum = acc.latency_ns_sum.saturating_add(latency_ns);
+        match resp.status {
+            Status::Ok => acc.ok += 1,
+            Status::Err(code) => match code.http_status() {
+                500.. => acc.status_5xx += 1,
+                _ => {
+                    acc.status_4xx += 1;
+                    acc.throttled += u64::from(code == ErrorCode::Throttling);
+                }
+            },
+        }
         out.record(self.metrics.latency[i], latency_ns);
         if let Some(w) = &mut self.window {
             w.record(latency_ns, resp.status.is_5xx());

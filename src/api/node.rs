@@ -42,7 +42,14 @@
 //!   value is filled, as an `Expires` header would be). A node ahead finds entries expired
 //!   early (fewer hits) and deadlines passed early; a node behind serves entries past their
 //!   TTL and works on requests whose deadline passed. Event order does not change.
-//!   [`NodeFaultStats`] counts the lookups whose answer the skew changed.
+//!   [`NodeFaultStats`] counts the lookups whose answer the skew changed. ClientToken records
+//!   take the node's time too: each `DbOp::Idem*` (or `L2Op::Idem`) step carries the node's
+//!   skew, so a record it writes expires `ttl` after its clock and its check judges a record
+//!   expired by its clock (see [`crate::idempotency::IdempotencyStore::check_by`]). A node
+//!   ahead takes live records for expired (a retry within the TTL creates a second instance
+//!   set, which `token_one_instance_set`, judged on true time, reports; the store counts
+//!   `expired_early`); a node behind writes records that expire early in true time and still
+//!   replays records past their TTL.
 
 use super::types::{Api, ErrorCode, InstanceIdRange, InstanceState, Request, Response, Status};
 use crate::cache::{
@@ -994,6 +1001,7 @@ impl ApiNode {
                     DbOp::IdemCheck {
                         key,
                         fingerprint: fingerprint(w.req.api, p),
+                        skew_ns: self.skew_ns,
                     },
                     false,
                 ),
@@ -1010,6 +1018,7 @@ impl ApiNode {
                     DbOp::IdemRecord {
                         key,
                         fingerprint: fingerprint(w.req.api, p),
+                        skew_ns: self.skew_ns,
                     },
                     false,
                 ),
@@ -1082,6 +1091,7 @@ impl ApiNode {
                         outcome: IdemOutcome::Ok {
                             instances: w.created,
                         },
+                        skew_ns: self.skew_ns,
                     },
                     false,
                 ),
@@ -1567,7 +1577,8 @@ impl ApiNode {
             .with_token(token)
             .with_count(count)
             .with_min_count(min)
-            .with_instance_type(w.req.params.instance_type);
+            .with_instance_type(w.req.params.instance_type)
+            .with_account(w.req.account);
         out.count(self.metrics.dep_attempts, 1);
         out.send(target, self.cfg.dep_hop, Msg::DepCall(call));
         let timer = out.schedule(
@@ -1747,10 +1758,12 @@ impl ApiNode {
                     outcome: IdemOutcome::Ok {
                         instances: Some(range),
                     },
+                    skew_ns: self.skew_ns,
                 }),
                 (Status::Err(code), None) if memoise_failure(code) => Some(DbOp::IdemComplete {
                     key,
                     outcome: IdemOutcome::Failed(code),
+                    skew_ns: self.skew_ns,
                 }),
                 (Status::Err(_), None) => Some(DbOp::IdemAbandon { key }),
             };
@@ -1956,9 +1969,33 @@ fn local_time(now: SimTime, skew_ns: i64) -> SimTime {
 /// The L2 form of a ClientToken record operation, if `op` is one.
 fn l2_idem_op(op: DbOp) -> Option<L2IdemOp> {
     match op {
-        DbOp::IdemCheck { key, fingerprint } => Some(L2IdemOp::Check { key, fingerprint }),
-        DbOp::IdemRecord { key, fingerprint } => Some(L2IdemOp::Record { key, fingerprint }),
-        DbOp::IdemComplete { key, outcome } => Some(L2IdemOp::Complete { key, outcome }),
+        DbOp::IdemCheck {
+            key,
+            fingerprint,
+            skew_ns,
+        } => Some(L2IdemOp::Check {
+            key,
+            fingerprint,
+            skew_ns,
+        }),
+        DbOp::IdemRecord {
+            key,
+            fingerprint,
+            skew_ns,
+        } => Some(L2IdemOp::Record {
+            key,
+            fingerprint,
+            skew_ns,
+        }),
+        DbOp::IdemComplete {
+            key,
+            outcome,
+            skew_ns,
+        } => Some(L2IdemOp::Complete {
+            key,
+            outcome,
+            skew_ns,
+        }),
         DbOp::IdemAbandon { key } => Some(L2IdemOp::Abandon { key }),
         _ => None,
     }

@@ -119,6 +119,10 @@ pub struct Throttle {
     runbook_factor: f64,
     /// Calls throttled while the quota factor was below 1.
     throttled_under_fault: u64,
+    /// Accounts with a quota fault of their own: (account, its quota factor, its limits: the
+    /// configured ones × its factor × the runbook's), sorted by account. The unscoped
+    /// `quota_factor` is already part of each account's factor.
+    by_account: Vec<(AccountId, f64, [Limit; Api::COUNT])>,
     creation_cap: Limit,
     cells: Vec<[Cell; Api::COUNT]>,
     creation: Vec<Cell>,
@@ -155,6 +159,7 @@ impl Throttle {
             quota_factor: 1.0,
             runbook_factor: 1.0,
             throttled_under_fault: 0,
+            by_account: Vec::new(),
             creation_cap,
             cells: Vec::new(),
             creation: Vec::new(),
@@ -239,9 +244,13 @@ impl Throttle {
     /// if admitted. A call throttled by its API limit does not consume creation quota.
     pub fn check(&mut self, now: SimTime, account: AccountId, api: Api, instances: u32) -> Verdict {
         let i = self.ensure(account);
-        if !self.cells[i][api.index()].admit(self.limits[api.index()], now, 1) {
+        let (limit, factor) = match self.account_entry(account) {
+            Some(k) => (self.by_account[k].2[api.index()], self.by_account[k].1),
+            None => (self.limits[api.index()], self.quota_factor),
+        };
+        if !self.cells[i][api.index()].admit(limit, now, 1) {
             self.throttled[api.index()] += 1;
-            if self.quota_factor < 1.0 {
+            if factor < 1.0 {
                 self.throttled_under_fault += 1;
             }
             return Verdict::Throttled;
@@ -259,7 +268,8 @@ impl Throttle {
     pub fn creation_capped(&self) -> u64 {
         self.creation_capped
     }
-    /// Replaces one API's limit (a runbook action or a fault: "a quota set too low").
+    /// Replaces one API's limit (a runbook action or a fault: "a quota set too low"); accounts
+    /// with their own quota factor get it scaled by theirs.
     pub fn set_limit(&mut self, api: Api, limit: Limit) -> Result<(), LimitError> {
         self.base[api.index()] = limit.validate()?;
         self.limits[api.index()] = scaled(self.base[api.index()], self.factor());
@@ -308,6 +318,48 @@ impl Throttle {
     fn rescale(&mut self) {
         let f = self.factor();
         self.limits = self.base.map(|l| scaled(l, f));
+        let (base, runbook) = (self.base, self.runbook_factor);
+        for (_, factor, limits) in &mut self.by_account {
+            *limits = base.map(|l| scaled(l, *factor * runbook));
+        }
+    }
+
+    /// Where `account`'s own quota factor is kept, if it has one.
+    #[inline]
+    fn account_entry(&self, account: AccountId) -> Option<usize> {
+        if self.by_account.is_empty() {
+            return None;
+        }
+        self.by_account
+            .binary_search_by_key(&account, |(a, _, _)| *a)
+            .ok()
+    }
+
+    /// Scales the limits of each listed account by its own factor in (0, 1] instead of
+    /// [`Throttle::set_quota_factor`]'s (a quota fault scoped to an account; the caller folds
+    /// any unscoped fault's factor into each), composed with the runbook's factor as for
+    /// every account. Other accounts keep the common limits. An empty list clears them.
+    /// Factors are clamped as in `set_quota_factor`; an account listed twice keeps its last.
+    pub fn set_account_quota_factors(&mut self, factors: &[(AccountId, f64)]) {
+        self.by_account.clear();
+        for &(account, factor) in factors {
+            let f = if factor.is_finite() {
+                factor.clamp(0.0, 1.0)
+            } else {
+                1.0
+            };
+            self.by_account.retain(|(a, _, _)| *a != account);
+            self.by_account.push((account, f, self.base));
+        }
+        self.by_account.sort_by_key(|(a, _, _)| *a);
+        self.rescale();
+    }
+
+    /// The quota factor of `account` now (its own if a scoped quota fault gave it one, else
+    /// the common [`Throttle::quota_factor`]).
+    pub fn account_quota_factor(&self, account: AccountId) -> f64 {
+        self.account_entry(account)
+            .map_or(self.quota_factor, |k| self.by_account[k].1)
     }
 
     /// The quota factor now (1 without a quota fault).
@@ -323,6 +375,14 @@ impl Throttle {
     /// One API's limit now.
     pub fn limit(&self, api: Api) -> Limit {
         self.limits[api.index()]
+    }
+
+    /// One API's limit for `account` now (its own under a scoped quota fault).
+    pub fn account_limit(&self, account: AccountId, api: Api) -> Limit {
+        self.account_entry(account)
+            .map_or(self.limits[api.index()], |k| {
+                self.by_account[k].2[api.index()]
+            })
     }
 }
 
@@ -421,6 +481,53 @@ mod tests {
         );
         assert_eq!(t.check(ms(2), a, Api::StartInstance, 0), Verdict::Admit);
         assert_eq!(t.throttled_under_fault(), 80, "no fault: not counted");
+    }
+
+    /// A quota fault scoped to account 1 (×0.1) and an unscoped one (×0.5) folded into it:
+    /// account 1 gets 200 × 0.05 = 10 calls a minute, account 0 gets 100; a runbook raise
+    /// scales both; clearing the scoped factors gives account 1 the common limit again.
+    #[test]
+    fn an_account_quota_factor_scales_that_accounts_limits_only() {
+        let mut limits = [Limit::Unlimited; Api::COUNT];
+        limits[Api::StartInstance.index()] = Limit::FixedWindow {
+            max: 200,
+            window: SimDuration::MINUTE,
+        };
+        let mut t = Throttle::new(limits, Limit::Unlimited, 4).unwrap();
+        let fixed = |max| Limit::FixedWindow {
+            max,
+            window: SimDuration::MINUTE,
+        };
+        t.set_quota_factor(0.5);
+        t.set_account_quota_factors(&[(AccountId(1), 0.5 * 0.1)]);
+        assert_eq!(t.account_limit(AccountId(1), Api::StartInstance), fixed(10));
+        assert_eq!(
+            t.account_limit(AccountId(0), Api::StartInstance),
+            fixed(100)
+        );
+        assert_eq!(t.account_quota_factor(AccountId(1)), 0.05);
+        assert_eq!(t.account_quota_factor(AccountId(2)), 0.5);
+        let admitted = |t: &mut Throttle, a: u32, base_ms: u64| {
+            (0..300)
+                .filter(|k| {
+                    t.check(ms(base_ms + k), AccountId(a), Api::StartInstance, 0) == Verdict::Admit
+                })
+                .count()
+        };
+        assert_eq!(admitted(&mut t, 1, 0), 10);
+        assert_eq!(admitted(&mut t, 0, 0), 100);
+        assert_eq!(t.throttled(Api::StartInstance), 290 + 200);
+        assert_eq!(t.throttled_under_fault(), 490);
+        t.raise_quota(4.0);
+        assert_eq!(t.account_limit(AccountId(1), Api::StartInstance), fixed(40));
+        assert_eq!(t.limit(Api::StartInstance), fixed(400));
+        t.set_quota_factor(1.0);
+        t.set_account_quota_factors(&[]);
+        assert_eq!(
+            t.account_limit(AccountId(1), Api::StartInstance),
+            fixed(800)
+        );
+        assert_eq!(t.account_quota_factor(AccountId(1)), 1.0);
     }
 
     #[test]

@@ -41,7 +41,7 @@ use super::{
     CacheConfigError, CacheKey, CacheStats, Cached, CachedInstance, IndexKey, LruMap, RunKey,
 };
 use crate::idempotency::{
-    Check as IdemCheck, IdemConfig, IdemKey, IdempotencyStore, Outcome as IdemOutcome,
+    Check as IdemCheck, IdemConfig, IdemKey, IdempotencyStore, Outcome as IdemOutcome, caller_clock,
 };
 use crate::kernel::{ComponentId, Dist, Outbox, SimDuration, SimRng, SimTime, TimerId};
 use crate::metrics::LatencyHistogram;
@@ -97,10 +97,25 @@ pub enum L2Op<K = CacheKey, V = CachedInstance> {
 /// database's `DbOp::Idem*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IdemOp {
-    Check { key: IdemKey, fingerprint: u64 },
-    Record { key: IdemKey, fingerprint: u64 },
-    Complete { key: IdemKey, outcome: IdemOutcome },
-    Abandon { key: IdemKey },
+    /// `skew_ns`: the calling node's clock skew (see `DbOp::IdemCheck`).
+    Check {
+        key: IdemKey,
+        fingerprint: u64,
+        skew_ns: i64,
+    },
+    Record {
+        key: IdemKey,
+        fingerprint: u64,
+        skew_ns: i64,
+    },
+    Complete {
+        key: IdemKey,
+        outcome: IdemOutcome,
+        skew_ns: i64,
+    },
+    Abandon {
+        key: IdemKey,
+    },
 }
 
 impl<K, V> L2Op<K, V> {
@@ -665,16 +680,34 @@ impl<K: Ord + IndexKey + RunKey, V: Copy> L2Cache<K, V> {
                     return L2Result::IdemWritten;
                 };
                 match op {
-                    IdemOp::Check { key, fingerprint } => {
+                    IdemOp::Check {
+                        key,
+                        fingerprint,
+                        skew_ns,
+                    } => {
                         // Atomic mode: the check also reserves (SETNX); otherwise it only reads.
-                        L2Result::IdemChecked(idem.check(now, key, fingerprint))
+                        let local = caller_clock(now, skew_ns);
+                        L2Result::IdemChecked(idem.check_by(now, local, key, fingerprint))
                     }
-                    IdemOp::Record { key, fingerprint } => {
-                        idem.record_in_progress(now, key, fingerprint);
+                    IdemOp::Record {
+                        key,
+                        fingerprint,
+                        skew_ns,
+                    } => {
+                        idem.record_in_progress_by(
+                            now,
+                            caller_clock(now, skew_ns),
+                            key,
+                            fingerprint,
+                        );
                         L2Result::IdemWritten
                     }
-                    IdemOp::Complete { key, outcome } => {
-                        idem.complete(now, key, outcome);
+                    IdemOp::Complete {
+                        key,
+                        outcome,
+                        skew_ns,
+                    } => {
+                        idem.complete_by(now, caller_clock(now, skew_ns), key, outcome);
                         L2Result::IdemWritten
                     }
                     IdemOp::Abandon { key } => {

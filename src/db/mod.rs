@@ -73,7 +73,7 @@ use crate::api::types::{AccountId, InstanceId, InstanceIdRange, InstanceState, I
 use crate::deps::{ResourceId, ResourceKind};
 use crate::idempotency::{
     Check as IdemCheckResult, IdemConfig, IdemKey, IdempotencyStore, Mode as IdemMode,
-    Outcome as IdemOutcome,
+    Outcome as IdemOutcome, caller_clock,
 };
 use crate::kernel::{ComponentId, Outbox, SimDuration, SimRng, SimTime, TimerId};
 use crate::metrics::LatencyHistogram;
@@ -274,11 +274,25 @@ pub enum DbOp {
     AppendTransition,
     /// ClientToken check (PointRead): in `Atomic` mode it also reserves the key in the same step —
     /// the record written with the mutation's transaction; in `NonAtomic` mode it only reads.
-    IdemCheck { key: IdemKey, fingerprint: u64 },
+    /// `skew_ns` is the calling node's clock skew: the node's clock judges the record's expiry
+    /// and dates what it writes (see the `idempotency` module's "Whose clock").
+    IdemCheck {
+        key: IdemKey,
+        fingerprint: u64,
+        skew_ns: i64,
+    },
     /// `NonAtomic` mode's separate, late write of the in-progress record (Insert).
-    IdemRecord { key: IdemKey, fingerprint: u64 },
+    IdemRecord {
+        key: IdemKey,
+        fingerprint: u64,
+        skew_ns: i64,
+    },
     /// The mutation's result, memoised under the token (Update).
-    IdemComplete { key: IdemKey, outcome: IdemOutcome },
+    IdemComplete {
+        key: IdemKey,
+        outcome: IdemOutcome,
+        skew_ns: i64,
+    },
     /// The request died before its mutation: drop the reservation so a retry proceeds (Update).
     IdemAbandon { key: IdemKey },
     /// Removes up to `max_rows` of the oldest rows older than `older_than` (ArchiveBatch): for
@@ -1585,9 +1599,13 @@ fn execute(
                 },
             )
         }
-        DbOp::IdemCheck { key, fingerprint } => {
+        DbOp::IdemCheck {
+            key,
+            fingerprint,
+            skew_ns,
+        } => {
             let before = data.rows(Table::Idempotency);
-            let check = idem.check(now, key, fingerprint);
+            let check = idem.check_by(now, caller_clock(now, skew_ns), key, fingerprint);
             if matches!(check, IdemCheckResult::Proceed(_))
                 && idem.config().mode() == IdemMode::Atomic
             {
@@ -1595,14 +1613,22 @@ fn execute(
             }
             (cfg.index_factor(before), DbResult::Idem(check))
         }
-        DbOp::IdemRecord { key, fingerprint } => {
+        DbOp::IdemRecord {
+            key,
+            fingerprint,
+            skew_ns,
+        } => {
             let before = data.rows(Table::Idempotency);
-            idem.record_in_progress(now, key, fingerprint);
+            idem.record_in_progress_by(now, caller_clock(now, skew_ns), key, fingerprint);
             data.append(Table::Idempotency, 1, now);
             (cfg.index_factor(before), DbResult::Appended)
         }
-        DbOp::IdemComplete { key, outcome } => {
-            idem.complete(now, key, outcome);
+        DbOp::IdemComplete {
+            key,
+            outcome,
+            skew_ns,
+        } => {
+            idem.complete_by(now, caller_clock(now, skew_ns), key, outcome);
             (
                 cfg.index_factor(data.rows(Table::Idempotency)),
                 DbResult::Appended,

@@ -35,7 +35,7 @@
 
 use super::spec::{DependencySpec, StockSpec};
 use super::vocab::{DepOp, Effect, FaultCode, ResourceId, ResourceKind, ResourceRange};
-use crate::api::types::{ErrorCode, InstanceType};
+use crate::api::types::{AccountId, ErrorCode, InstanceType};
 use crate::kernel::{ComponentId, Dist, FixMap, Outbox, SimDuration, SimRng, SimTime};
 use crate::metrics::LatencyHistogram;
 use std::collections::{BTreeMap, VecDeque};
@@ -62,6 +62,9 @@ pub struct DepCall {
     /// The logical operation this call is an attempt of (a trace id: the same on every retry
     /// or redelivery; 0 = none). Kept on the records it creates, for the invariant checkers.
     pub origin: u64,
+    /// The account whose request or workflow this call serves (`None`: no account's, e.g.
+    /// reconciliation's repairs). Account-scoped faults act on their account's calls only.
+    pub account: Option<AccountId>,
 }
 
 impl DepCall {
@@ -77,7 +80,13 @@ impl DepCall {
             target: None,
             min_count: 0,
             origin: 0,
+            account: None,
         }
+    }
+    /// The call serves `account`'s work (see [`DepCall::account`]).
+    pub fn with_account(mut self, account: AccountId) -> DepCall {
+        self.account = Some(account);
+        self
     }
     /// The logical operation this call is an attempt of (see [`DepCall::origin`]).
     pub fn with_origin(mut self, origin: u64) -> DepCall {
@@ -201,6 +210,22 @@ pub struct DependencyStats {
     /// Per endpoint, in the spec's order: what its calls did (to tell one endpoint's faults
     /// from another's).
     pub endpoints: Vec<EndpointStats>,
+    /// Per account named by an account-scoped fault (only those): what that account's calls
+    /// did while a scoped setting for it was in force.
+    pub scoped_accounts: BTreeMap<AccountId, ScopedAccountStats>,
+}
+
+/// What the calls of one account named by an account-scoped fault did (calls that took a
+/// slot while a scoped setting for the account was in force).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScopedAccountStats {
+    /// Calls that took a slot.
+    pub started: u64,
+    /// Of `started`: failed or blackholed by a fault (a plan's errors, blackhole or outage, or
+    /// the blackhole hook).
+    pub fault_failed: u64,
+    /// Of `started`: calls whose latency a fault plan's latency fault changed.
+    pub fault_delayed: u64,
 }
 
 /// What one endpoint's calls did (calls that took a slot).
@@ -236,6 +261,10 @@ pub struct Faults {
     /// The fault plan's combined settings, one per endpoint in the spec's order; empty when no
     /// planned fault is active.
     pub plan: Vec<EndpointFaults>,
+    /// Per account named by an active account-scoped fault: the settings its calls get
+    /// instead of `plan` (the account's faults combined with the unscoped ones), one per
+    /// endpoint; sorted by account. Calls of other accounts (or of none) get `plan`.
+    pub by_account: Vec<(AccountId, Vec<EndpointFaults>)>,
 }
 
 impl Default for Faults {
@@ -246,6 +275,7 @@ impl Default for Faults {
             overrides: [None; FaultCode::COUNT],
             blackhole: false,
             plan: Vec::new(),
+            by_account: Vec::new(),
         }
     }
 }
@@ -630,6 +660,49 @@ impl Dependency {
         self.faults.plan = plan;
     }
 
+    /// Fault plan hook: per account named by an active account-scoped fault, the settings its
+    /// calls get instead of those of [`Dependency::set_plan_faults`] (so they combine the
+    /// account's faults with the unscoped ones), one per endpoint in the spec's order, for
+    /// calls started from now on. An empty list clears them. Panics if an account appears
+    /// twice, or a list's length is not the number of endpoints, or a multiplier is negative
+    /// or not finite.
+    pub fn set_account_plan_faults(
+        &mut self,
+        mut by_account: Vec<(AccountId, Vec<EndpointFaults>)>,
+    ) {
+        by_account.sort_by_key(|(a, _)| *a);
+        assert!(
+            by_account.windows(2).all(|w| w[0].0 != w[1].0),
+            "one setting per account"
+        );
+        for (_, plan) in &by_account {
+            assert_eq!(
+                plan.len(),
+                self.latency.len(),
+                "one fault setting per endpoint"
+            );
+            assert!(
+                plan.iter()
+                    .all(|p| p.latency_mult.is_finite() && p.latency_mult >= 0.0),
+                "latency multipliers must be finite and >= 0"
+            );
+        }
+        self.faults.by_account = by_account;
+    }
+
+    /// The position in `faults.by_account` of the settings for a call of `account`, if the
+    /// account has its own.
+    fn scope_of(&self, account: Option<AccountId>) -> Option<usize> {
+        if self.faults.by_account.is_empty() {
+            return None;
+        }
+        let a = account?;
+        self.faults
+            .by_account
+            .binary_search_by_key(&a, |(x, _)| *x)
+            .ok()
+    }
+
     /// Index of the endpoint serving `op` (in the spec's order), if any.
     pub fn endpoint_index(&self, op: DepOp) -> Option<usize> {
         self.endpoint_of[op.index()].map(usize::from)
@@ -777,7 +850,8 @@ impl Dependency {
         // Always the same draws per call, whatever the outcome.
         let u = self.rng.unit();
         let base = self.latency[ep].sample_duration(&mut self.rng);
-        let (plan, cause) = self.plan(ep, u, &call);
+        let scope = self.scope_of(call.account);
+        let (plan, cause) = self.plan(ep, u, &call, scope);
         self.stats.endpoints[ep].started += 1;
         match plan {
             Plan::Serve => {}
@@ -795,8 +869,14 @@ impl Dependency {
             Cause::Fault => self.stats.fault_errors += 1,
         }
         let mut latency = self.scale(base, call.count, ep);
-        if let Some(pf) = self.faults.plan.get(ep) {
+        let planned = match scope {
+            Some(i) => self.faults.by_account[i].1.get(ep),
+            None => self.faults.plan.get(ep),
+        };
+        let mut delayed = false;
+        if let Some(pf) = planned {
             if pf.latency_mult != 1.0 || !pf.latency_add.is_empty() {
+                delayed = true;
                 self.stats.fault_delayed += 1;
                 latency = scaled(latency, pf.latency_mult);
                 for (dist, scale) in &pf.latency_add {
@@ -804,6 +884,12 @@ impl Dependency {
                     latency = latency.saturating_add(SimDuration::from_secs_f64(add));
                 }
             }
+        }
+        if let (Some(_), Some(account)) = (scope, call.account) {
+            let a = self.stats.scoped_accounts.entry(account).or_default();
+            a.started += 1;
+            a.fault_failed += u64::from(cause != Cause::Mock);
+            a.fault_delayed += u64::from(delayed);
         }
         self.busy += 1;
         self.stats.started += 1;
@@ -823,8 +909,11 @@ impl Dependency {
         out.schedule(latency, M::from(DepTimer { slot }));
     }
 
-    fn plan(&self, ep: usize, u: f64, call: &DepCall) -> (Plan, Cause) {
-        let planned = self.faults.plan.get(ep);
+    fn plan(&self, ep: usize, u: f64, call: &DepCall, scope: Option<usize>) -> (Plan, Cause) {
+        let planned = match scope {
+            Some(i) => self.faults.by_account[i].1.get(ep),
+            None => self.faults.plan.get(ep),
+        };
         if self.faults.blackhole || planned.is_some_and(|p| p.blackhole) {
             return (Plan::Blackhole { executes: false }, Cause::Blackhole);
         }
@@ -1641,6 +1730,80 @@ body = "{}"
         let at: Vec<SimTime> = w.caller().replies.iter().map(|(t, _)| *t).collect();
         assert_eq!(at, [at_ms(37), at_ms(110)]);
         assert_eq!(w.dep().stats().fault_delayed, 1);
+    }
+
+    /// Account 7 has its own settings (×3 latency, then also a blackhole, on create_disk);
+    /// account 8's calls and calls of no account get the unscoped plan (+5 ms on create_disk).
+    #[test]
+    fn account_settings_act_on_their_accounts_calls_only() {
+        fn plans(hole: bool) -> (Vec<EndpointFaults>, Vec<(AccountId, Vec<EndpointFaults>)>) {
+            let unscoped = plan_on(0, |e| {
+                e.latency_add = vec![(Dist::constant(0.005).unwrap(), 1.0)]
+            });
+            let mut seven = unscoped.clone();
+            seven[0].latency_mult = 3.0;
+            seven[0].blackhole = hole;
+            (unscoped, vec![(AccountId(7), seven)])
+        }
+        let mut w = World::new(DISKS, 4, NEVER);
+        let (unscoped, by_account) = plans(false);
+        w.dep_mut().set_plan_faults(unscoped);
+        w.dep_mut().set_account_plan_faults(by_account);
+        w.kick(
+            SimTime::ZERO,
+            call(1, DepOp::CreateDisk).with_account(AccountId(7)),
+        );
+        w.kick(
+            at_ms(100),
+            call(2, DepOp::CreateDisk).with_account(AccountId(8)),
+        );
+        w.kick(at_ms(200), call(3, DepOp::CreateDisk));
+        w.hook(at_ms(250), |d| d.set_account_plan_faults(plans(true).1));
+        w.kick(
+            at_ms(300),
+            call(4, DepOp::CreateDisk).with_account(AccountId(7)),
+        );
+        w.kick(
+            at_ms(300),
+            call(5, DepOp::CreateDisk).with_account(AccountId(8)),
+        );
+        // Cleared: account 7 gets the unscoped plan again and is no longer counted apart.
+        w.hook(at_ms(350), |d| d.set_account_plan_faults(Vec::new()));
+        w.kick(
+            at_ms(400),
+            call(6, DepOp::CreateDisk).with_account(AccountId(7)),
+        );
+        w.run();
+        let replies: Vec<(u64, SimTime)> = w
+            .caller()
+            .replies
+            .iter()
+            .map(|(t, r)| (r.tag, *t))
+            .collect();
+        // 10 ms × 3 + 5 ms for account 7; 10 ms + 5 ms for the others; call 4 blackholed.
+        assert_eq!(
+            replies,
+            [
+                (1, at_ms(35)),
+                (2, at_ms(115)),
+                (3, at_ms(215)),
+                (5, at_ms(315)),
+                (6, at_ms(415))
+            ]
+        );
+        let s = w.dep().stats();
+        assert_eq!((s.fault_delayed, s.fault_blackholed, s.ok), (6, 1, 5));
+        assert_eq!(
+            s.scoped_accounts.iter().collect::<Vec<_>>(),
+            [(
+                &AccountId(7),
+                &ScopedAccountStats {
+                    started: 2,
+                    fault_failed: 1,
+                    fault_delayed: 2
+                }
+            )]
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub mod vocab;
 
 pub use component::{
     DepCall, DepError, DepOk, DepReply, DepTimer, Dependency, DependencyStats, EndpointFaults,
-    EndpointStats, Faults, RecordState, ResourceRecord, outage_key,
+    EndpointStats, Faults, RecordState, ResourceRecord, ScopedAccountStats, outage_key,
 };
 pub use diag::{MockError, Problem};
 pub use parse::{load_mock_file, load_mocks_dir, parse_mock};

@@ -2,7 +2,9 @@
 //! the plan a run follows, and when each fault's effect changes.
 //!
 //! A [`Fault`] is validated when it is built: its kind must suit its target, its parameters must
-//! be in range, and a ramp is only allowed for kinds with an intensity. A [`FaultPlan`] is an
+//! be in range, a ramp is only allowed for kinds with an intensity, and an account scope
+//! ([`Fault::for_account`]: the fault acts on that account's work only) only for the kinds in
+//! [`ACCOUNT_KINDS`]. A [`FaultPlan`] is an
 //! ordered list of faults; the world (`world::faults`) walks its transitions between events and
 //! pushes each component's combined fault state to it, so a run with faults is still a pure
 //! function of (scenario, seed).
@@ -13,6 +15,7 @@ pub mod plan;
 pub use bugs::{BUG_NAMES, PlantedBugs};
 pub use plan::{Edge, FaultPlan, FaultStep, RAMP_STEPS};
 
+use crate::api::types::AccountId;
 use crate::db::QueryClass;
 use crate::deps::FaultCode;
 use crate::kernel::{Dist, SimDuration, SimTime};
@@ -92,6 +95,18 @@ pub const KIND_NAMES: [&str; 20] = [
     "worker_crash",
     "traffic_surge",
     "hot_tenant",
+    "client_no_backoff",
+    "quota_too_low",
+];
+
+/// The kinds that can be scoped to one account ([`Fault::for_account`]), in catalog order:
+/// dependency faults act on the calls made for that account's requests and workflows, a quota
+/// fault on that account's throttling limits, clients without backoff on that account's clients.
+pub const ACCOUNT_KINDS: [&str; 6] = [
+    "dep_latency",
+    "dep_errors",
+    "dep_blackhole",
+    "dep_partial_outage",
     "client_no_backoff",
     "quota_too_low",
 ];
@@ -208,6 +223,19 @@ impl FaultKind {
                 | FaultKind::ClockSkew { .. }
                 | FaultKind::TrafficSurge { .. }
                 | FaultKind::HotTenant { .. }
+                | FaultKind::QuotaTooLow { .. }
+        )
+    }
+
+    /// Whether a fault of this kind can be scoped to one account (see [`ACCOUNT_KINDS`]).
+    pub fn account_scopable(&self) -> bool {
+        matches!(
+            self,
+            FaultKind::DepLatency { .. }
+                | FaultKind::DepErrors { .. }
+                | FaultKind::DepBlackhole
+                | FaultKind::DepPartialOutage { .. }
+                | FaultKind::ClientNoBackoff
                 | FaultKind::QuotaTooLow { .. }
         )
     }
@@ -493,6 +521,21 @@ pub enum FaultError {
     },
     #[error("a fault cannot start later than 30 days into the run")]
     TooLate,
+    #[error(
+        "a {kind} fault cannot be scoped to an account; remove `account` (kinds with an account scope: {}){}",
+        ACCOUNT_KINDS.join(", "),
+        hot_tenant_note(.kind)
+    )]
+    NotAccountScoped { kind: &'static str },
+}
+
+/// The account-scope error's note for `hot_tenant`, whose own parameter names its account.
+fn hot_tenant_note(kind: &str) -> &'static str {
+    if kind == "hot_tenant" {
+        "; a hot_tenant fault names its account in its own `account` parameter"
+    } else {
+        ""
+    }
 }
 
 /// One fault: what, where, when. Fields are private so only validated faults exist.
@@ -503,6 +546,8 @@ pub struct Fault {
     start: SimTime,
     duration: SimDuration,
     ramp: SimDuration,
+    /// Only this account's work is affected (`None`: everyone's).
+    account: Option<AccountId>,
 }
 
 impl Fault {
@@ -536,7 +581,32 @@ impl Fault {
             start,
             duration,
             ramp: SimDuration::ZERO,
+            account: None,
         })
+    }
+
+    /// The same fault acting only on `account`'s work: the dependency calls made for its
+    /// requests and workflows, its throttling limits, its clients' retries. Refused for kinds
+    /// outside [`ACCOUNT_KINDS`]. Whether the account exists is checked by the topology.
+    pub fn for_account(mut self, account: AccountId) -> Result<Fault, FaultError> {
+        if !self.kind.account_scopable() {
+            return Err(FaultError::NotAccountScoped {
+                kind: self.kind.name(),
+            });
+        }
+        self.account = Some(account);
+        Ok(self)
+    }
+
+    /// The account this fault is scoped to (`None`: every account).
+    pub fn account(&self) -> Option<AccountId> {
+        self.account
+    }
+
+    /// Whether this fault acts on work of `account` (`None`: work of no account, such as
+    /// reconciliation's calls, which only unscoped faults reach).
+    pub fn applies_to(&self, account: Option<AccountId>) -> bool {
+        self.account.is_none() || self.account == account
     }
 
     /// The intensity grows linearly over `ramp` from the start, in [`RAMP_STEPS`] steps.
@@ -581,13 +651,21 @@ impl Fault {
     /// The same fault, moved or resized (for shrinking); `None` if the result is invalid.
     pub fn with_window(&self, start: SimTime, duration: SimDuration) -> Option<Fault> {
         let f = Fault::new(self.kind.clone(), self.target.clone(), start, duration).ok()?;
-        f.with_ramp(self.ramp.min(duration)).ok()
+        let f = f.with_ramp(self.ramp.min(duration)).ok()?;
+        Some(Fault {
+            account: self.account,
+            ..f
+        })
     }
 
     /// The same fault with another kind (parameters), for shrinking; `None` if invalid.
     pub fn with_kind(&self, kind: FaultKind) -> Option<Fault> {
         let f = Fault::new(kind, self.target.clone(), self.start, self.duration).ok()?;
-        f.with_ramp(self.ramp).ok()
+        let f = f.with_ramp(self.ramp).ok()?;
+        Some(Fault {
+            account: self.account,
+            ..f
+        })
     }
 
     /// The fault's intensity at `t` in [0, 1]: 0 outside its window; during a ramp,
@@ -622,6 +700,9 @@ impl fmt::Display for Fault {
         )?;
         if !self.ramp.is_zero() {
             write!(f, " (ramp {})", self.ramp)?;
+        }
+        if let Some(a) = self.account {
+            write!(f, " for account {}", a.0)?;
         }
         Ok(())
     }

@@ -177,3 +177,82 @@ fn a_walk_reports_edges_once_and_an_empty_window_starts_and_ends_together() {
     assert_eq!((s[0].index, s[0].edge), (1, Some(Edge::End)));
     assert!(w.step(&plan, at(16)).is_empty());
 }
+
+#[test]
+fn an_account_scope_only_for_the_kinds_that_take_one() {
+    let a = AccountId(7);
+    let errors = Fault::new(
+        FaultKind::DepErrors {
+            code: FaultCode::InternalError,
+            probability: 0.5,
+        },
+        dep("vpc"),
+        at(1),
+        secs(5),
+    )
+    .unwrap();
+    let scoped = errors.clone().for_account(a).unwrap();
+    assert_eq!(scoped.account(), Some(a));
+    assert_eq!(errors.account(), None);
+    assert!(scoped.applies_to(Some(a)));
+    assert!(!scoped.applies_to(Some(AccountId(8))));
+    assert!(
+        !scoped.applies_to(None),
+        "reconciliation's calls are no account's"
+    );
+    assert!(errors.applies_to(None) && errors.applies_to(Some(AccountId(8))));
+    assert_eq!(
+        scoped.to_string(),
+        "dep_errors on dep.vpc from 1s for 5s for account 7"
+    );
+    // Shrinking keeps the scope.
+    assert_eq!(
+        scoped.with_window(at(2), secs(2)).unwrap().account(),
+        Some(a)
+    );
+    let weaker = scoped.kind().weaker().unwrap();
+    assert_eq!(scoped.with_kind(weaker).unwrap().account(), Some(a));
+
+    let crash = Fault::new(FaultKind::NodeCrash, Target::Node(0), at(1), secs(5)).unwrap();
+    let e = crash.for_account(a).unwrap_err();
+    assert_eq!(e, FaultError::NotAccountScoped { kind: "node_crash" });
+    assert_eq!(
+        e.to_string(),
+        "a node_crash fault cannot be scoped to an account; remove `account` (kinds with an \
+         account scope: dep_latency, dep_errors, dep_blackhole, dep_partial_outage, \
+         client_no_backoff, quota_too_low)"
+    );
+    let hot = Fault::new(
+        FaultKind::HotTenant {
+            account: 1,
+            share: 0.5,
+        },
+        Target::Traffic,
+        at(1),
+        secs(5),
+    )
+    .unwrap();
+    assert!(
+        hot.for_account(a)
+            .unwrap_err()
+            .to_string()
+            .ends_with("; a hot_tenant fault names its account in its own `account` parameter")
+    );
+    // Exactly the listed kinds accept a scope.
+    let skew = FaultKind::ClockSkew { skew_ns: 1 };
+    assert!(!skew.account_scopable());
+    for (kind, target) in [
+        (FaultKind::DepBlackhole, dep("vpc")),
+        (FaultKind::ClientNoBackoff, Target::Traffic),
+        (FaultKind::QuotaTooLow { factor: 0.5 }, Target::Gateway),
+    ] {
+        assert!(ACCOUNT_KINDS.contains(&kind.name()));
+        let f = Fault::new(kind, target, at(0), secs(1)).unwrap();
+        assert!(f.for_account(a).is_ok());
+    }
+    let scopable = KIND_NAMES
+        .iter()
+        .filter(|k| ACCOUNT_KINDS.contains(k))
+        .count();
+    assert_eq!(scopable, ACCOUNT_KINDS.len());
+}

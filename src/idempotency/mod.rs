@@ -27,6 +27,16 @@
 //! [`IdempotencyStore::expire`], which returns the count for the wiring's archive job. The expiry
 //! index is a `BTreeMap<(expires_at, write seq), key>`, so each expiry costs O(log n).
 //!
+//! **Whose clock.** The node supplies the time in its statements (`expires_at = ? + ttl`,
+//! `WHERE expires_at > ?`), so a record's expiry is computed from the writing node's clock and
+//! judged by the reading node's: the `DbOp::Idem*` / `L2Op::Idem` steps carry the calling
+//! node's clock skew, and the store's `*_by` methods ([`IdempotencyStore::check_by`]) take
+//! that clock's reading ([`caller_clock`]) beside the true time. A node ahead finds records
+//! expired early (a retry within the TTL proceeds anew: a second instance set, which the
+//! `token_one_instance_set` invariant, judged on true time, reports); a node behind writes
+//! records that expire early in true time and still sees records past their TTL. The store's
+//! own housekeeping (sweeps, eviction) runs on true time.
+//!
 //! **Capacity.** At most `capacity` records are held. Adding one to a full store first drops the
 //! expired records, then evicts the oldest-expiring ones, counting `evictions`, and among them
 //! `evicted_in_progress` (unfinished records: a retry of such a key proceeds again, so each is a
@@ -112,6 +122,17 @@ pub use store::{
 pub use token::{ClientToken, MAX_TOKEN_LEN, TokenError};
 
 use crate::api::types::{AccountId, Api, ErrorCode, Params, Request};
+use crate::kernel::{SimDuration, SimTime};
+
+/// What a clock `skew_ns` off the true one (ahead if positive) reads at true time `now`,
+/// saturating at time zero and at the end of time.
+pub fn caller_clock(now: SimTime, skew_ns: i64) -> SimTime {
+    if skew_ns >= 0 {
+        now.saturating_add(SimDuration::from_ns(skew_ns.unsigned_abs()))
+    } else {
+        SimTime::from_ns(now.as_ns().saturating_sub(skew_ns.unsigned_abs()))
+    }
+}
 
 /// The identity of an idempotent call: the account, the API and the token's 64-bit key
 /// ([`ClientToken::as_u64`], never 0). The same token on another API or account is another key.

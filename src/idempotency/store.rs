@@ -268,6 +268,9 @@ pub struct IdemStats {
     /// Records lost all at once by [`IdempotencyStore::clear`] (a flushed or restarted cache
     /// holding the store): a retry of any of them proceeds again.
     pub lost: u64,
+    /// Of `expirations`: records judged expired by a caller whose clock runs ahead
+    /// ([`IdempotencyStore::check_by`]) while the store's true clock still had them live.
+    pub expired_early: u64,
 }
 
 /// The state of a record.
@@ -359,10 +362,23 @@ impl IdempotencyStore {
     /// (state in progress) in the same step; in [`Mode::NonAtomic`] it only notes it, invisibly,
     /// until [`IdempotencyStore::record_in_progress`].
     pub fn check(&mut self, now: SimTime, key: IdemKey, fp: u64) -> Check {
+        self.check_by(now, now, key, fp)
+    }
+
+    /// [`IdempotencyStore::check`] for a caller whose clock reads `local` at true time `now`
+    /// (an API node with a clock skew, which supplies its own time in the statement, as
+    /// `WHERE expires_at > ?` and `expires_at = ? + ttl`): whether the key's record has
+    /// expired is judged by `local`, and a record this check writes expires at `local + ttl`.
+    /// A caller ahead finds records expired early (a retry proceeds anew: counted in
+    /// [`IdemStats::expired_early`]); a caller behind still sees records past their TTL and
+    /// writes records that expire early in true time. The store's own housekeeping (the sweep
+    /// of expired records, eviction at capacity) stays on `now`, but never removes the key
+    /// being checked, whose expiry is the caller's to judge.
+    pub fn check_by(&mut self, now: SimTime, local: SimTime, key: IdemKey, fp: u64) -> Check {
         debug_assert_ne!(key.token, 0, "token 0 means no token: do not check it");
         self.stats.checks += 1;
-        self.expire_key(now, key);
-        self.sweep(now, SWEEP_PER_CHECK);
+        self.expire_key(now, local, key);
+        self.sweep(now, SWEEP_PER_CHECK, Some(key));
         let reservation = |duplicate| Reservation {
             key,
             fp,
@@ -374,7 +390,7 @@ impl IdempotencyStore {
                 Mode::Atomic => RecordState::InProgress,
                 Mode::NonAtomic => RecordState::Reserved,
             };
-            self.insert(now, key, fp, state);
+            self.insert(now, local, key, fp, state);
             self.stats.proceeds += 1;
             return Check::Proceed(reservation(false));
         };
@@ -408,12 +424,18 @@ impl IdempotencyStore {
     /// `Atomic` mode the check already wrote the reservation, so this only writes a record that
     /// is missing (e.g. evicted meanwhile) and leaves an existing one alone.
     pub fn record_in_progress(&mut self, now: SimTime, key: IdemKey, fp: u64) {
+        self.record_in_progress_by(now, now, key, fp);
+    }
+
+    /// [`IdempotencyStore::record_in_progress`] for a caller whose clock reads `local` at true
+    /// time `now` (see [`IdempotencyStore::check_by`]): the TTL counts from `local`.
+    pub fn record_in_progress_by(&mut self, now: SimTime, local: SimTime, key: IdemKey, fp: u64) {
         self.stats.late_writes += 1;
-        self.expire_key(now, key);
+        self.expire_key(now, local, key);
         match (self.records.get(&key).map(|r| r.state), self.cfg.mode) {
-            (None, _) => self.insert(now, key, fp, RecordState::InProgress),
+            (None, _) => self.insert(now, local, key, fp, RecordState::InProgress),
             (Some(_), Mode::Atomic) => {}
-            (Some(_), Mode::NonAtomic) => self.rewrite(now, key, fp, RecordState::InProgress),
+            (Some(_), Mode::NonAtomic) => self.rewrite(local, key, fp, RecordState::InProgress),
         }
     }
 
@@ -423,12 +445,19 @@ impl IdempotencyStore {
     /// (expired, evicted or abandoned meanwhile) is left absent and counted in
     /// `stale_completions`.
     pub fn complete(&mut self, now: SimTime, key: IdemKey, outcome: Outcome) {
-        self.expire_key(now, key);
+        self.complete_by(now, now, key, outcome);
+    }
+
+    /// [`IdempotencyStore::complete`] for a caller whose clock reads `local` at true time `now`
+    /// (see [`IdempotencyStore::check_by`]): expiry is judged by `local` and the TTL counts
+    /// from it.
+    pub fn complete_by(&mut self, now: SimTime, local: SimTime, key: IdemKey, outcome: Outcome) {
+        self.expire_key(now, local, key);
         let Some(fp) = self.records.get(&key).map(|r| r.fp) else {
             self.stats.stale_completions += 1;
             return;
         };
-        self.rewrite(now, key, fp, RecordState::Completed(outcome));
+        self.rewrite(local, key, fp, RecordState::Completed(outcome));
         self.stats.completions += 1;
         if matches!(outcome, Outcome::Failed(_)) {
             self.stats.failures_memoised += 1;
@@ -454,7 +483,7 @@ impl IdempotencyStore {
     /// `now < t + ttl`: at `t + ttl - 1ns` it is there, at `t + ttl` it is gone). Returns how
     /// many were dropped. Cost: O(dropped · log n).
     pub fn expire(&mut self, now: SimTime) -> u64 {
-        self.sweep(now, usize::MAX)
+        self.sweep(now, usize::MAX, None)
     }
 
     /// Drops every record (the store's memory is lost: a flushed or restarted L2). Returns how
@@ -468,14 +497,15 @@ impl IdempotencyStore {
         n
     }
 
-    /// Drops up to `max` expired records from the front of the expiry index.
-    fn sweep(&mut self, now: SimTime, max: usize) -> u64 {
+    /// Drops up to `max` expired records from the front of the expiry index, stopping early at
+    /// `keep` (a key whose expiry a caller is judging by its own clock).
+    fn sweep(&mut self, now: SimTime, max: usize, keep: Option<IdemKey>) -> u64 {
         let mut n = 0u64;
         while (n as usize) < max {
             let Some(entry) = self.expiry.first_entry() else {
                 break;
             };
-            if entry.key().0 > now {
+            if entry.key().0 > now || keep == Some(*entry.get()) {
                 break;
             }
             let key = entry.remove();
@@ -487,22 +517,30 @@ impl IdempotencyStore {
         n
     }
 
-    /// Lazy expiry of one key.
-    fn expire_key(&mut self, now: SimTime, key: IdemKey) {
-        if self.records.get(&key).is_some_and(|r| r.expiry.0 <= now) {
+    /// Lazy expiry of one key, judged by the caller's clock `local` (`now` is the true time).
+    fn expire_key(&mut self, now: SimTime, local: SimTime, key: IdemKey) {
+        let Some(expires_at) = self.records.get(&key).map(|r| r.expiry.0) else {
+            return;
+        };
+        if expires_at <= local {
             self.remove(key);
             self.stats.expirations += 1;
+            if expires_at > now {
+                self.stats.expired_early += 1;
+            }
         }
     }
 
-    fn next_expiry(&mut self, now: SimTime) -> (SimTime, u64) {
+    /// A record written at `local` (the writer's clock) expires at `local + ttl`.
+    fn next_expiry(&mut self, local: SimTime) -> (SimTime, u64) {
         self.seq += 1;
-        (now.saturating_add(self.cfg.ttl), self.seq)
+        (local.saturating_add(self.cfg.ttl), self.seq)
     }
 
-    /// Adds a record for an absent key, making room first: expired records go, then, while the
-    /// store is still full, the oldest-expiring ones (counted as evictions).
-    fn insert(&mut self, now: SimTime, key: IdemKey, fp: u64, state: RecordState) {
+    /// Adds a record for an absent key, making room first: expired records go (by the true
+    /// clock `now`), then, while the store is still full, the oldest-expiring ones (counted as
+    /// evictions). The record expires `ttl` after the writer's clock `local`.
+    fn insert(&mut self, now: SimTime, local: SimTime, key: IdemKey, fp: u64, state: RecordState) {
         debug_assert!(!self.records.contains_key(&key));
         if self.records.len() >= self.cfg.capacity as usize {
             self.expire(now);
@@ -518,16 +556,17 @@ impl IdempotencyStore {
                 }
             }
         }
-        let expiry = self.next_expiry(now);
+        let expiry = self.next_expiry(local);
         self.expiry.insert(expiry, key);
         self.records.insert(key, Record { fp, state, expiry });
         self.stats.live = self.records.len() as u64;
         self.stats.peak_live = self.stats.peak_live.max(self.stats.live);
     }
 
-    /// Overwrites the record of a present key, re-indexing its expiry from `now`.
-    fn rewrite(&mut self, now: SimTime, key: IdemKey, fp: u64, state: RecordState) {
-        let expiry = self.next_expiry(now);
+    /// Overwrites the record of a present key, re-indexing its expiry from the writer's clock
+    /// `local`.
+    fn rewrite(&mut self, local: SimTime, key: IdemKey, fp: u64, state: RecordState) {
+        let expiry = self.next_expiry(local);
         let Some(r) = self.records.get_mut(&key) else {
             return;
         };

@@ -703,3 +703,76 @@ proptest::proptest! {
         }
     }
 }
+
+/// The caller's clock dates what it writes and judges expiry: a record completed at 0 s with a
+/// 1 h TTL looks expired to a caller 50 min ahead at 15 min (true time), so its check proceeds
+/// anew (counted as an early expiry); a caller 30 min behind writes a record that expires
+/// 30 min early in true time, and still replays one that the true clock has expired, until the
+/// store's own sweep (on true time) drops it.
+#[test]
+fn the_callers_clock_dates_records_and_judges_their_expiry() {
+    let ttl = SimDuration::from_secs(3600);
+    let mut s = IdempotencyStore::new(IdemConfig::builder().ttl(ttl).build().unwrap());
+    let (k, fp) = (
+        key("skew-1"),
+        fingerprint(Api::RunInstances, &run_params(1)),
+    );
+    let min = |m: u64| secs(60 * m);
+    proceed(s.check(min(0), k, fp));
+    s.complete(
+        min(0),
+        k,
+        Outcome::Ok {
+            instances: Some(range(1, 1)),
+        },
+    );
+    assert_eq!(s.lookup(min(15), k).unwrap().expires_at, min(60));
+    // The true clock and an unskewed caller: a replay.
+    assert!(matches!(
+        s.check_by(min(15), min(15), k, fp),
+        Check::Replay(_)
+    ));
+    // 50 minutes ahead: the record looks expired, the check proceeds and writes a new one,
+    // dated by the caller's clock (65 min + 1 h).
+    let r = proceed(s.check_by(min(15), min(65), k, fp));
+    assert_eq!(
+        r.at(),
+        min(15),
+        "the reservation is stamped with the true time"
+    );
+    assert_eq!(s.stats().expired_early, 1);
+    assert_eq!(s.stats().expirations, 1);
+    assert_eq!(s.lookup(min(15), k).unwrap().expires_at, min(125));
+
+    // 30 minutes behind: written at 40 min (true), the record expires at 40 − 30 + 60 = 70 min.
+    let behind = |now: SimTime| caller_clock(now, -30 * 60 * 1_000_000_000);
+    assert_eq!(behind(min(10)), min(0), "saturates at time zero");
+    let k3 = key("skew-3");
+    proceed(s.check_by(min(40), behind(min(40)), k3, fp));
+    s.complete_by(
+        min(40),
+        behind(min(40)),
+        k3,
+        Outcome::Ok {
+            instances: Some(range(3, 1)),
+        },
+    );
+    assert_eq!(
+        s.lookup(min(40), k3).unwrap().expires_at,
+        min(70),
+        "30 min early"
+    );
+    assert_eq!(s.lookup(min(70), k3), None, "gone in true time at 70 min");
+    // At 80 min (true) the caller behind reads 50 min: the record is live to it, a replay,
+    // though the true clock expired it (the check's sweep stops at the key it judges).
+    assert!(matches!(
+        s.check_by(min(80), behind(min(80)), k3, fp),
+        Check::Replay(_)
+    ));
+    // The true clock's housekeeping drops it.
+    assert!(s.expire(min(80)) >= 1);
+    assert!(matches!(
+        s.check_by(min(80), behind(min(80)), k3, fp),
+        Check::Proceed(_)
+    ));
+}

@@ -1,12 +1,15 @@
-//! The `[[fault]]` reader: each table's kind, target, window and the parameters its kind takes,
-//! checked against the catalog (`crate::faults`), every problem reported at its key.
+//! The `[[fault]]` reader: each table's kind, target, window, the parameters its kind takes and
+//! its optional account scope (`account`, for the kinds in [`ACCOUNT_KINDS`]; hot_tenant's own
+//! parameter of that name), checked against the catalog (`crate::faults`), every problem
+//! reported at its key.
 
 use super::raw::{RawFault, Sp};
+use crate::api::types::AccountId;
 use crate::db::QueryClass;
 use crate::deps::FaultCode;
 use crate::deps::diag::name_hint;
 use crate::deps::parse::Check;
-use crate::faults::{Fault, FaultKind, KIND_NAMES, Target};
+use crate::faults::{ACCOUNT_KINDS, Fault, FaultError, FaultKind, KIND_NAMES, Target};
 use crate::kernel::{Dist, SimDuration, SimTime};
 use std::ops::Range;
 use toml::Spanned;
@@ -124,7 +127,26 @@ fn read_fault(c: &mut Check<'_, '_>, i: usize, f: &RawFault, span: Range<usize>)
     // Parameters this kind does not take, and required ones missing.
     let keys = kind_keys(kind);
     let mut ok = true;
+    // `account` is hot_tenant's parameter; for the other kinds, an account scope.
+    let scopable = ACCOUNT_KINDS.contains(&kind);
     for (k, s) in given(f) {
+        if k == "account" && kind != "hot_tenant" {
+            if !scopable {
+                let kind = KIND_NAMES
+                    .iter()
+                    .copied()
+                    .find(|x| *x == kind)
+                    .expect("checked above");
+                c.problem(
+                    s,
+                    &key(k),
+                    FaultError::NotAccountScoped { kind }.to_string(),
+                    None,
+                );
+                ok = false;
+            }
+            continue;
+        }
         if !keys.iter().any(|(x, _)| *x == k) {
             let takes: Vec<&str> = keys.iter().map(|(x, _)| *x).collect();
             c.problem(
@@ -175,17 +197,33 @@ fn read_fault(c: &mut Check<'_, '_>, i: usize, f: &RawFault, span: Range<usize>)
         c.required(&f.duration, &span, &path, "duration")
             .map(|d| *d.get_ref())
     };
+    let scope = match (&f.account, scopable) {
+        (Some(a), true) => Some(
+            c.int(a, &key("account"), 0, i64::from(u32::MAX))
+                .map(|a| AccountId(a as u32)),
+        ),
+        _ => None,
+    };
     let kind = read_kind(c, &path, kind, f)?;
     if !ok {
         return None;
     }
+    // An account out of range was reported by `c.int`.
+    let scope = match scope {
+        Some(a) => Some(a?),
+        None => None,
+    };
     let fault = Fault::new(
         kind,
         target?,
         SimTime::ZERO.saturating_add(start?),
         duration?,
     )
-    .and_then(|x| x.with_ramp(f.ramp.as_ref().map_or(SimDuration::ZERO, |r| *r.get_ref())));
+    .and_then(|x| x.with_ramp(f.ramp.as_ref().map_or(SimDuration::ZERO, |r| *r.get_ref())))
+    .and_then(|x| match scope {
+        Some(account) => x.for_account(account),
+        None => Ok(x),
+    });
     match fault {
         Ok(x) => Some(x),
         Err(e) => {

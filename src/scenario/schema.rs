@@ -681,7 +681,11 @@ pub fn scenario_schema() -> Json {
             ),
             (
                 "account",
-                int("hot_tenant: the hot account.", 0, i64::from(u32::MAX)),
+                int(
+                    "hot_tenant: the hot account. dep_latency, dep_errors, dep_blackhole, dep_partial_outage, client_no_backoff, quota_too_low: the only account whose work the fault acts on (default every account).",
+                    0,
+                    i64::from(u32::MAX),
+                ),
             ),
             (
                 "share",

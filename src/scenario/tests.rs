@@ -409,3 +409,57 @@ fn workflow_step_policies_read_and_are_checked() {
         "{e}"
     );
 }
+
+#[test]
+fn an_account_key_scopes_the_kinds_that_take_one() {
+    let text = format!(
+        "{GOOD}\n[[fault]]\nkind = \"dep_errors\"\ntarget = \"dep.image\"\nstart = \"2s\"\nduration = \"20s\"\ncode = \"InternalError\"\nprobability = 0.5\naccount = 3\n\n[[fault]]\nkind = \"quota_too_low\"\ntarget = \"gateway\"\nstart = \"1s\"\nduration = \"5s\"\nfactor = 0.1\naccount = 4\n\n[[fault]]\nkind = \"hot_tenant\"\ntarget = \"traffic\"\nstart = \"1s\"\nduration = \"5s\"\naccount = 5\nshare = 0.5\n"
+    );
+    let s = parse(&text, &[]).unwrap();
+    let plan = s.topology().faults();
+    let scopes: Vec<Option<crate::api::types::AccountId>> =
+        plan.faults().iter().map(|f| f.account()).collect();
+    use crate::api::types::AccountId;
+    assert_eq!(scopes, [Some(AccountId(3)), Some(AccountId(4)), None]);
+    assert_eq!(
+        plan.faults()[0].to_string(),
+        "dep_errors on dep.image from 2s for 20s for account 3"
+    );
+    // hot_tenant's `account` stays its own parameter.
+    assert_eq!(
+        *plan.faults()[2].kind(),
+        crate::faults::FaultKind::HotTenant {
+            account: 5,
+            share: 0.5
+        }
+    );
+}
+
+#[test]
+fn an_account_key_on_a_kind_without_a_scope_is_refused_at_its_key() {
+    let text = format!(
+        "{GOOD}\n[[fault]]\nkind = \"node_crash\"\ntarget = \"nodes\"\nstart = \"1s\"\nduration = \"1s\"\naccount = 2\n"
+    );
+    let e = parse(&text, &[]).unwrap_err();
+    let line = GOOD.lines().count() + 7;
+    assert_eq!(
+        lines(&e),
+        [format!(
+            "s.toml:{line}:11: fault[0].account: a node_crash fault cannot be scoped to an account; remove `account` (kinds with an account scope: dep_latency, dep_errors, dep_blackhole, dep_partial_outage, client_no_backoff, quota_too_low)"
+        )]
+    );
+    // An account the traffic does not have, and one out of range.
+    let text = format!(
+        "{GOOD}\n[[fault]]\nkind = \"dep_blackhole\"\ntarget = \"dep.image\"\nstart = \"1s\"\nduration = \"1s\"\naccount = 100000\n\n[[fault]]\nkind = \"client_no_backoff\"\ntarget = \"traffic\"\nstart = \"1s\"\nduration = \"1s\"\naccount = -1\n"
+    );
+    let e = parse(&text, &[]).unwrap_err().to_string();
+    assert!(e.contains("fault[1].account"), "{e}");
+    let text = format!(
+        "{GOOD}\n[[fault]]\nkind = \"dep_blackhole\"\ntarget = \"dep.image\"\nstart = \"1s\"\nduration = \"1s\"\naccount = 100000\n"
+    );
+    let e = parse(&text, &[]).unwrap_err().to_string();
+    assert!(
+        e.contains("fault[0]: dep_blackhole is scoped to account 100000 which does not exist: accounts are 0 to "),
+        "{e}"
+    );
+}

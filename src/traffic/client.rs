@@ -16,7 +16,7 @@
 //! [`Polling::max_active`] creations polled at once, [`ClientConfig::max_tracked`] requests
 //! tracked at once, [`MAX_CLOSED_LOOP_CLIENTS`] closed-loop clients.
 
-use super::OpenLoop;
+use super::{NoBackoff, OpenLoop};
 use crate::api::types::{
     Api, ErrorCode, InstanceId, InstanceState, Params, Request, RequestId, Response, Status,
 };
@@ -500,13 +500,19 @@ impl OpenLoop {
             if policy.retries(resp.status) {
                 if attempt + 1 < policy.max_attempts() {
                     if c.pending_retries < policy.max_pending_retries() {
-                        // A client-without-backoff fault sends the retry at once (no jitter
-                        // drawn).
-                        let delay = if self.faults.no_backoff_at(now) {
-                            self.faults.immediate_retries += 1;
-                            SimDuration::ZERO
-                        } else {
-                            policy.delay(attempt, &mut c.retry_rng)
+                        // A client-without-backoff fault sends the retry at once (see
+                        // `NoBackoff` for what is drawn).
+                        let delay = match self.faults.no_backoff_at(now, t.req.account) {
+                            NoBackoff::No => policy.delay(attempt, &mut c.retry_rng),
+                            NoBackoff::Everyone => {
+                                self.faults.immediate_retries += 1;
+                                SimDuration::ZERO
+                            }
+                            NoBackoff::Account => {
+                                let _ = policy.delay(attempt, &mut c.retry_rng);
+                                self.faults.immediate_retries += 1;
+                                SimDuration::ZERO
+                            }
                         };
                         c.stats.backoff.record(delay.as_ns());
                         let at = now.saturating_add(delay);

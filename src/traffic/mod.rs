@@ -242,12 +242,34 @@ impl TrafficFaults {
         })
     }
 
-    /// Whether clients retry without backoff at `t`.
-    pub fn no_backoff_at(&self, t: SimTime) -> bool {
-        self.faults
-            .iter()
-            .any(|f| matches!(f.kind(), FaultKind::ClientNoBackoff) && f.intensity(t) > 0.0)
+    /// Whether a client of `account` retries without backoff at `t`, and because of which
+    /// fault: one acting on every client, or only one scoped to this account.
+    pub fn no_backoff_at(&self, t: SimTime, account: AccountId) -> NoBackoff {
+        let mut verdict = NoBackoff::No;
+        for f in &self.faults {
+            if !matches!(f.kind(), FaultKind::ClientNoBackoff) || f.intensity(t) == 0.0 {
+                continue;
+            }
+            match f.account() {
+                None => return NoBackoff::Everyone,
+                Some(a) if a == account => verdict = NoBackoff::Account,
+                Some(_) => {}
+            }
+        }
+        verdict
     }
+}
+
+/// Whether a retry goes out at once ([`TrafficFaults::no_backoff_at`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoBackoff {
+    /// With the retry policy's backoff.
+    No,
+    /// At once: a `client_no_backoff` fault acts on every client (no jitter drawn).
+    Everyone,
+    /// At once: a `client_no_backoff` fault scoped to this account. The backoff is still drawn
+    /// (and dropped), so the other accounts' retries keep their draws.
+    Account,
 }
 
 /// Requests generated per traffic wake-up.

@@ -1049,6 +1049,7 @@ impl WorkflowEngine {
                     target,
                     min_count,
                     origin,
+                    account: Some(account),
                 };
                 self.stats.dep_calls += 1;
                 out.send(self.dep_of(op), self.cfg.dep_hop, M::from(call));

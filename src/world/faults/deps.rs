@@ -8,6 +8,15 @@
 //! At intensity `i` (a ramp): latency `× (1 + (m − 1)·i) + i·sample(add)`, error probability
 //! `p·i`, outage fraction `f·i` (the dead hosts at a lower intensity stay dead at a higher one).
 //!
+//! A fault scoped to an account ([`crate::faults::Fault::for_account`]) acts on the calls
+//! made for that account's work only (each [`crate::deps::DepCall`] carries its account: the
+//! node's request's, the workflow's): the dependency gets, per such account, the combination
+//! of its scoped faults with the unscoped ones
+//! ([`crate::deps::Dependency::set_account_plan_faults`]); every other call, and calls of no
+//! account (reconciliation's repairs), get the unscoped combination. A call draws the same
+//! numbers whatever its plan (but for added latency, sampled from the dependency's fault
+//! stream by the calls that have some), so a scoped fault shifts no other account's draws.
+//!
 //! Partitions are put in force in the kernel ([`crate::kernel::Sim::set_partitions`]): every
 //! message between a side's components and the peer's is dropped at its send, both ways, for
 //! the window, and counted per fault in the run's counter `faults.<index>.partition_dropped`.
@@ -21,10 +30,12 @@
 //! gateway (their deadline). L2 calls have no timeout of their own.
 
 use super::Transition;
+use crate::api::types::AccountId;
 use crate::deps::EndpointFaults;
 use crate::faults::{FaultKind, Target};
 use crate::kernel::ComponentId;
 use crate::world::World;
+use std::collections::BTreeSet;
 
 fn is_dep_kind(k: &FaultKind) -> bool {
     matches!(
@@ -65,45 +76,71 @@ fn apply_dependency_faults(world: &mut World, t: &mut Transition<'_, '_>) {
             .iter()
             .map(|e| e.op().name())
             .collect();
-        let mut plan = vec![EndpointFaults::default(); endpoints.len()];
-        for s in t.steps.iter().filter(|s| is_dep_kind(s.fault.kind())) {
-            if s.intensity == 0.0 {
+        // The accounts with a scoped fault active on this dependency, each getting its own
+        // settings (its faults with the unscoped ones); everyone else gets the unscoped ones.
+        let accounts: BTreeSet<AccountId> = t
+            .steps
+            .iter()
+            .filter(|s| is_dep_kind(s.fault.kind()) && s.intensity > 0.0)
+            .filter(|s| matches!(s.fault.target(), Target::Dependency { name, .. } if name == dep.name()))
+            .filter_map(|s| s.fault.account())
+            .collect();
+        let plan = combine(t, dep.name(), &endpoints, None);
+        let by_account = accounts
+            .into_iter()
+            .map(|a| (a, combine(t, dep.name(), &endpoints, Some(a))))
+            .collect();
+        dep.set_plan_faults(plan);
+        dep.set_account_plan_faults(by_account);
+    }
+}
+
+/// The combined settings, per endpoint, of the active faults on dependency `name` that act on
+/// calls of `account` (unscoped faults, plus that account's scoped ones).
+fn combine(
+    t: &Transition<'_, '_>,
+    name: &str,
+    endpoints: &[&str],
+    account: Option<AccountId>,
+) -> Vec<EndpointFaults> {
+    let mut plan = vec![EndpointFaults::default(); endpoints.len()];
+    for s in t.steps.iter().filter(|s| is_dep_kind(s.fault.kind())) {
+        if s.intensity == 0.0 || !s.fault.applies_to(account) {
+            continue;
+        }
+        let Target::Dependency { name: n, endpoint } = s.fault.target() else {
+            continue;
+        };
+        if n != name {
+            continue;
+        }
+        let i = s.intensity;
+        // A per-fault salt for outages: the first draw of the fault's own stream, read from
+        // a copy so it is the same at every re-application.
+        let salt = t.rngs[s.index].clone().next_bits();
+        for (k, ep) in plan.iter_mut().enumerate() {
+            if endpoint.as_deref().is_some_and(|e| e != endpoints[k]) {
                 continue;
             }
-            let Target::Dependency { name, endpoint } = s.fault.target() else {
-                continue;
-            };
-            if name != dep.name() {
-                continue;
-            }
-            let i = s.intensity;
-            // A per-fault salt for outages: the first draw of the fault's own stream, read from
-            // a copy so it is the same at every re-application.
-            let salt = t.rngs[s.index].clone().next_bits();
-            for (k, ep) in plan.iter_mut().enumerate() {
-                if endpoint.as_deref().is_some_and(|e| e != endpoints[k]) {
-                    continue;
+            match s.fault.kind() {
+                FaultKind::DepLatency { add, multiply } => {
+                    ep.latency_mult *= 1.0 + (multiply - 1.0) * i;
+                    if let Some(add) = add {
+                        ep.latency_add.push((add.clone(), i));
+                    }
                 }
-                match s.fault.kind() {
-                    FaultKind::DepLatency { add, multiply } => {
-                        ep.latency_mult *= 1.0 + (multiply - 1.0) * i;
-                        if let Some(add) = add {
-                            ep.latency_add.push((add.clone(), i));
-                        }
-                    }
-                    FaultKind::DepErrors { code, probability } => {
-                        ep.add_error(*code, probability * i);
-                    }
-                    FaultKind::DepBlackhole => ep.blackhole = true,
-                    FaultKind::DepPartialOutage { fraction } => {
-                        ep.outages.push((salt, fraction * i));
-                    }
-                    _ => {}
+                FaultKind::DepErrors { code, probability } => {
+                    ep.add_error(*code, probability * i);
                 }
+                FaultKind::DepBlackhole => ep.blackhole = true,
+                FaultKind::DepPartialOutage { fraction } => {
+                    ep.outages.push((salt, fraction * i));
+                }
+                _ => {}
             }
         }
-        dep.set_plan_faults(plan);
     }
+    plan
 }
 
 /// The components on one side of a partition.

@@ -120,7 +120,8 @@ impl World {
 impl Topology {
     /// Injects `plan`'s faults. Every target must exist in this topology: node indices below
     /// the node count, dependencies and endpoints among the mocks, an L2 for L2 faults, the
-    /// workflow engine for worker crashes.
+    /// workflow engine for worker crashes, and the accounts faults are scoped to (or a hot
+    /// tenant names) among the traffic's.
     pub fn with_faults(mut self, plan: FaultPlan) -> Result<Topology, TopologyError> {
         for (i, f) in plan.faults().iter().enumerate() {
             self.check_target(f.target(), f)
@@ -131,6 +132,19 @@ impl Topology {
                         index: i,
                         reason: format!(
                             "hot_tenant account {account} does not exist: accounts are 0 to {}",
+                            self.traffic.accounts.saturating_sub(1)
+                        ),
+                    });
+                }
+            }
+            if let Some(account) = f.account() {
+                if account.0 >= self.traffic.accounts {
+                    return Err(TopologyError::FaultTarget {
+                        index: i,
+                        reason: format!(
+                            "{} is scoped to account {} which does not exist: accounts are 0 to {}",
+                            f.kind().name(),
+                            account.0,
                             self.traffic.accounts.saturating_sub(1)
                         ),
                     });
