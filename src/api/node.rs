@@ -36,6 +36,14 @@
 //!   released (closed and replaced). A reply that comes after finds no work in `Phase::Db`
 //!   and is ignored ([`NodeFaultStats::stale_db_replies`]). In a healthy run the timers are
 //!   all cancelled, never processed: the run's events are those without the timeout.
+//! - **Lost L2 messages**: every L2 call whose answer the node awaits (a cache leader's read,
+//!   a ClientToken op when the L2 holds the records) must be answered within `l2_timeout`
+//!   (200 ms by default). The calls time out in the order they were sent, so one
+//!   `NodeTimer::L2Timeout` serves them all: it is armed for the oldest call still out and,
+//!   when it fires, fails every call past its timeout as on an L2 error (the read goes on to
+//!   the database; the token op fails with 503), counted in `l2_timeouts`. A reply that comes
+//!   after is ignored ([`NodeFaultStats::stale_l2_replies`]). In a healthy run the timer fires
+//!   about once per `l2_timeout` per node and finds every call answered.
 //! - **Clock skew**: the node reads its clock as `now + skew` where it compares times made
 //!   elsewhere: requests' deadlines (the gateway's clock) when shedding or aborting, and L1
 //!   expiry instants, which are absolute instants on the data tier's clock (stamped when a
@@ -53,7 +61,7 @@
 
 use super::types::{Api, ErrorCode, InstanceIdRange, InstanceState, Request, Response, Status};
 use crate::cache::{
-    Broadcaster, CacheKey, Cached, CachedInstance, Fill, L1Cache, L2IdemOp, L2Op, L2Reply,
+    Broadcaster, CacheKey, Cached, CachedInstance, Fill, L1Cache, L2Error, L2IdemOp, L2Op, L2Reply,
     L2Request, L2Result, Lookup,
 };
 use crate::db::{
@@ -104,6 +112,8 @@ pub struct NodeConfig {
     dep_retry: RetryPolicy,
     /// How long a query may go unanswered before the node gives up on it and its connection.
     db_query_timeout: SimDuration,
+    /// How long an L2 call (a cache read, a ClientToken record op) may go unanswered.
+    l2_timeout: SimDuration,
     page_size: u16,
     shed_expired: bool,
     idem_mode: IdemMode,
@@ -158,6 +168,7 @@ impl NodeConfigBuilder {
             dep_timeout: SimDuration::from_secs(2),
             dep_retry: RetryPolicy::default(),
             db_query_timeout: SimDuration::from_secs(5),
+            l2_timeout: SimDuration::from_ms(200),
             page_size: 10,
             shed_expired: true,
             idem_mode: IdemMode::Atomic,
@@ -221,6 +232,14 @@ impl NodeConfigBuilder {
         self.0.db_query_timeout = d;
         self
     }
+    /// How long an L2 call may go unanswered (lost to a partition, a stalled cache) before the
+    /// node gives up on it: a cache read goes on to the database as on an L2 error, a
+    /// ClientToken record op held by the L2 fails as on an L2 error (503). A reply that comes
+    /// after is ignored.
+    pub fn l2_timeout(mut self, d: SimDuration) -> Self {
+        self.0.l2_timeout = d;
+        self
+    }
     pub fn page_size(mut self, n: u16) -> Self {
         self.0.page_size = n;
         self
@@ -264,6 +283,11 @@ impl NodeConfigBuilder {
                 field: "db_query_timeout",
             });
         }
+        if c.l2_timeout.is_zero() {
+            return Err(NodeConfigError::ZeroDuration {
+                field: "l2_timeout",
+            });
+        }
         if !(1..=100).contains(&c.page_size) {
             return Err(NodeConfigError::PageSize(c.page_size));
         }
@@ -296,6 +320,9 @@ impl NodeConfig {
     pub fn db_query_timeout(&self) -> SimDuration {
         self.db_query_timeout
     }
+    pub fn l2_timeout(&self) -> SimDuration {
+        self.l2_timeout
+    }
     /// Whether a worker drops a request whose deadline passed while it waited in the queue.
     pub fn sheds_expired(&self) -> bool {
         self.shed_expired
@@ -311,6 +338,8 @@ pub enum NodeTimer {
     ConnTimeout(Handle),
     /// A request's database query got no reply within the query timeout.
     QueryTimeout(Handle),
+    /// The oldest L2 call still out may have waited its timeout (see `ApiNode::await_l2`).
+    L2Timeout,
     /// A dependency call's attempt got no reply in time.
     DepTimeout { req: Handle, attempt: u8 },
     /// A dependency call's backoff ended: try again.
@@ -348,6 +377,8 @@ pub struct NodeFaultStats {
     /// Database replies for work no longer waiting for them (a process that crashed, or a
     /// query that timed out), ignored.
     pub stale_db_replies: u64,
+    /// L2 replies that came after their call timed out (ignored).
+    pub stale_l2_replies: u64,
     /// Injected stop-the-world pauses, and their total length (ns).
     pub injected_pauses: u64,
     pub injected_pause_ns: u64,
@@ -410,6 +441,10 @@ struct Work {
     wf_sent: bool,
     /// `created` came from this request's own insert (not a token replay).
     inserted: bool,
+    /// An L2 call of this request is out, unanswered (see `ApiNode::await_l2`).
+    l2_waiting: bool,
+    /// The number of this request's latest L2 call (tells a timeout of an earlier one apart).
+    l2_call: u8,
 }
 
 /// Where a by-id read stands with the cache.
@@ -453,6 +488,7 @@ struct NodeMetrics {
     pool_timeouts: CounterId,
     pool_rejected: CounterId,
     db_timeouts: CounterId,
+    l2_timeouts: CounterId,
     db_errors: CounterId,
     dep_attempts: CounterId,
     dep_retries: CounterId,
@@ -473,6 +509,7 @@ impl NodeMetrics {
             pool_timeouts: c(reg, "pool_timeouts"),
             pool_rejected: c(reg, "pool_rejected"),
             db_timeouts: c(reg, "db_timeouts"),
+            l2_timeouts: c(reg, "l2_timeouts"),
             db_errors: c(reg, "db_errors"),
             dep_attempts: c(reg, "dep_attempts"),
             dep_retries: c(reg, "dep_retries"),
@@ -519,6 +556,11 @@ pub struct ApiNode {
     last_db_arrival: SimTime,
     /// Planted bugs (all off: the correct node).
     bugs: crate::faults::PlantedBugs,
+    /// L2 calls sent, oldest first: (when it times out, the work, its call number). Entries
+    /// of calls answered since stay until they reach the front (their work no longer waits).
+    l2_calls: VecDeque<(SimTime, Handle, u8)>,
+    /// When the one `L2Timeout` timer is due, while it is armed.
+    l2_timer_at: Option<SimTime>,
 }
 
 /// What a node saw that the invariant checkers judge (drained by the world between events).
@@ -579,6 +621,8 @@ impl ApiNode {
             observed: None,
             last_db_arrival: SimTime::ZERO,
             bugs: crate::faults::PlantedBugs::default(),
+            l2_calls: VecDeque::new(),
+            l2_timer_at: None,
             metrics: NodeMetrics::register(registry, name),
             cfg,
         }
@@ -878,6 +922,8 @@ impl ApiNode {
                 reserved: false,
                 wf_sent: false,
                 inserted: false,
+                l2_waiting: false,
+                l2_call: 0,
                 cache: match (&self.cache, req.api, req.params.instance) {
                     (
                         Some(_),
@@ -947,6 +993,7 @@ impl ApiNode {
                         op: L2Op::Idem(op),
                     };
                     out.send(l2, self.cfg.db_hop, Msg::L2Request(req));
+                    self.await_l2(h, out);
                 }
                 _ => self.db_query(h, op, replica, out),
             },
@@ -1433,8 +1480,62 @@ impl ApiNode {
                 self.advance(h, out);
             }
             (None, CacheUse::Direct) => self.advance(h, out),
-            // Waiting for the L2 (leader) or for the leader (follower).
+            (None, CacheUse::Leader { .. }) => self.await_l2(h, out),
+            // Waiting for the leader (follower).
             (None, _) => {}
+        }
+    }
+
+    /// Notes the L2 call of `h` just sent: unanswered after `l2_timeout`, it fails as on an
+    /// L2 error. Every call has the same timeout, so calls time out in the order they were
+    /// sent, and one timer serves them all: it waits for the oldest call still out.
+    fn await_l2(&mut self, h: Handle, out: &mut Outbox<'_, Msg>) {
+        let Some(w) = self.work.get_mut(h) else {
+            return;
+        };
+        w.l2_call = w.l2_call.wrapping_add(1);
+        w.l2_waiting = true;
+        let due = out.now().saturating_add(self.cfg.l2_timeout);
+        self.l2_calls.push_back((due, h, w.l2_call));
+        if self.l2_timer_at.is_none() {
+            self.l2_timer_at = Some(due);
+            out.schedule(self.cfg.l2_timeout, Msg::Node(NodeTimer::L2Timeout));
+        }
+    }
+
+    /// The `L2Timeout` timer (possibly late: deferred by a pause): every call out past its
+    /// timeout fails as on an L2 error; then the timer waits for the oldest call still out,
+    /// dropping the answered ones on the way. A timer not due (one of a crashed process, or
+    /// superseded) does nothing.
+    fn on_l2_timeout(&mut self, out: &mut Outbox<'_, Msg>) {
+        let now = out.now();
+        if self.l2_timer_at.is_none_or(|at| at > now) {
+            return;
+        }
+        // Armed "forever" while calls time out: a call sent meanwhile arms no second timer.
+        self.l2_timer_at = Some(SimTime::MAX);
+        while let Some(&(due, h, call)) = self.l2_calls.front() {
+            let out_still = self
+                .work
+                .get(h)
+                .is_some_and(|w| w.l2_waiting && w.l2_call == call);
+            if out_still && due > now {
+                break;
+            }
+            self.l2_calls.pop_front();
+            if out_still {
+                out.count(self.metrics.l2_timeouts, 1);
+                let r = L2Reply {
+                    tag: h.to_u64(),
+                    latency: self.cfg.l2_timeout,
+                    result: Err(L2Error::TimedOut),
+                };
+                self.on_l2_reply(r, out);
+            }
+        }
+        self.l2_timer_at = self.l2_calls.front().map(|&(due, ..)| due);
+        if let Some(due) = self.l2_timer_at {
+            out.schedule(due.saturating_since(now), Msg::Node(NodeTimer::L2Timeout));
         }
     }
 
@@ -1446,6 +1547,12 @@ impl ApiNode {
         let Some(w) = self.work.get_mut(h) else {
             return;
         };
+        if !w.l2_waiting {
+            // Its call timed out: the request has gone on without it.
+            self.fault_stats.stale_l2_replies += 1;
+            return;
+        }
+        w.l2_waiting = false;
         let CacheUse::Leader { key, .. } = w.cache else {
             if matches!(w.phase, Phase::Db { .. }) {
                 // A ClientToken record call: the L2 holds the store. An L2 that fails cannot
@@ -1670,6 +1777,7 @@ impl ApiNode {
                     self.finish(h, Status::Err(ErrorCode::InternalError), out);
                 }
             }
+            NodeTimer::L2Timeout => self.on_l2_timeout(out),
             NodeTimer::QueryTimeout(h) => {
                 // Only a query still out: its reply cancels this timer.
                 if let Some(Phase::Db { timer: Some(_) }) = self.work.get(h).map(|w| w.phase) {
@@ -1871,6 +1979,9 @@ impl ApiNode {
                 .saturating_sub(until.saturating_since(out.now()).as_ns());
         }
         self.deferred.clear();
+        // The calls died with their work; a pending `L2Timeout` finds nothing due.
+        self.l2_calls.clear();
+        self.l2_timer_at = None;
         if let Some(t) = self.gc_check.take() {
             out.cancel(t);
         }

@@ -170,6 +170,9 @@ pub enum L2Error {
     Overloaded,
     #[error("the cache failed the request (injected)")]
     Failed,
+    /// Never sent by the cache: the caller's own timeout, as the caller reports it.
+    #[error("no answer within the caller's timeout")]
+    TimedOut,
 }
 
 /// The L2's one wake-up: slots have ended and queued requests may start.

@@ -114,6 +114,8 @@ pub(super) struct RawApi {
     pub pool_acquire_timeout: Sp<SimDuration>,
     /// How long a database query may go unanswered before the node gives up on it.
     pub db_query_timeout: Sp<SimDuration>,
+    /// How long an L2 call may go unanswered before the node gives up on it.
+    pub l2_timeout: Sp<SimDuration>,
     /// CPU time of every API call (seconds).
     pub cpu: Sp<Dist>,
     /// Drop queued requests whose deadline has passed instead of working on them.

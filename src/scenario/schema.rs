@@ -177,6 +177,12 @@ pub fn scenario_schema() -> Json {
                     "How long a database query may go unanswered before the node fails it (503) and releases its connection.",
                 ),
             ),
+            (
+                "l2_timeout",
+                duration(
+                    "How long an L2 cache call may go unanswered before the node gives up on it: a read goes on to the database, a ClientToken record op held by the L2 fails (503).",
+                ),
+            ),
             ("cpu", dist("CPU time of every API call, seconds.")),
             (
                 "shed_expired",

@@ -41,6 +41,26 @@ fn a_good_scenario_reads_with_defaults_and_scale() {
 }
 
 #[test]
+fn the_l2_timeout_defaults_to_200ms_and_is_read_in_range() {
+    let s = parse(GOOD, &[]).unwrap();
+    assert_eq!(
+        s.topology().node_config().l2_timeout(),
+        SimDuration::from_ms(200)
+    );
+    let s = parse(GOOD, &["topology.api.l2_timeout=1s"]).unwrap();
+    assert_eq!(
+        s.topology().node_config().l2_timeout(),
+        SimDuration::from_secs(1)
+    );
+    let e = parse(GOOD, &["topology.api.l2_timeout=0s"]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("topology.api.l2_timeout: 0s is out of range"),
+        "{e}"
+    );
+}
+
+#[test]
 fn the_db_query_timeout_defaults_to_5s_and_is_read_in_range() {
     let s = parse(GOOD, &[]).unwrap();
     assert_eq!(

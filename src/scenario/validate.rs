@@ -704,6 +704,15 @@ pub(super) fn validate(
                 SimDuration::from_secs(5),
             )?);
         }
+        if a.l2_timeout.is_some() {
+            b = b.l2_timeout(c.opt_duration(
+                &a.l2_timeout,
+                "topology.api.l2_timeout",
+                SimDuration::from_ms(1),
+                SimDuration::HOUR,
+                SimDuration::from_ms(200),
+            )?);
+        }
         if let Some(v) = &a.hop {
             let h = *v.get_ref();
             b = b.hops(h, h, h);

@@ -747,3 +747,85 @@ fn quota_too_low_throttles_only_in_its_window() {
         }
     );
 }
+
+/// node.0 cut from the L2 from 20 s for 5 s (500 requests/s, 95% by-id reads through the
+/// cache): node.0's L2 calls (and their replies) are lost. Each cache read whose call is lost
+/// gives up after the node's 200 ms `l2_timeout` and reads the database instead, so no request
+/// fails or hangs, no worker stays held, and node.1 never times out. Before the window the run
+/// is the run without the fault.
+#[test]
+fn partition_node_from_l2_times_out_its_cache_calls_and_reads_the_database() {
+    let m = mix(&[
+        (Api::RunInstances, 5.0),
+        (Api::DescribeInstanceStatus, 95.0),
+    ]);
+    let plain = cached(base(
+        500.0,
+        m,
+        10,
+        DbConfig::assumed_defaults(),
+        unlimited(10),
+        40,
+    ));
+    let cut = plain
+        .clone()
+        .with_faults(FaultPlan::new(vec![
+            Fault::new(
+                FaultKind::Partition { peer: Target::L2 },
+                Target::Node(0),
+                secs(20),
+                SimDuration::from_secs(5),
+            )
+            .unwrap(),
+        ]))
+        .unwrap();
+    identical_until(&plain, &cut, 4, before(20));
+    let reads = |topo: &Topology, from: u64, to: u64| {
+        let mut w = world_at(topo, 4, secs(from));
+        let r0 = point_reads(&w);
+        w.run_until(secs(to));
+        point_reads(&w) - r0
+    };
+    let during = reads(&cut, 21, 25);
+    let plain_during = reads(&plain, 21, 25);
+    assert!(
+        during > 2 * plain_during,
+        "node.0's reads go to the database: {during} vs {plain_during}"
+    );
+    let mut w = world_at(&cut, 4, secs(20));
+    let busy_before = w.node_mut(0).in_flight();
+    w.run_until(before(25));
+    let timeouts_in_window = w
+        .sim
+        .metrics()
+        .counters()
+        .into_iter()
+        .find(|(n, _)| *n == "node.0.l2_timeouts")
+        .map_or(0, |(_, v)| v);
+    assert!(timeouts_in_window > 100, "{timeouts_in_window} timeouts");
+    // Nothing is held past the window and its last timeouts.
+    w.run_until(secs(26));
+    assert!(
+        w.node_mut(0).in_flight() <= busy_before + 20,
+        "{} in flight at 26 s, {busy_before} at 20 s",
+        w.node_mut(0).in_flight()
+    );
+    let report = w.run();
+    let r = w.result(report, cut.duration());
+    let dropped = r.counter("faults.0.partition_dropped");
+    let timeouts = r.counter("node.0.l2_timeouts");
+    // A lost get or lost reply is one timeout; lost fills and deletes (no reply awaited) none.
+    assert!(timeouts <= dropped && timeouts >= timeouts_in_window);
+    assert_eq!(r.counter("node.1.l2_timeouts"), 0);
+    for a in [Api::DescribeInstanceStatus, Api::RunInstances] {
+        let api = r.api(a);
+        assert!(api.count(Status::Ok) > 0);
+        for e in ErrorCode::ALL {
+            if e.http_status() >= 500 || e == ErrorCode::DeadlineExceeded {
+                assert_eq!(api.count(Status::Err(e)), 0, "{a:?} {e:?}");
+            }
+        }
+    }
+    assert_eq!(r.counter("node.0.deadline_aborts"), 0);
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+}
