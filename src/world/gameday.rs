@@ -300,6 +300,7 @@ impl World {
                 }
             }
         }
+        self.faults_reach_new_nodes(at);
         before..before + n
     }
 

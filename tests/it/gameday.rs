@@ -448,3 +448,66 @@ fn impossible_runbook_steps_are_refused() {
             .is_ok()
     );
 }
+
+/// A clock skew and a partition of every node (from the image mock) from 5 s to 25 s; a
+/// runbook adds 2 nodes at 10 s. The new nodes get the skew and the partition at once (not at
+/// the faults' next transition), and every node loses both at 25 s.
+#[test]
+fn nodes_added_mid_fault_get_the_skews_and_partitions_in_force() {
+    let t = listing(50.0, 3, secs(120));
+    let base = topology(2, serial_node(true), instant_db(), t, unlimited(3), 40);
+    let skew_ns = 30_000_000_000;
+    let image = Target::Dependency {
+        name: "image".into(),
+        endpoint: None,
+    };
+    let plan = vec![
+        Fault::new(
+            FaultKind::ClockSkew { skew_ns },
+            Target::Nodes,
+            at(5),
+            secs(20),
+        )
+        .unwrap(),
+        Fault::new(
+            FaultKind::Partition {
+                peer: image.clone(),
+            },
+            Target::Nodes,
+            at(5),
+            secs(20),
+        )
+        .unwrap(),
+    ];
+    let scaled = runbook(faults(base, plan), &[(Action::ScaleOut { nodes: 2 }, 10)]);
+    let mut w = scaled.build(RootSeed::new(5));
+    assert!(w.run_until(at(10)).is_none());
+    assert_eq!(w.nodes.len(), 4, "added at 10 s");
+    let image_id = w
+        .deps
+        .iter()
+        .copied()
+        .find(|&id| matches!(w.sim.component(id), Part::Dep(d) if d.name() == "image"))
+        .unwrap();
+    let nodes = w.nodes.clone();
+    for (i, &id) in nodes.iter().enumerate() {
+        assert_eq!(
+            w.node_mut(i).fault_stats().clock_skew_ns,
+            skew_ns,
+            "node {i}"
+        );
+        assert!(
+            w.sim
+                .partitions()
+                .iter()
+                .any(|&(a, b, _)| a == id && b == image_id),
+            "node {i} cut from image"
+        );
+    }
+    assert_eq!(w.sim.partitions().len(), 4);
+    assert!(w.run_until(at(26)).is_none());
+    for i in 0..4 {
+        assert_eq!(w.node_mut(i).fault_stats().clock_skew_ns, 0, "node {i}");
+    }
+    assert!(w.sim.partitions().is_empty(), "healed at 25 s");
+}

@@ -171,6 +171,12 @@ fn apply_partitions(world: &mut World, t: &mut Transition<'_, '_>) {
     if t.of(is_partition).all(|s| s.edge.is_none()) {
         return;
     }
+    put_partitions(world, t);
+}
+
+/// Puts the cuts of every partition active in `t` in force (replacing those in force).
+pub(super) fn put_partitions(world: &mut World, t: &Transition<'_, '_>) {
+    let is_partition = |k: &FaultKind| matches!(k, FaultKind::Partition { .. });
     let mut cuts = Vec::new();
     for s in t.of(is_partition) {
         let FaultKind::Partition { peer } = s.fault.kind() else {

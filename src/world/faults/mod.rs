@@ -106,6 +106,40 @@ impl World {
         self.faults = Some(rt);
     }
 
+    /// Puts the faults in force now on nodes added mid-run (a runbook's scale-out), as if they
+    /// had been there at the last transition: the partitions of every active partition fault
+    /// (re-put in force with the new nodes on their sides) and the clock skews of the nodes.
+    /// Other kinds reach them at their next transition (pauses, leaks accrued since) or not at
+    /// all (a crash or a connection leak happened to the processes that were there).
+    pub(super) fn faults_reach_new_nodes(&mut self, now: SimTime) {
+        let Some(mut rt) = self.faults.take() else {
+            return;
+        };
+        let steps: Vec<FaultStep<'_>> = rt
+            .plan
+            .faults()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.start() <= now && now < f.end())
+            .map(|(index, fault)| FaultStep {
+                index,
+                fault,
+                edge: None,
+                intensity: fault.intensity(now),
+            })
+            .collect();
+        let t = Transition {
+            steps: &steps,
+            rngs: &mut rt.rngs,
+            since: rt.walk.last(),
+            now,
+        };
+        deps::put_partitions(self, &t);
+        nodes::clock_skews(self, &t);
+        drop(steps);
+        self.faults = Some(rt);
+    }
+
     /// Every fault start and end so far, in order.
     pub fn fault_log(&self) -> &[FaultEvent] {
         self.faults.as_ref().map_or(&[], |f| &f.log)

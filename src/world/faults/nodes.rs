@@ -157,7 +157,7 @@ fn pool_leaks(world: &mut World, t: &Transition<'_, '_>) {
     }
 }
 
-fn clock_skews(world: &mut World, t: &Transition<'_, '_>) {
+pub(super) fn clock_skews(world: &mut World, t: &Transition<'_, '_>) {
     let skew = |k: &FaultKind| matches!(k, FaultKind::ClockSkew { .. });
     for i in 0..world.nodes.len() {
         let mut touched = false;
