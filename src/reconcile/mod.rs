@@ -14,9 +14,10 @@
 //!   control plane's intent wins); `Deleted` still holding a host or ENI → released (a disk or
 //!   EIP a `Deleted` row references was kept on purpose and is left alone); a row whose
 //!   disk-attached flag disagrees with the disk → the row is corrected;
-//! - **stuck rows**: a row still `Pending`, `Starting` or `Stopping` past the grace, which no
-//!   workflow is driving (workflow deadlines are shorter than the grace; e.g. an insert whose
-//!   node crashed before it started the workflow: a phantom instance) → a `Pending` row is
+//! - **stuck rows**: a row still `Pending`, `Starting` or `Stopping` past the grace that no
+//!   open workflow holds (the driver reads the workflow table, as it reads the dependencies'
+//!   records; e.g. an insert whose node crashed before it started the workflow: a phantom
+//!   instance) → a `Pending` row is
 //!   failed as its creation workflow would fail it (every record it references released, the
 //!   row `Deleted`); a `Starting` or `Stopping` row is finished as a stop (billing stopped, the
 //!   disk detached, the row `Stopped`).
@@ -162,8 +163,8 @@ pub enum Inconsistency {
     Dangling,
     /// A row's state and a record's state disagree.
     StateMismatch,
-    /// A row left in a transitional state (Pending, Starting, Stopping) past the grace: no
-    /// workflow is driving it (e.g. an insert whose caller crashed before it started the
+    /// A row left in a transitional state (Pending, Starting, Stopping) past the grace that no
+    /// open workflow holds (e.g. an insert whose caller crashed before it started the
     /// workflow: a phantom instance).
     Stuck,
 }
@@ -321,6 +322,9 @@ pub struct RowView {
     pub row: InstanceRow,
     pub current: Option<InstanceRow>,
     pub records: [Option<ResourceRecord>; InstanceResources::SLOTS],
+    /// An open workflow drives the instance (the workflow table has one): a transitional row
+    /// is then in progress, not stuck.
+    pub held: bool,
 }
 
 /// One step of a repair.
@@ -778,6 +782,14 @@ impl Reconciler {
         findings.push(f);
     }
 
+    /// Records the workflow table lists for open workflows (read by the driver before the
+    /// scan's last comparison): referenced, so never judged orphans.
+    pub fn note_held(&mut self, held: impl IntoIterator<Item = (ResourceKind, ResourceId)>) {
+        if let Some(scan) = self.scan.as_mut() {
+            scan.referenced.extend(held);
+        }
+    }
+
     /// Compares one page's rows with the dependencies' records at `now` (the driver calls it
     /// when the page's reply arrives) and plans the repairs. With `all_records` (after the
     /// scan's last page: every record of every dependency, `(dependency, id, record)`), also
@@ -879,11 +891,13 @@ impl Reconciler {
             new.set(slot, None);
             lost_essential |= row.state == Running && (slot == HOST || slot == DISK);
         }
-        if row.state.is_transitional() {
+        let stable = !row.state.is_transitional();
+        if !stable && !v.held {
             self.plan_stuck(v, new, findings);
             return;
         }
-        // A stable state from here on: judge the records against it.
+        // From here on: a stable row, or a transitional one a workflow drives (only its
+        // dangling references are cleared).
         let target = if lost_essential { Stopped } else { row.state };
         let rec = |new: &InstanceResources, slot: usize| -> Option<(ResourceId, ResourceRecord)> {
             let id = new.at(slot)?;
@@ -907,56 +921,58 @@ impl Reconciler {
             };
             me.note((f.what, f.kind, inst, id.0), f, findings);
         };
-        let down = matches!(target, Stopped | Deleted);
-        if let (true, Some((id, r))) = (down, rec(&new, BILLING)) {
-            mismatch(self, BILLING, id, r.created, &mut findings);
-            actions.push(Action::Dep {
-                to: dep(r.kind),
-                op: DepOp::StopBilling,
-                target: id,
-            });
-            new.set(BILLING, None);
-        }
-        let mut disk_fixed = false;
-        if let Some((id, r)) = rec(&new, DISK) {
-            let attached = r.state == RecordState::Attached;
-            let want = if down {
-                Some(false)
-            } else if target == Running {
-                Some(true)
-            } else {
-                None
-            };
-            if let Some(w) = want.filter(|&w| w != attached) {
-                mismatch(self, DISK, id, r.changed, &mut findings);
+        if stable {
+            let down = matches!(target, Stopped | Deleted);
+            if let (true, Some((id, r))) = (down, rec(&new, BILLING)) {
+                mismatch(self, BILLING, id, r.created, &mut findings);
                 actions.push(Action::Dep {
                     to: dep(r.kind),
-                    op: if w {
-                        DepOp::AttachDisk
-                    } else {
-                        DepOp::DetachDisk
-                    },
+                    op: DepOp::StopBilling,
                     target: id,
                 });
-                new.disk_attached = w;
-                disk_fixed = true;
+                new.set(BILLING, None);
             }
-            if !disk_fixed && new.disk_attached != attached {
-                // The row's flag is stale: correct the row.
-                mismatch(self, DISK, id, r.changed, &mut findings);
-                new.disk_attached = attached;
-            }
-        }
-        if target == Deleted {
-            for slot in [HOST, ENI] {
-                if let Some((id, r)) = rec(&new, slot) {
-                    mismatch(self, slot, id, r.created, &mut findings);
+            let mut disk_fixed = false;
+            if let Some((id, r)) = rec(&new, DISK) {
+                let attached = r.state == RecordState::Attached;
+                let want = if down {
+                    Some(false)
+                } else if target == Running {
+                    Some(true)
+                } else {
+                    None
+                };
+                if let Some(w) = want.filter(|&w| w != attached) {
+                    mismatch(self, DISK, id, r.changed, &mut findings);
                     actions.push(Action::Dep {
                         to: dep(r.kind),
-                        op: release_op(r.kind).expect("host or ENI"),
+                        op: if w {
+                            DepOp::AttachDisk
+                        } else {
+                            DepOp::DetachDisk
+                        },
                         target: id,
                     });
-                    new.set(slot, None);
+                    new.disk_attached = w;
+                    disk_fixed = true;
+                }
+                if !disk_fixed && new.disk_attached != attached {
+                    // The row's flag is stale: correct the row.
+                    mismatch(self, DISK, id, r.changed, &mut findings);
+                    new.disk_attached = attached;
+                }
+            }
+            if target == Deleted {
+                for slot in [HOST, ENI] {
+                    if let Some((id, r)) = rec(&new, slot) {
+                        mismatch(self, slot, id, r.created, &mut findings);
+                        actions.push(Action::Dep {
+                            to: dep(r.kind),
+                            op: release_op(r.kind).expect("host or ENI"),
+                            target: id,
+                        });
+                        new.set(slot, None);
+                    }
                 }
             }
         }

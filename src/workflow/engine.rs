@@ -456,6 +456,19 @@ impl WorkflowEngine {
             .map(|(&id, &(a, st, since))| (id, a, st, since))
     }
 
+    /// The records open workflows hold so far (what their workflow rows list: created, not yet
+    /// written to an instance row, or still to be compensated).
+    pub fn held_resources(&self) -> impl Iterator<Item = (ResourceKind, ResourceId)> + '_ {
+        self.wfs
+            .iter()
+            .flat_map(|(_, wf)| wf.res.iter().flat_map(|r| r.iter()))
+    }
+
+    /// Whether an open workflow holds instance `id` (on its way through a transitional state).
+    pub fn holds(&self, id: InstanceId) -> bool {
+        self.transitional.contains_key(&id)
+    }
+
     pub fn stuck(&self, now: SimTime) -> Vec<StuckInstance> {
         let threshold = self.cfg.stuck_threshold;
         self.transitional

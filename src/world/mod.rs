@@ -1251,6 +1251,11 @@ impl World {
             Part::Dep(d) => &**d,
             _ => unreachable!("dependency ids name dependencies"),
         };
+        // The workflow table, as the reconciler reads it: which instances an open workflow holds.
+        let engine = match self.workflow.map(|id| self.sim.component(id)) {
+            Some(Part::Workflow(e)) => Some(&**e),
+            _ => None,
+        };
         let views: Vec<RowView> = rows
             .iter()
             .map(|row| {
@@ -1265,6 +1270,7 @@ impl World {
                     row: *row,
                     current: db.inspect_instance(row.account, row.id),
                     records,
+                    held: engine.is_some_and(|e| e.holds(row.id)),
                 }
             })
             .collect();
@@ -1274,7 +1280,13 @@ impl World {
                 .flat_map(|&d| dep(d).records().map(move |(id, r)| (d, id, *r)))
                 .collect::<Vec<_>>()
         });
+        // Before the orphan judgement: the records open workflows hold (the workflow table).
+        let held: Vec<_> = match (last, engine) {
+            (true, Some(e)) => e.held_resources().collect(),
+            _ => Vec::new(),
+        };
         if let Part::Reconciler(rec) = self.sim.component_mut(rid) {
+            rec.note_held(held);
             rec.compare_page(now, &views, all.as_deref());
         }
     }
@@ -1554,6 +1566,9 @@ impl World {
         for row in db.instance_rows() {
             referenced.extend(row.resources.iter());
         }
+        if let Some(Part::Workflow(e)) = self.workflow.map(|id| self.sim.component(id)) {
+            referenced.extend(e.held_resources());
+        }
         let deps: Vec<&Dependency> = self
             .deps
             .iter()
@@ -1587,7 +1602,11 @@ impl World {
             if row.state == crate::api::types::InstanceState::Deleted || row.last_write() > cutoff {
                 continue;
             }
-            if row.state.is_transitional() {
+            let held = |id| match self.workflow.map(|w| self.sim.component(w)) {
+                Some(Part::Workflow(e)) => e.holds(id),
+                _ => false,
+            };
+            if row.state.is_transitional() && !held(row.id) {
                 return Some(Violation {
                     invariant: Invariant::Reconciled,
                     at: started,

@@ -519,3 +519,85 @@ fn repairs_invalidate_the_cached_copies() {
     let r = world.result(report, topo.duration());
     assert!(r.violations.is_empty(), "{:?}", r.violations);
 }
+
+/// A RunInstances whose create_disk call takes 100 s (started in 100..102 s; steps may take
+/// 150 s) stays Pending long past the 30 s grace, but an open workflow holds it: the audits
+/// judge it and leave it alone (it is in progress, not stuck), and leave the host its workflow
+/// allocated alone too (not yet on the row, but on the workflow's: not an orphan), and it ends
+/// Running. (Before the workflow table was read, the host was released as an orphan, then found
+/// dangling on the Running row, which was stopped.)
+#[test]
+fn a_row_an_open_workflow_holds_is_not_stuck() {
+    use firedrill::faults::{Fault, FaultKind, FaultPlan, Target};
+    use firedrill::workflow::StepRetry;
+    let recon = ReconConfig::new(
+        SimDuration::from_secs(60),
+        SimDuration::from_secs(30),
+        1_000,
+    )
+    .unwrap()
+    .with_scan(20, 50)
+    .unwrap();
+    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
+        .build()
+        .unwrap();
+    let t = traffic(
+        1.0,
+        ApiMix::only(Api::RunInstances),
+        3,
+        SimDuration::from_secs(120),
+    );
+    let slow = Fault::new(
+        FaultKind::DepLatency {
+            add: Some(Dist::constant(100.0).unwrap()),
+            multiply: 1.0,
+        },
+        Target::Dependency {
+            name: "block_storage".into(),
+            endpoint: None,
+        },
+        SimTime::from_ns(100 * S),
+        SimDuration::from_secs(2),
+    )
+    .unwrap();
+    let engine = EngineConfig::builder()
+        .all_steps(SimDuration::from_secs(150), &StepRetry::default())
+        .build()
+        .unwrap();
+    let topo = topology(1, node, DbConfig::assumed_defaults(), t, unlimited(3), 400)
+        .with_workflows(WorkflowSetup {
+            engine,
+            batch: true,
+        })
+        .unwrap()
+        .with_reconciliation(recon)
+        .unwrap()
+        .with_faults(FaultPlan::new(vec![slow]))
+        .unwrap();
+    let mut world = topo.build(RootSeed::new(3));
+    // After the 180 s audit (its judgement: rows written before 150 s) has compared its pages.
+    assert!(world.run_until(SimTime::from_ns(185 * S)).is_none());
+    let Part::Db(db) = world.sim.component(world.db) else {
+        unreachable!()
+    };
+    let slow_rows: Vec<InstanceRow> = db
+        .instance_rows()
+        .filter(|r| r.state == InstanceState::Pending && r.last_write() < SimTime::from_ns(150 * S))
+        .collect();
+    assert!(!slow_rows.is_empty(), "a creation is held up");
+    let Some(Part::Workflow(e)) = world.workflow.map(|id| world.sim.component(id)) else {
+        unreachable!()
+    };
+    assert!(slow_rows.iter().all(|r| e.holds(r.id)));
+    assert!(stats(&world).scans_completed >= 3);
+    assert_eq!(stats(&world).stuck_found(), 0);
+    let report = world.run();
+    for r in &slow_rows {
+        assert_eq!(row(&world, r).state, InstanceState::Running, "{r:?}");
+    }
+    let r = world.result(report, topo.duration());
+    let rec = r.reconciliation.as_ref().unwrap();
+    assert_eq!(rec.stuck_found(), 0);
+    assert_eq!(rec.found_total(), 0, "{:?}", rec.found);
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+}
