@@ -97,6 +97,19 @@ impl ReconConfig {
             pages_per_sec: 20,
         })
     }
+    /// The same schedule with another audit `period` and `grace`.
+    pub fn with_timing(
+        mut self,
+        period: SimDuration,
+        grace: SimDuration,
+    ) -> Result<ReconConfig, ReconConfigError> {
+        if period.is_zero() {
+            return Err(ReconConfigError::ZeroPeriod);
+        }
+        self.period = period;
+        self.grace = grace;
+        Ok(self)
+    }
     /// The scan's page size (rows per `ScanInstances`, at most the database's `max_batch_rows`)
     /// and rate bound (pages started per second).
     pub fn with_scan(

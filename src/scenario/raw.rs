@@ -193,6 +193,9 @@ pub(super) struct RawCleanup {
 pub(super) struct RawReconciliation {
     /// `hourly` (near-real-time) or `daily` (T+1).
     pub mode: Sp<String>,
+    /// Overrides of the mode's audit period and grace.
+    pub period: Sp<SimDuration>,
+    pub grace: Sp<SimDuration>,
 }
 
 #[derive(Deserialize)]

@@ -324,13 +324,25 @@ pub fn scenario_schema() -> Json {
     );
     let reconciliation = table(
         "Resource-consistency reconciliation (present: on; needs workflows).",
-        vec![(
-            "mode",
-            one_of(
-                "hourly (near-real-time, 10 min grace) or daily (T+1, 1 h grace).",
-                &["hourly", "daily"],
+        vec![
+            (
+                "mode",
+                one_of(
+                    "hourly (near-real-time, 10 min grace) or daily (T+1, 1 h grace).",
+                    &["hourly", "daily"],
+                ),
             ),
-        )],
+            (
+                "period",
+                duration("Time between audits (default: the mode's, 1h or 1d)."),
+            ),
+            (
+                "grace",
+                duration(
+                    "Rows and records younger than this at a scan's start are not judged (default: the mode's, 10m or 1h).",
+                ),
+            ),
+        ],
         &[],
     );
     let topology = table(

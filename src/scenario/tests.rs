@@ -1,5 +1,6 @@
 use super::*;
 use crate::kernel::SimTime;
+use crate::reconcile::ReconConfig;
 use crate::world::shipped_mocks;
 
 const GOOD: &str = r#"name = "t"
@@ -37,6 +38,33 @@ fn a_good_scenario_reads_with_defaults_and_scale() {
     assert_eq!(
         s.topology().traffic().inter_arrival.mean(),
         Some(1.0 / 500.0)
+    );
+}
+
+#[test]
+fn reconciliation_period_and_grace_override_the_mode() {
+    let chaos = include_str!("../../scenarios/chaos.toml");
+    let s = parse_scenario("chaos.toml", chaos, &[], &shipped_mocks()).unwrap();
+    let r = s.topology().reconciliation().unwrap();
+    assert_eq!(
+        (r.period(), r.grace()),
+        (SimDuration::from_secs(300), SimDuration::from_secs(120))
+    );
+    let o = [Override::parse("topology.reconciliation.mode=daily").unwrap()];
+    let s = parse_scenario("chaos.toml", chaos, &o, &shipped_mocks()).unwrap();
+    let r = s.topology().reconciliation().unwrap();
+    // The overrides stay; the rest is the daily mode's.
+    assert_eq!(r.period(), SimDuration::from_secs(300));
+    assert_eq!(r.page_size(), ReconConfig::daily().page_size());
+    let without = chaos.replace("period = \"5m\"\ngrace = \"2m\"\n", "");
+    let s = parse_scenario("chaos.toml", &without, &o, &shipped_mocks()).unwrap();
+    assert_eq!(s.topology().reconciliation(), Some(&ReconConfig::daily()));
+    let o = [Override::parse("topology.reconciliation.period=0s").unwrap()];
+    let e = parse_scenario("chaos.toml", chaos, &o, &shipped_mocks()).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("topology.reconciliation.period: 0s is out of range"),
+        "{e}"
     );
 }
 

@@ -1102,13 +1102,30 @@ pub(super) fn validate(
                 );
                 return None;
             }
-            mode.map(|m| {
+            let base = mode.map(|m| {
                 if m == "daily" {
                     ReconConfig::daily()
                 } else {
                     ReconConfig::hourly()
                 }
-            })
+            })?;
+            let r = r.get_ref();
+            let period = c.opt_duration(
+                &r.period,
+                "topology.reconciliation.period",
+                SimDuration::from_secs(1),
+                SimDuration::from_secs(366 * 86_400),
+                base.period(),
+            );
+            let grace = c.opt_duration(
+                &r.grace,
+                "topology.reconciliation.grace",
+                SimDuration::ZERO,
+                SimDuration::from_secs(366 * 86_400),
+                base.grace(),
+            );
+            // The period's range starts above zero: the schedule is valid.
+            base.with_timing(period?, grace?).ok()
         });
 
     // ------------------------------------------------------------------------- workload

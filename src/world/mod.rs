@@ -435,6 +435,11 @@ impl Topology {
 
     /// Audits resources against the dependencies' records and releases orphans (needs workflows:
     /// their resource table is what the control plane believes).
+    /// The reconciliation schedule, when reconciliation is on.
+    pub fn reconciliation(&self) -> Option<&ReconConfig> {
+        self.reconcile.as_ref()
+    }
+
     pub fn with_reconciliation(mut self, cfg: ReconConfig) -> Result<Topology, TopologyError> {
         if self.workflows.is_none() {
             return Err(TopologyError::ReconciliationNeedsWorkflows);
