@@ -40,7 +40,7 @@
 //! delete and a delayed L1 broadcast to every node).
 
 use crate::api::types::{AccountId, ErrorCode, InstanceId, InstanceState};
-use crate::cache::{CacheKey, L1Invalidation, L2Op, L2Request};
+use crate::cache::{L1Invalidation, L2Request};
 use crate::db::{DbOp, DbQuery, DbReply, DbResult, InstanceResources, InstanceRow, UpdateOutcome};
 use crate::deps::{
     DepCall, DepOp, DepReply, Effect, RecordState, ResourceId, ResourceKind, ResourceRange,
@@ -484,28 +484,7 @@ impl Reconciler {
         out: &mut Outbox<'_, M>,
     ) {
         let Some(c) = &mut self.cache else { return };
-        let key = CacheKey {
-            account,
-            instance: id,
-        };
-        let plan = c.broadcaster.plan(key, out.now(), None);
-        let req = L2Request {
-            tag: u64::MAX,
-            reply_to: out.me(),
-            op: L2Op::DeleteRun {
-                first: key,
-                count: 1,
-                version,
-            },
-        };
-        out.send(c.l2, c.hop, M::from(req));
-        let msg = L1Invalidation {
-            count: 1,
-            ..plan.message()
-        };
-        for &(node, delay) in &plan.deliveries {
-            out.send(node, delay, M::from(msg));
-        }
+        c.invalidate_run(account, id, 1, version, out);
         self.stats.invalidations += 1;
     }
 

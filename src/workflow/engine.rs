@@ -383,6 +383,44 @@ pub struct EngineCache {
     pub hop: SimDuration,
 }
 
+impl EngineCache {
+    /// After a write of `count` consecutive instances from `first` applied at `version` (its
+    /// arrival at the database): one L2 delete of the run and one L1 message per node (the
+    /// broadcaster's delay drawn once per node for the run). Replies to the delete come back
+    /// to the sender with tag `u64::MAX`, to be ignored.
+    pub fn invalidate_run<M: From<crate::cache::L2Request> + From<crate::cache::L1Invalidation>>(
+        &mut self,
+        account: AccountId,
+        first: InstanceId,
+        count: u32,
+        version: SimTime,
+        out: &mut Outbox<'_, M>,
+    ) {
+        let key = crate::cache::CacheKey {
+            account,
+            instance: first,
+        };
+        let plan = self.broadcaster.plan(key, out.now(), None);
+        let req = crate::cache::L2Request {
+            tag: u64::MAX,
+            reply_to: out.me(),
+            op: crate::cache::L2Op::DeleteRun {
+                first: key,
+                count,
+                version,
+            },
+        };
+        out.send(self.l2, self.hop, M::from(req));
+        let msg = crate::cache::L1Invalidation {
+            count,
+            ..plan.message()
+        };
+        for &(node, delay) in &plan.deliveries {
+            out.send(node, delay, M::from(msg));
+        }
+    }
+}
+
 impl WorkflowEngine {
     /// An engine with no workflows; backoff jitter draws from `rng` (fork one, e.g.
     /// `"workflow"`).
@@ -1158,8 +1196,7 @@ impl WorkflowEngine {
     }
 
     /// Invalidates the cached copies of `count` consecutive instances from `first` after a
-    /// state write: one L2 delete of the run and one L1 message per node (the broadcaster's
-    /// delay drawn once for the run).
+    /// state write (see [`EngineCache::invalidate_run`]).
     fn invalidate<M: WfMsg>(
         &mut self,
         account: AccountId,
@@ -1167,28 +1204,8 @@ impl WorkflowEngine {
         count: u32,
         out: &mut Outbox<'_, M>,
     ) {
-        let Some(c) = &mut self.cache else { return };
-        let key = crate::cache::CacheKey {
-            account,
-            instance: first,
-        };
-        let plan = c.broadcaster.plan(key, out.now(), None);
-        let req = crate::cache::L2Request {
-            tag: u64::MAX,
-            reply_to: out.me(),
-            op: crate::cache::L2Op::DeleteRun {
-                first: key,
-                count,
-                version: self.last_db_arrival,
-            },
-        };
-        out.send(c.l2, c.hop, M::from(req));
-        let msg = crate::cache::L1Invalidation {
-            count,
-            ..plan.message()
-        };
-        for &(node, delay) in &plan.deliveries {
-            out.send(node, delay, M::from(msg));
+        if let Some(c) = &mut self.cache {
+            c.invalidate_run(account, first, count, self.last_db_arrival, out);
         }
     }
 

@@ -723,6 +723,19 @@ impl Topology {
             assert_eq!(id, l2_id);
             id
         });
+        // How a component that writes instance rows outside the nodes invalidates their cached
+        // copies (the workflow engine, reconciliation), on its own random substream.
+        let invalidation = |label: &str| {
+            self.cache.as_ref().map(|c| crate::workflow::EngineCache {
+                l2: l2_id,
+                broadcaster: Broadcaster::new(
+                    (0..self.nodes).map(node_id).collect(),
+                    c.invalidation_delay.clone(),
+                    seed.fork(label),
+                ),
+                hop: self.gateway_hop,
+            })
+        };
         let workflow = self.workflows.as_ref().map(|w| {
             let deps = WfDeps {
                 db: db_id,
@@ -733,16 +746,8 @@ impl Topology {
             };
             let mut engine = WorkflowEngine::new(w.engine.clone(), deps, seed.fork("workflow"))
                 .with_bugs(self.bugs);
-            if let Some(c) = &self.cache {
-                engine = engine.with_cache(crate::workflow::EngineCache {
-                    l2: l2_id,
-                    broadcaster: Broadcaster::new(
-                        (0..self.nodes).map(node_id).collect(),
-                        c.invalidation_delay.clone(),
-                        seed.fork("workflow.invalidation"),
-                    ),
-                    hop: self.gateway_hop,
-                });
+            if let Some(c) = invalidation("workflow.invalidation") {
+                engine = engine.with_cache(c);
             }
             let id = sim.add("workflow", Part::Workflow(Box::new(engine)));
             assert_eq!(id, wf_id);
@@ -758,16 +763,8 @@ impl Topology {
                 billing: find(DependencyKind::Billing),
             };
             let mut rec = Reconciler::new(cfg, targets);
-            if let Some(c) = &self.cache {
-                rec = rec.with_cache(crate::workflow::EngineCache {
-                    l2: l2_id,
-                    broadcaster: Broadcaster::new(
-                        (0..self.nodes).map(node_id).collect(),
-                        c.invalidation_delay.clone(),
-                        seed.fork("reconciler.invalidation"),
-                    ),
-                    hop: self.gateway_hop,
-                });
+            if let Some(c) = invalidation("reconciler.invalidation") {
+                rec = rec.with_cache(c);
             }
             sim.add("reconciler", Part::Reconciler(Box::new(rec)))
         });

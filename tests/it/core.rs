@@ -83,6 +83,13 @@ pub(crate) fn heap(profile: GcProfile) -> HeapConfig {
     HeapConfig::defaults_for(profile)
 }
 
+/// A node with every default and no GC (the node most tests want).
+pub(crate) fn plain_node() -> NodeConfig {
+    NodeConfigBuilder::new(heap(GcProfile::Off))
+        .build()
+        .unwrap()
+}
+
 pub(crate) fn topology(
     nodes: u32,
     node: NodeConfig,
@@ -341,9 +348,7 @@ fn young_gc_frequency_follows_eden_over_allocation_rate() {
 /// it is large; indexed point reads barely move.
 #[test]
 fn list_latency_grows_with_the_instances_table() {
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .build()
-        .unwrap();
+    let node = plain_node();
     let mut mix = [0.0; Api::COUNT];
     mix[Api::RunInstances.index()] = 1.0;
     mix[Api::DescribeInstances.index()] = 1.0;
@@ -468,9 +473,7 @@ fn retries_amplify_load_on_a_failing_dependency() {
 /// A fixed one-minute window of 200 calls per account admits exactly 200 per minute.
 #[test]
 fn throttling_admits_exactly_the_configured_rate() {
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .build()
-        .unwrap();
+    let node = plain_node();
     let limits = [Limit::FixedWindow {
         max: 200,
         window: SimDuration::MINUTE,
@@ -532,9 +535,7 @@ fn core_worlds_are_deterministic() {
 fn min_amount_takes_what_stock_allows_or_nothing() {
     let mocks = mocks_with_stock;
     let created = |min_fraction: f64| {
-        let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-            .build()
-            .unwrap();
+        let node = plain_node();
         let mut t = traffic(
             2.0,
             ApiMix::only(Api::RunInstances),
@@ -586,9 +587,7 @@ fn min_amount_takes_what_stock_allows_or_nothing() {
 /// arrivals leave unused.
 #[test]
 fn token_buckets_admit_burst_plus_refill() {
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .build()
-        .unwrap();
+    let node = plain_node();
     let t = traffic(
         100.0,
         ApiMix::only(Api::StopInstance),
@@ -689,9 +688,7 @@ fn connection_pool_acquire_timeouts_are_5xx() {
 /// the table holds the live instances plus about a retention's worth of deleted ones.
 #[test]
 fn cleanup_keeps_the_instances_table_and_list_latency_bounded() {
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .build()
-        .unwrap();
+    let node = plain_node();
     let mut mix = [0.0; Api::COUNT];
     mix[Api::RunInstances.index()] = 1.0;
     mix[Api::DeleteInstance.index()] = 3.0;
@@ -792,9 +789,7 @@ fn cleanup_keeps_the_instances_table_and_list_latency_bounded() {
 #[test]
 fn client_tokens_create_each_instance_set_once_unless_records_are_non_atomic() {
     use firedrill::idempotency::{IdemConfig, Mode};
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .build()
-        .unwrap();
+    let node = plain_node();
     let mut t = traffic(
         20.0,
         ApiMix::only(Api::RunInstances),
@@ -870,9 +865,7 @@ fn client_tokens_create_each_instance_set_once_unless_records_are_non_atomic() {
 fn cache_staleness_is_bounded_by_the_invalidation_delay() {
     use firedrill::cache::{L1Config, L2Config};
     use firedrill::world::CacheSetup;
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .build()
-        .unwrap();
+    let node = plain_node();
     let mut mix = [0.0; Api::COUNT];
     // Without workflows CreateInstance inserts Stopped rows; Start and (forced) Delete write
     // their state at once.
@@ -936,9 +929,7 @@ fn cache_staleness_is_bounded_by_the_invalidation_delay() {
 fn the_cache_saves_database_reads_and_latency() {
     use firedrill::cache::{L1Config, L2Config};
     use firedrill::world::CacheSetup;
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .build()
-        .unwrap();
+    let node = plain_node();
     let mut mix = [0.0; Api::COUNT];
     mix[Api::RunInstances.index()] = 5.0;
     mix[Api::DescribeInstanceStatus.index()] = 95.0;
@@ -1001,9 +992,7 @@ fn the_cache_saves_database_reads_and_latency() {
 fn run_instances_reach_running_through_workflows() {
     use firedrill::workflow::{EngineConfig, WorkflowKind};
     use firedrill::world::WorkflowSetup;
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .build()
-        .unwrap();
+    let node = plain_node();
     let mut t = traffic(
         5.0,
         ApiMix::only(Api::RunInstances),
@@ -1070,9 +1059,7 @@ fn create_instance_runs_a_workflow_and_leaves_the_instance_stopped() {
     use firedrill::api::types::{InstanceId, InstanceState};
     use firedrill::workflow::{EngineConfig, WorkflowKind};
     use firedrill::world::WorkflowSetup;
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .build()
-        .unwrap();
+    let node = plain_node();
     let t = traffic(
         5.0,
         ApiMix::only(Api::CreateInstance),
@@ -1126,9 +1113,7 @@ fn cleanup_bounds_the_workflow_and_history_tables() {
     use firedrill::db::Table;
     use firedrill::workflow::EngineConfig;
     use firedrill::world::WorkflowSetup;
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .build()
-        .unwrap();
+    let node = plain_node();
     let t = traffic(
         20.0,
         ApiMix::only(Api::RunInstances),
@@ -1194,9 +1179,7 @@ fn reconciliation_finds_and_repairs_every_orphan_of_lost_replies() {
     use firedrill::reconcile::ReconConfig;
     use firedrill::workflow::EngineConfig;
     use firedrill::world::WorkflowSetup;
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .build()
-        .unwrap();
+    let node = plain_node();
     let mut t = traffic(
         5.0,
         ApiMix::only(Api::RunInstances),
@@ -1322,9 +1305,7 @@ fn crafted_token_calls(
     use firedrill::api::types::{InstanceType, Params, Request, RequestId};
     use firedrill::idempotency::IdemConfig;
     use firedrill::world::Msg;
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .build()
-        .unwrap();
+    let node = plain_node();
     // Traffic that sends nothing of its own during the run (its first arrival is after the end).
     let mut t = traffic(
         1.0,
@@ -1450,9 +1431,7 @@ fn a_flushed_l2_token_store_lets_a_retry_duplicate() {
 fn a_cache_flush_shows_the_stampede_on_the_database() {
     use firedrill::cache::{L1Config, L2Config};
     use firedrill::world::CacheSetup;
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .build()
-        .unwrap();
+    let node = plain_node();
     let mut mix = [0.0; Api::COUNT];
     mix[Api::RunInstances.index()] = 2.0;
     mix[Api::DescribeInstanceStatus.index()] = 98.0;

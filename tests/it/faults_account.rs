@@ -2,15 +2,13 @@
 //! throttling and retries move by the amount the fault says; every other account's outcomes
 //! are exactly those of the run without the fault.
 
-use crate::core::{heap, quiet_deps, run_checked, topology, traffic, unlimited};
+use crate::core::{plain_node, quiet_deps, run_checked, topology, traffic, unlimited};
 use firedrill::api::gateway::AccountOutcomes;
-use firedrill::api::node::NodeConfigBuilder;
 use firedrill::api::throttle::{Limit, Throttle};
 use firedrill::api::types::{AccountId, Api, ErrorCode, InstanceState};
 use firedrill::db::DbConfig;
 use firedrill::deps::{DependencyStats, FaultCode};
 use firedrill::faults::{Fault, FaultError, FaultKind, FaultPlan, Target};
-use firedrill::gc::GcProfile;
 use firedrill::kernel::{Dist, SimDuration, SimTime};
 use firedrill::traffic::{ApiMix, Backoff, ClientConfig, ClientRetry};
 use firedrill::workflow::{EngineConfig, WorkflowKind};
@@ -31,9 +29,7 @@ fn secs(n: u64) -> SimDuration {
 /// Two nodes serving RunInstances at `rate` per second for 60 s over three accounts,
 /// optionally through workflows (one by one).
 fn topo(rate: f64, workflows: bool) -> Topology {
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .build()
-        .unwrap();
+    let node = plain_node();
     let t = traffic(rate, ApiMix::only(Api::RunInstances), ACCOUNTS, secs(120));
     let topo = topology(
         2,
@@ -270,9 +266,7 @@ fn quota_and_client_retries_for_one_account() {
         window: SimDuration::MINUTE,
     });
     let throttle = Throttle::new(limits, Limit::Unlimited, 2).unwrap();
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .build()
-        .unwrap();
+    let node = plain_node();
     let t = traffic(
         100.0,
         ApiMix::only(Api::DescribeInstanceStatus),

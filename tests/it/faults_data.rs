@@ -2,13 +2,11 @@
 //! says by the amount its parameters give, leaves the run identical before its start, and its
 //! effect ends with its window.
 
-use crate::core::{heap, quiet_deps, topology, traffic, unlimited};
-use firedrill::api::node::NodeConfigBuilder;
+use crate::core::{plain_node, quiet_deps, topology, traffic, unlimited};
 use firedrill::api::throttle::{Limit, Throttle};
 use firedrill::api::types::{Api, ErrorCode, Status};
 use firedrill::db::{DbConfig, QueryClass};
 use firedrill::faults::{Fault, FaultKind, FaultPlan, Target};
-use firedrill::gc::GcProfile;
 use firedrill::kernel::{Dist, RootSeed, SimDuration, SimTime};
 use firedrill::traffic::{ApiMix, Backoff, ClientConfig, ClientRetry};
 use firedrill::world::{Part, Topology, World};
@@ -37,9 +35,7 @@ fn mix(weights: &[(Api, f64)]) -> ApiMix {
 }
 
 fn base(rate: f64, m: ApiMix, accounts: u32, db: DbConfig, throttle: Throttle, s: u64) -> Topology {
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .build()
-        .unwrap();
+    let node = plain_node();
     topology(
         2,
         node,
@@ -374,9 +370,7 @@ fn worker_crash_redelivers_without_duplicates() {
         SimDuration::from_secs(30),
     );
     t.amount = Dist::constant(2.0).unwrap();
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .build()
-        .unwrap();
+    let node = plain_node();
     let plain = topology(2, node, DbConfig::assumed_defaults(), t, unlimited(3), 20)
         .with_workflows(WorkflowSetup {
             engine: EngineConfig::builder().build().unwrap(),
@@ -488,9 +482,7 @@ fn ramped_traffic_surge_composes_with_a_rate_profile() {
         (SimDuration::from_secs(15), 2.0),
     ])
     .unwrap();
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .build()
-        .unwrap();
+    let node = plain_node();
     plain = topology(2, node, DbConfig::assumed_defaults(), t, unlimited(4), 30).with_series(true);
     let faulty = plain
         .clone()

@@ -1,7 +1,7 @@
 //! Dependency faults and network partitions end to end: each fault moves the metric it targets
 //! by the amount its parameters say, only on its target, only inside its window.
 
-use crate::core::{heap, quiet_deps, run_checked, topology, traffic, unlimited};
+use crate::core::{heap, plain_node, quiet_deps, run_checked, topology, traffic, unlimited};
 use firedrill::api::node::NodeConfigBuilder;
 use firedrill::api::types::{Api, ErrorCode, Status};
 use firedrill::db::DbConfig;
@@ -30,9 +30,7 @@ fn topo(nodes: u32, rate: f64, workflows: bool) -> Topology {
 
 /// As [`topo`], with the clients' (and the gateway's) request timeout.
 fn topo_with_timeout(nodes: u32, rate: f64, workflows: bool, timeout: SimDuration) -> Topology {
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .build()
-        .unwrap();
+    let node = plain_node();
     let t = traffic(rate, ApiMix::only(Api::RunInstances), 3, timeout);
     let topo = topology(
         nodes,

@@ -3,7 +3,7 @@
 //! overload ends, `scale_out` adds nodes that take their share at once and drain a queue two
 //! nodes cannot; every game day is deterministic.
 
-use crate::core::{heap, quiet_deps, run_checked, topology, traffic, unlimited};
+use crate::core::{heap, plain_node, quiet_deps, run_checked, topology, traffic, unlimited};
 use firedrill::api::node::{NodeConfig, NodeConfigBuilder};
 use firedrill::api::throttle::{Limit, Throttle};
 use firedrill::api::types::{Api, ErrorCode, Status};
@@ -118,9 +118,7 @@ fn raise_quota_ends_a_quota_faults_throttling() {
         refill_per_s: 100,
     }; Api::COUNT];
     let throttle = Throttle::new(limits, Limit::Unlimited, 1).unwrap();
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .build()
-        .unwrap();
+    let node = plain_node();
     let t = listing(50.0, 1, secs(5));
     let base = faults(
         topology(2, node, DbConfig::assumed_defaults(), t, throttle, 60),
@@ -314,9 +312,7 @@ fn scale_out_drains_a_queue_two_nodes_cannot() {
 fn scaled_out_nodes_join_the_l1_invalidation_broadcast() {
     use firedrill::cache::{L1Config, L2Config};
     use firedrill::world::CacheSetup;
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .build()
-        .unwrap();
+    let node = plain_node();
     let mut mix = [0.0; Api::COUNT];
     mix[Api::CreateInstance.index()] = 10.0;
     mix[Api::StartInstance.index()] = 10.0;

@@ -2,13 +2,11 @@
 //! found once, repaired through the dependencies and the database, and not found again; the
 //! daily (T+1) mode scans in bigger pages.
 
-use crate::core::{heap, topology, traffic, unlimited};
-use firedrill::api::node::NodeConfigBuilder;
+use crate::core::{plain_node, topology, traffic, unlimited};
 use firedrill::api::types::{Api, InstanceState};
 use firedrill::cache::{CacheKey, Cached, CachedInstance, L1Config, L2Config};
 use firedrill::db::{DbConfig, DbOp, DbQuery, InstanceRow, QueryClass};
 use firedrill::deps::{DependencyKind, FaultCode, RecordState, ResourceKind};
-use firedrill::gc::GcProfile;
 use firedrill::kernel::Dist;
 use firedrill::kernel::{RootSeed, SimDuration, SimTime};
 use firedrill::reconcile::{Inconsistency, ReconConfig};
@@ -19,9 +17,7 @@ use firedrill::world::{CacheSetup, Msg, Part, RunResult, Topology, WorkflowSetup
 const S: u64 = 1_000_000_000;
 
 fn world_topology(rate: f64, secs: u64, recon: ReconConfig) -> Topology {
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .build()
-        .unwrap();
+    let node = plain_node();
     let t = traffic(
         rate,
         ApiMix::only(Api::RunInstances),
@@ -36,6 +32,18 @@ fn world_topology(rate: f64, secs: u64, recon: ReconConfig) -> Topology {
         .unwrap()
         .with_reconciliation(recon)
         .unwrap()
+}
+
+/// Audits every minute (30 s grace), 20-row pages at 50 a second.
+fn every_minute() -> ReconConfig {
+    ReconConfig::new(
+        SimDuration::from_secs(60),
+        SimDuration::from_secs(30),
+        1_000,
+    )
+    .unwrap()
+    .with_scan(20, 50)
+    .unwrap()
 }
 
 fn dep_of(world: &mut World, kind: DependencyKind) -> &mut firedrill::deps::Dependency {
@@ -82,14 +90,7 @@ fn crafted() -> (
     Vec<InstanceRow>,
     RunResult,
 ) {
-    let recon = ReconConfig::new(
-        SimDuration::from_secs(60),
-        SimDuration::from_secs(30),
-        1_000,
-    )
-    .unwrap()
-    .with_scan(20, 50)
-    .unwrap();
+    let recon = every_minute();
     let topo = world_topology(1.0, 300, recon);
     let mut world = topo.build(RootSeed::new(5));
     assert!(world.run_until(SimTime::from_ns(100 * S)).is_none());
@@ -231,14 +232,7 @@ fn crafted_inconsistencies_are_found_once_and_repaired() {
 
 #[test]
 fn an_orphan_reconciliation_cannot_release_breaks_the_reconciled_invariant() {
-    let recon = ReconConfig::new(
-        SimDuration::from_secs(60),
-        SimDuration::from_secs(30),
-        1_000,
-    )
-    .unwrap()
-    .with_scan(20, 50)
-    .unwrap();
+    let recon = every_minute();
     let topo = world_topology(1.0, 300, recon);
     let mut world = topo.build(RootSeed::new(5));
     assert!(world.run_until(SimTime::from_ns(100 * S)).is_none());
@@ -321,14 +315,7 @@ fn daily_audit_scans_in_big_pages_and_repairs() {
 /// started the workflow), one running instance left `Stopping` and one left `Starting` (their
 /// workflows lost). Returns the world, run to 100 s plus the crafting, and the two victims.
 fn stuck_world(billing_fails: bool, cache: bool) -> (World, Topology, [InstanceRow; 2]) {
-    let recon = ReconConfig::new(
-        SimDuration::from_secs(60),
-        SimDuration::from_secs(30),
-        1_000,
-    )
-    .unwrap()
-    .with_scan(20, 50)
-    .unwrap();
+    let recon = every_minute();
     let topo = world_topology(1.0, 300, recon);
     let topo = if cache {
         topo.with_cache(CacheSetup {
@@ -530,17 +517,8 @@ fn repairs_invalidate_the_cached_copies() {
 fn a_row_an_open_workflow_holds_is_not_stuck() {
     use firedrill::faults::{Fault, FaultKind, FaultPlan, Target};
     use firedrill::workflow::StepRetry;
-    let recon = ReconConfig::new(
-        SimDuration::from_secs(60),
-        SimDuration::from_secs(30),
-        1_000,
-    )
-    .unwrap()
-    .with_scan(20, 50)
-    .unwrap();
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .build()
-        .unwrap();
+    let recon = every_minute();
+    let node = plain_node();
     let t = traffic(
         1.0,
         ApiMix::only(Api::RunInstances),

@@ -2,12 +2,10 @@
 //! (records it writes expire `ttl` after its clock, and it judges a record expired by its
 //! clock), while the invariant checkers judge on true time.
 
-use crate::core::{heap, quiet_deps, topology, traffic, unlimited};
-use firedrill::api::node::NodeConfigBuilder;
+use crate::core::{plain_node, quiet_deps, topology, traffic, unlimited};
 use firedrill::api::types::{AccountId, Api, InstanceType, Params, Request, RequestId, Status};
 use firedrill::db::{DbConfig, Table};
 use firedrill::faults::{Fault, FaultKind, FaultPlan, Target};
-use firedrill::gc::GcProfile;
 use firedrill::idempotency::{IdemConfig, IdemKey, StoreKind};
 use firedrill::invariants::Invariant;
 use firedrill::kernel::{Dist, RootSeed, SimDuration, SimTime};
@@ -25,9 +23,7 @@ fn min(m: u64) -> SimTime {
 /// during the run, and a clock skew of `skew_min` minutes on the node from `skew_from` to the
 /// end (none if 0).
 fn topo(store: StoreKind, skew_min: i64, skew_from: SimTime) -> Topology {
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .build()
-        .unwrap();
+    let node = plain_node();
     let mut t = traffic(
         1.0,
         ApiMix::only(Api::DescribeInstances),
