@@ -87,6 +87,23 @@ pub struct AccountOutcomes {
 }
 
 impl AccountOutcomes {
+    /// Adds `other` field by field.
+    pub fn merge(&mut self, other: &AccountOutcomes) {
+        self.answered += other.answered;
+        self.ok += other.ok;
+        self.status_4xx += other.status_4xx;
+        self.status_5xx += other.status_5xx;
+        self.throttled += other.throttled;
+        self.latency_ns_sum = self.latency_ns_sum.saturating_add(other.latency_ns_sum);
+    }
+    /// The share of answers that were 5XX (0 without answers).
+    pub fn rate_5xx(&self) -> f64 {
+        if self.answered == 0 {
+            0.0
+        } else {
+            self.status_5xx as f64 / self.answered as f64
+        }
+    }
     /// The mean latency from the intended start, ns (0 without answers).
     pub fn mean_latency_ns(&self) -> f64 {
         if self.answered == 0 {
@@ -271,6 +288,17 @@ impl Gateway {
     /// Requests received and answered so far.
     pub fn request_counts(&self) -> (u64, u64) {
         (self.received, self.answered)
+    }
+
+    /// What the requests of every account but `except` got so far, together.
+    pub fn outcomes_except(&self, except: &[AccountId]) -> AccountOutcomes {
+        let mut all = AccountOutcomes::default();
+        for (a, o) in self.by_account.iter().enumerate() {
+            if !except.iter().any(|e| e.0 as usize == a) {
+                all.merge(o);
+            }
+        }
+        all
     }
 
     /// What `account`'s requests got so far.

@@ -242,6 +242,23 @@ pub fn run(args: &RunArgs) -> Result<u8, CliError> {
             );
         }
     }
+    for (a, o) in &result.scoped_accounts {
+        println!(
+            "account {:<6} (faults scoped to it) answered {:>9}  5xx {:>7.3}%  mean {:>9.1} ms",
+            a.0,
+            o.answered,
+            100.0 * o.rate_5xx(),
+            o.mean_latency_ns() / 1e6
+        );
+    }
+    if let Some(o) = &result.other_accounts {
+        println!(
+            "accounts, all others              answered {:>9}  5xx {:>7.3}%  mean {:>9.1} ms",
+            o.answered,
+            100.0 * o.rate_5xx(),
+            o.mean_latency_ns() / 1e6
+        );
+    }
     if let Some(g) = &result.gameday {
         for f in &g.firings {
             let rule = &g.config.alerts[f.alert];

@@ -330,10 +330,50 @@ pub fn summary(s: &Scenario, seed: u64, r: &RunResult, partial: bool, wall: Opti
                     ("start_s", Json::num(f.start().as_secs_f64(), 3)),
                     ("duration_s", Json::num(f.duration().as_secs_f64(), 3)),
                     ("ramp_s", Json::num(f.ramp().as_secs_f64(), 3)),
+                    (
+                        "account",
+                        f.account()
+                            .map_or(Json::Null, |a| Json::int(u64::from(a.0))),
+                    ),
                 ])
             })
             .collect(),
     );
+    // What the accounts faults are scoped to got, beside every other account together.
+    let outcomes = |o: &crate::api::gateway::AccountOutcomes| {
+        let mean_ms = if o.answered == 0 {
+            Json::Null
+        } else {
+            Json::num(o.mean_latency_ns() / 1e6, 3)
+        };
+        vec![
+            ("answered", Json::int(o.answered)),
+            ("ok", Json::int(o.ok)),
+            ("status_4xx", Json::int(o.status_4xx)),
+            ("status_5xx", Json::int(o.status_5xx)),
+            ("throttled", Json::int(o.throttled)),
+            ("rate_5xx", Json::num(o.rate_5xx(), 6)),
+            ("latency_ms_mean", mean_ms),
+        ]
+    };
+    let accounts = r.other_accounts.as_ref().map_or(Json::Null, |others| {
+        Json::obj([
+            (
+                "scoped",
+                Json::Arr(
+                    r.scoped_accounts
+                        .iter()
+                        .map(|(a, o)| {
+                            let mut fields = vec![("account", Json::int(u64::from(a.0)))];
+                            fields.extend(outcomes(o));
+                            Json::obj(fields)
+                        })
+                        .collect(),
+                ),
+            ),
+            ("others", Json::obj(outcomes(others))),
+        ])
+    });
     let gameday = r.gameday.as_ref().map_or(Json::Null, |g| {
         let secs = |t: Option<crate::kernel::SimTime>| {
             t.map_or(Json::Null, |t| Json::num(t.as_secs_f64(), 3))
@@ -425,6 +465,7 @@ pub fn summary(s: &Scenario, seed: u64, r: &RunResult, partial: bool, wall: Opti
         ("replay", replay),
         ("slo", slo),
         ("faults", faults),
+        ("accounts", accounts),
         ("invariants", invariants),
         ("gameday", gameday),
     ];

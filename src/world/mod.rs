@@ -4,6 +4,8 @@
 
 mod faults;
 mod gameday;
+use crate::api::gateway::AccountOutcomes;
+use crate::api::types::AccountId;
 pub use faults::FaultEvent;
 pub use gameday::{GameDayResult, MAX_NODES, RecoverySlo};
 
@@ -967,6 +969,10 @@ pub struct RunResult {
     /// Rows left in a transitional state that no workflow accepted: inserts whose caller never
     /// learned they committed (a crash or a failover in between), for reconciliation to clean.
     pub phantom_rows: u64,
+    /// What the accounts some fault is scoped to got at the gateway (sorted by account), and
+    /// what every other account got together; empty and `None` without scoped faults.
+    pub scoped_accounts: Vec<(AccountId, AccountOutcomes)>,
+    pub other_accounts: Option<AccountOutcomes>,
     pub apis: Vec<ApiResult>,
     pub nodes: Vec<NodeResult>,
     pub db: DbStats,
@@ -1364,9 +1370,25 @@ impl World {
             unreachable!("the traffic id names the traffic")
         };
         let (violations, violations_total) = self.end_violations(&report);
+        let mut scoped: Vec<AccountId> = self
+            .fault_plan()
+            .map(|p| p.faults().iter().filter_map(|f| f.account()).collect())
+            .unwrap_or_default();
+        scoped.sort();
+        scoped.dedup();
+        let Part::Gateway(gw) = self.sim.component(self.gateway) else {
+            unreachable!("the gateway id names the gateway")
+        };
+        let scoped_accounts = scoped
+            .iter()
+            .map(|&a| (a, gw.account_outcomes(a)))
+            .collect();
+        let other_accounts = (!scoped.is_empty()).then(|| gw.outcomes_except(&scoped));
         RunResult {
             violations,
             violations_total,
+            scoped_accounts,
+            other_accounts,
             gameday: self.gameday_result(),
             phantom_rows: self.phantom_rows(),
             client: traffic.client_stats().cloned(),

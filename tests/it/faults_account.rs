@@ -459,4 +459,20 @@ account = 1
         dep(&r, "inventory").scoped_accounts[&A].fault_failed,
         dep(&r, "inventory").fault_errors
     );
+    // The result and summary.json report the scoped account beside all the others.
+    assert_eq!(r.scoped_accounts, vec![(A, a)]);
+    let mut rest = AccountOutcomes::default();
+    for acc in OTHERS {
+        rest.merge(&outcomes(&mut w, acc));
+    }
+    assert_eq!(r.other_accounts, Some(rest));
+    let json = firedrill::report::summary::summary(&s, s.seed(), &r, false, None).to_pretty();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["faults"][0]["account"], 1);
+    let scoped = &v["accounts"]["scoped"][0];
+    assert_eq!(scoped["account"], 1);
+    assert_eq!(scoped["answered"], a.answered);
+    assert_eq!(scoped["rate_5xx"], 1.0);
+    assert_eq!(v["accounts"]["others"]["status_5xx"], rest.status_5xx);
+    assert!(v["accounts"]["others"]["rate_5xx"].as_f64().unwrap() < 0.1);
 }
