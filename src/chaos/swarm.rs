@@ -2,6 +2,7 @@
 //! windows, intensities), run with a quiet period at the end, and judged by the invariants.
 
 use super::ChaosConfig;
+use crate::api::types::AccountId;
 use crate::deps::FaultCode;
 use crate::faults::{Fault, FaultKind, FaultPlan, Target};
 use crate::invariants::Violation;
@@ -86,6 +87,10 @@ pub fn draw_plan(topo: &Topology, cfg: &ChaosConfig, seed: u64) -> FaultPlan {
         return plan;
     }
     let n = 1 + rng.below(u64::from(cfg.max_faults()));
+    // Account scopes come from a stream of their own, so the rest of the plan is drawn as it
+    // would be without them.
+    let mut scope_rng = RootSeed::new(seed).fork("chaos.scope");
+    let accounts = u64::from(topo.traffic().accounts);
     let mut tries = 0;
     while (plan.len() as u64) < n && tries < 100 {
         tries += 1;
@@ -111,6 +116,12 @@ pub fn draw_plan(topo: &Topology, cfg: &ChaosConfig, seed: u64) -> FaultPlan {
                 (duration.as_ns() as f64 * uniform(&mut rng, 0.1, 0.5)) as u64,
             );
             fault = fault.clone().with_ramp(ramp).unwrap_or(fault);
+        }
+        // A third of the faults that can be scoped hit one of the busiest accounts only
+        // (accounts are numbered by popularity under a skew: the first ten).
+        if fault.kind().account_scopable() && accounts > 1 && scope_rng.unit() < 1.0 / 3.0 {
+            let account = AccountId(scope_rng.below(accounts.min(10)) as u32);
+            fault = fault.clone().for_account(account).unwrap_or(fault);
         }
         plan.push(fault);
     }
@@ -278,4 +289,48 @@ pub fn run_plan(topo: &Topology, plan: &FaultPlan, seed: u64) -> SeedRun {
 pub fn run_seed(topo: &Topology, cfg: &ChaosConfig, seed: u64) -> SeedRun {
     let plan = draw_plan(topo, cfg, seed);
     run_plan(topo, &plan, seed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped chaos scenario's plans: about a third of the scopable faults are scoped to
+    /// one of the ten busiest accounts, never another kind; and a plan is a pure function of
+    /// its seed.
+    #[test]
+    fn a_third_of_scopable_faults_hit_one_busy_account() {
+        let text = include_str!("../../scenarios/chaos.toml");
+        let s = crate::scenario::parse_scenario(
+            "chaos.toml",
+            text,
+            &[],
+            &crate::world::shipped_mocks(),
+        )
+        .unwrap();
+        let cfg = s.chaos();
+        let (mut scopable, mut scoped) = (0u32, 0u32);
+        for seed in 1..=400 {
+            let plan = draw_plan(s.topology(), cfg, seed);
+            assert_eq!(plan, draw_plan(s.topology(), cfg, seed));
+            for f in plan.faults() {
+                if f.kind().account_scopable() {
+                    scopable += 1;
+                }
+                if let Some(a) = f.account() {
+                    assert!(f.kind().account_scopable(), "{f:?}");
+                    assert!(a.0 < 10, "{a:?}");
+                    scoped += 1;
+                }
+            }
+        }
+        // Binomial(scopable, 1/3): within 4 standard deviations.
+        let n = f64::from(scopable);
+        let sd = (n * (1.0 / 3.0) * (2.0 / 3.0)).sqrt();
+        assert!(scopable > 100, "{scopable}");
+        assert!(
+            (f64::from(scoped) - n / 3.0).abs() < 4.0 * sd,
+            "{scoped} of {scopable}"
+        );
+    }
 }
