@@ -417,8 +417,9 @@ mod tests {
         SimTime::from_ns(n * 1_000_000)
     }
 
-    #[test]
-    fn a_quota_factor_scales_every_limit_and_restores_them() {
+    /// StartInstance 200 a minute (fixed window), StopInstance a 50-token bucket refilled at
+    /// 5/s, everything else unlimited; 4 accounts.
+    fn start_stop_throttle() -> Throttle {
         let mut limits = [Limit::Unlimited; Api::COUNT];
         limits[Api::StartInstance.index()] = Limit::FixedWindow {
             max: 200,
@@ -428,7 +429,12 @@ mod tests {
             capacity: 50,
             refill_per_s: 5,
         };
-        let mut t = Throttle::new(limits, Limit::Unlimited, 4).unwrap();
+        Throttle::new(limits, Limit::Unlimited, 4).unwrap()
+    }
+
+    #[test]
+    fn a_quota_factor_scales_every_limit_and_restores_them() {
+        let mut t = start_stop_throttle();
         t.set_quota_factor(0.1);
         assert_eq!(
             t.limit(Api::StartInstance),
@@ -477,7 +483,7 @@ mod tests {
         );
         assert_eq!(
             t.limit(Api::StopInstance),
-            limits[Api::StopInstance.index()]
+            start_stop_throttle().limit(Api::StopInstance)
         );
         assert_eq!(t.check(ms(2), a, Api::StartInstance, 0), Verdict::Admit);
         assert_eq!(t.throttled_under_fault(), 80, "no fault: not counted");
@@ -532,16 +538,7 @@ mod tests {
 
     #[test]
     fn a_runbook_raise_composes_with_the_quota_fault_and_outlives_it() {
-        let mut limits = [Limit::Unlimited; Api::COUNT];
-        limits[Api::StartInstance.index()] = Limit::FixedWindow {
-            max: 200,
-            window: SimDuration::MINUTE,
-        };
-        limits[Api::StopInstance.index()] = Limit::TokenBucket {
-            capacity: 50,
-            refill_per_s: 5,
-        };
-        let mut t = Throttle::new(limits, Limit::Unlimited, 4).unwrap();
+        let mut t = start_stop_throttle();
         t.set_quota_factor(0.1);
         t.raise_quota(20.0);
         assert_eq!(t.factor(), 0.1 * 20.0);

@@ -695,23 +695,16 @@ pub(super) fn validate(
         if let Some(v) = &a.shed_expired {
             b = b.shed_expired(*v.get_ref());
         }
-        if a.db_query_timeout.is_some() {
-            b = b.db_query_timeout(c.opt_duration(
-                &a.db_query_timeout,
-                "topology.api.db_query_timeout",
-                SimDuration::from_ms(1),
-                SimDuration::HOUR,
-                SimDuration::from_secs(5),
-            )?);
+        // A call timeout set in the file, 1 ms to 1 h (unset: the builder's default).
+        let timeout = |c: &mut Check<'_, '_>, v: &Sp<SimDuration>, path: &str| {
+            let (lo, hi) = (SimDuration::from_ms(1), SimDuration::HOUR);
+            v.as_ref().and(c.opt_duration(v, path, lo, hi, lo))
+        };
+        if let Some(d) = timeout(c, &a.db_query_timeout, "topology.api.db_query_timeout") {
+            b = b.db_query_timeout(d);
         }
-        if a.l2_timeout.is_some() {
-            b = b.l2_timeout(c.opt_duration(
-                &a.l2_timeout,
-                "topology.api.l2_timeout",
-                SimDuration::from_ms(1),
-                SimDuration::HOUR,
-                SimDuration::from_ms(200),
-            )?);
+        if let Some(d) = timeout(c, &a.l2_timeout, "topology.api.l2_timeout") {
+            b = b.l2_timeout(d);
         }
         if let Some(v) = &a.hop {
             let h = *v.get_ref();

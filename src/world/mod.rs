@@ -815,6 +815,7 @@ impl Topology {
             reconciler,
             api_metrics,
             audits_done: 0,
+            observe_drains: 0,
             series,
             sampled_responses: ResponseWindow::default(),
             sampled_pool_waits: LatencyHistogram::new(),
@@ -881,6 +882,8 @@ pub struct World {
     api_metrics: ApiMetrics,
     /// Reconciliation audits done so far (the next is at `(audits_done + 1) × period`).
     audits_done: u64,
+    /// Observation drains done so far (the next is at `(observe_drains + 1) × OBSERVE_DRAIN`).
+    observe_drains: u64,
     /// The time series being sampled, when it is on.
     series: Option<TimeSeries>,
     /// The last bucket's responses and pool waits, filled by `take_sample`; kept between
@@ -955,6 +958,10 @@ pub struct NodeResult {
     /// What faults did to the node (crashes, injected pauses, leaks, clock skew).
     pub faults: crate::api::node::NodeFaultStats,
 }
+
+/// How often, at most, the world judges and empties what the nodes observed for the invariant
+/// checkers (their buffers hold one second of cached reads and token answers).
+pub const OBSERVE_DRAIN: SimDuration = SimDuration::from_secs(1);
 
 /// What a run measured.
 #[derive(Clone, Debug)]
@@ -1111,7 +1118,12 @@ impl World {
             let sample_at = self.series.as_ref().and_then(TimeSeries::next_instant);
             let fault_at = self.next_fault_at();
             let runbook_at = self.next_runbook_at();
-            let due = [audit_at, sample_at, fault_at, runbook_at]
+            // The nodes' observations are judged at least every simulated second, so what they
+            // keep stays bounded (a pause between events changes no event).
+            let observe_at = self.invariants.observe.then(|| {
+                SimTime::ZERO.saturating_add(OBSERVE_DRAIN.saturating_mul(self.observe_drains + 1))
+            });
+            let due = [audit_at, sample_at, fault_at, runbook_at, observe_at]
                 .into_iter()
                 .flatten()
                 .filter(|&t| t <= until)
@@ -1131,6 +1143,10 @@ impl World {
             if audit_at == Some(at) {
                 self.audit(at);
                 self.audits_done += 1;
+            }
+            if observe_at == Some(at) {
+                // Judged at the top of the loop.
+                self.observe_drains += 1;
             }
             if fault_at == Some(at) {
                 self.apply_faults(at);
@@ -1424,7 +1440,8 @@ impl World {
         }
     }
 
-    /// Judges what the nodes observed since the last call: token answers against the ledger,
+    /// Judges what the nodes observed since the last call (at least every [`OBSERVE_DRAIN`] of
+    /// simulated time): token answers against the ledger,
     /// cached reads against the database's rows.
     fn check_observed(&mut self) {
         let illegal = self.db_mut().take_illegal_moves();

@@ -83,6 +83,42 @@ pub(crate) fn heap(profile: GcProfile) -> HeapConfig {
     HeapConfig::defaults_for(profile)
 }
 
+/// An L2 of 100,000 entries answering in 0.3 ms, "not found" kept 1 s, L1 invalidations
+/// 50 ms after a write, in front of `l1`, with `l2_ttl`.
+pub(crate) fn fast_l2_cache(
+    l1: firedrill::cache::L1Config,
+    l2_ttl: SimDuration,
+) -> firedrill::world::CacheSetup {
+    firedrill::world::CacheSetup {
+        l1,
+        l2: firedrill::cache::L2Config::builder()
+            .capacity(100_000)
+            .latency(Dist::constant(0.000_3).unwrap())
+            .build()
+            .unwrap(),
+        l2_ttl,
+        l2_negative_ttl: SimDuration::from_secs(1),
+        invalidation_delay: Dist::constant(0.05).unwrap(),
+    }
+}
+
+/// A 10,000-entry L1 (soft TTL 30 s, hard 60 s) over the default 100,000-entry L2 (TTL 60 s),
+/// invalidations 10 to 100 ms after a write.
+pub(crate) fn default_cache() -> firedrill::world::CacheSetup {
+    use firedrill::cache::{L1Config, L2Config};
+    firedrill::world::CacheSetup {
+        l1: L1Config::builder()
+            .capacity(10_000)
+            .ttl(SimDuration::from_secs(30), SimDuration::from_secs(60))
+            .build()
+            .unwrap(),
+        l2: L2Config::builder().capacity(100_000).build().unwrap(),
+        l2_ttl: SimDuration::from_secs(60),
+        l2_negative_ttl: SimDuration::from_secs(1),
+        invalidation_delay: Dist::uniform(0.01, 0.1).unwrap(),
+    }
+}
+
 /// A node with every default and no GC (the node most tests want).
 pub(crate) fn plain_node() -> NodeConfig {
     NodeConfigBuilder::new(heap(GcProfile::Off))
@@ -863,8 +899,6 @@ fn client_tokens_create_each_instance_set_once_unless_records_are_non_atomic() {
 /// invalidation per write and other node.
 #[test]
 fn cache_staleness_is_bounded_by_the_invalidation_delay() {
-    use firedrill::cache::{L1Config, L2Config};
-    use firedrill::world::CacheSetup;
     let node = plain_node();
     let mut mix = [0.0; Api::COUNT];
     // Without workflows CreateInstance inserts Stopped rows; Start and (forced) Delete write
@@ -880,17 +914,7 @@ fn cache_staleness_is_bounded_by_the_invalidation_delay() {
         SimDuration::from_secs(30),
     );
     let nodes = 4;
-    let setup = CacheSetup {
-        l1: L1Config::builder()
-            .capacity(10_000)
-            .ttl(SimDuration::from_secs(30), SimDuration::from_secs(60))
-            .build()
-            .unwrap(),
-        l2: L2Config::builder().capacity(100_000).build().unwrap(),
-        l2_ttl: SimDuration::from_secs(60),
-        l2_negative_ttl: SimDuration::from_secs(1),
-        invalidation_delay: Dist::uniform(0.01, 0.1).unwrap(),
-    };
+    let setup = default_cache();
     let topo = topology(
         nodes,
         node,
@@ -927,8 +951,8 @@ fn cache_staleness_is_bounded_by_the_invalidation_delay() {
 /// faster, and every read is accounted for (L1 hit, coalesced, L2 hit or database read).
 #[test]
 fn the_cache_saves_database_reads_and_latency() {
-    use firedrill::cache::{L1Config, L2Config};
-    use firedrill::world::CacheSetup;
+    use firedrill::cache::L1Config;
+
     let node = plain_node();
     let mut mix = [0.0; Api::COUNT];
     mix[Api::RunInstances.index()] = 5.0;
@@ -940,21 +964,14 @@ fn the_cache_saves_database_reads_and_latency() {
         SimDuration::from_secs(30),
     );
     let base = topology(4, node, DbConfig::assumed_defaults(), t, unlimited(20), 60);
-    let setup = CacheSetup {
-        l1: L1Config::builder()
+    let setup = fast_l2_cache(
+        L1Config::builder()
             .capacity(10_000)
             .ttl(SimDuration::from_secs(30), SimDuration::from_secs(60))
             .build()
             .unwrap(),
-        l2: L2Config::builder()
-            .capacity(100_000)
-            .latency(Dist::constant(0.000_3).unwrap())
-            .build()
-            .unwrap(),
-        l2_ttl: SimDuration::from_secs(60),
-        l2_negative_ttl: SimDuration::from_secs(1),
-        invalidation_delay: Dist::constant(0.05).unwrap(),
-    };
+        SimDuration::from_secs(60),
+    );
     let plain = run(&base, 21);
     let cached = run(&base.clone().with_cache(setup), 21);
     let reads = |r: &RunResult| r.db.class(firedrill::db::QueryClass::PointRead).received;

@@ -268,23 +268,16 @@ fn replica_lag_makes_replica_reads_stale_only_during_the_window() {
 }
 
 fn cached(plain: Topology) -> Topology {
-    use firedrill::cache::{L1Config, L2Config};
-    use firedrill::world::CacheSetup;
-    plain.with_cache(CacheSetup {
-        l1: L1Config::builder()
+    use firedrill::cache::L1Config;
+
+    plain.with_cache(crate::core::fast_l2_cache(
+        L1Config::builder()
             .capacity(10_000)
             .ttl(SimDuration::from_ms(500), SimDuration::from_secs(1))
             .build()
             .unwrap(),
-        l2: L2Config::builder()
-            .capacity(100_000)
-            .latency(Dist::constant(0.000_3).unwrap())
-            .build()
-            .unwrap(),
-        l2_ttl: SimDuration::from_secs(120),
-        l2_negative_ttl: SimDuration::from_secs(1),
-        invalidation_delay: Dist::constant(0.05).unwrap(),
-    })
+        SimDuration::from_secs(120),
+    ))
 }
 
 fn point_reads(w: &World) -> u64 {

@@ -6,13 +6,13 @@
 use crate::core::{heap, run_checked, topology, traffic, unlimited};
 use firedrill::api::node::{NodeConfig, NodeConfigBuilder};
 use firedrill::api::types::{Api, ErrorCode, Status};
-use firedrill::cache::{L1Config, L2Config};
+use firedrill::cache::L1Config;
 use firedrill::db::DbConfig;
 use firedrill::faults::{Fault, FaultKind, FaultPlan, Target};
 use firedrill::gc::{GcProfile, HeapConfig, HeapSpec, MIB, PauseKind};
 use firedrill::kernel::{Dist, RootSeed, SimDuration, SimTime};
 use firedrill::traffic::ApiMix;
-use firedrill::world::{CacheSetup, RunResult, Topology, World};
+use firedrill::world::{RunResult, Topology, World};
 
 fn secs(s: u64) -> SimTime {
     SimTime::ZERO.saturating_add(SimDuration::from_secs(s))
@@ -350,22 +350,15 @@ fn cached_topology(secs: u64) -> Topology {
         20,
         SimDuration::from_secs(30),
     );
-    let setup = CacheSetup {
-        l1: L1Config::builder()
+    let setup = crate::core::fast_l2_cache(
+        L1Config::builder()
             .capacity(10_000)
             .ttl(SimDuration::from_secs(2), SimDuration::from_secs(4))
             .ttl_jitter(0.0)
             .build()
             .unwrap(),
-        l2: L2Config::builder()
-            .capacity(100_000)
-            .latency(Dist::constant(0.000_3).unwrap())
-            .build()
-            .unwrap(),
-        l2_ttl: SimDuration::from_secs(60),
-        l2_negative_ttl: SimDuration::from_secs(1),
-        invalidation_delay: Dist::constant(0.05).unwrap(),
-    };
+        SimDuration::from_secs(60),
+    );
     topology(
         2,
         node_cfg(GcProfile::Off),

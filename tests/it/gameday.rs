@@ -310,8 +310,6 @@ fn scale_out_drains_a_queue_two_nodes_cannot() {
 /// at the time (1 before 20 s, 3 after), within the few writes in flight at 20 s.
 #[test]
 fn scaled_out_nodes_join_the_l1_invalidation_broadcast() {
-    use firedrill::cache::{L1Config, L2Config};
-    use firedrill::world::CacheSetup;
     let node = plain_node();
     let mut mix = [0.0; Api::COUNT];
     mix[Api::CreateInstance.index()] = 10.0;
@@ -319,17 +317,7 @@ fn scaled_out_nodes_join_the_l1_invalidation_broadcast() {
     mix[Api::DeleteInstance.index()] = 5.0;
     mix[Api::DescribeInstanceStatus.index()] = 75.0;
     let t = traffic(500.0, ApiMix::new(mix).unwrap(), 20, secs(30));
-    let setup = CacheSetup {
-        l1: L1Config::builder()
-            .capacity(10_000)
-            .ttl(secs(30), secs(60))
-            .build()
-            .unwrap(),
-        l2: L2Config::builder().capacity(100_000).build().unwrap(),
-        l2_ttl: secs(60),
-        l2_negative_ttl: secs(1),
-        invalidation_delay: Dist::uniform(0.01, 0.1).unwrap(),
-    };
+    let setup = crate::core::default_cache();
     let topo = runbook(
         topology(2, node, DbConfig::assumed_defaults(), t, unlimited(20), 40).with_cache(setup),
         &[(Action::ScaleOut { nodes: 2 }, 20)],

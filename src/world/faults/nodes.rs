@@ -77,9 +77,14 @@ fn crash_covers(t: &Transition<'_, '_>, i: usize) -> bool {
     })
 }
 
-fn crashes(world: &mut World, t: &Transition<'_, '_>) {
+/// The nodes targeted by a fault of a kind `pick` accepts that starts or ends now, in order.
+fn touched_at_edges(
+    world: &World,
+    t: &Transition<'_, '_>,
+    pick: impl Fn(&FaultKind) -> bool,
+) -> Vec<usize> {
     let mut touched: Vec<usize> = Vec::new();
-    for s in t.of(|k| matches!(k, FaultKind::NodeCrash)) {
+    for s in t.of(pick) {
         if s.edge.is_some() {
             for i in nodes_of(world, s) {
                 if !touched.contains(&i) {
@@ -89,7 +94,11 @@ fn crashes(world: &mut World, t: &Transition<'_, '_>) {
         }
     }
     touched.sort_unstable();
-    for i in touched {
+    touched
+}
+
+fn crashes(world: &mut World, t: &Transition<'_, '_>) {
+    for i in touched_at_edges(world, t, |k| matches!(k, FaultKind::NodeCrash)) {
         let want_down = crash_covers(t, i);
         let down = world.node_mut(i).is_down();
         if want_down && !down {
@@ -133,18 +142,7 @@ fn pauses(world: &mut World, t: &mut Transition<'_, '_>) {
 
 fn pool_leaks(world: &mut World, t: &Transition<'_, '_>) {
     let leak = |k: &FaultKind| matches!(k, FaultKind::DbConnectionLeak { .. });
-    let mut touched: Vec<usize> = Vec::new();
-    for s in t.of(leak) {
-        if s.edge.is_some() {
-            for i in nodes_of(world, s) {
-                if !touched.contains(&i) {
-                    touched.push(i);
-                }
-            }
-        }
-    }
-    touched.sort_unstable();
-    for i in touched {
+    for i in touched_at_edges(world, t, leak) {
         let total = t
             .of(leak)
             .filter(|s| s.intensity > 0.0 && targets_node(s.fault.target(), i))
