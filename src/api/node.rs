@@ -639,9 +639,17 @@ impl ApiNode {
         self.observed = Some(Observed::default());
     }
 
-    /// What was observed since the last call.
-    pub fn take_observed(&mut self) -> Option<Observed> {
-        self.observed.as_mut().map(std::mem::take)
+    /// Swaps what was observed since the last call into `into` (which should be empty: its
+    /// buffers become the node's, so their memory is reused drain after drain). False when the
+    /// node does not observe.
+    pub fn swap_observed(&mut self, into: &mut Observed) -> bool {
+        match &mut self.observed {
+            Some(o) => {
+                std::mem::swap(o, into);
+                true
+            }
+            None => false,
+        }
     }
 
     fn observe_cache_read(&mut self, now: SimTime, key: CacheKey, v: &CachedInstance) {

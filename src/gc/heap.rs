@@ -271,6 +271,15 @@ impl Heap {
         if rate == 0 {
             return 0;
         }
+        // The common case (a few microseconds between allocations) fits in 64 bits, where the
+        // division by the constant is a multiplication; the same result either way.
+        if let Some(num) = rate
+            .checked_mul(dt)
+            .and_then(|x| x.checked_add(self.bg_carry))
+        {
+            self.bg_carry = num % PPB;
+            return num / PPB;
+        }
         let num = u128::from(self.bg_carry) + u128::from(rate) * u128::from(dt);
         self.bg_carry = (num % u128::from(PPB)) as u64;
         u64::try_from(num / u128::from(PPB)).unwrap_or(u64::MAX)

@@ -11,7 +11,7 @@ pub use gameday::{GameDayResult, MAX_NODES, RecoverySlo};
 
 use crate::api::gateway::{ApiMetrics, Gateway, STATUSES, status_at};
 use crate::api::lb::LbPolicy;
-use crate::api::node::{ApiNode, DepIds, NodeCache, NodeConfig, NodeTimer};
+use crate::api::node::{ApiNode, DepIds, NodeCache, NodeConfig, NodeTimer, Observed};
 use crate::api::throttle::Throttle;
 use crate::api::types::{Api, Request, Response, Status};
 use crate::cache::{
@@ -816,6 +816,7 @@ impl Topology {
             api_metrics,
             audits_done: 0,
             observe_drains: 0,
+            observed_scratch: Observed::default(),
             series,
             sampled_responses: ResponseWindow::default(),
             sampled_pool_waits: LatencyHistogram::new(),
@@ -884,6 +885,9 @@ pub struct World {
     audits_done: u64,
     /// Observation drains done so far (the next is at `(observe_drains + 1) × OBSERVE_DRAIN`).
     observe_drains: u64,
+    /// The buffers the nodes' observations are swapped into when judged (reused, see
+    /// [`ApiNode::swap_observed`]).
+    observed_scratch: Observed,
     /// The time series being sampled, when it is on.
     series: Option<TimeSeries>,
     /// The last bucket's responses and pool waits, filled by `take_sample`; kept between
@@ -1458,11 +1462,14 @@ impl World {
                 ),
             });
         }
+        let mut o = std::mem::take(&mut self.observed_scratch);
         for i in 0..self.nodes.len() {
-            let Some(o) = self.node_mut(i).take_observed() else {
-                return;
-            };
-            for a in o.token_answers {
+            o.token_answers.clear();
+            o.cache_reads.clear();
+            if !self.node_mut(i).swap_observed(&mut o) {
+                break;
+            }
+            for &a in &o.token_answers {
                 if let Some(v) = self.ledger.observe(a, self.token_ttl) {
                     self.violation(v);
                 }
@@ -1470,7 +1477,7 @@ impl World {
             let Some(bound) = self.staleness_bound else {
                 continue;
             };
-            for (at, key, version) in o.cache_reads {
+            for &(at, key, version) in &o.cache_reads {
                 let Part::Db(db) = self.sim.component(self.db) else {
                     unreachable!("the db id names the db")
                 };
@@ -1500,6 +1507,7 @@ impl World {
                 }
             }
         }
+        self.observed_scratch = o;
     }
 
     /// Records a violation seen during the run.
