@@ -522,7 +522,10 @@ impl<K: Ord + IndexKey + RunKey, V: Copy> L2Cache<K, V> {
             }
             self.start(req, arrived, out);
         }
-        self.arm_wakeup(out);
+        // Nothing waits on the common path: skip the call.
+        if !self.waiting.is_empty() {
+            self.arm_wakeup(out);
+        }
     }
 
     /// Arms (or moves) the one wake-up to the earliest slot end while requests wait.

@@ -35,7 +35,8 @@
 //!
 //! # Tables
 //!
-//! Instances live in a `BTreeMap<InstanceId, _>` on the shard that owns the account. Ids come from
+//! Instances live on the shard that owns the account, in a fixed-hash map by id (point reads and
+//! writes) beside an ordered set of their ids (scans, ordered iteration). Ids come from
 //! one global counter (inserts take contiguous blocks), so they do not encode the shard; no owner
 //! map is needed because every query is routed by account: by-id queries ([`DbOp::GetInstance`],
 //! [`DbOp::UpdateInstanceState`]) go to `query.account`'s shard and only match rows of that
@@ -75,7 +76,7 @@ use crate::idempotency::{
     Check as IdemCheckResult, IdemConfig, IdemKey, IdempotencyStore, Mode as IdemMode,
     Outcome as IdemOutcome, caller_clock,
 };
-use crate::kernel::{ComponentId, Outbox, SimDuration, SimRng, SimTime, TimerId};
+use crate::kernel::{ComponentId, FixMap, Outbox, SimDuration, SimRng, SimTime, TimerId};
 use crate::metrics::LatencyHistogram;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
@@ -759,10 +760,61 @@ impl Membership {
     }
 }
 
+/// A shard's instance rows: a fixed-hash map by id for the point reads and writes (never
+/// iterated), and the ids in order for scans and ordered iteration.
+#[derive(Clone, Debug, Default)]
+struct Rows {
+    by_id: FixMap<u64, StoredRow>,
+    order: BTreeSet<InstanceId>,
+}
+
+impl Rows {
+    fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    #[inline]
+    fn get(&self, id: &InstanceId) -> Option<&StoredRow> {
+        self.by_id.get(&id.0)
+    }
+
+    #[inline]
+    fn get_mut(&mut self, id: &InstanceId) -> Option<&mut StoredRow> {
+        self.by_id.get_mut(&id.0)
+    }
+
+    /// Inserts or replaces the row of `id`.
+    fn insert(&mut self, id: InstanceId, row: StoredRow) {
+        if self.by_id.insert(id.0, row).is_none() {
+            self.order.insert(id);
+        }
+    }
+
+    fn remove(&mut self, id: &InstanceId) -> Option<StoredRow> {
+        let row = self.by_id.remove(&id.0)?;
+        self.order.remove(id);
+        Some(row)
+    }
+
+    /// The rows with ids from `from` on, in id order.
+    fn from(&self, from: InstanceId) -> impl Iterator<Item = (InstanceId, &StoredRow)> + '_ {
+        self.order.range(from..).map(|&id| (id, self.row(id)))
+    }
+
+    /// Every row, in id order.
+    fn iter(&self) -> impl Iterator<Item = (InstanceId, &StoredRow)> + '_ {
+        self.order.iter().map(|&id| (id, self.row(id)))
+    }
+
+    fn row(&self, id: InstanceId) -> &StoredRow {
+        self.by_id.get(&id.0).expect("every ordered id has a row")
+    }
+}
+
 /// The data of one shard (shared by its primary and replicas).
 #[derive(Clone, Debug, Default)]
 struct ShardData {
-    rows: BTreeMap<InstanceId, StoredRow>,
+    rows: Rows,
     /// Rows in state `Deleted` by (deletion time, id): the archivable ones, oldest first.
     deleted: BTreeSet<(SimTime, InstanceId)>,
     accounts: BTreeMap<AccountId, Membership>,
@@ -1087,7 +1139,7 @@ impl Db {
     pub fn instance_rows(&self) -> impl Iterator<Item = InstanceRow> + '_ {
         self.shards
             .iter()
-            .flat_map(|s| s.data.rows.iter().map(|(&id, r)| r.view(id)))
+            .flat_map(|s| s.data.rows.iter().map(|(id, r)| r.view(id)))
     }
 
     /// Handles a query: refuses it at once, starts it, or queues it.
@@ -1294,7 +1346,10 @@ impl Db {
             }
             self.start(s, k, w.query, w.arrived, out);
         }
-        self.arm_wakeup(s, k, out);
+        // Nothing waits on the common path: skip the call.
+        if !self.shards[s].servers[k].waiting.is_empty() {
+            self.arm_wakeup(s, k, out);
+        }
     }
 
     /// Arms (or moves) the server's one wake-up to its earliest slot end while queries wait.
@@ -1629,9 +1684,9 @@ fn execute(
             let limit = usize::from(limit);
             page.extend(
                 data.rows
-                    .range(InstanceId(after.0.saturating_add(1))..)
+                    .from(InstanceId(after.0.saturating_add(1)))
                     .take(limit)
-                    .map(|(&id, r)| r.view(id)),
+                    .map(|(id, r)| r.view(id)),
             );
             let returned = page.len();
             let factor = index_memo.factor(cfg, instance_rows) * cfg.batch_factor(returned as u64);
