@@ -22,16 +22,29 @@ use std::collections::VecDeque;
 /// Number of distinct statuses counted per API (OK + every error code).
 pub const STATUSES: usize = ErrorCode::ALL.len() + 1;
 
-/// Dense index of a status in per-API counter arrays.
+/// Whether `ErrorCode::ALL` lists the codes in declaration order, so a code's discriminant is
+/// its position there (checked at compile time below).
+const fn codes_in_declaration_order() -> bool {
+    let mut i = 0;
+    while i < ErrorCode::ALL.len() {
+        if ErrorCode::ALL[i] as usize != i {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+const _: () = assert!(
+    codes_in_declaration_order(),
+    "status_index needs ErrorCode::ALL in declaration order"
+);
+
+/// Dense index of a status in per-API counter arrays: 0 for OK, then `ErrorCode::ALL` order.
+#[inline]
 pub fn status_index(s: Status) -> usize {
     match s {
         Status::Ok => 0,
-        Status::Err(c) => {
-            1 + ErrorCode::ALL
-                .iter()
-                .position(|x| *x == c)
-                .expect("every code is listed")
-        }
+        Status::Err(c) => 1 + c as usize,
     }
 }
 

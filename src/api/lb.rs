@@ -71,19 +71,36 @@ impl Balancer {
                 None
             }
             LbPolicy::LeastOutstanding => {
-                // Scan from the cursor so equal loads rotate instead of piling on node 0.
-                let mut best: Option<usize> = None;
-                let mut i = self.cursor;
-                for _ in 0..n {
-                    if up[i] && best.is_none_or(|b| outstanding[i] < outstanding[b]) {
-                        best = Some(i);
+                // Scan from the cursor so equal loads rotate instead of piling on node 0: the
+                // node up with the least load, ties to the first in the order cursor..n,
+                // 0..cursor. Branch-free: the least (load, rank in that order) key wins.
+                let c = self.cursor;
+                let (loads, up) = (&outstanding[..n], &up[..n]);
+                let key = |i: usize, rank: usize| {
+                    if up[i] {
+                        (u64::from(loads[i]) << 32) | rank as u64
+                    } else {
+                        u64::MAX
                     }
-                    i = if i + 1 == n { 0 } else { i + 1 };
+                };
+                let mut least = u64::MAX;
+                for i in c..n {
+                    least = least.min(key(i, i - c));
                 }
-                if let Some(b) = best {
-                    self.cursor = if b + 1 == n { 0 } else { b + 1 };
+                for i in 0..c {
+                    least = least.min(key(i, i + n - c));
                 }
-                best
+                if least == u64::MAX {
+                    return None;
+                }
+                let rank = (least & u64::from(u32::MAX)) as usize;
+                let best = if rank + c >= n {
+                    rank + c - n
+                } else {
+                    rank + c
+                };
+                self.cursor = if best + 1 == n { 0 } else { best + 1 };
+                Some(best)
             }
             LbPolicy::PowerOfTwoChoices => {
                 let live = up.iter().filter(|u| **u).count() as u64;

@@ -43,10 +43,10 @@ use super::{
 use crate::idempotency::{
     Check as IdemCheck, IdemConfig, IdemKey, IdempotencyStore, Outcome as IdemOutcome, caller_clock,
 };
-use crate::kernel::{ComponentId, Dist, Outbox, SimDuration, SimRng, SimTime, TimerId};
+use crate::kernel::{ComponentId, Dist, FixMap, Outbox, SimDuration, SimRng, SimTime, TimerId};
 use crate::metrics::LatencyHistogram;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 
 /// One request to the L2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -330,7 +330,8 @@ pub struct L2Cache<K = CacheKey, V = CachedInstance> {
     idem: Option<IdempotencyStore>,
     /// Recent deletes: key → (the write's version, until when the tombstone holds), and the
     /// tombstones in expiry order (they all live [`TOMBSTONE_TTL`], so the queue is sorted).
-    tombstones: BTreeMap<K, (SimTime, SimTime)>,
+    /// The map is only looked up, never iterated, so a fixed-hash [`FixMap`] serves.
+    tombstones: FixMap<K, (SimTime, SimTime)>,
     tombstone_order: VecDeque<(SimTime, K)>,
 }
 
@@ -353,7 +354,7 @@ impl<K: Ord + IndexKey + RunKey, V: Copy> L2Cache<K, V> {
             error_rate: 0.0,
             stats: L2Stats::default(),
             idem: None,
-            tombstones: BTreeMap::new(),
+            tombstones: FixMap::new(),
             tombstone_order: VecDeque::new(),
         }
     }
@@ -521,7 +522,10 @@ impl<K: Ord + IndexKey + RunKey, V: Copy> L2Cache<K, V> {
             }
             self.start(req, arrived, out);
         }
-        self.arm_wakeup(out);
+        // Nothing waits on the common path: skip the call.
+        if !self.waiting.is_empty() {
+            self.arm_wakeup(out);
+        }
     }
 
     /// Arms (or moves) the one wake-up to the earliest slot end while requests wait.
@@ -641,9 +645,15 @@ impl<K: Ord + IndexKey + RunKey, V: Copy> L2Cache<K, V> {
             }
             L2Op::Delete { key, version } => {
                 let until = now.saturating_add(TOMBSTONE_TTL);
-                let t = self.tombstones.entry(key).or_insert((version, until));
-                t.0 = t.0.max(version);
-                t.1 = until;
+                match self.tombstones.get_mut(&key) {
+                    Some(t) => {
+                        t.0 = t.0.max(version);
+                        t.1 = until;
+                    }
+                    None => {
+                        self.tombstones.insert(key, (version, until));
+                    }
+                }
                 self.tombstone_order.push_back((until, key));
                 let removed = self.map.remove(&key).is_some();
                 if removed {

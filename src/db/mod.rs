@@ -35,7 +35,8 @@
 //!
 //! # Tables
 //!
-//! Instances live in a `BTreeMap<InstanceId, _>` on the shard that owns the account. Ids come from
+//! Instances live on the shard that owns the account, in a fixed-hash map by id (point reads and
+//! writes) beside an ordered set of their ids (scans, ordered iteration). Ids come from
 //! one global counter (inserts take contiguous blocks), so they do not encode the shard; no owner
 //! map is needed because every query is routed by account: by-id queries ([`DbOp::GetInstance`],
 //! [`DbOp::UpdateInstanceState`]) go to `query.account`'s shard and only match rows of that
@@ -75,7 +76,7 @@ use crate::idempotency::{
     Check as IdemCheckResult, IdemConfig, IdemKey, IdempotencyStore, Mode as IdemMode,
     Outcome as IdemOutcome, caller_clock,
 };
-use crate::kernel::{ComponentId, Outbox, SimDuration, SimRng, SimTime, TimerId};
+use crate::kernel::{ComponentId, FixMap, Outbox, SimDuration, SimRng, SimTime, TimerId};
 use crate::metrics::LatencyHistogram;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
@@ -648,6 +649,38 @@ const COUNTER_TABLES: usize = Table::COUNT - 1;
 /// Bound on one account's membership history (entries within the replication-lag horizon).
 const MAX_MEMBERSHIP_LOG: usize = 4_096;
 
+/// The last few [`DbConfig::index_factor`]s, direct-mapped by row count: a table's size changes
+/// far less often than it is queried, and the factor (a `log2`) is the same for the same count.
+#[derive(Clone, Debug)]
+struct IndexMemo {
+    /// (rows, factor); `u64::MAX` rows: empty (that count is never memoised).
+    slots: [(u64, f64); IndexMemo::SLOTS],
+}
+
+impl IndexMemo {
+    const SLOTS: usize = 16;
+
+    fn new() -> IndexMemo {
+        IndexMemo {
+            slots: [(u64::MAX, 0.0); IndexMemo::SLOTS],
+        }
+    }
+
+    /// `cfg.index_factor(rows)`, computed once per count while it stays in its slot.
+    #[inline]
+    fn factor(&mut self, cfg: &DbConfig, rows: u64) -> f64 {
+        let slot = &mut self.slots[(rows % IndexMemo::SLOTS as u64) as usize];
+        if slot.0 == rows {
+            return slot.1;
+        }
+        let f = cfg.index_factor(rows);
+        if rows != u64::MAX {
+            *slot = (rows, f);
+        }
+        f
+    }
+}
+
 #[derive(Clone, Debug)]
 struct StoredRow {
     account: AccountId,
@@ -727,10 +760,61 @@ impl Membership {
     }
 }
 
+/// A shard's instance rows: a fixed-hash map by id for the point reads and writes (never
+/// iterated), and the ids in order for scans and ordered iteration.
+#[derive(Clone, Debug, Default)]
+struct Rows {
+    by_id: FixMap<u64, StoredRow>,
+    order: BTreeSet<InstanceId>,
+}
+
+impl Rows {
+    fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    #[inline]
+    fn get(&self, id: &InstanceId) -> Option<&StoredRow> {
+        self.by_id.get(&id.0)
+    }
+
+    #[inline]
+    fn get_mut(&mut self, id: &InstanceId) -> Option<&mut StoredRow> {
+        self.by_id.get_mut(&id.0)
+    }
+
+    /// Inserts or replaces the row of `id`.
+    fn insert(&mut self, id: InstanceId, row: StoredRow) {
+        if self.by_id.insert(id.0, row).is_none() {
+            self.order.insert(id);
+        }
+    }
+
+    fn remove(&mut self, id: &InstanceId) -> Option<StoredRow> {
+        let row = self.by_id.remove(&id.0)?;
+        self.order.remove(id);
+        Some(row)
+    }
+
+    /// The rows with ids from `from` on, in id order.
+    fn from(&self, from: InstanceId) -> impl Iterator<Item = (InstanceId, &StoredRow)> + '_ {
+        self.order.range(from..).map(|&id| (id, self.row(id)))
+    }
+
+    /// Every row, in id order.
+    fn iter(&self) -> impl Iterator<Item = (InstanceId, &StoredRow)> + '_ {
+        self.order.iter().map(|&id| (id, self.row(id)))
+    }
+
+    fn row(&self, id: InstanceId) -> &StoredRow {
+        self.by_id.get(&id.0).expect("every ordered id has a row")
+    }
+}
+
 /// The data of one shard (shared by its primary and replicas).
 #[derive(Clone, Debug, Default)]
 struct ShardData {
-    rows: BTreeMap<InstanceId, StoredRow>,
+    rows: Rows,
     /// Rows in state `Deleted` by (deletion time, id): the archivable ones, oldest first.
     deleted: BTreeSet<(SimTime, InstanceId)>,
     accounts: BTreeMap<AccountId, Membership>,
@@ -862,6 +946,7 @@ pub struct Db {
     slow: [f64; QueryClass::COUNT],
     /// Replicas are at least this far behind (replica-lag faults; zero = none).
     fault_lag: SimDuration,
+    index_memo: IndexMemo,
 }
 
 impl Db {
@@ -897,6 +982,7 @@ impl Db {
             scan_order: VecDeque::new(),
             slow: [1.0; QueryClass::COUNT],
             fault_lag: SimDuration::ZERO,
+            index_memo: IndexMemo::new(),
         }
     }
 
@@ -1053,7 +1139,7 @@ impl Db {
     pub fn instance_rows(&self) -> impl Iterator<Item = InstanceRow> + '_ {
         self.shards
             .iter()
-            .flat_map(|s| s.data.rows.iter().map(|(&id, r)| r.view(id)))
+            .flat_map(|s| s.data.rows.iter().map(|(id, r)| r.view(id)))
     }
 
     /// Handles a query: refuses it at once, starts it, or queues it.
@@ -1260,7 +1346,10 @@ impl Db {
             }
             self.start(s, k, w.query, w.arrived, out);
         }
-        self.arm_wakeup(s, k, out);
+        // Nothing waits on the common path: skip the call.
+        if !self.shards[s].servers[k].waiting.is_empty() {
+            self.arm_wakeup(s, k, out);
+        }
     }
 
     /// Arms (or moves) the server's one wake-up to its earliest slot end while queries wait.
@@ -1310,6 +1399,7 @@ impl Db {
             scan_order,
             slow,
             fault_lag,
+            index_memo,
         } = self;
         let shard = &mut shards[s];
         let server = &mut shard.servers[k];
@@ -1322,6 +1412,7 @@ impl Db {
             page: &mut page,
             slow: slow[q.op.class().index()],
             fault_lag: *fault_lag,
+            index_memo,
         };
         let (service, result) = execute(ctx, &mut shard.data, &mut server.rng, &q, now, k > 0);
         if let DbResult::Scanned { .. } = result {
@@ -1386,6 +1477,7 @@ struct Exec<'a> {
     slow: f64,
     /// Replicas lag at least this much (zero = no fault).
     fault_lag: SimDuration,
+    index_memo: &'a mut IndexMemo,
 }
 
 /// Applies `q` to `data` at `now` (or reads it, from a replica's snapshot when `replica`), and
@@ -1406,6 +1498,7 @@ fn execute(
         page,
         slow,
         fault_lag,
+        index_memo,
     } = ctx;
     let class = q.op.class();
     let mut base = cfg.latency[class.index()].sample(rng);
@@ -1452,7 +1545,7 @@ fn execute(
                 }
             };
             (
-                cfg.index_factor(instance_rows),
+                index_memo.factor(cfg, instance_rows),
                 DbResult::Instance(found.map(|r| r.read())),
             )
         }
@@ -1519,7 +1612,7 @@ fn execute(
             if state != InstanceState::Deleted && count > 0 {
                 data.add_listed(account, i64::from(count), now, horizon);
             }
-            let factor = cfg.index_factor(instance_rows) * cfg.batch_factor(u64::from(count));
+            let factor = index_memo.factor(cfg, instance_rows) * cfg.batch_factor(u64::from(count));
             let range = InstanceIdRange {
                 first: InstanceId(first),
                 count: u32::from(count),
@@ -1533,7 +1626,10 @@ fn execute(
             resources,
         } => {
             let outcome = update_row(data, q.account, id, expect, to, resources, now, horizon);
-            (cfg.index_factor(instance_rows), DbResult::Updated(outcome))
+            (
+                index_memo.factor(cfg, instance_rows),
+                DbResult::Updated(outcome),
+            )
         }
         DbOp::UpdateInstanceStates {
             first,
@@ -1560,7 +1656,7 @@ fn execute(
                     }
                 }
             }
-            let factor = cfg.index_factor(instance_rows) * cfg.batch_factor(u64::from(count));
+            let factor = index_memo.factor(cfg, instance_rows) * cfg.batch_factor(u64::from(count));
             (factor, DbResult::UpdatedRows(r))
         }
         DbOp::SetInstanceResources {
@@ -1579,18 +1675,21 @@ fn execute(
                     UpdateOutcome::Done { from: r.state }
                 }
             };
-            (cfg.index_factor(instance_rows), DbResult::Updated(outcome))
+            (
+                index_memo.factor(cfg, instance_rows),
+                DbResult::Updated(outcome),
+            )
         }
         DbOp::ScanInstances { after, limit } => {
             let limit = usize::from(limit);
             page.extend(
                 data.rows
-                    .range(InstanceId(after.0.saturating_add(1))..)
+                    .from(InstanceId(after.0.saturating_add(1)))
                     .take(limit)
-                    .map(|(&id, r)| r.view(id)),
+                    .map(|(id, r)| r.view(id)),
             );
             let returned = page.len();
-            let factor = cfg.index_factor(instance_rows) * cfg.batch_factor(returned as u64);
+            let factor = index_memo.factor(cfg, instance_rows) * cfg.batch_factor(returned as u64);
             (
                 factor,
                 DbResult::Scanned {
@@ -1611,7 +1710,7 @@ fn execute(
             {
                 data.append(Table::Idempotency, 1, now);
             }
-            (cfg.index_factor(before), DbResult::Idem(check))
+            (index_memo.factor(cfg, before), DbResult::Idem(check))
         }
         DbOp::IdemRecord {
             key,
@@ -1621,7 +1720,7 @@ fn execute(
             let before = data.rows(Table::Idempotency);
             idem.record_in_progress_by(now, caller_clock(now, skew_ns), key, fingerprint);
             data.append(Table::Idempotency, 1, now);
-            (cfg.index_factor(before), DbResult::Appended)
+            (index_memo.factor(cfg, before), DbResult::Appended)
         }
         DbOp::IdemComplete {
             key,
@@ -1630,14 +1729,14 @@ fn execute(
         } => {
             idem.complete_by(now, caller_clock(now, skew_ns), key, outcome);
             (
-                cfg.index_factor(data.rows(Table::Idempotency)),
+                index_memo.factor(cfg, data.rows(Table::Idempotency)),
                 DbResult::Appended,
             )
         }
         DbOp::IdemAbandon { key } => {
             idem.abandon(key);
             (
-                cfg.index_factor(data.rows(Table::Idempotency)),
+                index_memo.factor(cfg, data.rows(Table::Idempotency)),
                 DbResult::Appended,
             )
         }
@@ -1645,13 +1744,13 @@ fn execute(
             let before = data.rows(Table::Workflows).max(data.rows(Table::History));
             data.append(Table::Workflows, 1, now);
             data.append(Table::History, 1, now);
-            let factor = cfg.index_factor(before) * cfg.batch_factor(2);
+            let factor = index_memo.factor(cfg, before) * cfg.batch_factor(2);
             (factor, DbResult::Appended)
         }
         DbOp::AppendRows { table, rows } => {
             let before = data.rows(table);
             data.append(table, rows, now);
-            let factor = cfg.index_factor(before) * cfg.batch_factor(u64::from(rows));
+            let factor = index_memo.factor(cfg, before) * cfg.batch_factor(u64::from(rows));
             (factor, DbResult::Appended)
         }
         DbOp::ArchiveRows {
