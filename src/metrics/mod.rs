@@ -91,20 +91,29 @@ impl LatencyHistogram {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn record(&mut self, value_ns: u64) {
         let i = hdr_index(value_ns);
-        if i >= self.counts.len() {
-            self.counts.resize(hdr_len_to_cover(value_ns), 0);
-        }
-        self.counts[i] += 1;
-        if self.hdr.get().is_some() {
-            self.hdr.take();
+        match self.counts.get_mut(i) {
+            Some(c) if self.hdr.get().is_none() => *c += 1,
+            _ => self.count_cold(value_ns, i),
         }
         self.count += 1;
         self.sum_ns += u128::from(value_ns);
         self.min_ns = self.min_ns.min(value_ns);
         self.max_ns = self.max_ns.max(value_ns);
+    }
+
+    /// The rare part of a record, out of line: the counts grow to hold `value_ns`, or the
+    /// built histogram is dropped.
+    #[cold]
+    #[inline(never)]
+    fn count_cold(&mut self, value_ns: u64, i: usize) {
+        if i >= self.counts.len() {
+            self.counts.resize(hdr_len_to_cover(value_ns), 0);
+        }
+        self.hdr.take();
+        self.counts[i] += 1;
     }
 
     pub fn count(&self) -> u64 {
