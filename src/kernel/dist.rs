@@ -244,6 +244,20 @@ impl Dist {
             Kind::Exponential { mean } => mean * sample::exp1(rng),
             Kind::Normal { mean, sd } => mean + sd * sample::normal1(rng),
             Kind::LogNormal { mu, sigma } => libm::exp(mu + sigma * sample::normal1(rng)),
+            _ => self.sample_other(rng),
+        }
+    }
+
+    /// [`Dist::sample`] for the kinds drawn less often (kept out of line so the common ones
+    /// inline small).
+    #[inline(never)]
+    fn sample_other(&self, rng: &mut SimRng) -> f64 {
+        match &self.0 {
+            Kind::Constant(_)
+            | Kind::Uniform { .. }
+            | Kind::Exponential { .. }
+            | Kind::Normal { .. }
+            | Kind::LogNormal { .. } => unreachable!("sampled inline by Dist::sample"),
             // Inversion: scale · U^(-1/shape) with U in (0, 1].
             Kind::Pareto { scale, shape } => scale * libm::pow(rng.open01(), -1.0 / shape),
             Kind::Zipf { sampler, .. } => sampler.sample(rng),

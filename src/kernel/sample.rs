@@ -43,23 +43,40 @@ fn exp_tables() -> &'static ExpTables {
 }
 
 /// A standard exponential sample (mean 1).
-#[inline]
+///
+/// The first draw's common case is inline; the rest is out of line (see [`normal1`]).
+#[inline(always)]
 pub fn exp1(rng: &mut SimRng) -> f64 {
     let t = exp_tables();
+    let bits = rng.next_bits();
+    let i = (bits & 0xff) as usize;
+    // 53 random bits for the position within the layer (independent of the 8 index bits).
+    let u = (bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
+    let x = u * t.x[i];
+    if x < t.x[i + 1] {
+        return x;
+    }
+    exp1_edge(rng, t, i, x)
+}
+
+/// The rest of [`exp1`] once a draw fell outside its rectangle.
+#[cold]
+#[inline(never)]
+fn exp1_edge(rng: &mut SimRng, t: &ExpTables, i: usize, x: f64) -> f64 {
+    let (mut i, mut x) = (i, x);
     loop {
-        let bits = rng.next_bits();
-        let i = (bits & 0xff) as usize;
-        // 53 random bits for the position within the layer (independent of the 8 index bits).
-        let u = (bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
-        let x = u * t.x[i];
-        if x < t.x[i + 1] {
-            return x;
-        }
         if i == 0 {
             // The tail beyond R is again exponential: R + Exp(1).
             return ZIG_EXP_R - libm::log(rng.open01());
         }
         if t.f[i + 1] + (t.f[i] - t.f[i + 1]) * rng.unit() < libm::exp(-x) {
+            return x;
+        }
+        let bits = rng.next_bits();
+        i = (bits & 0xff) as usize;
+        let u = (bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
+        x = u * t.x[i];
+        if x < t.x[i + 1] {
             return x;
         }
     }
@@ -89,18 +106,30 @@ fn norm_tables() -> &'static ExpTables {
 
 /// A standard normal sample (mean 0, sd 1): Marsaglia & Tsang's 256-layer ziggurat, with
 /// Marsaglia's exponential method in the tail beyond R.
-#[inline]
+///
+/// The first draw's common case (inside its layer's rectangle, ≈98.8%) is inline; the rest of
+/// that draw and any further ones are out of line, consuming the generator exactly as one loop.
+#[inline(always)]
 pub fn normal1(rng: &mut SimRng) -> f64 {
     let t = norm_tables();
+    let bits = rng.next_bits();
+    let i = (bits & 0xff) as usize;
+    // A symmetric position in (-1, 1) from the 53 high bits.
+    let u = 2.0 * ((bits >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64) - 1.0;
+    let x = u * t.x[i];
+    if x.abs() < t.x[i + 1] {
+        return x;
+    }
+    normal1_edge(rng, t, i, u, x)
+}
+
+/// The rest of [`normal1`] once a draw fell outside its rectangle: the tail or wedge test of
+/// that draw, then whole draws until one is accepted.
+#[cold]
+#[inline(never)]
+fn normal1_edge(rng: &mut SimRng, t: &ExpTables, i: usize, u: f64, x: f64) -> f64 {
+    let (mut i, mut u, mut x) = (i, u, x);
     loop {
-        let bits = rng.next_bits();
-        let i = (bits & 0xff) as usize;
-        // A symmetric position in (-1, 1) from the 53 high bits.
-        let u = 2.0 * ((bits >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64) - 1.0;
-        let x = u * t.x[i];
-        if x.abs() < t.x[i + 1] {
-            return x;
-        }
         if i == 0 {
             loop {
                 let a = -libm::log(rng.open01()) / ZIG_NORM_R;
@@ -115,6 +144,13 @@ pub fn normal1(rng: &mut SimRng) -> f64 {
             }
         }
         if t.f[i + 1] + (t.f[i] - t.f[i + 1]) * rng.unit() < libm::exp(-x * x / 2.0) {
+            return x;
+        }
+        let bits = rng.next_bits();
+        i = (bits & 0xff) as usize;
+        u = 2.0 * ((bits >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64) - 1.0;
+        x = u * t.x[i];
+        if x.abs() < t.x[i + 1] {
             return x;
         }
     }
