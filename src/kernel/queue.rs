@@ -2,23 +2,30 @@
 //! cancellation that stays fast with 10⁵ and more pending timers.
 //!
 //! Layout, chosen for the hot path of every simulation:
-//! - a *radix heap* of small keys `(time, seq, slot)` (24 bytes). A simulation's keys are
-//!   monotone: every new key `(at, fresh seq)` with `at >= now` comes after the last one popped.
-//!   So a key can be filed in bucket `b` = the bit length of `key XOR last` (the key read as the
-//!   128-bit number `time << 64 | seq`): bucket `b` holds keys that first differ from `last` at
-//!   bit `b - 1`, and every key of a lower bucket comes before every key of a higher one. A push
-//!   is O(1) (one XOR, one leading-zero count, one `Vec::push`). A pop scans the least non-empty
-//!   bucket for its least key, makes it `last`, and refiles the rest of that bucket relative to
-//!   it: each lands in a strictly lower bucket, so a key is refiled at most 128 times and in
-//!   practice a few. Ties cannot happen (seq numbers are unique), so the order is exactly
-//!   (time, seq), zero-delay sends included (they differ from `last` only in the seq bits);
-//! - a slot table holding the payloads, indexed by `slot` and stamped with `seq`, so a
-//!   [`TimerId`] names exactly one scheduled event and a stale id can never cancel a later one.
+//! - a *radix heap on time* of small keys `(time, slot)` (16 bytes). A simulation's times are
+//!   monotone: every new event is at `at >= now`, the time of the last popped event. So a key can
+//!   be filed by the bit length `b` of `time XOR now`: bucket `b >= 1` holds keys whose time
+//!   first differs from `now` at bit `b - 1`, and every key of a lower bucket comes before every
+//!   key of a higher one. Keys at `now` itself (`b = 0`: zero-delay sends, and events that tie
+//!   with the one being handled) go to the *due* list instead, popped from its front. A push is
+//!   O(1) (one XOR, one leading-zero count, one `Vec::push`);
+//! - ties in time are broken by insertion order without storing the sequence number in the key:
+//!   every bucket (and the due list) holds its keys in insertion order. A push appends the newest
+//!   key; a bucket is only refiled when it is the least non-empty one and the due list is
+//!   empty, so the lower buckets it is refiled into are empty and receive an in-order
+//!   subsequence. Hence the least key of a bucket is its *first* key of least time;
+//! - a pop takes the front of the due list if there is one. Otherwise it scans the least
+//!   non-empty bucket for its first key of least time, advances `now` to that time and refiles
+//!   the rest of the bucket relative to it: each key lands in a strictly lower bucket (or the due
+//!   list, if it ties), so a key is refiled at most 64 times and in practice a few;
+//! - a slot table holding the payloads, indexed by `slot` and stamped with the event's `seq`, so
+//!   a [`TimerId`] names exactly one scheduled event and a stale id can never cancel a later one.
 //!
 //! Cancelling takes the payload out of its slot at once (no search); the key stays in its bucket
-//! as a tombstone, dropped when it would be next. When tombstones outnumber live keys every
-//! bucket is swept, so memory stays proportional to live events and cancellation is O(1)
-//! amortised.
+//! as a tombstone, and its slot is not reused until the key is dropped, so an empty slot is what
+//! marks a key as a tombstone. A tombstone is dropped when it would be next; when tombstones
+//! outnumber live keys every bucket is swept, so memory stays proportional to live events and
+//! cancellation is O(1) amortised.
 
 use super::time::SimTime;
 
@@ -42,26 +49,19 @@ impl TimerId {
     }
 }
 
+/// A pending event in the order: its time, and the slot holding its payload (and `seq`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct Key {
     time: u64,
-    seq: u64,
     slot: u32,
 }
 
-impl Key {
-    /// The key as one number: ordering these is ordering by (time, seq).
-    #[inline(always)]
-    fn rank(&self) -> u128 {
-        u128::from(self.time) << 64 | u128::from(self.seq)
-    }
-}
-
-/// Buckets of the radix heap: bit lengths 0..=128 of `key XOR last`.
-const BUCKETS: usize = 129;
+/// Buckets 1..=64 of the radix heap, stored at indices 0..64 (bucket 0 is the due list).
+const BUCKETS: usize = 64;
 
 struct Slot<P> {
     seq: u64,
+    /// `None` while the slot is free, or holds a cancelled event's key (a tombstone).
     payload: Option<P>,
 }
 
@@ -83,17 +83,29 @@ pub enum Pop<P> {
     Later(SimTime),
 }
 
+/// Where the least pending key is (see [`EventQueue::front`]).
+#[derive(Clone, Copy)]
+enum Front {
+    /// At the head of the due list (its time is `now`).
+    Due,
+    /// Key `i` of radix bucket `b + 1`, of time `time`.
+    Bucket { b: usize, i: usize, time: u64 },
+}
+
 /// Pending events in (time, seq) order. `P` is the payload (for a simulation, the addressed message).
 pub struct EventQueue<P> {
-    /// The radix heap's buckets (see the module documentation); `buckets[b]` is unordered.
+    /// Keys at time `now`, in insertion order; `due[due_head..]` are pending.
+    due: Vec<Key>,
+    due_head: usize,
+    /// The radix heap's buckets (see the module documentation): `buckets[b]` holds the keys whose
+    /// time first differs from `now` at bit `b`, in insertion order.
     buckets: Box<[Vec<Key>; BUCKETS]>,
     /// Bit `b` set iff `buckets[b]` is non-empty.
-    nonempty: [u64; 3],
-    /// The last popped key (time 0, seq 0 before the first pop): no pending key is below it.
-    last: Key,
+    nonempty: u64,
     slots: Vec<Slot<P>>,
     free: Vec<u32>,
     next_seq: u64,
+    /// The time of the last popped event: no pending key is before it.
     now: SimTime,
     live: usize,
     tombstones: usize,
@@ -121,13 +133,10 @@ impl<P> EventQueue<P> {
 
     pub fn with_capacity(n: usize) -> Self {
         EventQueue {
+            due: Vec::with_capacity(64),
+            due_head: 0,
             buckets: Box::new(std::array::from_fn(|_| Vec::new())),
-            nonempty: [0; 3],
-            last: Key {
-                time: 0,
-                seq: 0,
-                slot: 0,
-            },
+            nonempty: 0,
             slots: Vec::with_capacity(n),
             free: Vec::with_capacity(n),
             next_seq: 0,
@@ -162,36 +171,26 @@ impl<P> EventQueue<P> {
     /// Keys held in the buckets: pending events plus tombstones not yet dropped.
     #[cfg(test)]
     fn stored_keys(&self) -> usize {
-        self.buckets.iter().map(Vec::len).sum()
+        self.due.len() - self.due_head + self.buckets.iter().map(Vec::len).sum::<usize>()
     }
 
-    /// The bucket of `key` relative to `last`: the bit length of `key.rank() ^ last.rank()`.
+    /// Whether `key` names a pending event rather than a cancelled one.
     #[inline(always)]
-    fn bucket_of(key: &Key, last: &Key) -> usize {
-        let dt = key.time ^ last.time;
-        if dt != 0 {
-            128 - dt.leading_zeros() as usize
+    fn is_live(slots: &[Slot<P>], key: &Key) -> bool {
+        slots[key.slot as usize].payload.is_some()
+    }
+
+    /// Files `key` (not before `now`) in the due list or its radix bucket relative to `now`.
+    #[inline(always)]
+    fn file(due: &mut Vec<Key>, buckets: &mut [Vec<Key>], nonempty: &mut u64, now: u64, key: Key) {
+        let x = key.time ^ now;
+        if x == 0 {
+            due.push(key);
         } else {
-            64 - (key.seq ^ last.seq).leading_zeros() as usize
+            let b = 63 - x.leading_zeros() as usize;
+            buckets[b].push(key);
+            *nonempty |= 1 << b;
         }
-    }
-
-    /// Files `key` in its bucket relative to `last`.
-    #[inline(always)]
-    fn file(&mut self, key: Key) {
-        let b = Self::bucket_of(&key, &self.last);
-        self.buckets[b].push(key);
-        self.nonempty[b / 64] |= 1 << (b % 64);
-    }
-
-    /// The least non-empty bucket.
-    #[inline(always)]
-    fn first_bucket(&self) -> Option<usize> {
-        self.nonempty
-            .iter()
-            .enumerate()
-            .find(|(_, w)| **w != 0)
-            .map(|(i, w)| i * 64 + w.trailing_zeros() as usize)
     }
 
     /// Schedules `payload` at `at`, which must not be before [`now`](Self::now).
@@ -219,12 +218,17 @@ impl<P> EventQueue<P> {
                 s
             }
         };
-        // (at, fresh seq) comes after the last popped key (at >= now): the filing is valid.
-        self.file(Key {
-            time: at.as_ns(),
-            seq,
-            slot,
-        });
+        // at >= now: the filing is valid, and the key is the newest of its bucket.
+        Self::file(
+            &mut self.due,
+            &mut self.buckets[..],
+            &mut self.nonempty,
+            self.now.as_ns(),
+            Key {
+                time: at.as_ns(),
+                slot,
+            },
+        );
         self.live += 1;
         Ok(TimerId { slot, seq })
     }
@@ -238,10 +242,9 @@ impl<P> EventQueue<P> {
             return None;
         }
         let payload = entry.payload.take()?;
-        self.free.push(id.slot);
         self.live -= 1;
-        // The key stays in its bucket as a tombstone: dropped when it would be next, or by a
-        // sweep when tombstones dominate.
+        // The key stays in its bucket as a tombstone (its slot stays taken until the key is
+        // dropped): dropped when it would be next, or by a sweep when tombstones dominate.
         self.tombstones += 1;
         self.maybe_compact();
         Some(payload)
@@ -254,84 +257,110 @@ impl<P> EventQueue<P> {
             .is_some_and(|e| e.seq == id.seq && e.payload.is_some())
     }
 
+    /// Drops every tombstone of `keys`, keeping the order of the rest and freeing their slots;
+    /// returns how many were dropped.
+    fn drop_tombstones(keys: &mut Vec<Key>, slots: &[Slot<P>], free: &mut Vec<u32>) -> usize {
+        let before = keys.len();
+        keys.retain(|k| {
+            let live = Self::is_live(slots, k);
+            if !live {
+                free.push(k.slot);
+            }
+            live
+        });
+        before - keys.len()
+    }
+
     fn maybe_compact(&mut self) {
         if self.tombstones > 1024 && self.tombstones > self.live {
-            let slots = &self.slots;
+            self.due.drain(..self.due_head);
+            self.due_head = 0;
+            let mut dropped = Self::drop_tombstones(&mut self.due, &self.slots, &mut self.free);
             for (b, bucket) in self.buckets.iter_mut().enumerate() {
-                bucket.retain(|k| {
-                    let e = &slots[k.slot as usize];
-                    e.seq == k.seq && e.payload.is_some()
-                });
+                dropped += Self::drop_tombstones(bucket, &self.slots, &mut self.free);
                 if bucket.is_empty() {
-                    self.nonempty[b / 64] &= !(1 << (b % 64));
+                    self.nonempty &= !(1 << b);
                 }
             }
+            debug_assert_eq!(dropped, self.tombstones);
             self.tombstones = 0;
         }
     }
 
-    /// The least pending key, as (bucket, index in it): the least key of the least non-empty
-    /// bucket, skipping (and dropping) tombstones that would come first. Changes no order:
-    /// `last` stays.
-    #[inline(always)]
-    fn find_min(&mut self) -> Option<(usize, usize)> {
-        loop {
-            let b = self.first_bucket()?;
-            let bucket = &mut self.buckets[b];
-            // (No key has rank u128::MAX: seq numbers never reach u64::MAX.)
-            let mut best = usize::MAX;
-            if bucket.len() == 1 {
-                best = 0;
-            } else {
-                let mut best_rank = u128::MAX;
-                for (i, k) in bucket.iter().enumerate() {
-                    let r = k.rank();
-                    if r < best_rank {
-                        (best, best_rank) = (i, r);
-                    }
-                }
-            }
-            let Some(k) = bucket.get(best) else {
-                self.nonempty[b / 64] &= !(1 << (b % 64));
-                continue;
-            };
-            // Only the least key is checked: a tombstone is dropped when it would come next.
-            let e = &self.slots[k.slot as usize];
-            if e.seq == k.seq && e.payload.is_some() {
-                return Some((b, best));
-            }
-            bucket.swap_remove(best);
-            self.tombstones -= 1;
+    /// Drops the tombstones of radix bucket `b` (its least key is one): rare.
+    #[cold]
+    #[inline(never)]
+    fn drop_bucket_tombstones(&mut self, b: usize) {
+        let bucket = &mut self.buckets[b];
+        self.tombstones -= Self::drop_tombstones(bucket, &self.slots, &mut self.free);
+        if bucket.is_empty() {
+            self.nonempty &= !(1 << b);
         }
     }
 
-    /// Removes the key at `i` of bucket `b`, the least pending one, makes it `last`, and refiles
-    /// the rest of its bucket relative to it.
+    /// Where the least pending key is, dropping tombstones that would come first. Changes no
+    /// order and not `now`.
     #[inline(always)]
-    fn remove_min(&mut self, b: usize, i: usize) -> Key {
-        let key = self.buckets[b].swap_remove(i);
-        self.last = key;
-        if b > 0 {
-            // Every other key of bucket b agrees with the new `last` above bit b - 1 and
-            // differs below it: each goes to a bucket below b.
-            let (lower, upper) = self.buckets.split_at_mut(b);
-            for k in &upper[0] {
-                let j = Self::bucket_of(k, &key);
-                lower[j].push(*k);
-                self.nonempty[j / 64] |= 1 << (j % 64);
+    fn front(&mut self) -> Option<Front> {
+        loop {
+            while let Some(k) = self.due.get(self.due_head) {
+                if Self::is_live(&self.slots, k) {
+                    return Some(Front::Due);
+                }
+                // A tombstone: its slot is free now.
+                self.free.push(k.slot);
+                self.tombstones -= 1;
+                self.due_head += 1;
             }
-            upper[0].clear();
-            self.nonempty[b / 64] &= !(1 << (b % 64));
-        } else if self.buckets[0].is_empty() {
-            self.nonempty[0] &= !1;
+            if self.due_head != 0 {
+                self.due.clear();
+                self.due_head = 0;
+            }
+            if self.nonempty == 0 {
+                return None;
+            }
+            let b = self.nonempty.trailing_zeros() as usize;
+            let bucket = &self.buckets[b];
+            // The first key of least time: the least in (time, seq) order.
+            let mut i = 0;
+            let mut time = bucket[0].time;
+            for (j, k) in bucket.iter().enumerate().skip(1) {
+                if k.time < time {
+                    (i, time) = (j, k.time);
+                }
+            }
+            if Self::is_live(&self.slots, &bucket[i]) {
+                return Some(Front::Bucket { b, i, time });
+            }
+            self.drop_bucket_tombstones(b);
         }
+    }
+
+    /// Removes key `i` of radix bucket `b`, of time `time`, the least pending one: advances
+    /// `now` to `time` and refiles the rest of its bucket relative to it.
+    #[inline(always)]
+    fn remove_from_bucket(&mut self, b: usize, i: usize, time: u64) -> Key {
+        self.now = SimTime::from_ns(time);
+        // Every other key of bucket b agrees with the new `now` above bit b and differs from it
+        // below (or not at all: then it is due now, after this one): each goes to the due list or
+        // a bucket below b, in order.
+        let (lower, upper) = self.buckets.split_at_mut(b);
+        let keys = &mut upper[0];
+        let key = keys[i];
+        for k in keys[..i].iter().chain(&keys[i + 1..]) {
+            Self::file(&mut self.due, lower, &mut self.nonempty, time, *k);
+        }
+        keys.clear();
+        self.nonempty &= !(1 << b);
         key
     }
 
     /// Time of the next pending event, skipping tombstones.
     pub fn peek_time(&mut self) -> Option<SimTime> {
-        let (b, i) = self.find_min()?;
-        Some(SimTime::from_ns(self.buckets[b][i].time))
+        Some(match self.front()? {
+            Front::Due => self.now,
+            Front::Bucket { time, .. } => SimTime::from_ns(time),
+        })
     }
 
     /// Removes and returns the earliest pending event by (time, seq), advancing `now` to its time.
@@ -349,9 +378,9 @@ impl<P> EventQueue<P> {
     #[inline(always)]
     pub fn pop_until(&mut self, limit: SimTime) -> Pop<P> {
         match self.pop_slot_until(limit) {
-            Next::Event { time, seq, slot } => Pop::Event(Popped {
+            Next::Event { time, slot } => Pop::Event(Popped {
                 time,
-                seq,
+                seq: self.slots[slot as usize].seq,
                 payload: self.take_slot(slot),
             }),
             Next::Empty => Pop::Empty,
@@ -365,21 +394,32 @@ impl<P> EventQueue<P> {
     /// the component.
     #[inline(always)]
     pub(crate) fn pop_slot_until(&mut self, limit: SimTime) -> Next {
-        let Some((b, i)) = self.find_min() else {
-            return Next::Empty;
+        let slot = match self.front() {
+            None => return Next::Empty,
+            Some(Front::Due) => {
+                if self.now > limit {
+                    return Next::Later(self.now);
+                }
+                let slot = self.due[self.due_head].slot;
+                self.due_head += 1;
+                if self.due_head == self.due.len() {
+                    self.due.clear();
+                    self.due_head = 0;
+                }
+                slot
+            }
+            Some(Front::Bucket { b, i, time }) => {
+                if time > limit.as_ns() {
+                    return Next::Later(SimTime::from_ns(time));
+                }
+                debug_assert!(time > self.now.as_ns(), "time went backwards");
+                self.remove_from_bucket(b, i, time).slot
+            }
         };
-        let time = self.buckets[b][i].time;
-        if time > limit.as_ns() {
-            return Next::Later(SimTime::from_ns(time));
-        }
-        let key = self.remove_min(b, i);
         self.live -= 1;
-        debug_assert!(time >= self.now.as_ns(), "time went backwards");
-        self.now = SimTime::from_ns(time);
         Next::Event {
             time: self.now,
-            seq: key.seq,
-            slot: key.slot,
+            slot,
         }
     }
 
@@ -398,7 +438,7 @@ impl<P> EventQueue<P> {
 
 /// What [`EventQueue::pop_slot_until`] found.
 pub(crate) enum Next {
-    Event { time: SimTime, seq: u64, slot: u32 },
+    Event { time: SimTime, slot: u32 },
     Empty,
     Later(SimTime),
 }

@@ -292,7 +292,7 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
         }
         let limit = SimTime::ZERO.saturating_add(self.limits.max_time);
         match self.queue.pop_slot_until(limit) {
-            Next::Event { time, slot, .. } => Ok((time, slot)),
+            Next::Event { time, slot } => Ok((time, slot)),
             Next::Empty => Err(Outcome::Drained),
             Next::Later(_) => Err(Outcome::TimeLimit { at: now }),
         }
@@ -395,7 +395,7 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
                 return Some(self.run());
             }
             match self.queue.pop_slot_until(limit) {
-                Next::Event { time, slot, .. } => {
+                Next::Event { time, slot } => {
                     if self.dispatch_slot(time, slot).is_err() {
                         return Some(self.run());
                     }
