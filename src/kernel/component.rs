@@ -112,7 +112,7 @@ impl<'a, M> Outbox<'a, M> {
     /// A time past the end of representable time is clamped to [`SimTime::MAX`], which no
     /// run reaches before its time limit. A message across a network partition in force now is
     /// dropped (counted; the id returned names nothing).
-    #[inline]
+    #[inline(always)]
     pub fn send(&mut self, to: ComponentId, delay: SimDuration, msg: M) -> TimerId {
         if !self.control.cuts.is_empty() && self.dropped(to) {
             return TimerId::DANGLING;
@@ -124,7 +124,7 @@ impl<'a, M> Outbox<'a, M> {
     }
 
     /// Delivers `msg` to `to` at the absolute time `at`, clamped to be no earlier than now.
-    #[inline]
+    #[inline(always)]
     pub fn send_at(&mut self, to: ComponentId, at: SimTime, msg: M) -> TimerId {
         if !self.control.cuts.is_empty() && self.dropped(to) {
             return TimerId::DANGLING;

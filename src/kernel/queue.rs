@@ -347,11 +347,12 @@ impl<P> EventQueue<P> {
         let (lower, upper) = self.buckets.split_at_mut(b);
         let keys = &mut upper[0];
         let key = keys[i];
+        let mut filled = 0;
         for k in keys[..i].iter().chain(&keys[i + 1..]) {
-            Self::file(&mut self.due, lower, &mut self.nonempty, time, *k);
+            Self::file(&mut self.due, lower, &mut filled, time, *k);
         }
         keys.clear();
-        self.nonempty &= !(1 << b);
+        self.nonempty = self.nonempty & !(1 << b) | filled;
         key
     }
 
@@ -381,7 +382,9 @@ impl<P> EventQueue<P> {
             Next::Event { time, slot } => Pop::Event(Popped {
                 time,
                 seq: self.slots[slot as usize].seq,
-                payload: self.take_slot(slot),
+                payload: self
+                    .take_slot_payload(slot)
+                    .expect("a popped slot holds its payload"),
             }),
             Next::Empty => Pop::Empty,
             Next::Later(t) => Pop::Later(t),
@@ -389,7 +392,8 @@ impl<P> EventQueue<P> {
     }
 
     /// [`pop_until`](Self::pop_until) without moving the payload: the event is removed from the
-    /// order and `now` advanced, and its payload waits in `slot` for [`take_slot`](Self::take_slot),
+    /// order and `now` advanced, and its payload waits in `slot` (readable in place with
+    /// [`slot_payload`](Self::slot_payload)) for [`take_slot_payload`](Self::take_slot_payload),
     /// which must be called next. Lets the driver move a payload once, straight from its slot to
     /// the component.
     #[inline(always)]
@@ -423,16 +427,21 @@ impl<P> EventQueue<P> {
         }
     }
 
-    /// The payload of the event [`pop_slot_until`](Self::pop_slot_until) just returned; frees
-    /// its slot.
+    /// The payload of the event [`pop_slot_until`](Self::pop_slot_until) just returned, in place.
     #[inline(always)]
-    pub(crate) fn take_slot(&mut self, slot: u32) -> P {
-        let payload = self.slots[slot as usize]
+    pub(crate) fn slot_payload(&self, slot: u32) -> &P {
+        self.slots[slot as usize]
             .payload
-            .take()
-            .expect("a popped slot holds its payload");
+            .as_ref()
+            .expect("a popped slot holds its payload")
+    }
+
+    /// The payload of the event [`pop_slot_until`](Self::pop_slot_until) just returned, taken
+    /// out of its slot as the slot's `Option` (always `Some`); frees the slot.
+    #[inline(always)]
+    pub(crate) fn take_slot_payload(&mut self, slot: u32) -> Option<P> {
         self.free.push(slot);
-        payload
+        self.slots[slot as usize].payload.take()
     }
 }
 
