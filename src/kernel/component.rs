@@ -164,7 +164,7 @@ impl<'a, M> Outbox<'a, M> {
     /// Cancels a pending timer or message; returns whether it was still pending.
     #[inline]
     pub fn cancel(&mut self, id: TimerId) -> bool {
-        self.queue.cancel(id).is_some()
+        self.queue.discard(id)
     }
 
     /// Records a latency (or any nanosecond value) into a registered histogram.

@@ -56,8 +56,38 @@ struct Key {
     slot: u32,
 }
 
-/// Buckets 1..=64 of the radix heap, stored at indices 0..64 (bucket 0 is the due list).
-const BUCKETS: usize = 64;
+/// Bits per digit of the radix heap's keys.
+const DIGIT_BITS: u32 = 6;
+const DIGITS: usize = 1 << DIGIT_BITS;
+/// Digit positions in a 64-bit time.
+const LEVELS: usize = 64usize.div_ceil(DIGIT_BITS as usize);
+/// Buckets of the radix heap: (level, digit), in key order.
+const BUCKETS: usize = LEVELS * DIGITS;
+/// Words of the non-empty-bucket bit set.
+const WORDS: usize = BUCKETS.div_ceil(64);
+
+/// One bit per bucket: which are non-empty.
+#[derive(Clone, Copy, Default)]
+struct BucketSet([u64; WORDS]);
+
+impl BucketSet {
+    #[inline(always)]
+    fn insert(&mut self, b: usize) {
+        self.0[b / 64] |= 1 << (b % 64);
+    }
+    #[inline(always)]
+    fn remove(&mut self, b: usize) {
+        self.0[b / 64] &= !(1 << (b % 64));
+    }
+    #[inline(always)]
+    fn first(&self) -> Option<usize> {
+        self.0
+            .iter()
+            .enumerate()
+            .find(|(_, w)| **w != 0)
+            .map(|(i, w)| i * 64 + w.trailing_zeros() as usize)
+    }
+}
 
 struct Slot<P> {
     seq: u64,
@@ -88,8 +118,8 @@ pub enum Pop<P> {
 enum Front {
     /// At the head of the due list (its time is `now`).
     Due,
-    /// Key `i` of radix bucket `b + 1`, of time `time`.
-    Bucket { b: usize, i: usize, time: u64 },
+    /// The first key of least time of radix bucket `b`, of time `time`.
+    Bucket { b: usize, time: u64 },
 }
 
 /// Pending events in (time, seq) order. `P` is the payload (for a simulation, the addressed message).
@@ -101,7 +131,7 @@ pub struct EventQueue<P> {
     /// time first differs from `now` at bit `b`, in insertion order.
     buckets: Box<[Vec<Key>; BUCKETS]>,
     /// Bit `b` set iff `buckets[b]` is non-empty.
-    nonempty: u64,
+    nonempty: BucketSet,
     slots: Vec<Slot<P>>,
     free: Vec<u32>,
     next_seq: u64,
@@ -136,7 +166,7 @@ impl<P> EventQueue<P> {
             due: Vec::with_capacity(64),
             due_head: 0,
             buckets: Box::new(std::array::from_fn(|_| Vec::new())),
-            nonempty: 0,
+            nonempty: BucketSet::default(),
             slots: Vec::with_capacity(n),
             free: Vec::with_capacity(n),
             next_seq: 0,
@@ -182,14 +212,22 @@ impl<P> EventQueue<P> {
 
     /// Files `key` (not before `now`) in the due list or its radix bucket relative to `now`.
     #[inline(always)]
-    fn file(due: &mut Vec<Key>, buckets: &mut [Vec<Key>], nonempty: &mut u64, now: u64, key: Key) {
+    fn file(
+        due: &mut Vec<Key>,
+        buckets: &mut [Vec<Key>],
+        nonempty: &mut BucketSet,
+        now: u64,
+        key: Key,
+    ) {
         let x = key.time ^ now;
         if x == 0 {
             due.push(key);
         } else {
-            let b = 63 - x.leading_zeros() as usize;
+            let level = (63 - x.leading_zeros()) / DIGIT_BITS;
+            let digit = (key.time >> (level * DIGIT_BITS)) as usize % DIGITS;
+            let b = level as usize * DIGITS + digit;
             buckets[b].push(key);
-            *nonempty |= 1 << b;
+            nonempty.insert(b);
         }
     }
 
@@ -250,6 +288,23 @@ impl<P> EventQueue<P> {
         Some(payload)
     }
 
+    /// Cancels a pending event, dropping its payload where it lies; returns whether it was still
+    /// pending. [`cancel`](Self::cancel) without moving the payload out.
+    #[inline]
+    pub fn discard(&mut self, id: TimerId) -> bool {
+        let Some(entry) = self.slots.get_mut(id.slot as usize) else {
+            return false;
+        };
+        if entry.seq != id.seq || entry.payload.is_none() {
+            return false;
+        }
+        entry.payload = None;
+        self.live -= 1;
+        self.tombstones += 1;
+        self.maybe_compact();
+        true
+    }
+
     /// Whether `id` is still pending.
     pub fn is_pending(&self, id: TimerId) -> bool {
         self.slots
@@ -271,20 +326,28 @@ impl<P> EventQueue<P> {
         before - keys.len()
     }
 
+    #[inline(always)]
     fn maybe_compact(&mut self) {
         if self.tombstones > 1024 && self.tombstones > self.live {
-            self.due.drain(..self.due_head);
-            self.due_head = 0;
-            let mut dropped = Self::drop_tombstones(&mut self.due, &self.slots, &mut self.free);
-            for (b, bucket) in self.buckets.iter_mut().enumerate() {
-                dropped += Self::drop_tombstones(bucket, &self.slots, &mut self.free);
-                if bucket.is_empty() {
-                    self.nonempty &= !(1 << b);
-                }
-            }
-            debug_assert_eq!(dropped, self.tombstones);
-            self.tombstones = 0;
+            self.compact();
         }
+    }
+
+    /// Drops every tombstone.
+    #[cold]
+    #[inline(never)]
+    fn compact(&mut self) {
+        self.due.drain(..self.due_head);
+        self.due_head = 0;
+        let mut dropped = Self::drop_tombstones(&mut self.due, &self.slots, &mut self.free);
+        for (b, bucket) in self.buckets.iter_mut().enumerate() {
+            dropped += Self::drop_tombstones(bucket, &self.slots, &mut self.free);
+            if bucket.is_empty() {
+                self.nonempty.remove(b);
+            }
+        }
+        debug_assert_eq!(dropped, self.tombstones);
+        self.tombstones = 0;
     }
 
     /// Drops the tombstones of radix bucket `b` (its least key is one): rare.
@@ -294,7 +357,7 @@ impl<P> EventQueue<P> {
         let bucket = &mut self.buckets[b];
         self.tombstones -= Self::drop_tombstones(bucket, &self.slots, &mut self.free);
         if bucket.is_empty() {
-            self.nonempty &= !(1 << b);
+            self.nonempty.remove(b);
         }
     }
 
@@ -316,44 +379,66 @@ impl<P> EventQueue<P> {
                 self.due.clear();
                 self.due_head = 0;
             }
-            if self.nonempty == 0 {
-                return None;
-            }
-            let b = self.nonempty.trailing_zeros() as usize;
+            let b = self.nonempty.first()?;
             let bucket = &self.buckets[b];
-            // The first key of least time: the least in (time, seq) order.
+            // The first key of least time: the least in (time, seq) order. (The keys of a
+            // level-0 bucket all have the same time.)
             let mut i = 0;
             let mut time = bucket[0].time;
-            for (j, k) in bucket.iter().enumerate().skip(1) {
-                if k.time < time {
-                    (i, time) = (j, k.time);
+            if b >= DIGITS {
+                for (j, k) in bucket.iter().enumerate().skip(1) {
+                    if k.time < time {
+                        (i, time) = (j, k.time);
+                    }
                 }
             }
             if Self::is_live(&self.slots, &bucket[i]) {
-                return Some(Front::Bucket { b, i, time });
+                return Some(Front::Bucket { b, time });
             }
             self.drop_bucket_tombstones(b);
         }
     }
 
-    /// Removes key `i` of radix bucket `b`, of time `time`, the least pending one: advances
-    /// `now` to `time` and refiles the rest of its bucket relative to it.
+    /// Takes the least pending key out of the order: the head of the due list.
     #[inline(always)]
-    fn remove_from_bucket(&mut self, b: usize, i: usize, time: u64) -> Key {
+    fn pop_due(&mut self) -> Key {
+        let key = self.due[self.due_head];
+        self.due_head += 1;
+        if self.due_head == self.due.len() {
+            self.due.clear();
+            self.due_head = 0;
+        }
+        key
+    }
+
+    /// Takes the least pending key out of the order when it is in radix bucket `b` (the least
+    /// non-empty one; the due list is empty) and of time `time`: advances `now` to `time` and
+    /// refiles the bucket relative to it.
+    #[inline(always)]
+    fn pop_bucket(&mut self, b: usize, time: u64) -> Key {
+        debug_assert!(self.due.is_empty());
         self.now = SimTime::from_ns(time);
-        // Every other key of bucket b agrees with the new `now` above bit b and differs from it
-        // below (or not at all: then it is due now, after this one): each goes to the due list or
-        // a bucket below b, in order.
+        self.nonempty.remove(b);
+        if b < DIGITS {
+            // A level-0 bucket: every key is at `time`, so the whole bucket, in order, is due
+            // now; the due list is empty, so the bucket becomes it.
+            std::mem::swap(&mut self.due, &mut self.buckets[b]);
+            return self.pop_due();
+        }
         let (lower, upper) = self.buckets.split_at_mut(b);
         let keys = &mut upper[0];
-        let key = keys[i];
-        let mut filled = 0;
-        for k in keys[..i].iter().chain(&keys[i + 1..]) {
-            Self::file(&mut self.due, lower, &mut filled, time, *k);
+        if let [key] = keys[..] {
+            keys.clear();
+            return key;
+        }
+        // Every key of bucket b agrees with the new `now` at b's level and above, and differs
+        // from it at a lower level or not at all: it goes to a bucket of a lower level or, in
+        // order, to the due list (the least key first: no key before it in the bucket ties it).
+        for k in keys.iter() {
+            Self::file(&mut self.due, lower, &mut self.nonempty, time, *k);
         }
         keys.clear();
-        self.nonempty = self.nonempty & !(1 << b) | filled;
-        key
+        self.pop_due()
     }
 
     /// Time of the next pending event, skipping tombstones.
@@ -404,20 +489,14 @@ impl<P> EventQueue<P> {
                 if self.now > limit {
                     return Next::Later(self.now);
                 }
-                let slot = self.due[self.due_head].slot;
-                self.due_head += 1;
-                if self.due_head == self.due.len() {
-                    self.due.clear();
-                    self.due_head = 0;
-                }
-                slot
+                self.pop_due().slot
             }
-            Some(Front::Bucket { b, i, time }) => {
+            Some(Front::Bucket { b, time }) => {
                 if time > limit.as_ns() {
                     return Next::Later(SimTime::from_ns(time));
                 }
                 debug_assert!(time > self.now.as_ns(), "time went backwards");
-                self.remove_from_bucket(b, i, time).slot
+                self.pop_bucket(b, time).slot
             }
         };
         self.live -= 1;
@@ -509,6 +588,20 @@ mod tests {
     }
 
     #[test]
+    fn discard_cancels_without_returning_the_payload() {
+        let mut q = EventQueue::new();
+        let a = q.push(t(1), 1).unwrap();
+        let b = q.push(t(1), 2).unwrap();
+        assert!(q.discard(a));
+        assert!(!q.discard(a), "double discard is a no-op");
+        assert_eq!(q.cancel(a), None);
+        assert!(!q.is_pending(a) && q.is_pending(b));
+        assert_eq!(q.len(), 1);
+        assert_eq!(drain(&mut q), vec![(1, 2)]);
+        assert!(!q.discard(b), "a fired event cannot be discarded");
+    }
+
+    #[test]
     fn stale_id_cannot_cancel_a_reused_slot() {
         let mut q = EventQueue::new();
         let a = q.push(t(1), 1).unwrap();
@@ -597,8 +690,9 @@ mod tests {
                     Op::Cancel(i) => {
                         if let Some(&id) = ids.get(i) {
                             let was = model.iter().position(|&(_, s)| s == id.seq());
-                            let got = q.cancel(id);
-                            prop_assert_eq!(got.is_some(), was.is_some());
+                            // Both ways of cancelling: moving the payload out, or dropping it.
+                            let got = if i % 2 == 0 { q.cancel(id).is_some() } else { q.discard(id) };
+                            prop_assert_eq!(got, was.is_some());
                             if let Some(p) = was { model.remove(p); }
                         }
                     }
