@@ -87,6 +87,7 @@ impl<'a, M> Outbox<'a, M> {
         metrics: &'a mut Registry,
         control: &'a mut Control,
     ) -> Self {
+        debug_assert_eq!(now, queue.now(), "an outbox acts at the queue's now");
         Outbox {
             now,
             me,
@@ -118,9 +119,7 @@ impl<'a, M> Outbox<'a, M> {
             return TimerId::DANGLING;
         }
         let at = self.now.saturating_add(delay);
-        self.queue
-            .push(at, Envelope { to, msg })
-            .expect("now + delay is never in the past")
+        self.queue.push_in_order(at, Envelope { to, msg })
     }
 
     /// Delivers `msg` to `to` at the absolute time `at`, clamped to be no earlier than now.
@@ -130,9 +129,7 @@ impl<'a, M> Outbox<'a, M> {
             return TimerId::DANGLING;
         }
         let at = at.max(self.now);
-        self.queue
-            .push(at, Envelope { to, msg })
-            .expect("clamped to now")
+        self.queue.push_in_order(at, Envelope { to, msg })
     }
 
     /// Whether a message from this component to `to` crosses a partition; counts it if so.

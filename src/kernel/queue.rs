@@ -63,6 +63,16 @@ const DIGITS: usize = 1 << DIGIT_BITS;
 const LEVELS: usize = 64usize.div_ceil(DIGIT_BITS as usize);
 /// Buckets of the radix heap: (level, digit), in key order.
 const BUCKETS: usize = LEVELS * DIGITS;
+/// The level of each bit position: a table lookup is cheaper than the division.
+const LEVEL_OF_BIT: [u8; 64] = {
+    let mut t = [0; 64];
+    let mut i = 0;
+    while i < 64 {
+        t[i] = (i / DIGIT_BITS as usize) as u8;
+        i += 1;
+    }
+    t
+};
 /// Words of the non-empty-bucket bit set.
 const WORDS: usize = BUCKETS.div_ceil(64);
 
@@ -223,7 +233,7 @@ impl<P> EventQueue<P> {
         if x == 0 {
             due.push(key);
         } else {
-            let level = (63 - x.leading_zeros()) / DIGIT_BITS;
+            let level = u32::from(LEVEL_OF_BIT[63 - x.leading_zeros() as usize]);
             let digit = (key.time >> (level * DIGIT_BITS)) as usize % DIGITS;
             let b = level as usize * DIGITS + digit;
             buckets[b].push(key);
@@ -237,6 +247,15 @@ impl<P> EventQueue<P> {
         if at < self.now {
             return Err(ScheduleError::InThePast { at, now: self.now });
         }
+        Ok(self.push_in_order(at, payload))
+    }
+
+    /// [`push`](Self::push) for a caller that has made sure `at` is not before
+    /// [`now`](Self::now) (an [`Outbox`](super::Outbox): `now` plus a delay, or clamped to `now`).
+    /// Checked in debug builds only: an earlier `at` would break the order.
+    #[inline(always)]
+    pub(crate) fn push_in_order(&mut self, at: SimTime, payload: P) -> TimerId {
+        debug_assert!(at >= self.now, "{at} is before now ({})", self.now);
         let seq = self.next_seq;
         self.next_seq += 1;
         let slot = match self.free.pop() {
@@ -268,7 +287,7 @@ impl<P> EventQueue<P> {
             },
         );
         self.live += 1;
-        Ok(TimerId { slot, seq })
+        TimerId { slot, seq }
     }
 
     /// Cancels a pending event and returns its payload; `None` if it already fired or was
