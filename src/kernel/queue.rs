@@ -2,30 +2,38 @@
 //! cancellation that stays fast with 10⁵ and more pending timers.
 //!
 //! Layout, chosen for the hot path of every simulation:
-//! - a *radix heap on time* of small keys `(time, slot)` (16 bytes). A simulation's times are
-//!   monotone: every new event is at `at >= now`, the time of the last popped event. So a key can
-//!   be filed by the bit length `b` of `time XOR now`: bucket `b >= 1` holds keys whose time
-//!   first differs from `now` at bit `b - 1`, and every key of a lower bucket comes before every
-//!   key of a higher one. Keys at `now` itself (`b = 0`: zero-delay sends, and events that tie
+//! - a *64-ary radix heap on time* of small keys `(time, slot)` (16 bytes). A simulation's times
+//!   are monotone: every new event is at `at >= now`, the time of the last popped event. Read a
+//!   time as 11 digits of 6 bits; a key whose time differs from `now` is filed in bucket
+//!   `(level, digit)`: `level` is the highest digit position where the two differ, `digit` is
+//!   the key's digit there (greater than `now`'s). Every key of a bucket comes before every key
+//!   of a later bucket in (level, digit) order, and the buckets of a level share one word of a
+//!   bit set of non-empty buckets, so the least non-empty bucket is found with a few word tests
+//!   and one trailing-zero count. Keys at `now` itself (zero-delay sends, and events that tie
 //!   with the one being handled) go to the *due* list instead, popped from its front. A push is
-//!   O(1) (one XOR, one leading-zero count, one `Vec::push`);
+//!   O(1): one XOR, one leading-zero count, a table lookup, shifts and one `Vec::push`;
 //! - ties in time are broken by insertion order without storing the sequence number in the key:
 //!   every bucket (and the due list) holds its keys in insertion order. A push appends the newest
-//!   key; a bucket is only refiled when it is the least non-empty one and the due list is
-//!   empty, so the lower buckets it is refiled into are empty and receive an in-order
+//!   key; a bucket is only emptied into others when it is the least non-empty one and the due
+//!   list is empty, so the buckets it is refiled into are empty and receive an in-order
 //!   subsequence. Hence the least key of a bucket is its *first* key of least time;
-//! - a pop takes the front of the due list if there is one. Otherwise it scans the least
-//!   non-empty bucket for its first key of least time, advances `now` to that time and refiles
-//!   the rest of the bucket relative to it: each key lands in a strictly lower bucket (or the due
-//!   list, if it ties), so a key is refiled at most 64 times and in practice a few;
+//! - a pop takes the front of the due list if there is one. Otherwise it takes the least
+//!   non-empty bucket. A level-0 bucket holds a single instant: it becomes the due list whole.
+//!   Any other is scanned for its first key of least time, `now` advances to that time, and the
+//!   whole bucket is refiled relative to it, in order: the keys of that time (the least first)
+//!   go to the due list, each other key to a bucket of a strictly lower level. So a key is
+//!   refiled at most 10 times, and about once per event in practice; a bucket holding a single
+//!   key is just taken;
 //! - a slot table holding the payloads, indexed by `slot` and stamped with the event's `seq`, so
 //!   a [`TimerId`] names exactly one scheduled event and a stale id can never cancel a later one.
+//!   A pop leaves the payload in its slot: the driver reads the addressee and kind there and
+//!   moves the payload out once, straight to the component.
 //!
-//! Cancelling takes the payload out of its slot at once (no search); the key stays in its bucket
-//! as a tombstone, and its slot is not reused until the key is dropped, so an empty slot is what
-//! marks a key as a tombstone. A tombstone is dropped when it would be next; when tombstones
-//! outnumber live keys every bucket is swept, so memory stays proportional to live events and
-//! cancellation is O(1) amortised.
+//! Cancelling takes the payload out of its slot at once (or drops it there: [`EventQueue::discard`]),
+//! with no search; the key stays in its bucket as a tombstone, and its slot is not reused until
+//! the key is dropped, so an empty slot is what marks a key as a tombstone. A tombstone is
+//! dropped when it would be next; when tombstones outnumber live keys every bucket is swept, so
+//! memory stays proportional to live events and cancellation is O(1) amortised.
 
 use super::time::SimTime;
 
@@ -73,7 +81,7 @@ const LEVEL_OF_BIT: [u8; 64] = {
     }
     t
 };
-/// Words of the non-empty-bucket bit set.
+/// Words of the non-empty-bucket bit set (one per level, with 6-bit digits).
 const WORDS: usize = BUCKETS.div_ceil(64);
 
 /// One bit per bucket: which are non-empty.
@@ -137,8 +145,9 @@ pub struct EventQueue<P> {
     /// Keys at time `now`, in insertion order; `due[due_head..]` are pending.
     due: Vec<Key>,
     due_head: usize,
-    /// The radix heap's buckets (see the module documentation): `buckets[b]` holds the keys whose
-    /// time first differs from `now` at bit `b`, in insertion order.
+    /// The radix heap's buckets (see the module documentation): `buckets[level * DIGITS + digit]`
+    /// holds the keys whose time first differs from `now` at digit position `level`, where it
+    /// has digit `digit`; each in insertion order.
     buckets: Box<[Vec<Key>; BUCKETS]>,
     /// Bit `b` set iff `buckets[b]` is non-empty.
     nonempty: BucketSet,
