@@ -87,6 +87,7 @@ impl<'a, M> Outbox<'a, M> {
         metrics: &'a mut Registry,
         control: &'a mut Control,
     ) -> Self {
+        debug_assert_eq!(now, queue.now(), "an outbox acts at the queue's now");
         Outbox {
             now,
             me,
@@ -112,27 +113,23 @@ impl<'a, M> Outbox<'a, M> {
     /// A time past the end of representable time is clamped to [`SimTime::MAX`], which no
     /// run reaches before its time limit. A message across a network partition in force now is
     /// dropped (counted; the id returned names nothing).
-    #[inline]
+    #[inline(always)]
     pub fn send(&mut self, to: ComponentId, delay: SimDuration, msg: M) -> TimerId {
         if !self.control.cuts.is_empty() && self.dropped(to) {
             return TimerId::DANGLING;
         }
         let at = self.now.saturating_add(delay);
-        self.queue
-            .push(at, Envelope { to, msg })
-            .expect("now + delay is never in the past")
+        self.queue.push_in_order(at, Envelope { to, msg })
     }
 
     /// Delivers `msg` to `to` at the absolute time `at`, clamped to be no earlier than now.
-    #[inline]
+    #[inline(always)]
     pub fn send_at(&mut self, to: ComponentId, at: SimTime, msg: M) -> TimerId {
         if !self.control.cuts.is_empty() && self.dropped(to) {
             return TimerId::DANGLING;
         }
         let at = at.max(self.now);
-        self.queue
-            .push(at, Envelope { to, msg })
-            .expect("clamped to now")
+        self.queue.push_in_order(at, Envelope { to, msg })
     }
 
     /// Whether a message from this component to `to` crosses a partition; counts it if so.
@@ -164,7 +161,7 @@ impl<'a, M> Outbox<'a, M> {
     /// Cancels a pending timer or message; returns whether it was still pending.
     #[inline]
     pub fn cancel(&mut self, id: TimerId) -> bool {
-        self.queue.cancel(id).is_some()
+        self.queue.discard(id)
     }
 
     /// Records a latency (or any nanosecond value) into a registered histogram.

@@ -2,23 +2,38 @@
 //! cancellation that stays fast with 10⁵ and more pending timers.
 //!
 //! Layout, chosen for the hot path of every simulation:
-//! - a *radix heap* of small keys `(time, seq, slot)` (24 bytes). A simulation's keys are
-//!   monotone: every new key `(at, fresh seq)` with `at >= now` comes after the last one popped.
-//!   So a key can be filed in bucket `b` = the bit length of `key XOR last` (the key read as the
-//!   128-bit number `time << 64 | seq`): bucket `b` holds keys that first differ from `last` at
-//!   bit `b - 1`, and every key of a lower bucket comes before every key of a higher one. A push
-//!   is O(1) (one XOR, one leading-zero count, one `Vec::push`). A pop scans the least non-empty
-//!   bucket for its least key, makes it `last`, and refiles the rest of that bucket relative to
-//!   it: each lands in a strictly lower bucket, so a key is refiled at most 128 times and in
-//!   practice a few. Ties cannot happen (seq numbers are unique), so the order is exactly
-//!   (time, seq), zero-delay sends included (they differ from `last` only in the seq bits);
-//! - a slot table holding the payloads, indexed by `slot` and stamped with `seq`, so a
-//!   [`TimerId`] names exactly one scheduled event and a stale id can never cancel a later one.
+//! - a *64-ary radix heap on time* of small keys `(time, slot)` (16 bytes). A simulation's times
+//!   are monotone: every new event is at `at >= now`, the time of the last popped event. Read a
+//!   time as 11 digits of 6 bits; a key whose time differs from `now` is filed in bucket
+//!   `(level, digit)`: `level` is the highest digit position where the two differ, `digit` is
+//!   the key's digit there (greater than `now`'s). Every key of a bucket comes before every key
+//!   of a later bucket in (level, digit) order, and the buckets of a level share one word of a
+//!   bit set of non-empty buckets, so the least non-empty bucket is found with a few word tests
+//!   and one trailing-zero count. Keys at `now` itself (zero-delay sends, and events that tie
+//!   with the one being handled) go to the *due* list instead, popped from its front. A push is
+//!   O(1): one XOR, one leading-zero count, a table lookup, shifts and one `Vec::push`;
+//! - ties in time are broken by insertion order without storing the sequence number in the key:
+//!   every bucket (and the due list) holds its keys in insertion order. A push appends the newest
+//!   key; a bucket is only emptied into others when it is the least non-empty one and the due
+//!   list is empty, so the buckets it is refiled into are empty and receive an in-order
+//!   subsequence. Hence the least key of a bucket is its *first* key of least time;
+//! - a pop takes the front of the due list if there is one. Otherwise it takes the least
+//!   non-empty bucket. A level-0 bucket holds a single instant: it becomes the due list whole.
+//!   Any other is scanned for its first key of least time, `now` advances to that time, and the
+//!   whole bucket is refiled relative to it, in order: the keys of that time (the least first)
+//!   go to the due list, each other key to a bucket of a strictly lower level. So a key is
+//!   refiled at most 10 times, and about once per event in practice; a bucket holding a single
+//!   key is just taken;
+//! - a slot table holding the payloads, indexed by `slot` and stamped with the event's `seq`, so
+//!   a [`TimerId`] names exactly one scheduled event and a stale id can never cancel a later one.
+//!   A pop leaves the payload in its slot: the driver reads the addressee and kind there and
+//!   moves the payload out once, straight to the component.
 //!
-//! Cancelling takes the payload out of its slot at once (no search); the key stays in its bucket
-//! as a tombstone, dropped when it would be next. When tombstones outnumber live keys every
-//! bucket is swept, so memory stays proportional to live events and cancellation is O(1)
-//! amortised.
+//! Cancelling takes the payload out of its slot at once (or drops it there: [`EventQueue::discard`]),
+//! with no search; the key stays in its bucket as a tombstone, and its slot is not reused until
+//! the key is dropped, so an empty slot is what marks a key as a tombstone. A tombstone is
+//! dropped when it would be next; when tombstones outnumber live keys every bucket is swept, so
+//! memory stays proportional to live events and cancellation is O(1) amortised.
 
 use super::time::SimTime;
 
@@ -42,26 +57,59 @@ impl TimerId {
     }
 }
 
+/// A pending event in the order: its time, and the slot holding its payload (and `seq`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct Key {
     time: u64,
-    seq: u64,
     slot: u32,
 }
 
-impl Key {
-    /// The key as one number: ordering these is ordering by (time, seq).
+/// Bits per digit of the radix heap's keys.
+const DIGIT_BITS: u32 = 6;
+const DIGITS: usize = 1 << DIGIT_BITS;
+/// Digit positions in a 64-bit time.
+const LEVELS: usize = 64usize.div_ceil(DIGIT_BITS as usize);
+/// Buckets of the radix heap: (level, digit), in key order.
+const BUCKETS: usize = LEVELS * DIGITS;
+/// The level of each bit position: a table lookup is cheaper than the division.
+const LEVEL_OF_BIT: [u8; 64] = {
+    let mut t = [0; 64];
+    let mut i = 0;
+    while i < 64 {
+        t[i] = (i / DIGIT_BITS as usize) as u8;
+        i += 1;
+    }
+    t
+};
+/// Words of the non-empty-bucket bit set (one per level, with 6-bit digits).
+const WORDS: usize = BUCKETS.div_ceil(64);
+
+/// One bit per bucket: which are non-empty.
+#[derive(Clone, Copy, Default)]
+struct BucketSet([u64; WORDS]);
+
+impl BucketSet {
     #[inline(always)]
-    fn rank(&self) -> u128 {
-        u128::from(self.time) << 64 | u128::from(self.seq)
+    fn insert(&mut self, b: usize) {
+        self.0[b / 64] |= 1 << (b % 64);
+    }
+    #[inline(always)]
+    fn remove(&mut self, b: usize) {
+        self.0[b / 64] &= !(1 << (b % 64));
+    }
+    #[inline(always)]
+    fn first(&self) -> Option<usize> {
+        self.0
+            .iter()
+            .enumerate()
+            .find(|(_, w)| **w != 0)
+            .map(|(i, w)| i * 64 + w.trailing_zeros() as usize)
     }
 }
 
-/// Buckets of the radix heap: bit lengths 0..=128 of `key XOR last`.
-const BUCKETS: usize = 129;
-
 struct Slot<P> {
     seq: u64,
+    /// `None` while the slot is free, or holds a cancelled event's key (a tombstone).
     payload: Option<P>,
 }
 
@@ -83,17 +131,30 @@ pub enum Pop<P> {
     Later(SimTime),
 }
 
+/// Where the least pending key is (see [`EventQueue::front`]).
+#[derive(Clone, Copy)]
+enum Front {
+    /// At the head of the due list (its time is `now`).
+    Due,
+    /// The first key of least time of radix bucket `b`, of time `time`.
+    Bucket { b: usize, time: u64 },
+}
+
 /// Pending events in (time, seq) order. `P` is the payload (for a simulation, the addressed message).
 pub struct EventQueue<P> {
-    /// The radix heap's buckets (see the module documentation); `buckets[b]` is unordered.
+    /// Keys at time `now`, in insertion order; `due[due_head..]` are pending.
+    due: Vec<Key>,
+    due_head: usize,
+    /// The radix heap's buckets (see the module documentation): `buckets[level * DIGITS + digit]`
+    /// holds the keys whose time first differs from `now` at digit position `level`, where it
+    /// has digit `digit`; each in insertion order.
     buckets: Box<[Vec<Key>; BUCKETS]>,
     /// Bit `b` set iff `buckets[b]` is non-empty.
-    nonempty: [u64; 3],
-    /// The last popped key (time 0, seq 0 before the first pop): no pending key is below it.
-    last: Key,
+    nonempty: BucketSet,
     slots: Vec<Slot<P>>,
     free: Vec<u32>,
     next_seq: u64,
+    /// The time of the last popped event: no pending key is before it.
     now: SimTime,
     live: usize,
     tombstones: usize,
@@ -121,13 +182,10 @@ impl<P> EventQueue<P> {
 
     pub fn with_capacity(n: usize) -> Self {
         EventQueue {
+            due: Vec::with_capacity(64),
+            due_head: 0,
             buckets: Box::new(std::array::from_fn(|_| Vec::new())),
-            nonempty: [0; 3],
-            last: Key {
-                time: 0,
-                seq: 0,
-                slot: 0,
-            },
+            nonempty: BucketSet::default(),
             slots: Vec::with_capacity(n),
             free: Vec::with_capacity(n),
             next_seq: 0,
@@ -162,36 +220,34 @@ impl<P> EventQueue<P> {
     /// Keys held in the buckets: pending events plus tombstones not yet dropped.
     #[cfg(test)]
     fn stored_keys(&self) -> usize {
-        self.buckets.iter().map(Vec::len).sum()
+        self.due.len() - self.due_head + self.buckets.iter().map(Vec::len).sum::<usize>()
     }
 
-    /// The bucket of `key` relative to `last`: the bit length of `key.rank() ^ last.rank()`.
+    /// Whether `key` names a pending event rather than a cancelled one.
     #[inline(always)]
-    fn bucket_of(key: &Key, last: &Key) -> usize {
-        let dt = key.time ^ last.time;
-        if dt != 0 {
-            128 - dt.leading_zeros() as usize
+    fn is_live(slots: &[Slot<P>], key: &Key) -> bool {
+        slots[key.slot as usize].payload.is_some()
+    }
+
+    /// Files `key` (not before `now`) in the due list or its radix bucket relative to `now`.
+    #[inline(always)]
+    fn file(
+        due: &mut Vec<Key>,
+        buckets: &mut [Vec<Key>],
+        nonempty: &mut BucketSet,
+        now: u64,
+        key: Key,
+    ) {
+        let x = key.time ^ now;
+        if x == 0 {
+            due.push(key);
         } else {
-            64 - (key.seq ^ last.seq).leading_zeros() as usize
+            let level = u32::from(LEVEL_OF_BIT[63 - x.leading_zeros() as usize]);
+            let digit = (key.time >> (level * DIGIT_BITS)) as usize % DIGITS;
+            let b = level as usize * DIGITS + digit;
+            buckets[b].push(key);
+            nonempty.insert(b);
         }
-    }
-
-    /// Files `key` in its bucket relative to `last`.
-    #[inline(always)]
-    fn file(&mut self, key: Key) {
-        let b = Self::bucket_of(&key, &self.last);
-        self.buckets[b].push(key);
-        self.nonempty[b / 64] |= 1 << (b % 64);
-    }
-
-    /// The least non-empty bucket.
-    #[inline(always)]
-    fn first_bucket(&self) -> Option<usize> {
-        self.nonempty
-            .iter()
-            .enumerate()
-            .find(|(_, w)| **w != 0)
-            .map(|(i, w)| i * 64 + w.trailing_zeros() as usize)
     }
 
     /// Schedules `payload` at `at`, which must not be before [`now`](Self::now).
@@ -200,6 +256,15 @@ impl<P> EventQueue<P> {
         if at < self.now {
             return Err(ScheduleError::InThePast { at, now: self.now });
         }
+        Ok(self.push_in_order(at, payload))
+    }
+
+    /// [`push`](Self::push) for a caller that has made sure `at` is not before
+    /// [`now`](Self::now) (an [`Outbox`](super::Outbox): `now` plus a delay, or clamped to `now`).
+    /// Checked in debug builds only: an earlier `at` would break the order.
+    #[inline(always)]
+    pub(crate) fn push_in_order(&mut self, at: SimTime, payload: P) -> TimerId {
+        debug_assert!(at >= self.now, "{at} is before now ({})", self.now);
         let seq = self.next_seq;
         self.next_seq += 1;
         let slot = match self.free.pop() {
@@ -219,14 +284,19 @@ impl<P> EventQueue<P> {
                 s
             }
         };
-        // (at, fresh seq) comes after the last popped key (at >= now): the filing is valid.
-        self.file(Key {
-            time: at.as_ns(),
-            seq,
-            slot,
-        });
+        // at >= now: the filing is valid, and the key is the newest of its bucket.
+        Self::file(
+            &mut self.due,
+            &mut self.buckets[..],
+            &mut self.nonempty,
+            self.now.as_ns(),
+            Key {
+                time: at.as_ns(),
+                slot,
+            },
+        );
         self.live += 1;
-        Ok(TimerId { slot, seq })
+        TimerId { slot, seq }
     }
 
     /// Cancels a pending event and returns its payload; `None` if it already fired or was
@@ -238,13 +308,29 @@ impl<P> EventQueue<P> {
             return None;
         }
         let payload = entry.payload.take()?;
-        self.free.push(id.slot);
         self.live -= 1;
-        // The key stays in its bucket as a tombstone: dropped when it would be next, or by a
-        // sweep when tombstones dominate.
+        // The key stays in its bucket as a tombstone (its slot stays taken until the key is
+        // dropped): dropped when it would be next, or by a sweep when tombstones dominate.
         self.tombstones += 1;
         self.maybe_compact();
         Some(payload)
+    }
+
+    /// Cancels a pending event, dropping its payload where it lies; returns whether it was still
+    /// pending. [`cancel`](Self::cancel) without moving the payload out.
+    #[inline]
+    pub fn discard(&mut self, id: TimerId) -> bool {
+        let Some(entry) = self.slots.get_mut(id.slot as usize) else {
+            return false;
+        };
+        if entry.seq != id.seq || entry.payload.is_none() {
+            return false;
+        }
+        entry.payload = None;
+        self.live -= 1;
+        self.tombstones += 1;
+        self.maybe_compact();
+        true
     }
 
     /// Whether `id` is still pending.
@@ -254,84 +340,141 @@ impl<P> EventQueue<P> {
             .is_some_and(|e| e.seq == id.seq && e.payload.is_some())
     }
 
+    /// Drops every tombstone of `keys`, keeping the order of the rest and freeing their slots;
+    /// returns how many were dropped.
+    fn drop_tombstones(keys: &mut Vec<Key>, slots: &[Slot<P>], free: &mut Vec<u32>) -> usize {
+        let before = keys.len();
+        keys.retain(|k| {
+            let live = Self::is_live(slots, k);
+            if !live {
+                free.push(k.slot);
+            }
+            live
+        });
+        before - keys.len()
+    }
+
+    #[inline(always)]
     fn maybe_compact(&mut self) {
         if self.tombstones > 1024 && self.tombstones > self.live {
-            let slots = &self.slots;
-            for (b, bucket) in self.buckets.iter_mut().enumerate() {
-                bucket.retain(|k| {
-                    let e = &slots[k.slot as usize];
-                    e.seq == k.seq && e.payload.is_some()
-                });
-                if bucket.is_empty() {
-                    self.nonempty[b / 64] &= !(1 << (b % 64));
-                }
-            }
-            self.tombstones = 0;
+            self.compact();
         }
     }
 
-    /// The least pending key, as (bucket, index in it): the least key of the least non-empty
-    /// bucket, skipping (and dropping) tombstones that would come first. Changes no order:
-    /// `last` stays.
+    /// Drops every tombstone.
+    #[cold]
+    #[inline(never)]
+    fn compact(&mut self) {
+        self.due.drain(..self.due_head);
+        self.due_head = 0;
+        let mut dropped = Self::drop_tombstones(&mut self.due, &self.slots, &mut self.free);
+        for (b, bucket) in self.buckets.iter_mut().enumerate() {
+            dropped += Self::drop_tombstones(bucket, &self.slots, &mut self.free);
+            if bucket.is_empty() {
+                self.nonempty.remove(b);
+            }
+        }
+        debug_assert_eq!(dropped, self.tombstones);
+        self.tombstones = 0;
+    }
+
+    /// Drops the tombstones of radix bucket `b` (its least key is one): rare.
+    #[cold]
+    #[inline(never)]
+    fn drop_bucket_tombstones(&mut self, b: usize) {
+        let bucket = &mut self.buckets[b];
+        self.tombstones -= Self::drop_tombstones(bucket, &self.slots, &mut self.free);
+        if bucket.is_empty() {
+            self.nonempty.remove(b);
+        }
+    }
+
+    /// Where the least pending key is, dropping tombstones that would come first. Changes no
+    /// order and not `now`.
     #[inline(always)]
-    fn find_min(&mut self) -> Option<(usize, usize)> {
+    fn front(&mut self) -> Option<Front> {
         loop {
-            let b = self.first_bucket()?;
-            let bucket = &mut self.buckets[b];
-            // (No key has rank u128::MAX: seq numbers never reach u64::MAX.)
-            let mut best = usize::MAX;
-            if bucket.len() == 1 {
-                best = 0;
-            } else {
-                let mut best_rank = u128::MAX;
-                for (i, k) in bucket.iter().enumerate() {
-                    let r = k.rank();
-                    if r < best_rank {
-                        (best, best_rank) = (i, r);
+            while let Some(k) = self.due.get(self.due_head) {
+                if Self::is_live(&self.slots, k) {
+                    return Some(Front::Due);
+                }
+                // A tombstone: its slot is free now.
+                self.free.push(k.slot);
+                self.tombstones -= 1;
+                self.due_head += 1;
+            }
+            if self.due_head != 0 {
+                self.due.clear();
+                self.due_head = 0;
+            }
+            let b = self.nonempty.first()?;
+            let bucket = &self.buckets[b];
+            // The first key of least time: the least in (time, seq) order. (The keys of a
+            // level-0 bucket all have the same time.)
+            let mut i = 0;
+            let mut time = bucket[0].time;
+            if b >= DIGITS {
+                for (j, k) in bucket.iter().enumerate().skip(1) {
+                    if k.time < time {
+                        (i, time) = (j, k.time);
                     }
                 }
             }
-            let Some(k) = bucket.get(best) else {
-                self.nonempty[b / 64] &= !(1 << (b % 64));
-                continue;
-            };
-            // Only the least key is checked: a tombstone is dropped when it would come next.
-            let e = &self.slots[k.slot as usize];
-            if e.seq == k.seq && e.payload.is_some() {
-                return Some((b, best));
+            if Self::is_live(&self.slots, &bucket[i]) {
+                return Some(Front::Bucket { b, time });
             }
-            bucket.swap_remove(best);
-            self.tombstones -= 1;
+            self.drop_bucket_tombstones(b);
         }
     }
 
-    /// Removes the key at `i` of bucket `b`, the least pending one, makes it `last`, and refiles
-    /// the rest of its bucket relative to it.
+    /// Takes the least pending key out of the order: the head of the due list.
     #[inline(always)]
-    fn remove_min(&mut self, b: usize, i: usize) -> Key {
-        let key = self.buckets[b].swap_remove(i);
-        self.last = key;
-        if b > 0 {
-            // Every other key of bucket b agrees with the new `last` above bit b - 1 and
-            // differs below it: each goes to a bucket below b.
-            let (lower, upper) = self.buckets.split_at_mut(b);
-            for k in &upper[0] {
-                let j = Self::bucket_of(k, &key);
-                lower[j].push(*k);
-                self.nonempty[j / 64] |= 1 << (j % 64);
-            }
-            upper[0].clear();
-            self.nonempty[b / 64] &= !(1 << (b % 64));
-        } else if self.buckets[0].is_empty() {
-            self.nonempty[0] &= !1;
+    fn pop_due(&mut self) -> Key {
+        let key = self.due[self.due_head];
+        self.due_head += 1;
+        if self.due_head == self.due.len() {
+            self.due.clear();
+            self.due_head = 0;
         }
         key
     }
 
+    /// Takes the least pending key out of the order when it is in radix bucket `b` (the least
+    /// non-empty one; the due list is empty) and of time `time`: advances `now` to `time` and
+    /// refiles the bucket relative to it.
+    #[inline(always)]
+    fn pop_bucket(&mut self, b: usize, time: u64) -> Key {
+        debug_assert!(self.due.is_empty());
+        self.now = SimTime::from_ns(time);
+        self.nonempty.remove(b);
+        if b < DIGITS {
+            // A level-0 bucket: every key is at `time`, so the whole bucket, in order, is due
+            // now; the due list is empty, so the bucket becomes it.
+            std::mem::swap(&mut self.due, &mut self.buckets[b]);
+            return self.pop_due();
+        }
+        let (lower, upper) = self.buckets.split_at_mut(b);
+        let keys = &mut upper[0];
+        if let [key] = keys[..] {
+            keys.clear();
+            return key;
+        }
+        // Every key of bucket b agrees with the new `now` at b's level and above, and differs
+        // from it at a lower level or not at all: it goes to a bucket of a lower level or, in
+        // order, to the due list (the least key first: no key before it in the bucket ties it).
+        for k in keys.iter() {
+            Self::file(&mut self.due, lower, &mut self.nonempty, time, *k);
+        }
+        keys.clear();
+        self.pop_due()
+    }
+
     /// Time of the next pending event, skipping tombstones.
     pub fn peek_time(&mut self) -> Option<SimTime> {
-        let (b, i) = self.find_min()?;
-        Some(SimTime::from_ns(self.buckets[b][i].time))
+        Some(match self.front()? {
+            Front::Due => self.now,
+            Front::Bucket { time, .. } => SimTime::from_ns(time),
+        })
     }
 
     /// Removes and returns the earliest pending event by (time, seq), advancing `now` to its time.
@@ -349,10 +492,12 @@ impl<P> EventQueue<P> {
     #[inline(always)]
     pub fn pop_until(&mut self, limit: SimTime) -> Pop<P> {
         match self.pop_slot_until(limit) {
-            Next::Event { time, seq, slot } => Pop::Event(Popped {
+            Next::Event { time, slot } => Pop::Event(Popped {
                 time,
-                seq,
-                payload: self.take_slot(slot),
+                seq: self.slots[slot as usize].seq,
+                payload: self
+                    .take_slot_payload(slot)
+                    .expect("a popped slot holds its payload"),
             }),
             Next::Empty => Pop::Empty,
             Next::Later(t) => Pop::Later(t),
@@ -360,45 +505,56 @@ impl<P> EventQueue<P> {
     }
 
     /// [`pop_until`](Self::pop_until) without moving the payload: the event is removed from the
-    /// order and `now` advanced, and its payload waits in `slot` for [`take_slot`](Self::take_slot),
+    /// order and `now` advanced, and its payload waits in `slot` (readable in place with
+    /// [`slot_payload`](Self::slot_payload)) for [`take_slot_payload`](Self::take_slot_payload),
     /// which must be called next. Lets the driver move a payload once, straight from its slot to
     /// the component.
     #[inline(always)]
     pub(crate) fn pop_slot_until(&mut self, limit: SimTime) -> Next {
-        let Some((b, i)) = self.find_min() else {
-            return Next::Empty;
+        let slot = match self.front() {
+            None => return Next::Empty,
+            Some(Front::Due) => {
+                if self.now > limit {
+                    return Next::Later(self.now);
+                }
+                self.pop_due().slot
+            }
+            Some(Front::Bucket { b, time }) => {
+                if time > limit.as_ns() {
+                    return Next::Later(SimTime::from_ns(time));
+                }
+                debug_assert!(time > self.now.as_ns(), "time went backwards");
+                self.pop_bucket(b, time).slot
+            }
         };
-        let time = self.buckets[b][i].time;
-        if time > limit.as_ns() {
-            return Next::Later(SimTime::from_ns(time));
-        }
-        let key = self.remove_min(b, i);
         self.live -= 1;
-        debug_assert!(time >= self.now.as_ns(), "time went backwards");
-        self.now = SimTime::from_ns(time);
         Next::Event {
             time: self.now,
-            seq: key.seq,
-            slot: key.slot,
+            slot,
         }
     }
 
-    /// The payload of the event [`pop_slot_until`](Self::pop_slot_until) just returned; frees
-    /// its slot.
+    /// The payload of the event [`pop_slot_until`](Self::pop_slot_until) just returned, in place.
     #[inline(always)]
-    pub(crate) fn take_slot(&mut self, slot: u32) -> P {
-        let payload = self.slots[slot as usize]
+    pub(crate) fn slot_payload(&self, slot: u32) -> &P {
+        self.slots[slot as usize]
             .payload
-            .take()
-            .expect("a popped slot holds its payload");
+            .as_ref()
+            .expect("a popped slot holds its payload")
+    }
+
+    /// The payload of the event [`pop_slot_until`](Self::pop_slot_until) just returned, taken
+    /// out of its slot as the slot's `Option` (always `Some`); frees the slot.
+    #[inline(always)]
+    pub(crate) fn take_slot_payload(&mut self, slot: u32) -> Option<P> {
         self.free.push(slot);
-        payload
+        self.slots[slot as usize].payload.take()
     }
 }
 
 /// What [`EventQueue::pop_slot_until`] found.
 pub(crate) enum Next {
-    Event { time: SimTime, seq: u64, slot: u32 },
+    Event { time: SimTime, slot: u32 },
     Empty,
     Later(SimTime),
 }
@@ -457,6 +613,20 @@ mod tests {
         assert_eq!(drain(&mut q), vec![(1, 1)]);
         assert_eq!(q.cancel(a), None, "a fired event cannot be cancelled");
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn discard_cancels_without_returning_the_payload() {
+        let mut q = EventQueue::new();
+        let a = q.push(t(1), 1).unwrap();
+        let b = q.push(t(1), 2).unwrap();
+        assert!(q.discard(a));
+        assert!(!q.discard(a), "double discard is a no-op");
+        assert_eq!(q.cancel(a), None);
+        assert!(!q.is_pending(a) && q.is_pending(b));
+        assert_eq!(q.len(), 1);
+        assert_eq!(drain(&mut q), vec![(1, 2)]);
+        assert!(!q.discard(b), "a fired event cannot be discarded");
     }
 
     #[test]
@@ -548,8 +718,9 @@ mod tests {
                     Op::Cancel(i) => {
                         if let Some(&id) = ids.get(i) {
                             let was = model.iter().position(|&(_, s)| s == id.seq());
-                            let got = q.cancel(id);
-                            prop_assert_eq!(got.is_some(), was.is_some());
+                            // Both ways of cancelling: moving the payload out, or dropping it.
+                            let got = if i % 2 == 0 { q.cancel(id).is_some() } else { q.discard(id) };
+                            prop_assert_eq!(got, was.is_some());
                             if let Some(p) = was { model.remove(p); }
                         }
                     }

@@ -292,7 +292,7 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
         }
         let limit = SimTime::ZERO.saturating_add(self.limits.max_time);
         match self.queue.pop_slot_until(limit) {
-            Next::Event { time, slot, .. } => Ok((time, slot)),
+            Next::Event { time, slot } => Ok((time, slot)),
             Next::Empty => Err(Outcome::Drained),
             Next::Later(_) => Err(Outcome::TimeLimit { at: now }),
         }
@@ -305,10 +305,10 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
         }
         match self.next_event() {
             Ok((time, slot)) => {
-                let Envelope { to, msg } = self.queue.take_slot(slot);
-                let (kind_name, kind_code) = (msg.kind_name(), msg.kind_code());
+                let Envelope { to, msg } = self.queue.slot_payload(slot);
+                let (to, kind_name, kind_code) = (*to, msg.kind_name(), msg.kind_code());
                 let index = self.events;
-                let dispatched = self.dispatch(time, to, msg);
+                let dispatched = self.dispatch_slot(time, slot);
                 // Every step is a pause: a request for one has nothing more to do.
                 self.control.pause = false;
                 match dispatched {
@@ -329,10 +329,14 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
         }
     }
 
-    /// Hands one event to its component; `Err` when the component stopped the run or reported a
-    /// broken invariant.
+    /// Hands the event `pop_slot_until` just found to its component; `Err` when the component
+    /// stopped the run or reported a broken invariant. What the driver needs of the message (its
+    /// addressee and kind, for the trace) is read in place, and the payload is moved out of its
+    /// slot last, right before the call, so it is copied as little as the compiler allows.
     #[inline(always)]
-    fn dispatch(&mut self, time: SimTime, to: ComponentId, msg: M) -> Result<(), Outcome> {
+    fn dispatch_slot(&mut self, time: SimTime, slot: u32) -> Result<(), Outcome> {
+        let Envelope { to, msg } = self.queue.slot_payload(slot);
+        let to = *to;
         if let Some(t) = &mut self.trail {
             t.note(EventRecord {
                 index: self.events,
@@ -344,6 +348,7 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
         }
         self.trace.mix(time, to, msg.kind_code());
         self.events += 1;
+        let payload = self.queue.take_slot_payload(slot);
         let component = &mut self.components[to.index()];
         let mut out = Outbox::new(
             time,
@@ -352,19 +357,14 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
             &mut self.metrics,
             &mut self.control,
         );
-        component.on_event(msg, &mut out);
+        // (Always `Some`: matching the slot's `Option` in place saves a copy of the message.)
+        if let Some(Envelope { msg, .. }) = payload {
+            component.on_event(msg, &mut out);
+        }
         if self.control.stop || self.control.violation.is_some() {
             return Err(self.end_by(to, time));
         }
         Ok(())
-    }
-
-    /// Dispatches the event `pop_slot_until` just found, moving its payload once, from its slot
-    /// to the component.
-    #[inline(always)]
-    fn dispatch_slot(&mut self, time: SimTime, slot: u32) -> Result<(), Outcome> {
-        let Envelope { to, msg } = self.queue.take_slot(slot);
-        self.dispatch(time, to, msg)
     }
 
     /// The outcome of a component's stop or violation request (cold).
@@ -395,7 +395,7 @@ impl<M: Message, C: Component<M>> Sim<M, C> {
                 return Some(self.run());
             }
             match self.queue.pop_slot_until(limit) {
-                Next::Event { time, slot, .. } => {
+                Next::Event { time, slot } => {
                     if self.dispatch_slot(time, slot).is_err() {
                         return Some(self.run());
                     }
