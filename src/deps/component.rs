@@ -26,8 +26,9 @@
 //! `L × (1 + batch_factor × (count − 1))` (the endpoint's `batch_factor`, default 0: a batch costs
 //! what one item costs), then `× mult + add` of [`Dependency::set_extra_latency`].
 //!
-//! Side effects are all-or-nothing per call. Records live in a `BTreeMap` by id; a create takes
-//! `count` contiguous ids. A call with a non-zero `token` is remembered (for `token_ttl`, at most
+//! Side effects are all-or-nothing per call. Records live in a table indexed by id (ids are handed
+//! out in increasing order and never reused; the table spans the oldest live id to the newest);
+//! a create takes `count` contiguous ids. A call with a non-zero `token` is remembered (for `token_ttl`, at most
 //! `token_capacity` tokens, the oldest forgotten first) with its parameters and result: a repeat
 //! with the same parameters gets the same resources back (`replayed`), with other parameters
 //! `IdempotentParameterMismatch`. Only successes are remembered, so a retry after an injected
@@ -453,6 +454,65 @@ impl Stock {
     }
 }
 
+/// Records by id. Ids are handed out in increasing order and never reused, so the records sit
+/// in a deque indexed by `id - base` (`None`: gone); vacated slots at the front are dropped, so
+/// the table spans the oldest live id to the newest. Iterates in id order.
+#[derive(Clone, Debug, Default)]
+struct RecordTable {
+    /// The id of `slots[0]`.
+    base: u64,
+    slots: VecDeque<Option<ResourceRecord>>,
+    live: usize,
+}
+
+impl RecordTable {
+    fn len(&self) -> usize {
+        self.live
+    }
+    fn index(&self, id: ResourceId) -> Option<usize> {
+        let i = id.0.checked_sub(self.base)?;
+        (i < self.slots.len() as u64).then_some(i as usize)
+    }
+    fn get(&self, id: ResourceId) -> Option<&ResourceRecord> {
+        self.slots.get(self.index(id)?)?.as_ref()
+    }
+    fn get_mut(&mut self, id: ResourceId) -> Option<&mut ResourceRecord> {
+        let i = self.index(id)?;
+        self.slots.get_mut(i)?.as_mut()
+    }
+    /// Adds record `id`, newer than every id added before.
+    fn push(&mut self, id: ResourceId, r: ResourceRecord) {
+        if self.live == 0 {
+            self.slots.clear();
+            self.base = id.0;
+        }
+        let end = self.base + self.slots.len() as u64;
+        debug_assert!(id.0 >= end, "record ids increase");
+        for _ in end..id.0 {
+            self.slots.push_back(None);
+        }
+        self.slots.push_back(Some(r));
+        self.live += 1;
+    }
+    fn remove(&mut self, id: ResourceId) -> Option<ResourceRecord> {
+        let i = self.index(id)?;
+        let r = self.slots[i].take()?;
+        self.live -= 1;
+        while let Some(None) = self.slots.front() {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+        Some(r)
+    }
+    fn iter(&self) -> impl Iterator<Item = (ResourceId, &ResourceRecord)> {
+        let base = self.base;
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, r)| r.as_ref().map(|r| (ResourceId(base + i as u64), r)))
+    }
+}
+
 /// One mocked dependency. Route the world's `DepCall`s to [`Dependency::on_call`] and its
 /// `DepTimer`s to [`Dependency::on_timer`].
 #[derive(Clone, Debug)]
@@ -470,7 +530,7 @@ pub struct Dependency {
     free: Vec<u32>,
     busy: u32,
     queue: VecDeque<(DepCall, SimTime)>,
-    records: BTreeMap<ResourceId, ResourceRecord>,
+    records: RecordTable,
     next_id: u64,
     /// Never iterated: a fixed-hash map.
     tokens: FixMap<u64, TokenEntry>,
@@ -523,7 +583,7 @@ impl Dependency {
             free: Vec::with_capacity(slots_hint),
             busy: 0,
             queue: VecDeque::new(),
-            records: BTreeMap::new(),
+            records: RecordTable::default(),
             next_id: 1,
             tokens: FixMap::new(),
             token_order: VecDeque::new(),
@@ -559,11 +619,11 @@ impl Dependency {
         self.records.len()
     }
     pub fn record(&self, id: ResourceId) -> Option<&ResourceRecord> {
-        self.records.get(&id)
+        self.records.get(id)
     }
     /// Every live record, by id.
     pub fn records(&self) -> impl Iterator<Item = (ResourceId, &ResourceRecord)> {
-        self.records.iter().map(|(id, r)| (*id, r))
+        self.records.iter()
     }
     /// Tokens remembered now (expired ones may linger until the next remembered call).
     pub fn tokens_remembered(&self) -> usize {
@@ -617,7 +677,7 @@ impl Dependency {
     /// Fault hook: record `id` disappears out of band (an operator's console delete, a lost
     /// volume), with no call and no reply. Returns the record removed.
     pub fn remove_record(&mut self, id: ResourceId) -> Option<ResourceRecord> {
-        let r = self.records.remove(&id)?;
+        let r = self.records.remove(id)?;
         self.stats.records_deleted += 1;
         if r.kind == ResourceKind::Host {
             if let Some(stock) = &mut self.stock {
@@ -630,7 +690,7 @@ impl Dependency {
     /// Fault hook: record `id` changes state out of band at `now` (a disk detached by the
     /// storage layer after a host fault). Returns whether the record exists.
     pub fn set_record_state(&mut self, id: ResourceId, state: RecordState, now: SimTime) -> bool {
-        match self.records.get_mut(&id) {
+        match self.records.get_mut(id) {
             Some(r) => {
                 r.state = state;
                 r.changed = now;
@@ -1021,7 +1081,7 @@ impl Dependency {
         let first = self.next_id;
         self.next_id += n;
         for id in first..first + n {
-            self.records.insert(
+            self.records.push(
                 ResourceId(id),
                 ResourceRecord {
                     kind,
@@ -1045,7 +1105,7 @@ impl Dependency {
     fn check_targets(&self, call: &DepCall, from: RecordState) -> Result<ResourceRange, ErrorCode> {
         let target = call.target.ok_or(ErrorCode::InvalidParameter)?;
         for id in target.iter() {
-            match self.records.get(&id) {
+            match self.records.get(id) {
                 None => return Err(ErrorCode::InstanceNotFound),
                 Some(r) if r.kind != call.op.resource() => {
                     return Err(ErrorCode::InvalidParameter);
@@ -1060,7 +1120,7 @@ impl Dependency {
     fn delete(&mut self, call: &DepCall) -> Result<ResourceRange, ErrorCode> {
         let target = self.check_targets(call, RecordState::Active)?;
         for id in target.iter() {
-            if let Some(r) = self.records.remove(&id) {
+            if let Some(r) = self.records.remove(id) {
                 self.stats.records_deleted += 1;
                 if r.kind == ResourceKind::Host {
                     if let Some(stock) = &mut self.stock {
@@ -1081,7 +1141,7 @@ impl Dependency {
     ) -> Result<ResourceRange, ErrorCode> {
         let target = self.check_targets(call, from)?;
         for id in target.iter() {
-            if let Some(r) = self.records.get_mut(&id) {
+            if let Some(r) = self.records.get_mut(id) {
                 r.state = to;
                 r.changed = now;
             }
@@ -1702,6 +1762,41 @@ body = "{}"
 
     /// Plan settings with `f` applied to endpoint `ep` of DISKS (create, attach, detach,
     /// delete), the others neutral.
+    #[test]
+    fn record_table_matches_a_btreemap() {
+        let rec = |origin: u64| ResourceRecord {
+            kind: ResourceKind::Host,
+            owner_token: 0,
+            origin,
+            state: RecordState::Active,
+            instance_type: InstanceType(0),
+            created: SimTime::ZERO,
+            changed: SimTime::ZERO,
+        };
+        let mut t = RecordTable::default();
+        let mut m = BTreeMap::new();
+        let mut rng = RootSeed::new(7).fork("records");
+        let mut next = 1;
+        for step in 0..2_000u64 {
+            if rng.unit() < 0.55 {
+                let n = 1 + rng.below(3);
+                for id in next..next + n {
+                    t.push(ResourceId(id), rec(step));
+                    m.insert(ResourceId(id), rec(step));
+                }
+                next += n + u64::from(rng.unit() < 0.1);
+            } else {
+                let id = ResourceId(rng.below(next + 2));
+                assert_eq!(t.remove(id), m.remove(&id));
+            }
+            let id = ResourceId(rng.below(next + 2));
+            assert_eq!(t.get(id), m.get(&id));
+            assert_eq!(t.get_mut(id).copied(), m.get(&id).copied());
+            assert_eq!(t.len(), m.len());
+        }
+        assert!(t.iter().eq(m.iter().map(|(id, r)| (*id, r))));
+    }
+
     fn plan_on(ep: usize, f: impl Fn(&mut EndpointFaults)) -> Vec<EndpointFaults> {
         let mut plan = vec![EndpointFaults::default(); 4];
         f(&mut plan[ep]);

@@ -200,8 +200,9 @@ fn state_ops(
     wf: &Wf,
     rows: impl IntoIterator<Item = (u32, Option<InstanceState>)>,
     to: InstanceState,
+    mut ops: Vec<Op>,
 ) -> Vec<Op> {
-    let mut ops: Vec<Op> = Vec::new();
+    debug_assert!(ops.is_empty());
     for (i, expect) in rows {
         let res = &wf.res[i as usize];
         let changed = *res != wf.written[i as usize];
@@ -343,6 +344,8 @@ enum Raw {
 /// Attempts of the engine's own database writes while the database is unavailable (with the
 /// backoff of the fourth retry, ≈8–16 s each by default: about an hour).
 const DB_WAIT_ATTEMPTS: u32 = 300;
+/// Spare operation lists the engine keeps at most.
+const SPARE_OPS: usize = 64;
 
 /// The workflow engine. See the module documentation of [`crate::workflow`].
 pub struct WorkflowEngine {
@@ -372,6 +375,8 @@ pub struct WorkflowEngine {
     last_db_arrival: SimTime,
     /// Planted bugs (all off: the correct engine).
     bugs: crate::faults::PlantedBugs,
+    /// Emptied operation lists kept for the next stages (saves an allocation per stage).
+    spare_ops: Vec<Vec<Op>>,
 }
 
 /// What the engine needs to invalidate cached instances after its state writes: the L2 (one
@@ -447,6 +452,7 @@ impl WorkflowEngine {
             cache: None,
             last_db_arrival: SimTime::ZERO,
             bugs: crate::faults::PlantedBugs::default(),
+            spare_ops: Vec::new(),
         }
     }
 
@@ -788,6 +794,21 @@ impl WorkflowEngine {
             out.cancel(run.lease);
             self.workers[run.worker as usize] = None;
             self.free.insert(run.worker);
+            self.recycle(run.ops);
+            self.recycle(run.held);
+        }
+    }
+
+    /// An empty operation list, reusing a spare one's allocation when there is one.
+    fn take_ops(&mut self) -> Vec<Op> {
+        self.spare_ops.pop().unwrap_or_default()
+    }
+
+    /// Keeps `ops`'s allocation for a later stage.
+    fn recycle(&mut self, mut ops: Vec<Op>) {
+        if ops.capacity() != 0 && self.spare_ops.len() < SPARE_OPS {
+            ops.clear();
+            self.spare_ops.push(ops);
         }
     }
 
@@ -796,7 +817,8 @@ impl WorkflowEngine {
     /// Starts the task at the workflow's cursor.
     fn begin<M: WfMsg>(&mut self, h: Handle, out: &mut Outbox<'_, M>) {
         loop {
-            let wf = self.wf(h);
+            // A field borrow (not `self.wf`), so a spare list can be taken while it lives.
+            let wf = self.wfs.get(h).expect("live workflow");
             let def = self.cfg.definition(wf.kind);
             match wf.cursor {
                 Cursor::Start => return self.start_commit(h, Event::Started, Vec::new(), out),
@@ -825,8 +847,10 @@ impl WorkflowEngine {
                         let ev = Event::Failing(k, FailReason::HistoryLimit);
                         return self.start_commit(h, ev, Vec::new(), out);
                     }
-                    let ops = self.build(wf, step.action, k, false);
+                    let buf = self.spare_ops.pop().unwrap_or_default();
+                    let ops = self.build(wf, step.action, k, false, buf);
                     if ops.is_empty() {
+                        self.recycle(ops);
                         self.wf_mut(h).cursor = next;
                         continue;
                     }
@@ -840,8 +864,11 @@ impl WorkflowEngine {
                         Cursor::Compensate(j - 1)
                     };
                     if let Some(undo) = undo.filter(|_| wf.done_mask & (1 << j) != 0) {
-                        let ops = self.build(wf, undo, j, true);
-                        if !ops.is_empty() {
+                        let buf = self.spare_ops.pop().unwrap_or_default();
+                        let ops = self.build(wf, undo, j, true, buf);
+                        if ops.is_empty() {
+                            self.recycle(ops);
+                        } else {
                             let kind = wf.kind;
                             self.stats.compensations += 1;
                             self.stats.step_mut(kind, j).compensations += 1;
@@ -878,9 +905,10 @@ impl WorkflowEngine {
 
     /// The operations of `action` for the workflow's instances (`comp`: as a compensation of
     /// step `k`). Empty when there is nothing to do.
-    fn build(&self, wf: &Wf, action: Action, k: u8, comp: bool) -> Vec<Op> {
+    /// `ops` is an empty list to fill (a spare one, for its allocation).
+    fn build(&self, wf: &Wf, action: Action, k: u8, comp: bool, mut ops: Vec<Op>) -> Vec<Op> {
+        debug_assert!(ops.is_empty());
         let mb = self.cfg.max_batch;
-        let mut ops = Vec::new();
         match action {
             Action::Create(op) => {
                 let n = wf.active;
@@ -963,7 +991,8 @@ impl WorkflowEngine {
                 }
             }
             Action::SetState(to) => {
-                ops = state_ops(wf, (0..wf.active).map(|i| (i, wf.states[i as usize])), to);
+                let rows = (0..wf.active).map(|i| (i, wf.states[i as usize]));
+                ops = state_ops(wf, rows, to, ops);
             }
         }
         ops
@@ -979,7 +1008,7 @@ impl WorkflowEngine {
                     let s = wf.states[i as usize]?;
                     (s != fs && s.can_move_to(fs)).then_some((i, Some(s)))
                 });
-                state_ops(wf, rows, fs)
+                state_ops(wf, rows, fs, Vec::new())
             }
             _ => Vec::new(),
         };
@@ -1006,7 +1035,8 @@ impl WorkflowEngine {
         held: Vec<Op>,
         out: &mut Outbox<'_, M>,
     ) {
-        let ops = vec![Op::new(OpKind::Commit)];
+        let mut ops = self.take_ops();
+        ops.push(Op::new(OpKind::Commit));
         self.start_stage(h, Stage::Commit(ev), ops, held, out);
     }
 
@@ -1397,7 +1427,7 @@ impl WorkflowEngine {
             let s = wf.states[i as usize];
             s.is_none_or(|s| s.can_move_to(fs)).then_some((i, s))
         });
-        state_ops(wf, rows, fs)
+        state_ops(wf, rows, fs, Vec::new())
     }
 
     /// Abandons the running stage's backoffs (it failed, or the deadline passed).
@@ -1531,7 +1561,10 @@ impl WorkflowEngine {
                 };
                 self.start_commit(h, ev, ops, out);
             }
-            Stage::Commit(ev) => self.committed(h, ev, failure.is_none(), held, out),
+            Stage::Commit(ev) => {
+                self.recycle(ops);
+                self.committed(h, ev, failure.is_none(), held, out);
+            }
         }
     }
 
@@ -1607,6 +1640,7 @@ impl WorkflowEngine {
                 self.finish(h, out);
             }
         }
+        self.recycle(held);
     }
 
     /// Writes the outcome of an action into the workflow's resource table and states.
