@@ -784,6 +784,29 @@ impl ApiNode {
 
     /// Handles every message addressed to the node.
     pub fn on_message(&mut self, msg: Msg, out: &mut Outbox<'_, Msg>) {
+        // The common case (running, not paused, no fault command) goes straight to `handle`;
+        // everything else takes the out-of-line path, which decides exactly as before.
+        if self.down
+            || self.paused_until.is_some()
+            || matches!(
+                msg,
+                Msg::Node(
+                    NodeTimer::Crash
+                        | NodeTimer::Restart
+                        | NodeTimer::InjectPause(_)
+                        | NodeTimer::Resume
+                )
+            )
+        {
+            return self.on_message_rare(msg, out);
+        }
+        self.handle(msg, out);
+    }
+
+    /// [`ApiNode::on_message`] when the node is down or paused, or for a fault command.
+    #[cold]
+    #[inline(never)]
+    fn on_message_rare(&mut self, msg: Msg, out: &mut Outbox<'_, Msg>) {
         match msg {
             Msg::Node(NodeTimer::Crash) => return self.crash(out),
             Msg::Node(NodeTimer::Restart) => return self.restart(out),
@@ -1583,10 +1606,10 @@ impl ApiNode {
 
     /// Goes on to the database read of a leader (its `cache` stays `Leader` so the reply fills).
     fn advance_past_cache(&mut self, h: Handle, out: &mut Outbox<'_, Msg>) {
-        let Some(w) = self.work.get(h).copied() else {
+        let Some(w) = self.work.get(h) else {
             return;
         };
-        let next = self.plan(&w);
+        let next = self.plan(w);
         match next {
             Next::Db(op, replica) => self.db_query(h, op, replica, out),
             _ => out.violation("a cached read has no database step"),
@@ -1672,7 +1695,7 @@ impl ApiNode {
     }
 
     fn dep_call(&mut self, h: Handle, op: DepOp, attempt: u8, out: &mut Outbox<'_, Msg>) {
-        let w = *self.work.get(h).expect("live work");
+        let w = self.work.get(h).expect("live work");
         let target = match op {
             DepOp::GetImage => self.deps.image,
             _ => self.deps.inventory,
