@@ -852,6 +852,9 @@ impl ApiNode {
         self.handle(msg, out);
     }
 
+    /// Dispatches a message by kind (inlined into [`ApiNode::on_message`]: the message is not
+    /// copied again on the way).
+    #[inline(always)]
     fn handle(&mut self, msg: Msg, out: &mut Outbox<'_, Msg>) {
         match msg {
             Msg::Dispatch { handle, req } => {
@@ -862,24 +865,39 @@ impl ApiNode {
             Msg::DbReply(r) => self.on_db_reply(r, out),
             Msg::DepReply(r) => self.on_dep_reply(r, out),
             Msg::L2Reply(r) => self.on_l2_reply(r, out),
-            Msg::L1Invalidation(inv) => {
-                let local = self.local(out.now());
-                if let Some(c) = &mut self.cache {
-                    for j in 0..inv.count.max(1) {
-                        let one = crate::cache::L1Invalidation {
-                            key: crate::cache::RunKey::nth(&inv.key, j),
-                            count: 1,
-                            ..inv
-                        };
-                        c.l1.on_invalidation(local, one);
-                    }
-                }
-            }
-            other => out.violation(format!(
-                "an API node received {}",
-                crate::kernel::Message::kind_name(&other)
-            )),
+            Msg::L1Invalidation(inv) => self.on_l1_invalidation(inv, out),
+            other => self.unexpected(&other, out),
         }
+    }
+
+    /// An invalidation broadcast (a run of keys): each key invalidated in the L1, if any.
+    #[inline(never)]
+    fn on_l1_invalidation(
+        &mut self,
+        inv: crate::cache::L1Invalidation<CacheKey>,
+        out: &mut Outbox<'_, Msg>,
+    ) {
+        let local = self.local(out.now());
+        if let Some(c) = &mut self.cache {
+            for j in 0..inv.count.max(1) {
+                let one = crate::cache::L1Invalidation {
+                    key: crate::cache::RunKey::nth(&inv.key, j),
+                    count: 1,
+                    ..inv
+                };
+                c.l1.on_invalidation(local, one);
+            }
+        }
+    }
+
+    /// A message no node should receive: an invariant violation.
+    #[cold]
+    #[inline(never)]
+    fn unexpected(&mut self, msg: &Msg, out: &mut Outbox<'_, Msg>) {
+        out.violation(format!(
+            "an API node received {}",
+            crate::kernel::Message::kind_name(msg)
+        ));
     }
 
     fn admit(&mut self, handle: Handle, req: Request, out: &mut Outbox<'_, Msg>) {
