@@ -1006,19 +1006,6 @@ impl ApiNode {
         }
         let (next, deadline) = (self.plan(w), w.req.deadline);
         match next {
-            Next::Workflow(cmd) => {
-                if let (Some((engine, _)), Some(w)) = (self.deps.workflow, self.work.get_mut(h)) {
-                    w.wf_sent = true;
-                    out.send(engine, self.cfg.db_hop, Msg::WfCommand(cmd));
-                }
-                self.advance(h, out);
-            }
-            Next::Skip => {
-                if let Some(w) = self.work.get_mut(h) {
-                    w.step += 1;
-                }
-                self.advance(h, out);
-            }
             Next::Cpu => {
                 if self.free_cores > 0 {
                     self.free_cores -= 1;
@@ -1028,26 +1015,68 @@ impl ApiNode {
                     self.cpu_queue.push_back(h);
                 }
             }
-            _ if self.local(out.now()) >= deadline => {
-                out.count(self.metrics.deadline_aborts, 1);
-                self.finish(h, Status::Err(ErrorCode::DeadlineExceeded), out);
+            Next::Workflow(_) | Next::Skip => self.advance_step(h, next, out),
+            _ if self.local(out.now()) >= deadline => self.abort_past_deadline(h, out),
+            Next::Db(op, replica) if self.cfg.idem_l2.is_none() => {
+                self.db_query(h, op, replica, out)
             }
-            Next::Db(op, replica) => match (self.cfg.idem_l2, l2_idem_op(op)) {
-                // A ClientToken record held by the L2: a cache call, no connection.
-                (Some(l2), Some(op)) => {
-                    self.set_phase(h, Phase::Db { timer: None });
-                    let req = L2Request {
-                        tag: h.to_u64(),
-                        reply_to: out.me(),
-                        op: L2Op::Idem(op),
-                    };
-                    out.send(l2, self.cfg.db_hop, Msg::L2Request(req));
-                    self.await_l2(h, out);
-                }
-                _ => self.db_query(h, op, replica, out),
-            },
+            Next::Db(op, replica) => self.db_step_with_idem_l2(h, op, replica, out),
             Next::Dep(op) => self.dep_call(h, op, 0, out),
             Next::Done(status) => self.finish(h, status, out),
+        }
+    }
+
+    /// [`ApiNode::advance`]'s steps that need no wait (a workflow handed to the engine, a
+    /// step skipped), out of line: then the plan goes on.
+    #[inline(never)]
+    fn advance_step(&mut self, h: Handle, next: Next, out: &mut Outbox<'_, Msg>) {
+        match next {
+            Next::Workflow(cmd) => {
+                if let (Some((engine, _)), Some(w)) = (self.deps.workflow, self.work.get_mut(h)) {
+                    w.wf_sent = true;
+                    out.send(engine, self.cfg.db_hop, Msg::WfCommand(cmd));
+                }
+            }
+            Next::Skip => {
+                if let Some(w) = self.work.get_mut(h) {
+                    w.step += 1;
+                }
+            }
+            _ => {}
+        }
+        self.advance(h, out);
+    }
+
+    /// The request's deadline passed before a step that waits: it ends `DeadlineExceeded`.
+    #[cold]
+    #[inline(never)]
+    fn abort_past_deadline(&mut self, h: Handle, out: &mut Outbox<'_, Msg>) {
+        out.count(self.metrics.deadline_aborts, 1);
+        self.finish(h, Status::Err(ErrorCode::DeadlineExceeded), out);
+    }
+
+    /// A database step when the L2 holds the ClientToken records: a record op goes to the L2
+    /// (a cache call, no connection), any other query to the database.
+    #[inline(never)]
+    fn db_step_with_idem_l2(
+        &mut self,
+        h: Handle,
+        op: DbOp,
+        replica: bool,
+        out: &mut Outbox<'_, Msg>,
+    ) {
+        match (self.cfg.idem_l2, l2_idem_op(op)) {
+            (Some(l2), Some(op)) => {
+                self.set_phase(h, Phase::Db { timer: None });
+                let req = L2Request {
+                    tag: h.to_u64(),
+                    reply_to: out.me(),
+                    op: L2Op::Idem(op),
+                };
+                out.send(l2, self.cfg.db_hop, Msg::L2Request(req));
+                self.await_l2(h, out);
+            }
+            _ => self.db_query(h, op, replica, out),
         }
     }
 
