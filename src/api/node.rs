@@ -784,6 +784,29 @@ impl ApiNode {
 
     /// Handles every message addressed to the node.
     pub fn on_message(&mut self, msg: Msg, out: &mut Outbox<'_, Msg>) {
+        // The common case (running, not paused, no fault command) goes straight to `handle`;
+        // everything else takes the out-of-line path, which decides exactly as before.
+        if self.down
+            || self.paused_until.is_some()
+            || matches!(
+                msg,
+                Msg::Node(
+                    NodeTimer::Crash
+                        | NodeTimer::Restart
+                        | NodeTimer::InjectPause(_)
+                        | NodeTimer::Resume
+                )
+            )
+        {
+            return self.on_message_rare(msg, out);
+        }
+        self.handle(msg, out);
+    }
+
+    /// [`ApiNode::on_message`] when the node is down or paused, or for a fault command.
+    #[cold]
+    #[inline(never)]
+    fn on_message_rare(&mut self, msg: Msg, out: &mut Outbox<'_, Msg>) {
         match msg {
             Msg::Node(NodeTimer::Crash) => return self.crash(out),
             Msg::Node(NodeTimer::Restart) => return self.restart(out),
@@ -829,6 +852,9 @@ impl ApiNode {
         self.handle(msg, out);
     }
 
+    /// Dispatches a message by kind (inlined into [`ApiNode::on_message`]: the message is not
+    /// copied again on the way).
+    #[inline(always)]
     fn handle(&mut self, msg: Msg, out: &mut Outbox<'_, Msg>) {
         match msg {
             Msg::Dispatch { handle, req } => {
@@ -839,24 +865,39 @@ impl ApiNode {
             Msg::DbReply(r) => self.on_db_reply(r, out),
             Msg::DepReply(r) => self.on_dep_reply(r, out),
             Msg::L2Reply(r) => self.on_l2_reply(r, out),
-            Msg::L1Invalidation(inv) => {
-                let local = self.local(out.now());
-                if let Some(c) = &mut self.cache {
-                    for j in 0..inv.count.max(1) {
-                        let one = crate::cache::L1Invalidation {
-                            key: crate::cache::RunKey::nth(&inv.key, j),
-                            count: 1,
-                            ..inv
-                        };
-                        c.l1.on_invalidation(local, one);
-                    }
-                }
-            }
-            other => out.violation(format!(
-                "an API node received {}",
-                crate::kernel::Message::kind_name(&other)
-            )),
+            Msg::L1Invalidation(inv) => self.on_l1_invalidation(inv, out),
+            other => self.unexpected(&other, out),
         }
+    }
+
+    /// An invalidation broadcast (a run of keys): each key invalidated in the L1, if any.
+    #[inline(never)]
+    fn on_l1_invalidation(
+        &mut self,
+        inv: crate::cache::L1Invalidation<CacheKey>,
+        out: &mut Outbox<'_, Msg>,
+    ) {
+        let local = self.local(out.now());
+        if let Some(c) = &mut self.cache {
+            for j in 0..inv.count.max(1) {
+                let one = crate::cache::L1Invalidation {
+                    key: crate::cache::RunKey::nth(&inv.key, j),
+                    count: 1,
+                    ..inv
+                };
+                c.l1.on_invalidation(local, one);
+            }
+        }
+    }
+
+    /// A message no node should receive: an invariant violation.
+    #[cold]
+    #[inline(never)]
+    fn unexpected(&mut self, msg: &Msg, out: &mut Outbox<'_, Msg>) {
+        out.violation(format!(
+            "an API node received {}",
+            crate::kernel::Message::kind_name(msg)
+        ));
     }
 
     fn admit(&mut self, handle: Handle, req: Request, out: &mut Outbox<'_, Msg>) {
@@ -965,19 +1006,6 @@ impl ApiNode {
         }
         let (next, deadline) = (self.plan(w), w.req.deadline);
         match next {
-            Next::Workflow(cmd) => {
-                if let (Some((engine, _)), Some(w)) = (self.deps.workflow, self.work.get_mut(h)) {
-                    w.wf_sent = true;
-                    out.send(engine, self.cfg.db_hop, Msg::WfCommand(cmd));
-                }
-                self.advance(h, out);
-            }
-            Next::Skip => {
-                if let Some(w) = self.work.get_mut(h) {
-                    w.step += 1;
-                }
-                self.advance(h, out);
-            }
             Next::Cpu => {
                 if self.free_cores > 0 {
                     self.free_cores -= 1;
@@ -987,26 +1015,68 @@ impl ApiNode {
                     self.cpu_queue.push_back(h);
                 }
             }
-            _ if self.local(out.now()) >= deadline => {
-                out.count(self.metrics.deadline_aborts, 1);
-                self.finish(h, Status::Err(ErrorCode::DeadlineExceeded), out);
+            Next::Workflow(_) | Next::Skip => self.advance_step(h, next, out),
+            _ if self.local(out.now()) >= deadline => self.abort_past_deadline(h, out),
+            Next::Db(op, replica) if self.cfg.idem_l2.is_none() => {
+                self.db_query(h, op, replica, out)
             }
-            Next::Db(op, replica) => match (self.cfg.idem_l2, l2_idem_op(op)) {
-                // A ClientToken record held by the L2: a cache call, no connection.
-                (Some(l2), Some(op)) => {
-                    self.set_phase(h, Phase::Db { timer: None });
-                    let req = L2Request {
-                        tag: h.to_u64(),
-                        reply_to: out.me(),
-                        op: L2Op::Idem(op),
-                    };
-                    out.send(l2, self.cfg.db_hop, Msg::L2Request(req));
-                    self.await_l2(h, out);
-                }
-                _ => self.db_query(h, op, replica, out),
-            },
+            Next::Db(op, replica) => self.db_step_with_idem_l2(h, op, replica, out),
             Next::Dep(op) => self.dep_call(h, op, 0, out),
             Next::Done(status) => self.finish(h, status, out),
+        }
+    }
+
+    /// [`ApiNode::advance`]'s steps that need no wait (a workflow handed to the engine, a
+    /// step skipped), out of line: then the plan goes on.
+    #[inline(never)]
+    fn advance_step(&mut self, h: Handle, next: Next, out: &mut Outbox<'_, Msg>) {
+        match next {
+            Next::Workflow(cmd) => {
+                if let (Some((engine, _)), Some(w)) = (self.deps.workflow, self.work.get_mut(h)) {
+                    w.wf_sent = true;
+                    out.send(engine, self.cfg.db_hop, Msg::WfCommand(cmd));
+                }
+            }
+            Next::Skip => {
+                if let Some(w) = self.work.get_mut(h) {
+                    w.step += 1;
+                }
+            }
+            _ => {}
+        }
+        self.advance(h, out);
+    }
+
+    /// The request's deadline passed before a step that waits: it ends `DeadlineExceeded`.
+    #[cold]
+    #[inline(never)]
+    fn abort_past_deadline(&mut self, h: Handle, out: &mut Outbox<'_, Msg>) {
+        out.count(self.metrics.deadline_aborts, 1);
+        self.finish(h, Status::Err(ErrorCode::DeadlineExceeded), out);
+    }
+
+    /// A database step when the L2 holds the ClientToken records: a record op goes to the L2
+    /// (a cache call, no connection), any other query to the database.
+    #[inline(never)]
+    fn db_step_with_idem_l2(
+        &mut self,
+        h: Handle,
+        op: DbOp,
+        replica: bool,
+        out: &mut Outbox<'_, Msg>,
+    ) {
+        match (self.cfg.idem_l2, l2_idem_op(op)) {
+            (Some(l2), Some(op)) => {
+                self.set_phase(h, Phase::Db { timer: None });
+                let req = L2Request {
+                    tag: h.to_u64(),
+                    reply_to: out.me(),
+                    op: L2Op::Idem(op),
+                };
+                out.send(l2, self.cfg.db_hop, Msg::L2Request(req));
+                self.await_l2(h, out);
+            }
+            _ => self.db_query(h, op, replica, out),
         }
     }
 
@@ -1583,10 +1653,10 @@ impl ApiNode {
 
     /// Goes on to the database read of a leader (its `cache` stays `Leader` so the reply fills).
     fn advance_past_cache(&mut self, h: Handle, out: &mut Outbox<'_, Msg>) {
-        let Some(w) = self.work.get(h).copied() else {
+        let Some(w) = self.work.get(h) else {
             return;
         };
-        let next = self.plan(&w);
+        let next = self.plan(w);
         match next {
             Next::Db(op, replica) => self.db_query(h, op, replica, out),
             _ => out.violation("a cached read has no database step"),
@@ -1672,7 +1742,7 @@ impl ApiNode {
     }
 
     fn dep_call(&mut self, h: Handle, op: DepOp, attempt: u8, out: &mut Outbox<'_, Msg>) {
-        let w = *self.work.get(h).expect("live work");
+        let w = self.work.get(h).expect("live work");
         let target = match op {
             DepOp::GetImage => self.deps.image,
             _ => self.deps.inventory,
