@@ -26,8 +26,8 @@
 //! `L × (1 + batch_factor × (count − 1))` (the endpoint's `batch_factor`, default 0: a batch costs
 //! what one item costs), then `× mult + add` of [`Dependency::set_extra_latency`].
 //!
-//! Side effects are all-or-nothing per call. Records live in a table indexed by id (ids are handed
-//! out in increasing order and never reused; the table spans the oldest live id to the newest);
+//! Side effects are all-or-nothing per call. Records live in a table of 64-id chunks indexed by id
+//! (ids are handed out in increasing order and never reused; a chunk goes with its last record);
 //! a create takes `count` contiguous ids. A call with a non-zero `token` is remembered (for `token_ttl`, at most
 //! `token_capacity` tokens, the oldest forgotten first) with its parameters and result: a repeat
 //! with the same parameters gets the same resources back (`replayed`), with other parameters
@@ -454,62 +454,79 @@ impl Stock {
     }
 }
 
-/// Records by id. Ids are handed out in increasing order and never reused, so the records sit
-/// in a deque indexed by `id - base` (`None`: gone); vacated slots at the front are dropped, so
-/// the table spans the oldest live id to the newest. Iterates in id order.
+/// Records by id, in chunks of [`RecordTable::CHUNK`] consecutive ids. Ids are handed out in
+/// increasing order and never reused, so a record sits at a fixed place in its chunk (`None`:
+/// gone) and a lookup is one search among the chunks (64 times fewer keys than records) and an
+/// index. A chunk is freed when its last record goes, so memory follows the live records (at
+/// most one chunk each), not every id ever handed out, however long the run. Iterates in id
+/// order.
 #[derive(Clone, Debug, Default)]
 struct RecordTable {
-    /// The id of `slots[0]`.
-    base: u64,
-    slots: VecDeque<Option<ResourceRecord>>,
+    /// Chunk number (`id / CHUNK`) → the chunk.
+    chunks: BTreeMap<u64, Box<Chunk>>,
     live: usize,
 }
 
+#[derive(Clone, Debug)]
+struct Chunk {
+    live: u32,
+    slots: [Option<ResourceRecord>; RecordTable::CHUNK as usize],
+}
+
 impl RecordTable {
+    const CHUNK: u64 = 64;
+
     fn len(&self) -> usize {
         self.live
     }
-    fn index(&self, id: ResourceId) -> Option<usize> {
-        let i = id.0.checked_sub(self.base)?;
-        (i < self.slots.len() as u64).then_some(i as usize)
-    }
+    #[inline]
     fn get(&self, id: ResourceId) -> Option<&ResourceRecord> {
-        self.slots.get(self.index(id)?)?.as_ref()
+        let c = self.chunks.get(&(id.0 / Self::CHUNK))?;
+        c.slots[(id.0 % Self::CHUNK) as usize].as_ref()
     }
+    #[inline]
     fn get_mut(&mut self, id: ResourceId) -> Option<&mut ResourceRecord> {
-        let i = self.index(id)?;
-        self.slots.get_mut(i)?.as_mut()
+        let c = self.chunks.get_mut(&(id.0 / Self::CHUNK))?;
+        c.slots[(id.0 % Self::CHUNK) as usize].as_mut()
     }
-    /// Adds record `id`, newer than every id added before.
+    /// Adds record `id` (an id never used before).
     fn push(&mut self, id: ResourceId, r: ResourceRecord) {
-        if self.live == 0 {
-            self.slots.clear();
-            self.base = id.0;
+        let c = self.chunks.entry(id.0 / Self::CHUNK).or_insert_with(|| {
+            Box::new(Chunk {
+                live: 0,
+                slots: [None; RecordTable::CHUNK as usize],
+            })
+        });
+        let slot = &mut c.slots[(id.0 % Self::CHUNK) as usize];
+        debug_assert!(slot.is_none(), "record ids are never reused");
+        if slot.replace(r).is_none() {
+            c.live += 1;
+            self.live += 1;
         }
-        let end = self.base + self.slots.len() as u64;
-        debug_assert!(id.0 >= end, "record ids increase");
-        for _ in end..id.0 {
-            self.slots.push_back(None);
-        }
-        self.slots.push_back(Some(r));
-        self.live += 1;
     }
     fn remove(&mut self, id: ResourceId) -> Option<ResourceRecord> {
-        let i = self.index(id)?;
-        let r = self.slots[i].take()?;
+        let k = id.0 / Self::CHUNK;
+        let c = self.chunks.get_mut(&k)?;
+        let r = c.slots[(id.0 % Self::CHUNK) as usize].take()?;
+        c.live -= 1;
         self.live -= 1;
-        while let Some(None) = self.slots.front() {
-            self.slots.pop_front();
-            self.base += 1;
+        if c.live == 0 {
+            self.chunks.remove(&k);
         }
         Some(r)
     }
     fn iter(&self) -> impl Iterator<Item = (ResourceId, &ResourceRecord)> {
-        let base = self.base;
-        self.slots
-            .iter()
-            .enumerate()
-            .filter_map(move |(i, r)| r.as_ref().map(|r| (ResourceId(base + i as u64), r)))
+        self.chunks.iter().flat_map(|(&k, c)| {
+            c.slots.iter().enumerate().filter_map(move |(i, r)| {
+                r.as_ref()
+                    .map(|r| (ResourceId(k * Self::CHUNK + i as u64), r))
+            })
+        })
+    }
+    /// Chunks held (memory is about this many times `CHUNK` records).
+    #[cfg(test)]
+    fn chunks(&self) -> usize {
+        self.chunks.len()
     }
 }
 
@@ -1760,8 +1777,9 @@ body = "{}"
         assert_eq!(w.dep().faults(), &Faults::default());
     }
 
-    /// Plan settings with `f` applied to endpoint `ep` of DISKS (create, attach, detach,
-    /// delete), the others neutral.
+    /// The chunked record table answers as a map by id would, in id order, and holds no chunk
+    /// without a live record: one record kept from the start does not make it span every id
+    /// handed out since.
     #[test]
     fn record_table_matches_a_btreemap() {
         let rec = |origin: u64| ResourceRecord {
@@ -1795,7 +1813,22 @@ body = "{}"
             assert_eq!(t.len(), m.len());
         }
         assert!(t.iter().eq(m.iter().map(|(id, r)| (*id, r))));
+        assert!(t.chunks() <= t.len().max(1));
+        // A record pinned at id 0, then a million created and deleted after it.
+        let mut t = RecordTable::default();
+        t.push(ResourceId(0), rec(0));
+        for id in 1..1_000_000 {
+            t.push(ResourceId(id), rec(id));
+            if id > 10 {
+                t.remove(ResourceId(id - 10)).expect("live");
+            }
+        }
+        assert_eq!(t.len(), 11);
+        assert!(t.chunks() <= 2, "{} chunks", t.chunks());
     }
+
+    /// Plan settings with `f` applied to endpoint `ep` of DISKS (create, attach, detach,
+    /// delete), the others neutral.
 
     fn plan_on(ep: usize, f: impl Fn(&mut EndpointFaults)) -> Vec<EndpointFaults> {
         let mut plan = vec![EndpointFaults::default(); 4];
