@@ -1829,7 +1829,6 @@ body = "{}"
 
     /// Plan settings with `f` applied to endpoint `ep` of DISKS (create, attach, detach,
     /// delete), the others neutral.
-
     fn plan_on(ep: usize, f: impl Fn(&mut EndpointFaults)) -> Vec<EndpointFaults> {
         let mut plan = vec![EndpointFaults::default(); 4];
         f(&mut plan[ep]);
