@@ -120,6 +120,24 @@ pub(crate) fn default_cache() -> firedrill::world::CacheSetup {
 }
 
 /// A node with every default and no GC (the node most tests want).
+/// `topo` with the workflow engine at its defaults and RunInstances run as per-instance
+/// sub-workflows, when `on`; unchanged otherwise.
+pub(crate) fn maybe_sequential_workflows(
+    topo: firedrill::world::Topology,
+    on: bool,
+) -> firedrill::world::Topology {
+    if !on {
+        return topo;
+    }
+    topo.with_workflows(firedrill::world::WorkflowSetup {
+        engine: firedrill::workflow::EngineConfig::builder()
+            .build()
+            .unwrap(),
+        batch: false,
+    })
+    .unwrap()
+}
+
 pub(crate) fn plain_node() -> NodeConfig {
     NodeConfigBuilder::new(heap(GcProfile::Off))
         .build()

@@ -11,8 +11,8 @@ use firedrill::deps::{DependencyStats, FaultCode};
 use firedrill::faults::{Fault, FaultError, FaultKind, FaultPlan, Target};
 use firedrill::kernel::{Dist, SimDuration, SimTime};
 use firedrill::traffic::{ApiMix, Backoff, ClientConfig, ClientRetry};
-use firedrill::workflow::{EngineConfig, WorkflowKind};
-use firedrill::world::{Part, RunResult, Topology, WorkflowSetup, World};
+use firedrill::workflow::WorkflowKind;
+use firedrill::world::{Part, RunResult, Topology, World};
 
 const ACCOUNTS: u32 = 3;
 /// The account the faults are scoped to.
@@ -39,15 +39,7 @@ fn topo(rate: f64, workflows: bool) -> Topology {
         unlimited(ACCOUNTS),
         60,
     );
-    if workflows {
-        topo.with_workflows(WorkflowSetup {
-            engine: EngineConfig::builder().build().unwrap(),
-            batch: false,
-        })
-        .unwrap()
-    } else {
-        topo
-    }
+    crate::core::maybe_sequential_workflows(topo, workflows)
 }
 
 fn dep_target(name: &str) -> Target {

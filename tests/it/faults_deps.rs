@@ -10,8 +10,7 @@ use firedrill::faults::{Fault, FaultKind, FaultPlan, Target};
 use firedrill::gc::GcProfile;
 use firedrill::kernel::{Dist, RootSeed, SimDuration, SimTime};
 use firedrill::traffic::ApiMix;
-use firedrill::workflow::EngineConfig;
-use firedrill::world::{RunResult, Topology, WorkflowSetup, World};
+use firedrill::world::{RunResult, Topology, World};
 
 const SECS: u64 = 60;
 
@@ -40,15 +39,7 @@ fn topo_with_timeout(nodes: u32, rate: f64, workflows: bool, timeout: SimDuratio
         unlimited(3),
         SECS,
     );
-    if workflows {
-        topo.with_workflows(WorkflowSetup {
-            engine: EngineConfig::builder().build().unwrap(),
-            batch: false,
-        })
-        .unwrap()
-    } else {
-        topo
-    }
+    crate::core::maybe_sequential_workflows(topo, workflows)
 }
 
 fn dep_target(name: &str, endpoint: Option<&str>) -> Target {
