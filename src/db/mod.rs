@@ -649,38 +649,6 @@ const COUNTER_TABLES: usize = Table::COUNT - 1;
 /// Bound on one account's membership history (entries within the replication-lag horizon).
 const MAX_MEMBERSHIP_LOG: usize = 4_096;
 
-/// The last few [`DbConfig::index_factor`]s, direct-mapped by row count: a table's size changes
-/// far less often than it is queried, and the factor (a `log2`) is the same for the same count.
-#[derive(Clone, Debug)]
-struct IndexMemo {
-    /// (rows, factor); `u64::MAX` rows: empty (that count is never memoised).
-    slots: [(u64, f64); IndexMemo::SLOTS],
-}
-
-impl IndexMemo {
-    const SLOTS: usize = 16;
-
-    fn new() -> IndexMemo {
-        IndexMemo {
-            slots: [(u64::MAX, 0.0); IndexMemo::SLOTS],
-        }
-    }
-
-    /// `cfg.index_factor(rows)`, computed once per count while it stays in its slot.
-    #[inline]
-    fn factor(&mut self, cfg: &DbConfig, rows: u64) -> f64 {
-        let slot = &mut self.slots[(rows % IndexMemo::SLOTS as u64) as usize];
-        if slot.0 == rows {
-            return slot.1;
-        }
-        let f = cfg.index_factor(rows);
-        if rows != u64::MAX {
-            *slot = (rows, f);
-        }
-        f
-    }
-}
-
 #[derive(Clone, Debug)]
 struct StoredRow {
     account: AccountId,
@@ -946,7 +914,6 @@ pub struct Db {
     slow: [f64; QueryClass::COUNT],
     /// Replicas are at least this far behind (replica-lag faults; zero = none).
     fault_lag: SimDuration,
-    index_memo: IndexMemo,
 }
 
 impl Db {
@@ -982,7 +949,6 @@ impl Db {
             scan_order: VecDeque::new(),
             slow: [1.0; QueryClass::COUNT],
             fault_lag: SimDuration::ZERO,
-            index_memo: IndexMemo::new(),
         }
     }
 
@@ -1399,7 +1365,6 @@ impl Db {
             scan_order,
             slow,
             fault_lag,
-            index_memo,
         } = self;
         let shard = &mut shards[s];
         let server = &mut shard.servers[k];
@@ -1412,7 +1377,6 @@ impl Db {
             page: &mut page,
             slow: slow[q.op.class().index()],
             fault_lag: *fault_lag,
-            index_memo,
         };
         let (service, result) = execute(ctx, &mut shard.data, &mut server.rng, &q, now, k > 0);
         if let DbResult::Scanned { .. } = result {
@@ -1477,7 +1441,6 @@ struct Exec<'a> {
     slow: f64,
     /// Replicas lag at least this much (zero = no fault).
     fault_lag: SimDuration,
-    index_memo: &'a mut IndexMemo,
 }
 
 /// Applies `q` to `data` at `now` (or reads it, from a replica's snapshot when `replica`), and
@@ -1498,7 +1461,6 @@ fn execute(
         page,
         slow,
         fault_lag,
-        index_memo,
     } = ctx;
     let class = q.op.class();
     let mut base = cfg.latency[class.index()].sample(rng);
@@ -1545,7 +1507,7 @@ fn execute(
                 }
             };
             (
-                index_memo.factor(cfg, instance_rows),
+                cfg.index_factor(instance_rows),
                 DbResult::Instance(found.map(|r| r.read())),
             )
         }
@@ -1612,7 +1574,7 @@ fn execute(
             if state != InstanceState::Deleted && count > 0 {
                 data.add_listed(account, i64::from(count), now, horizon);
             }
-            let factor = index_memo.factor(cfg, instance_rows) * cfg.batch_factor(u64::from(count));
+            let factor = cfg.index_factor(instance_rows) * cfg.batch_factor(u64::from(count));
             let range = InstanceIdRange {
                 first: InstanceId(first),
                 count: u32::from(count),
@@ -1626,10 +1588,7 @@ fn execute(
             resources,
         } => {
             let outcome = update_row(data, q.account, id, expect, to, resources, now, horizon);
-            (
-                index_memo.factor(cfg, instance_rows),
-                DbResult::Updated(outcome),
-            )
+            (cfg.index_factor(instance_rows), DbResult::Updated(outcome))
         }
         DbOp::UpdateInstanceStates {
             first,
@@ -1656,7 +1615,7 @@ fn execute(
                     }
                 }
             }
-            let factor = index_memo.factor(cfg, instance_rows) * cfg.batch_factor(u64::from(count));
+            let factor = cfg.index_factor(instance_rows) * cfg.batch_factor(u64::from(count));
             (factor, DbResult::UpdatedRows(r))
         }
         DbOp::SetInstanceResources {
@@ -1675,10 +1634,7 @@ fn execute(
                     UpdateOutcome::Done { from: r.state }
                 }
             };
-            (
-                index_memo.factor(cfg, instance_rows),
-                DbResult::Updated(outcome),
-            )
+            (cfg.index_factor(instance_rows), DbResult::Updated(outcome))
         }
         DbOp::ScanInstances { after, limit } => {
             let limit = usize::from(limit);
@@ -1689,7 +1645,7 @@ fn execute(
                     .map(|(id, r)| r.view(id)),
             );
             let returned = page.len();
-            let factor = index_memo.factor(cfg, instance_rows) * cfg.batch_factor(returned as u64);
+            let factor = cfg.index_factor(instance_rows) * cfg.batch_factor(returned as u64);
             (
                 factor,
                 DbResult::Scanned {
@@ -1710,7 +1666,7 @@ fn execute(
             {
                 data.append(Table::Idempotency, 1, now);
             }
-            (index_memo.factor(cfg, before), DbResult::Idem(check))
+            (cfg.index_factor(before), DbResult::Idem(check))
         }
         DbOp::IdemRecord {
             key,
@@ -1720,7 +1676,7 @@ fn execute(
             let before = data.rows(Table::Idempotency);
             idem.record_in_progress_by(now, caller_clock(now, skew_ns), key, fingerprint);
             data.append(Table::Idempotency, 1, now);
-            (index_memo.factor(cfg, before), DbResult::Appended)
+            (cfg.index_factor(before), DbResult::Appended)
         }
         DbOp::IdemComplete {
             key,
@@ -1729,14 +1685,14 @@ fn execute(
         } => {
             idem.complete_by(now, caller_clock(now, skew_ns), key, outcome);
             (
-                index_memo.factor(cfg, data.rows(Table::Idempotency)),
+                cfg.index_factor(data.rows(Table::Idempotency)),
                 DbResult::Appended,
             )
         }
         DbOp::IdemAbandon { key } => {
             idem.abandon(key);
             (
-                index_memo.factor(cfg, data.rows(Table::Idempotency)),
+                cfg.index_factor(data.rows(Table::Idempotency)),
                 DbResult::Appended,
             )
         }
@@ -1744,13 +1700,13 @@ fn execute(
             let before = data.rows(Table::Workflows).max(data.rows(Table::History));
             data.append(Table::Workflows, 1, now);
             data.append(Table::History, 1, now);
-            let factor = index_memo.factor(cfg, before) * cfg.batch_factor(2);
+            let factor = cfg.index_factor(before) * cfg.batch_factor(2);
             (factor, DbResult::Appended)
         }
         DbOp::AppendRows { table, rows } => {
             let before = data.rows(table);
             data.append(table, rows, now);
-            let factor = index_memo.factor(cfg, before) * cfg.batch_factor(u64::from(rows));
+            let factor = cfg.index_factor(before) * cfg.batch_factor(u64::from(rows));
             (factor, DbResult::Appended)
         }
         DbOp::ArchiveRows {
