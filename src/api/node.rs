@@ -81,8 +81,9 @@ use crate::workflow::{WfCommand, WfOptions, WorkflowKind};
 use crate::world::Msg;
 use std::collections::VecDeque;
 
-/// Tag of database writes sent on behalf of a finished request: their replies need no worker.
-const DETACHED: u64 = u64::MAX;
+/// Tag of calls no worker waits for: database writes sent on behalf of a finished request (their
+/// replies still tell when the write arrived), and L2 deletes and sets (the L2 sends no reply).
+const DETACHED: u64 = L2Request::<CacheKey, CachedInstance>::DETACHED;
 
 /// The dependencies a node calls, by role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -51,11 +51,23 @@ use std::collections::{BinaryHeap, VecDeque};
 /// One request to the L2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct L2Request<K = CacheKey, V = CachedInstance> {
-    /// The caller's correlation id, echoed in the reply.
+    /// The caller's correlation id, echoed in the reply; [`L2Request::DETACHED`] when no reply
+    /// is wanted.
     pub tag: u64,
     /// Where the [`L2Reply`] goes.
     pub reply_to: ComponentId,
     pub op: L2Op<K, V>,
+}
+
+impl<K, V> L2Request<K, V> {
+    /// The tag of a request nobody waits for (a write path's delete, a fill's set): the L2
+    /// applies it and sends no reply, since the reply would be an event its caller ignores.
+    pub const DETACHED: u64 = u64::MAX;
+
+    #[inline]
+    fn wants_reply(&self) -> bool {
+        self.tag != Self::DETACHED
+    }
 }
 
 /// What a request does.
@@ -578,12 +590,14 @@ impl<K: Ord + IndexKey + RunKey, V: Copy> L2Cache<K, V> {
             self.stats.served += 1;
             Ok(self.apply(req.op, now))
         };
-        let reply = L2Reply {
-            tag: req.tag,
-            latency,
-            result,
-        };
-        out.send(req.reply_to, service, M::from(reply));
+        if req.wants_reply() {
+            let reply = L2Reply {
+                tag: req.tag,
+                latency,
+                result,
+            };
+            out.send(req.reply_to, service, M::from(reply));
+        }
     }
 
     /// Applies `op` to the storage at `now`.
@@ -739,6 +753,9 @@ fn refuse<K, V, M: From<L2Reply<V>>>(
     e: L2Error,
     out: &mut Outbox<'_, M>,
 ) {
+    if !req.wants_reply() {
+        return;
+    }
     let reply = L2Reply {
         tag: req.tag,
         latency,

@@ -243,6 +243,38 @@ fn l2_flat() -> L2ConfigBuilder {
 }
 
 #[test]
+fn detached_requests_take_effect_without_a_reply() {
+    let mut w = L2World::new(l2_flat(), 1);
+    let ttl = SimDuration::from_secs(300);
+    let detached = |op| L2Request {
+        tag: L2Request::<u64, u64>::DETACHED,
+        reply_to: w.caller,
+        op,
+    };
+    let set = detached(L2Op::Set {
+        key: 1,
+        value: Cached::Value(5),
+        ttl,
+        version: SimTime::ZERO,
+    });
+    let delete = detached(L2Op::Delete {
+        key: 2,
+        version: ms(20),
+    });
+    w.sim.schedule(ms(10), w.l2, M::L2Req(set)).unwrap();
+    w.set(ms(15), 2, 6, ttl);
+    w.sim.schedule(ms(20), w.l2, M::L2Req(delete)).unwrap();
+    let hit = w.get(ms(30), 1);
+    let gone = w.get(ms(30), 2);
+    run(&mut w.sim);
+    assert_eq!(w.result(hit), Ok(L2Result::Hit(Cached::Value(5))));
+    assert_eq!(w.result(gone), Ok(L2Result::Miss));
+    // The set at 15 ms and the two gets were answered; the detached set and delete were not.
+    assert_eq!(w.replies().len(), 3);
+    assert_eq!(w.cache().stats().served, 5);
+}
+
+#[test]
 fn a_delete_refuses_older_values_that_arrive_after_it_until_its_tombstone_expires() {
     let mut w = L2World::new(l2_flat(), 1);
     let ttl = SimDuration::from_secs(300);

@@ -407,7 +407,7 @@ impl EngineCache {
         };
         let plan = self.broadcaster.plan(key, out.now(), None);
         let req = crate::cache::L2Request {
-            tag: u64::MAX,
+            tag: crate::cache::L2Request::<crate::cache::CacheKey>::DETACHED,
             reply_to: out.me(),
             op: crate::cache::L2Op::DeleteRun {
                 first: key,
