@@ -29,13 +29,19 @@
 //!   (bursts shift, messages wait, the `gc_pause_ns` histogram and the heap's pause statistics
 //!   count it, as [`crate::gc::GcStats::injected`]).
 //! - **LeakConnections**: the pool's leaked connections (see [`ConnectionPool::set_leaked`]).
-//! - **Lost database messages** (a partition): every query carries a timer of the node's
-//!   `db_query_timeout` (5 s by default), cancelled by its reply. When it fires the request
-//!   fails as on a database error (503 `ServiceUnavailable`, or the stale value for a cache
-//!   leader that has one), counted in `db_timeouts` and `db_errors`, and the connection is
-//!   released (closed and replaced). A reply that comes after finds no work in `Phase::Db`
-//!   and is ignored ([`NodeFaultStats::stale_db_replies`]). In a healthy run the timers are
-//!   all cancelled, never processed: the run's events are those without the timeout.
+//! - **Lost database messages** (a partition): every query must be answered within the node's
+//!   `db_query_timeout` (5 s by default). Every query has the same timeout, so queries time out
+//!   in the order they were sent, and one `NodeTimer::DbTimeouts` serves them all (as for L2
+//!   calls, below): it is armed for the oldest query still out. A query unanswered at its
+//!   timeout fails as on a database error (503 `ServiceUnavailable`, or the stale value for a
+//!   cache leader that has one), counted in `db_timeouts` and `db_errors`, and the connection
+//!   is released (closed and replaced). A reply that comes after finds no work in `Phase::Db`
+//!   and is ignored ([`NodeFaultStats::stale_db_replies`]). In a healthy run the timer fires
+//!   about once per `db_query_timeout` per node and finds every query answered (before, each
+//!   query scheduled a timer of its own and its reply cancelled it: same results, one queue
+//!   push and cancel per query more). During a pause the timer still fires on time and defers
+//!   a `NodeTimer::QueryTimeout` for each query due, which the resume replays in its place
+//!   among the deferred replies, exactly as a timer of the query's own would have been.
 //! - **Lost L2 messages**: every L2 call whose answer the node awaits (a cache leader's read,
 //!   a ClientToken op when the L2 holds the records) must be answered within `l2_timeout`
 //!   (200 ms by default). The calls time out in the order they were sent, so one
@@ -337,8 +343,12 @@ pub enum NodeTimer {
     CpuDone(Handle),
     /// A request waited too long for a database connection.
     ConnTimeout(Handle),
-    /// A request's database query got no reply within the query timeout.
-    QueryTimeout(Handle),
+    /// The query `call` of request `req` got no reply within the query timeout (deferred by a
+    /// pause: see `ApiNode::on_db_timeouts`).
+    QueryTimeout { req: Handle, call: u8 },
+    /// The oldest database query still out may have waited its timeout (see
+    /// `ApiNode::send_query`).
+    DbTimeouts,
     /// The oldest L2 call still out may have waited its timeout (see `ApiNode::await_l2`).
     L2Timeout,
     /// A dependency call's attempt got no reply in time.
@@ -411,9 +421,10 @@ enum Phase {
         /// When the wait began.
         since: SimTime,
     },
-    /// A query is out: with the connection's query-timeout timer, or none for a ClientToken
-    /// record call on the L2 (no connection).
-    Db { timer: Option<TimerId> },
+    /// A query is out on a connection (`timed`: it has the query timeout, see
+    /// `ApiNode::send_query`), or a ClientToken record call on the L2 (no connection, untimed:
+    /// the L2 call's own timeout applies).
+    Db { timed: bool },
     /// A dependency call's attempt `attempt` is out.
     Dep { attempt: u8, timer: TimerId },
     /// Waiting out a retry backoff.
@@ -446,6 +457,8 @@ struct Work {
     l2_waiting: bool,
     /// The number of this request's latest L2 call (tells a timeout of an earlier one apart).
     l2_call: u8,
+    /// The number of this request's latest database query (the same for queries).
+    db_call: u8,
 }
 
 /// Where a by-id read stands with the cache.
@@ -562,6 +575,15 @@ pub struct ApiNode {
     l2_calls: VecDeque<(SimTime, Handle, u8)>,
     /// When the one `L2Timeout` timer is due, while it is armed.
     l2_timer_at: Option<SimTime>,
+    /// Database queries sent, oldest first: (when it times out, the work, its query number);
+    /// answered ones stay until they reach the front, as in `l2_calls`.
+    db_calls: VecDeque<(SimTime, Handle, u8)>,
+    /// Queries out now (works in `Phase::Db { timed: true }`).
+    db_live: u32,
+    /// The one `DbTimeouts` timer, while armed: when it is due, and its id.
+    db_timer: Option<(SimTime, TimerId)>,
+    /// `on_db_timeouts` is at work: the queries it fails may send new ones, which it covers.
+    db_sweeping: bool,
 }
 
 /// What a node saw that the invariant checkers judge (drained by the world between events).
@@ -624,6 +646,10 @@ impl ApiNode {
             bugs: crate::faults::PlantedBugs::default(),
             l2_calls: VecDeque::new(),
             l2_timer_at: None,
+            db_calls: VecDeque::new(),
+            db_live: 0,
+            db_timer: None,
+            db_sweeping: false,
             metrics: NodeMetrics::register(registry, name),
             cfg,
         }
@@ -838,6 +864,8 @@ impl ApiNode {
                 );
             }
             Msg::Node(NodeTimer::Resume) => return self.resume(out),
+            // Fires on time during a pause: it defers the timeouts due (see `on_db_timeouts`).
+            Msg::Node(NodeTimer::DbTimeouts) => return self.on_db_timeouts(out),
             _ => {}
         }
         if self.paused_until.is_some() {
@@ -974,6 +1002,7 @@ impl ApiNode {
                 inserted: false,
                 l2_waiting: false,
                 l2_call: 0,
+                db_call: 0,
                 cache: match (&self.cache, req.api, req.params.instance) {
                     (
                         Some(_),
@@ -1068,7 +1097,7 @@ impl ApiNode {
     ) {
         match (self.cfg.idem_l2, l2_idem_op(op)) {
             (Some(l2), Some(op)) => {
-                self.set_phase(h, Phase::Db { timer: None });
+                self.set_phase(h, Phase::Db { timed: false });
                 let req = L2Request {
                     tag: h.to_u64(),
                     reply_to: out.me(),
@@ -1317,13 +1346,7 @@ impl ApiNode {
 
     fn send_query(&mut self, h: Handle, op: DbOp, replica: bool, out: &mut Outbox<'_, Msg>) {
         let account = self.work.get(h).expect("live work").req.account;
-        // One timer per query, cancelled by its reply: a healthy run never processes it, so
-        // its events (and trace) are those of a node without the timeout.
-        let timer = out.schedule(
-            self.cfg.db_query_timeout,
-            Msg::Node(NodeTimer::QueryTimeout(h)),
-        );
-        self.set_phase(h, Phase::Db { timer: Some(timer) });
+        self.await_db(h, out);
         let q = DbQuery {
             tag: h.to_u64(),
             reply_to: out.me(),
@@ -1367,15 +1390,17 @@ impl ApiNode {
             // A write sent without a worker or a connection (a token's failure record).
             return;
         }
-        let Some(Phase::Db { timer }) = self.work.get(Handle::from_u64(r.tag)).map(|w| w.phase)
-        else {
+        let Some(Phase::Db { .. }) = self.work.get(Handle::from_u64(r.tag)).map(|w| w.phase) else {
             // A reply to the process that crashed (its connection closed with it), or to a
             // query that timed out (its connection was closed then): nothing waits for it.
             self.fault_stats.stale_db_replies += 1;
             return;
         };
-        if let Some(t) = timer {
-            out.cancel(t);
+        if let Some(Phase::Db { timed: true }) =
+            self.work.get(Handle::from_u64(r.tag)).map(|w| w.phase)
+        {
+            // (Its entry in `db_calls` is dropped when it reaches the front.)
+            self.db_query_ended(out);
         }
         self.release_connection(out);
         self.db_result(Handle::from_u64(r.tag), r.result, out);
@@ -1618,6 +1643,94 @@ impl ApiNode {
         }
     }
 
+    /// Notes the query of `h` just sent on a connection: unanswered after `db_query_timeout`,
+    /// it fails as on a database error. Every query has the same timeout, so queries time out
+    /// in the order they were sent, and one timer serves them all (as [`Self::await_l2`]).
+    fn await_db(&mut self, h: Handle, out: &mut Outbox<'_, Msg>) {
+        let Some(w) = self.work.get_mut(h) else {
+            return;
+        };
+        w.db_call = w.db_call.wrapping_add(1);
+        w.phase = Phase::Db { timed: true };
+        self.db_live += 1;
+        let due = out.now().saturating_add(self.cfg.db_query_timeout);
+        self.db_calls.push_back((due, h, w.db_call));
+        if self.db_timer.is_none() && !self.db_sweeping {
+            let t = out.schedule(self.cfg.db_query_timeout, Msg::Node(NodeTimer::DbTimeouts));
+            self.db_timer = Some((due, t));
+        }
+    }
+
+    /// A query that was out ended (answered or timed out). The last one out takes the timer
+    /// with it: a node with no query out has none pending, so the timer neither fires for
+    /// nothing while the node is idle nor outlives the run's last query (which would move the
+    /// run's end).
+    fn db_query_ended(&mut self, out: &mut Outbox<'_, Msg>) {
+        self.db_live -= 1;
+        if self.db_live == 0 && !self.db_sweeping {
+            if let Some((_, t)) = self.db_timer.take() {
+                out.cancel(t);
+            }
+            self.db_calls.clear();
+        }
+    }
+
+    /// Whether query `call` of `h` is still out (its work waits for it on a connection).
+    fn db_query_out(&self, h: Handle, call: u8) -> bool {
+        self.work
+            .get(h)
+            .is_some_and(|w| w.phase == Phase::Db { timed: true } && w.db_call == call)
+    }
+
+    /// The `DbTimeouts` timer: every query out past its timeout fails (see
+    /// [`Self::query_timed_out`]); then the timer waits for the oldest query still out,
+    /// dropping the answered ones on the way. During a pause it fires on time all the same and
+    /// defers a `QueryTimeout` per query due, replayed by the resume in its place among the
+    /// other deferred messages (a reply deferred before it wins, as it would have). A timer not
+    /// due (one of a crashed process, or superseded) does nothing.
+    fn on_db_timeouts(&mut self, out: &mut Outbox<'_, Msg>) {
+        let now = out.now();
+        if self.db_timer.is_none_or(|(at, _)| at > now) {
+            return;
+        }
+        self.db_timer = None;
+        // A query sent meanwhile (by a request its timeout moved on) arms no timer of its own.
+        self.db_sweeping = true;
+        while let Some(&(due, h, call)) = self.db_calls.front() {
+            let out_still = self.db_query_out(h, call);
+            if out_still && due > now {
+                break;
+            }
+            self.db_calls.pop_front();
+            if !out_still {
+                continue;
+            }
+            if self.paused_until.is_some() {
+                self.deferred
+                    .push(Msg::Node(NodeTimer::QueryTimeout { req: h, call }));
+            } else {
+                self.query_timed_out(h, out);
+            }
+        }
+        self.db_sweeping = false;
+        if self.db_live == 0 {
+            self.db_calls.clear();
+        } else if let Some(&(due, ..)) = self.db_calls.front() {
+            let t = out.schedule(due.saturating_since(now), Msg::Node(NodeTimer::DbTimeouts));
+            self.db_timer = Some((due, t));
+        }
+    }
+
+    /// A query got no reply within `db_query_timeout`: the socket timed out, so the connection
+    /// is closed and the pool opens another (accounted as a release), and the request goes on
+    /// as on a database error; a late reply finds no work waiting.
+    fn query_timed_out(&mut self, h: Handle, out: &mut Outbox<'_, Msg>) {
+        self.db_query_ended(out);
+        out.count(self.metrics.db_timeouts, 1);
+        self.release_connection(out);
+        self.db_result(h, Err(DbError::Unavailable), out);
+    }
+
     fn on_l2_reply(&mut self, r: L2Reply, out: &mut Outbox<'_, Msg>) {
         if r.tag == DETACHED {
             return;
@@ -1857,14 +1970,11 @@ impl ApiNode {
                 }
             }
             NodeTimer::L2Timeout => self.on_l2_timeout(out),
-            NodeTimer::QueryTimeout(h) => {
-                // Only a query still out: its reply cancels this timer.
-                if let Some(Phase::Db { timer: Some(_) }) = self.work.get(h).map(|w| w.phase) {
-                    out.count(self.metrics.db_timeouts, 1);
-                    // The socket timed out: the connection is closed and the pool opens
-                    // another (accounted as a release); a late reply finds no work waiting.
-                    self.release_connection(out);
-                    self.db_result(h, Err(DbError::Unavailable), out);
+            NodeTimer::DbTimeouts => self.on_db_timeouts(out),
+            NodeTimer::QueryTimeout { req, call } => {
+                // Only the query still out (a reply that came first moved the work on).
+                if self.db_query_out(req, call) {
+                    self.query_timed_out(req, out);
                 }
             }
             NodeTimer::DepTimeout { req, attempt } => {
@@ -2031,11 +2141,10 @@ impl ApiNode {
             match w.phase {
                 Phase::Cpu { timer, .. }
                 | Phase::ConnWait { timer, .. }
-                | Phase::Dep { timer, .. }
-                | Phase::Db { timer: Some(timer) } => {
+                | Phase::Dep { timer, .. } => {
                     out.cancel(timer);
                 }
-                Phase::CpuQueued | Phase::Db { timer: None } | Phase::Backoff { .. } => {}
+                Phase::CpuQueued | Phase::Db { .. } | Phase::Backoff { .. } => {}
             }
             self.fault_stats.lost_in_flight += 1;
             self.respond_early(w.gw, &w.req, reset, out);
@@ -2061,6 +2170,11 @@ impl ApiNode {
         // The calls died with their work; a pending `L2Timeout` finds nothing due.
         self.l2_calls.clear();
         self.l2_timer_at = None;
+        self.db_calls.clear();
+        self.db_live = 0;
+        if let Some((_, t)) = self.db_timer.take() {
+            out.cancel(t);
+        }
         if let Some(t) = self.gc_check.take() {
             out.cancel(t);
         }

@@ -97,7 +97,8 @@ impl Message for Msg {
             Msg::Node(t) => match t {
                 NodeTimer::CpuDone(_) => 6,
                 NodeTimer::ConnTimeout(_) => 7,
-                NodeTimer::QueryTimeout(_) => 64,
+                NodeTimer::QueryTimeout { .. } => 64,
+                NodeTimer::DbTimeouts => 66,
                 NodeTimer::L2Timeout => 65,
                 NodeTimer::DepTimeout { .. } => 8,
                 NodeTimer::DepRetry(_) => 9,
@@ -138,7 +139,8 @@ impl Message for Msg {
             Msg::Node(t) => match t {
                 NodeTimer::CpuDone(_) => "CpuDone",
                 NodeTimer::ConnTimeout(_) => "ConnTimeout",
-                NodeTimer::QueryTimeout(_) => "QueryTimeout",
+                NodeTimer::QueryTimeout { .. } => "QueryTimeout",
+                NodeTimer::DbTimeouts => "DbTimeouts",
                 NodeTimer::L2Timeout => "L2Timeout",
                 NodeTimer::DepTimeout { .. } => "DepTimeout",
                 NodeTimer::DepRetry(_) => "DepRetry",

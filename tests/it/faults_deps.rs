@@ -441,6 +441,70 @@ fn partition_node_from_db_times_out_that_nodes_queries_and_recovers() {
 /// InternalError at 0.8 on image from 10 s for 20 s, ramped over its first 10 s: in ramp step
 /// k (k = 1..10, one second each) calls fail with 0.08·k, then with 0.8 until 30 s, then never.
 /// Per second, the failures are within 4 sd of Σ pₖ·nₖ over the started calls nₖ.
+/// As above, with node.0 also stopped the world from 27 s to 31 s: the queries lost from 22 s
+/// on reach their 5 s timeout during the pause, which defers them (nothing runs): none is
+/// counted while the node is stopped, all are at the resume, and in the end it is still one
+/// timeout and one 503 per lost query, with every connection back.
+#[test]
+fn query_timeouts_due_in_a_pause_are_taken_at_its_end() {
+    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
+        .pool(100, 200, SimDuration::from_ms(200))
+        .build()
+        .unwrap();
+    let base = topology(
+        2,
+        node,
+        DbConfig::assumed_defaults(),
+        traffic(20.0, ApiMix::only(Api::RunInstances), 3, secs(120)),
+        unlimited(3),
+        SECS,
+    );
+    let pause = FaultKind::NodePause {
+        pause: Dist::constant(4.0).unwrap(),
+        every: None,
+    };
+    let f = with(
+        &base,
+        vec![
+            partition(Target::Node(0), Target::Db, 20, 10),
+            Fault::new(pause, Target::Node(0), at(27), secs(4)).unwrap(),
+        ],
+    );
+    let mut w = f.build(RootSeed::new(6));
+    quiet_deps(&mut w, None);
+    assert!(w.run_until(at(27)).is_none());
+    let before = counter(&w, "node.0.db_timeouts");
+    assert!(
+        before > 0,
+        "the queries lost from 20 s to 22 s timed out before the pause"
+    );
+    assert!(w.run_until(at(30)).is_none());
+    assert_eq!(
+        counter(&w, "node.0.db_timeouts"),
+        before,
+        "none while stopped"
+    );
+    assert!(w.run_until(SimTime::from_ns(31_001_000_000)).is_none());
+    let after = counter(&w, "node.0.db_timeouts");
+    assert!(
+        after >= before + 20,
+        "the ~4 s of lost queries due in the pause, at its end: {before} -> {after}"
+    );
+    let report = w.run();
+    let r = w.result(report, f.duration());
+    let dropped = r.counter("faults.0.partition_dropped");
+    assert!((60..=140).contains(&dropped), "{dropped} dropped");
+    assert_eq!(r.counter("node.0.db_timeouts"), dropped);
+    assert_eq!(r.nodes[0].faults.injected_pauses, 1);
+    assert_eq!(w.node_mut(0).pool().in_use(), 0, "every connection back");
+    let api = r.api(Api::RunInstances);
+    assert_eq!(
+        api.count(Status::Err(ErrorCode::ServiceUnavailable)),
+        dropped,
+        "one 503 per lost query"
+    );
+}
+
 #[test]
 fn ramped_error_fault_steps_up_and_ends_with_its_window() {
     let base = topo(2, 20.0, false);
