@@ -190,6 +190,166 @@ impl FreeWorkers {
     }
 }
 
+/// Names one entry of [`LocalTimers`], to cancel it: its FIFO and its position there (entries
+/// ever pushed to that FIFO before it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Ticket {
+    fifo: u32,
+    pos: u64,
+}
+
+/// One pending local timer.
+#[derive(Debug)]
+struct LocalEntry<T> {
+    due: SimTime,
+    /// Insertion order over all FIFOs: orders entries due at the same instant.
+    seq: u64,
+    /// `None` once cancelled (dropped when it reaches the front).
+    payload: Option<T>,
+}
+
+/// The entries of one duration, due in insertion order.
+#[derive(Debug)]
+struct LocalFifo<T> {
+    duration: SimDuration,
+    /// Entries popped from the front so far: the position of the front entry.
+    popped: u64,
+    entries: VecDeque<LocalEntry<T>>,
+}
+
+impl<T> LocalFifo<T> {
+    /// Pops cancelled entries off the front.
+    fn drop_cancelled(&mut self) {
+        while self.entries.front().is_some_and(|e| e.payload.is_none()) {
+            self.entries.pop_front();
+            self.popped += 1;
+        }
+    }
+}
+
+/// Timers kept by their owner instead of the kernel's event queue: most are cancelled long
+/// before they are due (an attempt's timeout, once answered), and one kernel wake-up at the
+/// earliest due instant then serves them all (the owner arms it, see
+/// [`LocalTimers::next_due_at`]).
+///
+/// It owns one FIFO per distinct duration: timers of one duration scheduled at non-decreasing
+/// instants are due in insertion order, so scheduling, cancelling (marking the entry, dropped
+/// lazily when it reaches the front) and popping are O(1) each, plus a scan of the few FIFOs'
+/// fronts. Entries due at the same instant fire in insertion order, across FIFOs too.
+#[derive(Debug)]
+struct LocalTimers<T> {
+    fifos: Vec<LocalFifo<T>>,
+    next_seq: u64,
+    /// Pending (not cancelled, not popped) timers.
+    pending: usize,
+}
+
+impl<T> LocalTimers<T> {
+    fn new() -> LocalTimers<T> {
+        LocalTimers {
+            fifos: Vec::new(),
+            next_seq: 0,
+            pending: 0,
+        }
+    }
+
+    /// Whether no timer is pending.
+    fn is_empty(&self) -> bool {
+        self.pending == 0
+    }
+
+    /// A timer due `duration` (longer than zero) after `now`, which must not be before the
+    /// `now` of any earlier call.
+    fn schedule(&mut self, now: SimTime, duration: SimDuration, payload: T) -> Ticket {
+        debug_assert!(!duration.is_zero(), "a local timer must be due after now");
+        let i = match self.fifos.iter().position(|f| f.duration == duration) {
+            Some(i) => i,
+            None => {
+                self.fifos.push(LocalFifo {
+                    duration,
+                    popped: 0,
+                    entries: VecDeque::new(),
+                });
+                self.fifos.len() - 1
+            }
+        };
+        let fifo = &mut self.fifos[i];
+        let due = now.saturating_add(duration);
+        debug_assert!(fifo.entries.back().is_none_or(|e| e.due <= due));
+        let pos = fifo.popped + fifo.entries.len() as u64;
+        fifo.entries.push_back(LocalEntry {
+            due,
+            seq: self.next_seq,
+            payload: Some(payload),
+        });
+        self.next_seq += 1;
+        self.pending += 1;
+        Ticket {
+            fifo: i as u32,
+            pos,
+        }
+    }
+
+    /// Cancels the timer `t` names; returns whether it was still pending.
+    fn cancel(&mut self, t: Ticket) -> bool {
+        let fifo = &mut self.fifos[t.fifo as usize];
+        let Some(i) = t.pos.checked_sub(fifo.popped) else {
+            return false;
+        };
+        let was_pending = fifo
+            .entries
+            .get_mut(i as usize)
+            .and_then(|e| e.payload.take())
+            .is_some();
+        self.pending -= usize::from(was_pending);
+        was_pending
+    }
+
+    /// The FIFO whose front is the earliest pending timer, by (due, insertion), after dropping
+    /// cancelled fronts.
+    fn earliest(&mut self) -> Option<usize> {
+        let mut best: Option<(SimTime, u64, usize)> = None;
+        for (i, fifo) in self.fifos.iter_mut().enumerate() {
+            fifo.drop_cancelled();
+            if let Some(e) = fifo.entries.front()
+                && best.is_none_or(|(due, seq, _)| (e.due, e.seq) < (due, seq))
+            {
+                best = Some((e.due, e.seq, i));
+            }
+        }
+        best.map(|(.., i)| i)
+    }
+
+    /// When the earliest pending timer is due.
+    fn next_due_at(&mut self) -> Option<SimTime> {
+        let i = self.earliest()?;
+        self.fifos[i].entries.front().map(|e| e.due)
+    }
+
+    /// Removes and returns the earliest pending timer if it is due at `now` or before.
+    fn pop_due(&mut self, now: SimTime) -> Option<T> {
+        let i = self.earliest()?;
+        let fifo = &mut self.fifos[i];
+        if fifo.entries.front()?.due > now {
+            return None;
+        }
+        fifo.popped += 1;
+        self.pending -= 1;
+        fifo.entries.pop_front()?.payload
+    }
+}
+
+/// What a local timer of the engine does when due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Due {
+    /// An attempt got no reply in time (the attempt's record).
+    Timeout(Handle),
+    /// A task's lease runs out.
+    Lease { wf: Handle, epoch: u32 },
+    /// A workflow's deadline.
+    Deadline(Handle),
+}
+
 /// State-update operations moving instances `(index, expected state)` to `to`: one `States` op
 /// per run of contiguous instances expected in the same state, at most `MAX_UPDATE_ROWS` rows
 /// each. Reconciliation reads each instance's resource references from its row, so a run with an
@@ -255,7 +415,9 @@ fn state_ops(
 #[derive(Debug)]
 struct Run {
     worker: u32,
-    lease: TimerId,
+    /// The lease's local timer (cancelled when the task ends; left to run out when the worker
+    /// crashes, which redelivers the task).
+    lease: Ticket,
     stage: Stage,
     ops: Vec<Op>,
     next: usize,
@@ -274,7 +436,10 @@ struct Call {
     /// it stale).
     seq: u32,
     op: u32,
-    timer: Option<TimerId>,
+    /// An attempt's timeout (a local timer), cancelled when the reply comes.
+    timeout: Option<Ticket>,
+    /// A backoff's end (a kernel timer), cancelled when the backoff is abandoned.
+    retry: Option<TimerId>,
     backoff: bool,
 }
 
@@ -298,7 +463,8 @@ struct Wf {
     parent: Option<Handle>,
     children: Option<Children>,
     admitted: SimTime,
-    deadline_timer: Option<TimerId>,
+    /// The deadline's local timer, until it fires (a parent has none).
+    deadline_timer: Option<Ticket>,
     deadline_hit: bool,
     // Durable state (as of the last committed transition).
     cursor: Cursor,
@@ -377,6 +543,14 @@ pub struct WorkflowEngine {
     bugs: crate::faults::PlantedBugs,
     /// Emptied operation lists kept for the next stages (saves an allocation per stage).
     spare_ops: Vec<Vec<Op>>,
+    /// Attempt timeouts, task leases and workflow deadlines (see [`LocalTimers`]).
+    timers: LocalTimers<Due>,
+    /// The kernel wake-up ([`TimerKind::Wake`]) armed for the earliest local timer, and when
+    /// it comes: at or before every pending local timer's due instant, but for those
+    /// scheduled since it was armed (`due_since_armed_at`).
+    wake: Option<(SimTime, TimerId)>,
+    /// The earliest due instant of the local timers scheduled since the wake-up was armed.
+    due_since_armed_at: Option<SimTime>,
 }
 
 /// What the engine needs to invalidate cached instances after its state writes: the L2 (one
@@ -453,6 +627,9 @@ impl WorkflowEngine {
             last_db_arrival: SimTime::ZERO,
             bugs: crate::faults::PlantedBugs::default(),
             spare_ops: Vec::new(),
+            timers: LocalTimers::new(),
+            wake: None,
+            due_since_armed_at: None,
         }
     }
 
@@ -621,6 +798,7 @@ impl WorkflowEngine {
         let h = self.new_workflow(spec, out);
         self.enqueue(h, now);
         self.dispatch(out);
+        self.arm_wake(out);
     }
 
     /// Handles a database reply to one of the engine's queries.
@@ -628,22 +806,23 @@ impl WorkflowEngine {
         self.last_db_arrival = out.now().saturating_sub(r.latency);
         match self.take_attempt(r.tag) {
             Some(call) => {
-                if let Some(t) = call.timer {
-                    out.cancel(t);
+                if let Some(t) = call.timeout {
+                    self.timers.cancel(t);
                 }
                 self.attempt_ended(call, Raw::Db(r.result), out);
             }
             None => self.stats.stale += 1,
         }
         self.dispatch(out);
+        self.arm_wake(out);
     }
 
     /// Handles a dependency reply to one of the engine's calls.
     pub fn on_dep_reply<M: WfMsg>(&mut self, r: DepReply, out: &mut Outbox<'_, M>) {
         match self.take_attempt(r.tag) {
             Some(call) => {
-                if let Some(t) = call.timer {
-                    out.cancel(t);
+                if let Some(t) = call.timeout {
+                    self.timers.cancel(t);
                 }
                 let result = match r.result {
                     Ok(ok) => {
@@ -659,20 +838,82 @@ impl WorkflowEngine {
             None => self.stats.stale += 1,
         }
         self.dispatch(out);
+        self.arm_wake(out);
     }
 
     /// Handles one of the engine's own timers.
     pub fn on_timer<M: WfMsg>(&mut self, t: WfTimer, out: &mut Outbox<'_, M>) {
         match t.0 {
-            TimerKind::Timeout(ch) => match self.take_attempt(ch.to_u64()) {
-                Some(call) => self.attempt_ended(call, Raw::Timeout, out),
-                None => self.stats.stale += 1,
-            },
-            TimerKind::Retry(ch) => self.on_retry(ch, out),
-            TimerKind::Lease { wf, epoch } => self.on_lease(wf, epoch, out),
-            TimerKind::Deadline(h) => self.on_deadline(h, out),
+            TimerKind::Retry(ch) => {
+                self.on_retry(ch, out);
+                self.dispatch(out);
+            }
+            TimerKind::Wake => self.on_wake(out),
         }
-        self.dispatch(out);
+        self.arm_wake(out);
+    }
+
+    // ----- local timers -----
+
+    /// A local timer doing `due` after `after`.
+    fn schedule_local(&mut self, now: SimTime, after: SimDuration, due: Due) -> Ticket {
+        let at = now.saturating_add(after);
+        if self.due_since_armed_at.is_none_or(|t| at < t) {
+            self.due_since_armed_at = Some(at);
+        }
+        self.timers.schedule(now, after, due)
+    }
+
+    /// The wake-up: every local timer due now fires, in (due, insertion) order, each as its own
+    /// kernel timer did (its handler, then a dispatch). A wake-up that finds nothing due (its
+    /// timers were cancelled) changes nothing, as their kernel timers, cancelled, never came.
+    fn on_wake<M: WfMsg>(&mut self, out: &mut Outbox<'_, M>) {
+        self.wake = None;
+        while let Some(due) = self.timers.pop_due(out.now()) {
+            match due {
+                Due::Timeout(ch) => match self.take_attempt(ch.to_u64()) {
+                    Some(call) => self.attempt_ended(call, Raw::Timeout, out),
+                    None => self.stats.stale += 1,
+                },
+                Due::Lease { wf, epoch } => self.on_lease(wf, epoch, out),
+                Due::Deadline(h) => self.on_deadline(h, out),
+            }
+            self.dispatch(out);
+        }
+    }
+
+    /// Keeps the wake-up at or before the earliest pending local timer (called at the end of
+    /// every event): arms one if there is none or a timer scheduled since is due before it;
+    /// cancels it when no local timer is pending. One armed earlier than needed (its timers
+    /// were cancelled) is left to come and re-arm.
+    fn arm_wake<M: WfMsg>(&mut self, out: &mut Outbox<'_, M>) {
+        if self.timers.is_empty() {
+            if let Some((_, id)) = self.wake.take() {
+                out.cancel(id);
+            }
+            self.due_since_armed_at = None;
+            return;
+        }
+        let covered = match (self.wake, self.due_since_armed_at) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some((armed_at, _)), Some(at)) => armed_at <= at,
+        };
+        self.due_since_armed_at = None;
+        if covered {
+            return;
+        }
+        let Some(at) = self.timers.next_due_at() else {
+            return;
+        };
+        if let Some((_, id)) = self.wake.take() {
+            out.cancel(id);
+        }
+        let id = out.schedule(
+            at.saturating_since(out.now()),
+            M::from(WfTimer(TimerKind::Wake)),
+        );
+        self.wake = Some((at, id));
     }
 
     // ----- admission and the queue -----
@@ -727,7 +968,7 @@ impl WorkflowEngine {
         let h = self.wfs.insert(wf);
         if !s.is_parent {
             // A parent has no deadline of its own: each sub-workflow has one.
-            let t = out.schedule(deadline, M::from(WfTimer(TimerKind::Deadline(h))));
+            let t = self.schedule_local(out.now(), deadline, Due::Deadline(h));
             self.wf_mut(h).deadline_timer = Some(t);
         }
         h
@@ -760,11 +1001,8 @@ impl WorkflowEngine {
             }
             self.free.remove(w);
             self.workers[w as usize] = Some(h);
-            let lease = out.schedule(
-                self.cfg.lease,
-                M::from(WfTimer(TimerKind::Lease { wf: h, epoch })),
-            );
             let now = out.now();
+            let lease = self.schedule_local(now, self.cfg.lease, Due::Lease { wf: h, epoch });
             self.stats.tasks += 1;
             self.stats
                 .queue_wait
@@ -787,11 +1025,11 @@ impl WorkflowEngine {
     }
 
     /// Frees the task's worker and cancels its lease; the workflow is between tasks.
-    fn end_task<M: WfMsg>(&mut self, h: Handle, out: &mut Outbox<'_, M>) {
+    fn end_task(&mut self, h: Handle) {
         let wf = self.wf_mut(h);
         wf.task = Task::Idle;
         if let Some(run) = wf.run.take() {
-            out.cancel(run.lease);
+            self.timers.cancel(run.lease);
             self.workers[run.worker as usize] = None;
             self.free.insert(run.worker);
             self.recycle(run.ops);
@@ -1105,7 +1343,8 @@ impl WorkflowEngine {
             wf: h,
             seq,
             op: idx as u32,
-            timer: None,
+            timeout: None,
+            retry: None,
             backoff: false,
         });
         let tag = ch.to_u64();
@@ -1188,8 +1427,8 @@ impl WorkflowEngine {
         if let Stage::Action(What::Step(k)) = stage {
             self.stats.step_mut(kind, k).attempts += 1;
         }
-        let timer = out.schedule(timeout, M::from(WfTimer(TimerKind::Timeout(ch))));
-        self.calls.get_mut(ch).expect("just inserted").timer = Some(timer);
+        let timer = self.schedule_local(out.now(), timeout, Due::Timeout(ch));
+        self.calls.get_mut(ch).expect("just inserted").timeout = Some(timer);
         let op = &mut self.wf_mut(h).run.as_mut().expect("running").ops[idx];
         op.status = Status::Out;
         op.call = Some(ch);
@@ -1383,11 +1622,12 @@ impl WorkflowEngine {
                     }
                     let bh = self.calls.insert(Call {
                         backoff: true,
-                        timer: None,
+                        timeout: None,
+                        retry: None,
                         ..call
                     });
                     let t = out.schedule(wait, M::from(WfTimer(TimerKind::Retry(bh))));
-                    self.calls.get_mut(bh).expect("just inserted").timer = Some(t);
+                    self.calls.get_mut(bh).expect("just inserted").retry = Some(t);
                     self.wf_mut(h).run.as_mut().expect("checked").ops[idx].call = Some(bh);
                 } else {
                     let run = self.wf_mut(h).run.as_mut().expect("checked");
@@ -1439,7 +1679,7 @@ impl WorkflowEngine {
         for op in run.ops.iter_mut().filter(|o| o.status == Status::Out) {
             let Some(ch) = op.call else { continue };
             if calls.get(ch).is_some_and(|c| c.backoff) {
-                if let Some(t) = calls.remove(ch).and_then(|c| c.timer) {
+                if let Some(t) = calls.remove(ch).and_then(|c| c.retry) {
                     out.cancel(t);
                 }
                 op.status = Status::Dropped;
@@ -1485,7 +1725,7 @@ impl WorkflowEngine {
         match task {
             Task::Running => {
                 // The worker is alive: it renews its lease (a heartbeat).
-                let t = out.schedule(lease, M::from(WfTimer(TimerKind::Lease { wf: h, epoch })));
+                let t = self.schedule_local(now, lease, Due::Lease { wf: h, epoch });
                 self.wf_mut(h).run.as_mut().expect("running").lease = t;
                 self.stats.lease_renewals += 1;
             }
@@ -1592,7 +1832,7 @@ impl WorkflowEngine {
                 } else {
                     Cursor::Step(0)
                 };
-                self.end_task(h, out);
+                self.end_task(h);
                 if is_parent {
                     self.spawn_children(h, out);
                 } else {
@@ -1611,7 +1851,7 @@ impl WorkflowEngine {
                 let wf = self.wf_mut(h);
                 wf.done_mask |= 1 << k;
                 wf.cursor = Cursor::Step(k + 1);
-                self.end_task(h, out);
+                self.end_task(h);
                 self.enqueue(h, now);
             }
             Event::Failing(k, reason) => {
@@ -1622,7 +1862,7 @@ impl WorkflowEngine {
                 }
                 wf.failure = Some(reason);
                 wf.cursor = Cursor::Compensate(k);
-                self.end_task(h, out);
+                self.end_task(h);
                 self.enqueue(h, now);
             }
             Event::Compensated(j) => {
@@ -1632,7 +1872,7 @@ impl WorkflowEngine {
                 } else {
                     Cursor::Compensate(j - 1)
                 };
-                self.end_task(h, out);
+                self.end_task(h);
                 self.enqueue(h, now);
             }
             Event::Completed | Event::Closed => {
@@ -1745,10 +1985,10 @@ impl WorkflowEngine {
     /// The workflow's close is durable (or could not be made so): it ends.
     fn finish<M: WfMsg>(&mut self, h: Handle, out: &mut Outbox<'_, M>) {
         let now = out.now();
-        self.end_task(h, out);
+        self.end_task(h);
         let wf = self.wfs.remove(h).expect("live workflow");
         if let Some(t) = wf.deadline_timer {
-            out.cancel(t);
+            self.timers.cancel(t);
         }
         self.live -= 1;
         self.settle_fleet(&wf);
@@ -1900,5 +2140,62 @@ pub(super) fn token(salt: u64, wf: WorkflowId, step: u8, part: u32, comp: bool) 
     match mix(mix(salt ^ wf.0) ^ key) {
         0 => 1,
         t => t,
+    }
+}
+
+#[cfg(test)]
+mod local_timer_tests {
+    use super::LocalTimers;
+    use crate::kernel::{SimDuration, SimTime};
+
+    fn at(ms: u64) -> SimTime {
+        SimTime::ZERO.saturating_add(SimDuration::from_ms(ms))
+    }
+
+    /// Pops everything due at `now`, in order.
+    fn due(t: &mut LocalTimers<&'static str>, now: SimTime) -> Vec<&'static str> {
+        std::iter::from_fn(|| t.pop_due(now)).collect()
+    }
+
+    #[test]
+    fn fire_in_due_then_insertion_order_across_durations() {
+        let mut t = LocalTimers::new();
+        let (ms, s) = (SimDuration::from_ms(1), SimDuration::from_ms(10));
+        t.schedule(at(0), s, "a10");
+        t.schedule(at(0), ms, "b1");
+        // Due at 10 ms too, scheduled later: after "a10".
+        t.schedule(at(9), ms, "c10");
+        t.schedule(at(5), s, "d15");
+        assert_eq!(t.next_due_at(), Some(at(1)));
+        assert_eq!(due(&mut t, at(0)), Vec::<&str>::new());
+        assert_eq!(due(&mut t, at(1)), ["b1"]);
+        assert_eq!(t.next_due_at(), Some(at(10)));
+        assert_eq!(due(&mut t, at(10)), ["a10", "c10"]);
+        assert_eq!(due(&mut t, at(100)), ["d15"]);
+        assert!(t.is_empty());
+        assert_eq!(t.next_due_at(), None);
+    }
+
+    #[test]
+    fn cancelled_never_fire() {
+        let mut t = LocalTimers::new();
+        let d = SimDuration::from_ms(5);
+        let a = t.schedule(at(0), d, "a");
+        let b = t.schedule(at(1), d, "b");
+        let c = t.schedule(at(2), d, "c");
+        assert!(t.cancel(a));
+        assert!(!t.cancel(a), "a second cancel finds nothing");
+        assert!(t.cancel(c));
+        // The cancelled front is dropped: the earliest pending is "b".
+        assert_eq!(t.next_due_at(), Some(at(6)));
+        assert_eq!(due(&mut t, at(100)), ["b"]);
+        assert!(!t.cancel(b), "fired: nothing to cancel");
+        assert!(t.is_empty());
+        // Tickets stay valid across pops: a later entry is cancelled by its own ticket.
+        let e = t.schedule(at(100), d, "e");
+        let f = t.schedule(at(100), d, "f");
+        assert!(t.cancel(e));
+        assert_eq!(due(&mut t, at(105)), ["f"]);
+        assert!(!t.cancel(f));
     }
 }
