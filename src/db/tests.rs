@@ -1100,3 +1100,95 @@ fn archive_respects_retention() {
     assert_eq!(w.db().table_rows(Table::History), 20);
     assert_eq!(w.db().table_rows(Table::Instances), 6);
 }
+
+/// A row as `Rows` stores it, only its account differing (for the structure tests below).
+fn stored(account: u32) -> StoredRow {
+    let t0 = SimTime::ZERO;
+    StoredRow {
+        account: AccountId(account),
+        instance_type: InstanceType(1),
+        state: InstanceState::Pending,
+        updated_at: t0,
+        prev_state: InstanceState::Pending,
+        prev_updated_at: t0,
+        created_at: t0,
+        resources: InstanceResources::default(),
+        resources_at: t0,
+    }
+}
+
+/// `Rows` against a `BTreeMap`: inserts (fresh ids pushed, old ones placed, removed ones
+/// revived), removals (through several compactions) and ordered walks from any id.
+#[test]
+fn rows_keep_id_order_through_removals() {
+    let mut rng = RootSeed::new(5).fork("db.rows.model");
+    let mut rows = Rows::default();
+    let mut model = BTreeMap::new();
+    let mut next = 1u64;
+    for step in 0..20_000u32 {
+        match rng.below(8) {
+            0..=3 => {
+                rows.insert(InstanceId(next), stored(step));
+                model.insert(next, step);
+                next += 1 + rng.below(3);
+            }
+            4 => {
+                // An id at or below the last: present, removed earlier, or never used.
+                let id = rng.below(next);
+                rows.insert(InstanceId(id), stored(step));
+                model.insert(id, step);
+            }
+            _ => {
+                let id = rng.below(next);
+                let got = rows.remove(&InstanceId(id)).map(|r| r.account.0);
+                assert_eq!(got, model.remove(&id), "remove {id}");
+            }
+        }
+        assert_eq!(rows.len(), model.len());
+        if step % 997 == 0 {
+            let from = rng.below(next + 1);
+            let walked: Vec<(u64, u32)> = rows
+                .from(InstanceId(from))
+                .map(|(id, r)| (id.0, r.account.0))
+                .collect();
+            let expected: Vec<(u64, u32)> = model.range(from..).map(|(&k, &v)| (k, v)).collect();
+            assert_eq!(walked, expected, "rows from {from}");
+            assert_eq!(rows.iter().count(), model.len());
+        }
+    }
+    assert!(
+        rows.order.len() <= 2 * rows.len() + Rows::MIN_COMPACT + 1,
+        "removed ids are compacted away"
+    );
+}
+
+/// `DeletedRows` against a `BTreeSet`: mostly increasing entries, some out of order and
+/// repeated, removals from anywhere, and archiving from the front.
+#[test]
+fn deleted_rows_are_a_sorted_set() {
+    let mut rng = RootSeed::new(6).fork("db.deleted.model");
+    let mut set = DeletedRows::default();
+    let mut model = std::collections::BTreeSet::new();
+    let mut now = 0u64;
+    for _ in 0..20_000 {
+        let at = |t: u64| SimTime::from_ns(t);
+        match rng.below(10) {
+            0..=5 => {
+                now += rng.below(3);
+                let e = (at(now), InstanceId(rng.below(50)));
+                set.insert(e);
+                model.insert(e);
+            }
+            6 | 7 => {
+                let e = (at(rng.below(now + 1)), InstanceId(rng.below(50)));
+                set.remove(&e);
+                model.remove(&e);
+            }
+            _ => {
+                assert_eq!(set.first(), model.first());
+                assert_eq!(set.pop_first(), model.pop_first());
+            }
+        }
+    }
+    assert!(set.0.iter().eq(model.iter()));
+}
