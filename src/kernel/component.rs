@@ -65,6 +65,9 @@ pub(crate) struct Control {
     pub(crate) violation: Option<String>,
     /// A component asked the driver to pause after this event (see [`Outbox::pause`]).
     pub(crate) pause: bool,
+    /// Set with any of `stop`, `violation` and `pause`: the driver tests this one flag after
+    /// each event, and looks at the three only when it is up (rarely).
+    pub(crate) raised: bool,
     /// Network partitions in force (see [`Sim::set_partitions`](crate::kernel::Sim::set_partitions));
     /// empty by default, which costs a send one branch.
     pub(crate) cuts: Vec<Cut>,
@@ -179,6 +182,7 @@ impl<'a, M> Outbox<'a, M> {
     /// Asks the driver to end the run after this event (outcome `Stopped`).
     pub fn stop(&mut self) {
         self.control.stop = true;
+        self.control.raised = true;
     }
 
     /// Asks the driver to pause after this event: [`Sim::run_until`](crate::kernel::Sim::run_until)
@@ -186,6 +190,7 @@ impl<'a, M> Outbox<'a, M> {
     /// the driver can act between events — e.g. read several components' state. Changes no event.
     pub fn pause(&mut self) {
         self.control.pause = true;
+        self.control.raised = true;
     }
 
     /// Reports a broken invariant of the system under test: a found bug. The driver ends the run
@@ -194,5 +199,6 @@ impl<'a, M> Outbox<'a, M> {
         if self.control.violation.is_none() {
             self.control.violation = Some(message.into());
         }
+        self.control.raised = true;
     }
 }

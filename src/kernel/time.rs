@@ -87,6 +87,31 @@ impl SimDuration {
     #[inline]
     pub fn from_secs_f64(s: f64) -> SimDuration {
         let x = s * 1e9;
+        // The common case, every duration from 0.5 ns to 2^52 ns (52 days): `trunc(x + 0.5)`
+        // is `x` rounded half away from zero here, in two instructions. Why it is exact: x is a
+        // multiple of u = ulp(x) ≤ 0.5, and so is every n - 0.5 (n whole), so x + 0.5 is
+        // either exact (it stays in x's binade) or at least 2^k, x's binade's end, and then
+        // below 2^k + 0.5, where rounding (to a multiple of 2u ≤ 1) cannot reach 2^k + 1.
+        // Below 0.5 (where 0.5 - 2^-54 + 0.5 would round to 1) and from 2^52 up (where x + 0.5
+        // ties and rounds to even) the general path decides. NaN fails both tests.
+        if (0.5..TWO_POW_52_F64).contains(&x) {
+            return SimDuration((x + 0.5) as i64 as u64);
+        }
+        Self::from_ns_f64_rare(x)
+    }
+
+    /// [`SimDuration::from_secs_f64`] of `x` nanoseconds outside its common range: below half a
+    /// nanosecond, negative, NaN, or 2^52 ns and more.
+    #[cold]
+    #[inline(never)]
+    fn from_ns_f64_rare(x: f64) -> SimDuration {
+        Self::from_ns_f64_general(x)
+    }
+
+    /// The general rounding of `x` nanoseconds, valid for every `x` (the reference the fast path
+    /// of [`SimDuration::from_secs_f64`] is tested against).
+    #[inline]
+    fn from_ns_f64_general(x: f64) -> SimDuration {
         if x.is_nan() || x <= 0.0 {
             SimDuration(0)
         } else if x >= i64::MAX as f64 {
@@ -150,6 +175,10 @@ impl Add for SimDuration {
 
 /// The units accepted in human-readable durations, largest first (printing picks the first that
 /// divides the value exactly).
+/// 2^52 as f64: from here up every f64 is a whole number and `x + 0.5` ties (see
+/// [`SimDuration::from_secs_f64`]).
+const TWO_POW_52_F64: f64 = 4_503_599_627_370_496.0;
+
 const UNITS: [(&str, u64); 7] = [
     ("d", 86_400_000_000_000),
     ("h", 3_600_000_000_000),
@@ -439,7 +468,54 @@ mod tests {
         assert_eq!(SimDuration::from_secs_f64(2.4e-9).as_ns(), 2);
     }
 
+    /// The conversion of `x` nanoseconds (taken straight to the rounding, and through seconds)
+    /// against the general rounding and against `f64::round`.
+    fn check_ns_rounding(x: f64) {
+        let direct = if (0.5..TWO_POW_52_F64).contains(&x) {
+            SimDuration((x + 0.5) as i64 as u64)
+        } else {
+            SimDuration::from_ns_f64_rare(x)
+        };
+        assert_eq!(direct, SimDuration::from_ns_f64_general(x), "x = {x:e}");
+        if x > 0.0 && x < 9.0e18 {
+            assert_eq!(direct.as_ns(), x.round() as u64, "x = {x:e}");
+        }
+        let s = x / 1e9;
+        assert_eq!(
+            SimDuration::from_secs_f64(s),
+            SimDuration::from_ns_f64_general(s * 1e9),
+            "s = {s:e}"
+        );
+    }
+
+    #[test]
+    fn fast_rounding_matches_the_general_one_at_the_edges() {
+        // Halves, their neighbours, binade ends and the fast range's ends, in and out.
+        let mut xs = vec![0.0, -0.0, f64::NAN, f64::INFINITY, -1.0, 1e30];
+        for k in 0..64 {
+            let p = 2f64.powi(k);
+            for base in [p, p - 0.5, p + 0.5, p - 1.0, p + 1.0, p + 1.5, p - 1.5] {
+                xs.extend([base, base.next_up(), base.next_down()]);
+            }
+        }
+        for n in 0..100_000u32 {
+            let h = f64::from(n) + 0.5;
+            xs.extend([h, h.next_up(), h.next_down()]);
+        }
+        for x in xs {
+            check_ns_rounding(x);
+        }
+    }
+
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+        #[test]
+        fn fast_rounding_matches_the_general_one(bits in proptest::prelude::any::<u64>(), s in 0.0f64..1e7) {
+            // Any bit pattern (every binade, NaN, infinities), and plain durations in seconds.
+            check_ns_rounding(f64::from_bits(bits));
+            check_ns_rounding(s * 1e9);
+        }
+
         #[test]
         fn print_then_parse_round_trips(ns in proptest::prelude::any::<u64>()) {
             let dur = SimDuration::from_ns(ns);
