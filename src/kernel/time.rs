@@ -515,7 +515,9 @@ mod tests {
             check_ns_rounding(f64::from_bits(bits));
             check_ns_rounding(s * 1e9);
         }
+    }
 
+    proptest::proptest! {
         #[test]
         fn print_then_parse_round_trips(ns in proptest::prelude::any::<u64>()) {
             let dur = SimDuration::from_ns(ns);
