@@ -452,7 +452,7 @@ impl<K: Ord + IndexKey + RunKey, V: Copy> L2Cache<K, V> {
         version: SimTime,
     ) {
         self.apply(
-            L2Op::Set {
+            &L2Op::Set {
                 key,
                 value,
                 ttl,
@@ -481,17 +481,21 @@ impl<K: Ord + IndexKey + RunKey, V: Copy> L2Cache<K, V> {
             return;
         }
         // Free ended slots and start earlier waiters first, so this request queues behind them.
-        self.drain(out);
+        // Nothing to do (the common case between two ends) when no slot has ended by now and
+        // nothing waits: skip the call.
+        let now = out.now();
+        if !self.waiting.is_empty() || self.busy.peek().is_some_and(|&Reverse(end)| end <= now) {
+            self.drain(out);
+        }
         if self.busy.len() < self.cfg.max_concurrent as usize {
             debug_assert!(self.waiting.is_empty(), "a free slot with waiters");
-            let now = out.now();
             self.start(req, now, out);
         } else if self.waiting.len() >= self.cfg.queue_limit as usize {
             if let L2Op::Delete { .. } | L2Op::DeleteRun { .. } = req.op {
                 // Invalidations are never shed (a lost one serves outdated values until the
                 // TTL): an overloaded cache applies them at once, without a reply.
                 self.stats.deletes_applied_overloaded += 1;
-                self.apply(req.op, out.now());
+                self.apply(&req.op, out.now());
                 return;
             }
             self.stats.refused_overloaded += 1;
@@ -523,7 +527,8 @@ impl<K: Ord + IndexKey + RunKey, V: Copy> L2Cache<K, V> {
             }
             self.busy.pop();
         }
-        while self.busy.len() < self.cfg.max_concurrent as usize {
+        // Nothing waits on the common path: skip the loop.
+        while !self.waiting.is_empty() && self.busy.len() < self.cfg.max_concurrent as usize {
             let Some((req, arrived)) = self.waiting.pop_front() else {
                 break;
             };
@@ -534,7 +539,6 @@ impl<K: Ord + IndexKey + RunKey, V: Copy> L2Cache<K, V> {
             }
             self.start(req, arrived, out);
         }
-        // Nothing waits on the common path: skip the call.
         if !self.waiting.is_empty() {
             self.arm_wakeup(out);
         }
@@ -588,7 +592,7 @@ impl<K: Ord + IndexKey + RunKey, V: Copy> L2Cache<K, V> {
             Err(L2Error::Failed)
         } else {
             self.stats.served += 1;
-            Ok(self.apply(req.op, now))
+            Ok(self.apply(&req.op, now))
         };
         if req.wants_reply() {
             let reply = L2Reply {
@@ -600,10 +604,11 @@ impl<K: Ord + IndexKey + RunKey, V: Copy> L2Cache<K, V> {
         }
     }
 
-    /// Applies `op` to the storage at `now`.
-    fn apply(&mut self, op: L2Op<K, V>, now: SimTime) -> L2Result<V> {
+    /// Applies `op` to the storage at `now`. By reference: the op enum is large (its
+    /// ClientToken variants), and most arms read one key of it.
+    fn apply(&mut self, op: &L2Op<K, V>, now: SimTime) -> L2Result<V> {
         let st = &mut self.stats.cache;
-        match op {
+        match *op {
             L2Op::Get { key } => {
                 let Some(slot) = self.map.find(&key) else {
                     st.misses += 1;
@@ -657,24 +662,7 @@ impl<K: Ord + IndexKey + RunKey, V: Copy> L2Cache<K, V> {
                 }
                 L2Result::Stored
             }
-            L2Op::Delete { key, version } => {
-                let until = now.saturating_add(TOMBSTONE_TTL);
-                match self.tombstones.get_mut(&key) {
-                    Some(t) => {
-                        t.0 = t.0.max(version);
-                        t.1 = until;
-                    }
-                    None => {
-                        self.tombstones.insert(key, (version, until));
-                    }
-                }
-                self.tombstone_order.push_back((until, key));
-                let removed = self.map.remove(&key).is_some();
-                if removed {
-                    st.invalidations += 1;
-                }
-                L2Result::Deleted(removed)
-            }
+            L2Op::Delete { key, version } => L2Result::Deleted(self.delete(key, version, now)),
             L2Op::DeleteRun {
                 first,
                 count,
@@ -682,14 +670,7 @@ impl<K: Ord + IndexKey + RunKey, V: Copy> L2Cache<K, V> {
             } => {
                 let mut removed = false;
                 for j in 0..count {
-                    let r = self.apply(
-                        L2Op::Delete {
-                            key: first.nth(j),
-                            version,
-                        },
-                        now,
-                    );
-                    removed |= matches!(r, L2Result::Deleted(true));
+                    removed |= self.delete(first.nth(j), version, now);
                 }
                 L2Result::Deleted(removed)
             }
@@ -744,6 +725,26 @@ impl<K: Ord + IndexKey + RunKey, V: Copy> L2Cache<K, V> {
                 }
             }
         }
+    }
+    /// Deletes `key` at `now` and leaves (or renews) its tombstone, which keeps the newest of
+    /// the delete versions; returns whether an entry was removed. A run's keys come here one by
+    /// one, without going through [`L2Cache::apply`] again.
+    fn delete(&mut self, key: K, version: SimTime, now: SimTime) -> bool {
+        let until = now.saturating_add(TOMBSTONE_TTL);
+        // One probe in the common case (no tombstone, or an older one); a second only when an
+        // earlier delete carried a newer version, which the tombstone keeps.
+        if let Some((older, _)) = self.tombstones.insert(key, (version, until))
+            && older > version
+            && let Some(t) = self.tombstones.get_mut(&key)
+        {
+            t.0 = older;
+        }
+        self.tombstone_order.push_back((until, key));
+        let removed = self.map.discard(&key);
+        if removed {
+            self.stats.cache.invalidations += 1;
+        }
+        removed
     }
 }
 

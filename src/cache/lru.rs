@@ -18,13 +18,22 @@
 
 const NIL: u32 = u32::MAX;
 
+/// Entries a new map's index is sized for at once (128 KiB of index): a map of at most this
+/// many entries (an L1) never grows its index, each growth being a rehash of every entry; a
+/// larger one (the L2) grows from there as entries arrive, so its memory follows its use.
+const PRESIZED_ENTRIES: usize = 1 << 14;
+
 pub use crate::kernel::fixmap::{IndexKey, mix64};
 
 /// Names one occupied entry of an [`LruMap`] between a [`LruMap::find`] and the next change of
 /// the map (any insert or removal may invalidate it). It avoids a second index lookup when a
-/// caller both reads and then touches or removes an entry.
+/// caller both reads and then touches or removes an entry: it holds the entry's node and its
+/// position in the index, so a removal needs no new probe either.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Slot(u32);
+pub struct Slot {
+    node: u32,
+    pos: usize,
+}
 
 #[derive(Clone, Copy, Debug)]
 struct Node<K, T> {
@@ -38,8 +47,8 @@ struct Node<K, T> {
 /// recently used one to make room. See the module documentation.
 #[derive(Clone, Debug)]
 pub struct LruMap<K, T> {
-    /// Open-addressing table of node indices (`NIL`: empty); its length is 0 or a power of two
-    /// at least twice `len`.
+    /// Open-addressing table of node indices (`NIL`: empty); its length is a power of two at
+    /// least 16 and at least twice `len`.
     index: Vec<u32>,
     len: usize,
     nodes: Vec<Node<K, T>>,
@@ -52,15 +61,21 @@ pub struct LruMap<K, T> {
 }
 
 impl<K: IndexKey, T: Copy> LruMap<K, T> {
-    /// An empty map holding at most `capacity` (≥ 1, < 2^32 − 1) entries. Storage grows as
-    /// entries arrive, up to `capacity` nodes.
+    /// An empty map holding at most `capacity` (≥ 1, < 2^32 − 1) entries. Nodes are stored
+    /// as entries arrive, up to `capacity`; the index starts sized for
+    /// 16,384 entries or `capacity`, whichever is smaller.
     pub fn new(capacity: usize) -> LruMap<K, T> {
         assert!(
             capacity >= 1 && capacity < NIL as usize,
             "an LRU map holds 1 to 2^32 - 2 entries, not {capacity}"
         );
         LruMap {
-            index: Vec::new(),
+            index: vec![
+                NIL;
+                (capacity.min(PRESIZED_ENTRIES) * 2)
+                    .next_power_of_two()
+                    .max(16)
+            ],
             len: 0,
             nodes: Vec::new(),
             free: Vec::new(),
@@ -86,8 +101,14 @@ impl<K: IndexKey, T: Copy> LruMap<K, T> {
     /// The index position where `key` is, or the empty position where it would go.
     #[inline]
     fn probe(&self, key: &K) -> (usize, bool) {
+        self.probe_from(key, key.hash64() as usize & (self.index.len() - 1))
+    }
+
+    /// [`LruMap::probe`] from `key`'s home position `home`, already computed.
+    #[inline]
+    fn probe_from(&self, key: &K, home: usize) -> (usize, bool) {
         let mask = self.index.len() - 1;
-        let mut p = key.hash64() as usize & mask;
+        let mut p = home;
         loop {
             let i = self.index[p];
             if i == NIL {
@@ -107,16 +128,18 @@ impl<K: IndexKey, T: Copy> LruMap<K, T> {
             return None;
         }
         match self.probe(key) {
-            (p, true) => Some(Slot(self.index[p])),
+            (p, true) => Some(Slot {
+                node: self.index[p],
+                pos: p,
+            }),
             _ => None,
         }
     }
 
-    /// Removes `key` from the index (it must be there), shifting later entries of its probe
-    /// run back so no tombstone is left.
-    fn index_remove(&mut self, key: &K) {
-        let (mut hole, found) = self.probe(key);
-        debug_assert!(found, "removing a key the index does not hold");
+    /// Empties index position `hole` (which holds an entry), shifting later entries of its
+    /// probe run back so no tombstone is left. Returns the position left empty in the end (the
+    /// only one that was not empty before).
+    fn index_remove_at(&mut self, mut hole: usize) -> usize {
         let mask = self.index.len() - 1;
         let mut p = hole;
         loop {
@@ -139,35 +162,36 @@ impl<K: IndexKey, T: Copy> LruMap<K, T> {
         }
         self.index[hole] = NIL;
         self.len -= 1;
+        hole
     }
 
-    /// Adds node `i` (whose key is absent) to the index, growing it to stay at most half full.
-    fn index_insert(&mut self, i: u32) {
-        if (self.len + 1) * 2 > self.index.len() {
-            let size = ((self.len + 1) * 2).next_power_of_two().max(16);
-            let old = std::mem::replace(&mut self.index, vec![NIL; size]);
-            for j in old.into_iter().filter(|&j| j != NIL) {
-                let (p, _) = self.probe(&self.nodes[j as usize].key);
-                self.index[p] = j;
-            }
+    /// Whether one more entry would make the index more than half full.
+    #[inline]
+    fn index_full(&self) -> bool {
+        (self.len + 1) * 2 > self.index.len()
+    }
+
+    /// Rebuilds the index at a size that holds one more entry at most half full.
+    fn grow_index(&mut self) {
+        let size = ((self.len + 1) * 2).next_power_of_two().max(16);
+        let old = std::mem::replace(&mut self.index, vec![NIL; size]);
+        for j in old.into_iter().filter(|&j| j != NIL) {
+            let (p, _) = self.probe(&self.nodes[j as usize].key);
+            self.index[p] = j;
         }
-        let (p, found) = self.probe(&self.nodes[i as usize].key);
-        debug_assert!(!found, "inserting a key the index holds");
-        self.index[p] = i;
-        self.len += 1;
     }
 
     /// The key and value in `slot`.
     #[inline]
     pub fn entry(&self, slot: Slot) -> (K, &T) {
-        let n = &self.nodes[slot.0 as usize];
+        let n = &self.nodes[slot.node as usize];
         (n.key, &n.value)
     }
 
     /// The value in `slot`, for update in place; order is unchanged.
     #[inline]
     pub fn value_mut(&mut self, slot: Slot) -> &mut T {
-        &mut self.nodes[slot.0 as usize].value
+        &mut self.nodes[slot.node as usize].value
     }
 
     /// The value of `key` without changing the order.
@@ -178,9 +202,9 @@ impl<K: IndexKey, T: Copy> LruMap<K, T> {
     /// Moves `slot` to the front (most recently used). O(1).
     #[inline]
     pub fn touch_slot(&mut self, slot: Slot) {
-        if self.head != slot.0 {
-            self.unlink(slot.0);
-            self.push_front(slot.0);
+        if self.head != slot.node {
+            self.unlink(slot.node);
+            self.push_front(slot.node);
         }
     }
 
@@ -195,14 +219,34 @@ impl<K: IndexKey, T: Copy> LruMap<K, T> {
         }
     }
 
-    /// Removes the entry in `slot` and returns its key and value. O(1) expected.
+    /// Removes the entry in `slot` and returns its key and value. O(1) expected; the slot's
+    /// index position spares a second probe.
     pub fn remove_slot(&mut self, slot: Slot) -> (K, T) {
-        let i = slot.0;
-        self.unlink(i);
-        let Node { key, value, .. } = self.nodes[i as usize];
-        self.index_remove(&key);
-        self.free.push(i);
+        let Node { key, value, .. } = self.nodes[slot.node as usize];
+        self.drop_slot(slot);
         (key, value)
+    }
+
+    /// Removes the entry in `slot` without copying it out.
+    fn drop_slot(&mut self, slot: Slot) {
+        debug_assert_eq!(self.index[slot.pos], slot.node, "a stale slot");
+        self.unlink(slot.node);
+        self.index_remove_at(slot.pos);
+        self.free.push(slot.node);
+    }
+
+    /// Removes `key` without handing its value back (an invalidation only needs to know
+    /// whether there was one); returns whether it was present. Inlined, so that a caller
+    /// that mostly misses pays only the lookup.
+    #[inline]
+    pub fn discard(&mut self, key: &K) -> bool {
+        match self.find(key) {
+            Some(s) => {
+                self.drop_slot(s);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Removes `key`; returns its value if it was present.
@@ -213,17 +257,43 @@ impl<K: IndexKey, T: Copy> LruMap<K, T> {
     /// Puts `key` at the front with `value`, replacing the value if the key is present. When
     /// the key is new and the map is full, the least recently used entry is evicted first and
     /// returned.
+    ///
+    /// One probe finds the key or the position for it; only a growth of the index makes a
+    /// second one.
     pub fn insert(&mut self, key: K, value: T) -> Option<(K, T)> {
-        if let Some(s) = self.find(&key) {
-            self.nodes[s.0 as usize].value = value;
-            self.touch_slot(s);
+        let mask = self.index.len() - 1;
+        let home = key.hash64() as usize & mask;
+        let (mut p, found) = self.probe_from(&key, home);
+        if found {
+            let i = self.index[p];
+            self.nodes[i as usize].value = value;
+            self.touch_slot(Slot { node: i, pos: p });
             return None;
         }
         let evicted = if self.len >= self.capacity {
-            Some(self.remove_slot(Slot(self.tail)))
+            let tail = self.tail;
+            let Node {
+                key: victim_key,
+                value: victim_value,
+                ..
+            } = self.nodes[tail as usize];
+            let (tail_pos, _) = self.probe(&victim_key);
+            self.unlink(tail);
+            let emptied = self.index_remove_at(tail_pos);
+            self.free.push(tail);
+            // The removal emptied one position and filled none: the new key's probe now stops
+            // there if it comes before `p` on the way from `home`, and at `p` otherwise.
+            if emptied.wrapping_sub(home) & mask < p.wrapping_sub(home) & mask {
+                p = emptied;
+            }
+            Some((victim_key, victim_value))
         } else {
             None
         };
+        if self.index_full() {
+            self.grow_index();
+            (p, _) = self.probe(&key);
+        }
         let node = Node {
             key,
             value,
@@ -240,14 +310,18 @@ impl<K: IndexKey, T: Copy> LruMap<K, T> {
                 (self.nodes.len() - 1) as u32
             }
         };
-        self.index_insert(i);
+        self.index[p] = i;
+        self.len += 1;
         self.push_front(i);
         evicted
     }
 
     /// The least recently used entry: the next to be evicted.
     pub fn lru(&self) -> Option<(K, &T)> {
-        (self.tail != NIL).then(|| self.entry(Slot(self.tail)))
+        (self.tail != NIL).then(|| {
+            let n = &self.nodes[self.tail as usize];
+            (n.key, &n.value)
+        })
     }
 
     /// Removes every entry; keeps the storage for reuse. Returns how many there were.
@@ -340,6 +414,33 @@ mod tests {
         assert_eq!(keys(&m), [9]);
     }
 
+    /// A map larger than the index's presized length grows its index, and keeps every entry
+    /// findable and in order through growths and removals (checked against a plain model).
+    #[test]
+    fn the_index_grows_past_its_presized_length() {
+        let n = 3 * PRESIZED_ENTRIES as u32;
+        let mut m = LruMap::new(n as usize);
+        let initial = m.index.len();
+        let mut present = vec![false; n as usize];
+        for k in 0..n {
+            assert_eq!(m.insert(k, k * 2), None);
+            present[k as usize] = true;
+            if k % 3 == 0 {
+                let victim = k / 2;
+                assert_eq!(m.discard(&victim), present[victim as usize]);
+                present[victim as usize] = false;
+            }
+        }
+        assert!(m.index.len() > initial, "the index grew");
+        // Nothing was touched: newest insertion first.
+        let expect: Vec<u32> = (0..n).rev().filter(|&k| present[k as usize]).collect();
+        assert_eq!(keys(&m), expect);
+        for k in 0..n {
+            assert_eq!(m.peek(&k), present[k as usize].then_some(&(k * 2)));
+        }
+        assert_eq!(m.len(), expect.len());
+    }
+
     /// Random operations against a naive model (a Vec in recency order); the larger case makes
     /// the index grow and its probe runs collide and shift back on removal.
     #[test]
@@ -377,16 +478,28 @@ mod tests {
                         model.insert(0, e);
                     }
                 }
-                _ => {
+                3 if step % 2 == 0 => {
                     let got = m.remove(&k);
                     let p = model.iter().position(|e| e.0 == k);
                     assert_eq!(got, p.map(|p| model.remove(p).1));
+                }
+                _ => {
+                    let got = m.discard(&k);
+                    let p = model.iter().position(|e| e.0 == k);
+                    assert_eq!(got, p.map(|p| model.remove(p)).is_some());
                 }
             }
             let seen: Vec<(u32, u32)> = m.iter().map(|(k, v)| (k, *v)).collect();
             assert_eq!(seen, model);
             assert_eq!(m.len(), model.len());
             assert!(m.nodes.len() <= cap, "storage stays within capacity");
+            // Every entry is found by a fresh probe at the index position it sits in.
+            for (k, _) in m.iter() {
+                let s = m.find(&k).expect("held");
+                assert_eq!(m.index[s.pos], s.node);
+                assert_eq!(m.nodes[s.node as usize].key, k);
+            }
+            assert_eq!(m.index.iter().filter(|&&i| i != NIL).count(), m.len());
         }
     }
 }

@@ -333,6 +333,42 @@ fn a_delete_refuses_older_values_that_arrive_after_it_until_its_tombstone_expire
 }
 
 #[test]
+fn a_tombstone_keeps_the_newest_delete_version() {
+    let mut w = L2World::new(l2_flat(), 1);
+    let ttl = SimDuration::from_secs(300);
+    let set = |v, version| L2Op::Set {
+        key: 1,
+        value: Cached::Value(v),
+        ttl,
+        version: ms(version),
+    };
+    let delete = |version| L2Op::Delete {
+        key: 1,
+        version: ms(version),
+    };
+    // A delete of version 400, then a late one of version 350: the tombstone still refuses
+    // values older than 400 (and is renewed). Then an older delete first, a newer one after.
+    w.op(ms(400), delete(400));
+    w.op(ms(410), delete(350));
+    w.op(ms(420), set(1, 380));
+    let refused = w.get(ms(425), 1);
+    w.op(ms(430), set(2, 400));
+    let kept = w.get(ms(435), 1);
+    w.op(ms(500), delete(450));
+    w.op(ms(510), delete(480));
+    w.op(ms(520), set(3, 470));
+    let refused_again = w.get(ms(525), 1);
+    w.op(ms(530), set(4, 480));
+    let kept_again = w.get(ms(535), 1);
+    run(&mut w.sim);
+    assert_eq!(w.result(refused), Ok(L2Result::Miss));
+    assert_eq!(w.result(kept), Ok(L2Result::Hit(Cached::Value(2))));
+    assert_eq!(w.result(refused_again), Ok(L2Result::Miss));
+    assert_eq!(w.result(kept_again), Ok(L2Result::Hit(Cached::Value(4))));
+    assert_eq!(w.cache().stats().outdated_sets_refused, 2);
+}
+
+#[test]
 fn l2_replies_after_its_latency_and_ops_take_effect_when_they_start() {
     let mut w = L2World::new(l2_flat(), 1);
     let ttl = SimDuration::from_ms(100);
