@@ -373,6 +373,23 @@ fn partition_gateway_from_node_loses_exactly_the_cut_requests() {
     );
 }
 
+/// Two nodes, RunInstances at 20/s (one insert per request), 100-connection pools so the
+/// connections lost queries hold never exhaust one.
+fn db_partition_base() -> Topology {
+    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
+        .pool(100, 200, SimDuration::from_ms(200))
+        .build()
+        .unwrap();
+    topology(
+        2,
+        node,
+        DbConfig::assumed_defaults(),
+        traffic(20.0, ApiMix::only(Api::RunInstances), 3, secs(120)),
+        unlimited(3),
+        SECS,
+    )
+}
+
 /// node.0 cut from the database from 20 s for 10 s (RunInstances at 20/s, one insert per
 /// request, 100-connection pools so the held connections never exhaust one): node.0's
 /// queries (and replies to it) are dropped, node.1 is untouched. Each query whose query or
@@ -382,18 +399,7 @@ fn partition_gateway_from_node_loses_exactly_the_cut_requests() {
 /// answered after that succeeds.
 #[test]
 fn partition_node_from_db_times_out_that_nodes_queries_and_recovers() {
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .pool(100, 200, SimDuration::from_ms(200))
-        .build()
-        .unwrap();
-    let base = topology(
-        2,
-        node,
-        DbConfig::assumed_defaults(),
-        traffic(20.0, ApiMix::only(Api::RunInstances), 3, secs(120)),
-        unlimited(3),
-        SECS,
-    );
+    let base = db_partition_base();
     let f = with(&base, vec![partition(Target::Node(0), Target::Db, 20, 10)]);
     let mut w = f.build(RootSeed::new(6));
     quiet_deps(&mut w, None);
@@ -447,18 +453,7 @@ fn partition_node_from_db_times_out_that_nodes_queries_and_recovers() {
 /// timeout and one 503 per lost query, with every connection back.
 #[test]
 fn query_timeouts_due_in_a_pause_are_taken_at_its_end() {
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .pool(100, 200, SimDuration::from_ms(200))
-        .build()
-        .unwrap();
-    let base = topology(
-        2,
-        node,
-        DbConfig::assumed_defaults(),
-        traffic(20.0, ApiMix::only(Api::RunInstances), 3, secs(120)),
-        unlimited(3),
-        SECS,
-    );
+    let base = db_partition_base();
     let pause = FaultKind::NodePause {
         pause: Dist::constant(4.0).unwrap(),
         every: None,
