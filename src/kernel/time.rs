@@ -173,12 +173,12 @@ impl Add for SimDuration {
     }
 }
 
-/// The units accepted in human-readable durations, largest first (printing picks the first that
-/// divides the value exactly).
 /// 2^52 as f64: from here up every f64 is a whole number and `x + 0.5` ties (see
 /// [`SimDuration::from_secs_f64`]).
 const TWO_POW_52_F64: f64 = 4_503_599_627_370_496.0;
 
+/// The units accepted in human-readable durations, largest first (printing picks the first that
+/// divides the value exactly).
 const UNITS: [(&str, u64); 7] = [
     ("d", 86_400_000_000_000),
     ("h", 3_600_000_000_000),
