@@ -1390,20 +1390,19 @@ impl ApiNode {
             // A write sent without a worker or a connection (a token's failure record).
             return;
         }
-        let Some(Phase::Db { .. }) = self.work.get(Handle::from_u64(r.tag)).map(|w| w.phase) else {
+        let h = Handle::from_u64(r.tag);
+        let Some(Phase::Db { timed }) = self.work.get(h).map(|w| w.phase) else {
             // A reply to the process that crashed (its connection closed with it), or to a
             // query that timed out (its connection was closed then): nothing waits for it.
             self.fault_stats.stale_db_replies += 1;
             return;
         };
-        if let Some(Phase::Db { timed: true }) =
-            self.work.get(Handle::from_u64(r.tag)).map(|w| w.phase)
-        {
+        if timed {
             // (Its entry in `db_calls` is dropped when it reaches the front.)
             self.db_query_ended(out);
         }
         self.release_connection(out);
-        self.db_result(Handle::from_u64(r.tag), r.result, out);
+        self.db_result(h, r.result, out);
     }
 
     /// What a database query (or a ClientToken record call on the L2) answered for `h`.
