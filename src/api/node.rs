@@ -32,7 +32,8 @@
 //! - **Lost database messages** (a partition): every query must be answered within the node's
 //!   `db_query_timeout` (5 s by default). Every query has the same timeout, so queries time out
 //!   in the order they were sent, and one `NodeTimer::DbTimeouts` serves them all (as for L2
-//!   calls, below): it is armed for the oldest query still out. A query unanswered at its
+//!   calls, below; both are [`LocalTimers`]): it is armed for the oldest query still out, and
+//!   for none when no query is out. A query unanswered at its
 //!   timeout fails as on a database error (503 `ServiceUnavailable`, or the stale value for a
 //!   cache leader that has one), counted in `db_timeouts` and `db_errors`, and the connection
 //!   is released (closed and replaced). A reply that comes after finds no work in `Phase::Db`
@@ -45,11 +46,12 @@
 //! - **Lost L2 messages**: every L2 call whose answer the node awaits (a cache leader's read,
 //!   a ClientToken op when the L2 holds the records) must be answered within `l2_timeout`
 //!   (200 ms by default). The calls time out in the order they were sent, so one
-//!   `NodeTimer::L2Timeout` serves them all: it is armed for the oldest call still out and,
-//!   when it fires, fails every call past its timeout as on an L2 error (the read goes on to
-//!   the database; the token op fails with 503), counted in `l2_timeouts`. A reply that comes
-//!   after is ignored ([`NodeFaultStats::stale_l2_replies`]). In a healthy run the timer fires
-//!   about once per `l2_timeout` per node and finds every call answered.
+//!   `NodeTimer::L2Timeout` serves them all: it is armed for the oldest call still out (and
+//!   left to come when the last call is answered: L2 calls go idle too often to cancel it each
+//!   time) and, when it fires, fails every call past its timeout as on an L2 error (the read
+//!   goes on to the database; the token op fails with 503), counted in `l2_timeouts`. A reply
+//!   that comes after is ignored ([`NodeFaultStats::stale_l2_replies`]). In a healthy run the
+//!   timer fires about once per `l2_timeout` per node and finds every call answered.
 //! - **Clock skew**: the node reads its clock as `now + skew` where it compares times made
 //!   elsewhere: requests' deadlines (the gateway's clock) when shedding or aborting, and L1
 //!   expiry instants, which are absolute instants on the data tier's clock (stamped when a
@@ -80,7 +82,8 @@ use crate::idempotency::{
     memoise_failure,
 };
 use crate::kernel::{
-    ComponentId, Dist, Handle, Outbox, SimDuration, SimRng, SimTime, Slab, TimerId,
+    ComponentId, Dist, Handle, LocalTimers, Outbox, SimDuration, SimRng, SimTime, Slab, Ticket,
+    TimerId,
 };
 use crate::metrics::{CounterId, HistogramId, LatencyHistogram, Registry};
 use crate::workflow::{WfCommand, WfOptions, WorkflowKind};
@@ -455,10 +458,13 @@ struct Work {
     inserted: bool,
     /// An L2 call of this request is out, unanswered (see `ApiNode::await_l2`).
     l2_waiting: bool,
-    /// The number of this request's latest L2 call (tells a timeout of an earlier one apart).
-    l2_call: u8,
-    /// The number of this request's latest database query (the same for queries).
+    /// The timeout of its L2 call out (cancelled by the reply).
+    l2_timer: Ticket,
+    /// The number of this request's latest database query (tells a deferred timeout of an
+    /// earlier query apart).
     db_call: u8,
+    /// The timeout of its database query out (cancelled by the reply).
+    db_timer: Ticket,
 }
 
 /// Where a by-id read stands with the cache.
@@ -570,20 +576,11 @@ pub struct ApiNode {
     last_db_arrival: SimTime,
     /// Planted bugs (all off: the correct node).
     bugs: crate::faults::PlantedBugs,
-    /// L2 calls sent, oldest first: (when it times out, the work, its call number). Entries
-    /// of calls answered since stay until they reach the front (their work no longer waits).
-    l2_calls: VecDeque<(SimTime, Handle, u8)>,
-    /// When the one `L2Timeout` timer is due, while it is armed.
-    l2_timer_at: Option<SimTime>,
-    /// Database queries sent, oldest first: (when it times out, the work, its query number);
-    /// answered ones stay until they reach the front, as in `l2_calls`.
-    db_calls: VecDeque<(SimTime, Handle, u8)>,
-    /// Queries out now (works in `Phase::Db { timed: true }`).
-    db_live: u32,
-    /// The one `DbTimeouts` timer, while armed: when it is due, and its id.
-    db_timer: Option<(SimTime, TimerId)>,
-    /// `on_db_timeouts` is at work: the queries it fails may send new ones, which it covers.
-    db_sweeping: bool,
+    /// The timeouts of the L2 calls out (`NodeTimer::L2Timeout` is their wake-up).
+    l2_timers: LocalTimers<Handle>,
+    /// The timeouts of the database queries out: the work and its query number
+    /// (`NodeTimer::DbTimeouts` is their wake-up).
+    db_timers: LocalTimers<(Handle, u8)>,
 }
 
 /// What a node saw that the invariant checkers judge (drained by the world between events).
@@ -644,12 +641,8 @@ impl ApiNode {
             observed: None,
             last_db_arrival: SimTime::ZERO,
             bugs: crate::faults::PlantedBugs::default(),
-            l2_calls: VecDeque::new(),
-            l2_timer_at: None,
-            db_calls: VecDeque::new(),
-            db_live: 0,
-            db_timer: None,
-            db_sweeping: false,
+            l2_timers: LocalTimers::keeping_the_wake_up(),
+            db_timers: LocalTimers::new(),
             metrics: NodeMetrics::register(registry, name),
             cfg,
         }
@@ -830,6 +823,19 @@ impl ApiNode {
         self.handle(msg, out);
     }
 
+    /// Keeps the L2 calls' timeout wake-up at the earliest pending one (see
+    /// [`LocalTimers::arm`]): after every change to them.
+    #[inline(always)]
+    fn arm_l2_timeouts(&mut self, out: &mut Outbox<'_, Msg>) {
+        self.l2_timers.arm(out, || Msg::Node(NodeTimer::L2Timeout));
+    }
+
+    /// The same for the queries' timeouts.
+    #[inline(always)]
+    fn arm_db_timeouts(&mut self, out: &mut Outbox<'_, Msg>) {
+        self.db_timers.arm(out, || Msg::Node(NodeTimer::DbTimeouts));
+    }
+
     /// [`ApiNode::on_message`] when the node is down or paused, or for a fault command.
     #[cold]
     #[inline(never)]
@@ -1001,8 +1007,9 @@ impl ApiNode {
                 wf_sent: false,
                 inserted: false,
                 l2_waiting: false,
-                l2_call: 0,
+                l2_timer: Ticket::NONE,
                 db_call: 0,
+                db_timer: Ticket::NONE,
                 cache: match (&self.cache, req.api, req.params.instance) {
                     (
                         Some(_),
@@ -1398,8 +1405,9 @@ impl ApiNode {
             return;
         };
         if timed {
-            // (Its entry in `db_calls` is dropped when it reaches the front.)
-            self.db_query_ended(out);
+            let t = self.work.get(h).map_or(Ticket::NONE, |w| w.db_timer);
+            self.db_timers.cancel(t);
+            self.arm_db_timeouts(out);
         }
         self.release_connection(out);
         self.db_result(h, r.result, out);
@@ -1590,88 +1598,50 @@ impl ApiNode {
     }
 
     /// Notes the L2 call of `h` just sent: unanswered after `l2_timeout`, it fails as on an
-    /// L2 error. Every call has the same timeout, so calls time out in the order they were
-    /// sent, and one timer serves them all: it waits for the oldest call still out.
+    /// L2 error. Its reply cancels the timeout.
     fn await_l2(&mut self, h: Handle, out: &mut Outbox<'_, Msg>) {
         let Some(w) = self.work.get_mut(h) else {
             return;
         };
-        w.l2_call = w.l2_call.wrapping_add(1);
         w.l2_waiting = true;
-        let due = out.now().saturating_add(self.cfg.l2_timeout);
-        self.l2_calls.push_back((due, h, w.l2_call));
-        if self.l2_timer_at.is_none() {
-            self.l2_timer_at = Some(due);
-            out.schedule(self.cfg.l2_timeout, Msg::Node(NodeTimer::L2Timeout));
-        }
+        w.l2_timer = self.l2_timers.schedule(out.now(), self.cfg.l2_timeout, h);
+        self.arm_l2_timeouts(out);
     }
 
-    /// The `L2Timeout` timer (possibly late: deferred by a pause): every call out past its
-    /// timeout fails as on an L2 error; then the timer waits for the oldest call still out,
-    /// dropping the answered ones on the way. A timer not due (one of a crashed process, or
-    /// superseded) does nothing.
+    /// The `L2Timeout` wake-up (possibly late: deferred by a pause): every call out past its
+    /// timeout fails as on an L2 error. A wake-up not armed (one of a crashed process) does
+    /// nothing.
     fn on_l2_timeout(&mut self, out: &mut Outbox<'_, Msg>) {
         let now = out.now();
-        if self.l2_timer_at.is_none_or(|at| at > now) {
+        if !self.l2_timers.take_wake(now) {
             return;
         }
-        // Armed "forever" while calls time out: a call sent meanwhile arms no second timer.
-        self.l2_timer_at = Some(SimTime::MAX);
-        while let Some(&(due, h, call)) = self.l2_calls.front() {
-            let out_still = self
-                .work
-                .get(h)
-                .is_some_and(|w| w.l2_waiting && w.l2_call == call);
-            if out_still && due > now {
-                break;
-            }
-            self.l2_calls.pop_front();
-            if out_still {
-                out.count(self.metrics.l2_timeouts, 1);
-                let r = L2Reply {
-                    tag: h.to_u64(),
-                    latency: self.cfg.l2_timeout,
-                    result: Err(L2Error::TimedOut),
-                };
-                self.on_l2_reply(r, out);
-            }
+        while let Some(h) = self.l2_timers.pop_due(now) {
+            // Every call answered cancelled its timeout: this one is still out.
+            debug_assert!(self.work.get(h).is_some_and(|w| w.l2_waiting));
+            out.count(self.metrics.l2_timeouts, 1);
+            let r = L2Reply {
+                tag: h.to_u64(),
+                latency: self.cfg.l2_timeout,
+                result: Err(L2Error::TimedOut),
+            };
+            self.on_l2_reply(r, out);
         }
-        self.l2_timer_at = self.l2_calls.front().map(|&(due, ..)| due);
-        if let Some(due) = self.l2_timer_at {
-            out.schedule(due.saturating_since(now), Msg::Node(NodeTimer::L2Timeout));
-        }
+        self.arm_l2_timeouts(out);
     }
 
     /// Notes the query of `h` just sent on a connection: unanswered after `db_query_timeout`,
-    /// it fails as on a database error. Every query has the same timeout, so queries time out
-    /// in the order they were sent, and one timer serves them all (as [`Self::await_l2`]).
+    /// it fails as on a database error. Its reply cancels the timeout.
     fn await_db(&mut self, h: Handle, out: &mut Outbox<'_, Msg>) {
         let Some(w) = self.work.get_mut(h) else {
             return;
         };
         w.db_call = w.db_call.wrapping_add(1);
         w.phase = Phase::Db { timed: true };
-        self.db_live += 1;
-        let due = out.now().saturating_add(self.cfg.db_query_timeout);
-        self.db_calls.push_back((due, h, w.db_call));
-        if self.db_timer.is_none() && !self.db_sweeping {
-            let t = out.schedule(self.cfg.db_query_timeout, Msg::Node(NodeTimer::DbTimeouts));
-            self.db_timer = Some((due, t));
-        }
-    }
-
-    /// A query that was out ended (answered or timed out). The last one out takes the timer
-    /// with it: a node with no query out has none pending, so the timer neither fires for
-    /// nothing while the node is idle nor outlives the run's last query (which would move the
-    /// run's end).
-    fn db_query_ended(&mut self, out: &mut Outbox<'_, Msg>) {
-        self.db_live -= 1;
-        if self.db_live == 0 && !self.db_sweeping {
-            if let Some((_, t)) = self.db_timer.take() {
-                out.cancel(t);
-            }
-            self.db_calls.clear();
-        }
+        w.db_timer = self
+            .db_timers
+            .schedule(out.now(), self.cfg.db_query_timeout, (h, w.db_call));
+        self.arm_db_timeouts(out);
     }
 
     /// Whether query `call` of `h` is still out (its work waits for it on a connection).
@@ -1681,29 +1651,19 @@ impl ApiNode {
             .is_some_and(|w| w.phase == Phase::Db { timed: true } && w.db_call == call)
     }
 
-    /// The `DbTimeouts` timer: every query out past its timeout fails (see
-    /// [`Self::query_timed_out`]); then the timer waits for the oldest query still out,
-    /// dropping the answered ones on the way. During a pause it fires on time all the same and
-    /// defers a `QueryTimeout` per query due, replayed by the resume in its place among the
-    /// other deferred messages (a reply deferred before it wins, as it would have). A timer not
-    /// due (one of a crashed process, or superseded) does nothing.
+    /// The `DbTimeouts` wake-up: every query out past its timeout fails (see
+    /// [`Self::query_timed_out`]). During a pause it comes on time all the same and defers a
+    /// `QueryTimeout` per query due, replayed by the resume in its place among the other
+    /// deferred messages (a reply deferred before it wins, as it would have). A wake-up not
+    /// armed (one of a crashed process) does nothing.
     fn on_db_timeouts(&mut self, out: &mut Outbox<'_, Msg>) {
         let now = out.now();
-        if self.db_timer.is_none_or(|(at, _)| at > now) {
+        if !self.db_timers.take_wake(now) {
             return;
         }
-        self.db_timer = None;
-        // A query sent meanwhile (by a request its timeout moved on) arms no timer of its own.
-        self.db_sweeping = true;
-        while let Some(&(due, h, call)) = self.db_calls.front() {
-            let out_still = self.db_query_out(h, call);
-            if out_still && due > now {
-                break;
-            }
-            self.db_calls.pop_front();
-            if !out_still {
-                continue;
-            }
+        while let Some((h, call)) = self.db_timers.pop_due(now) {
+            // Every query answered cancelled its timeout: this one is still out.
+            debug_assert!(self.db_query_out(h, call));
             if self.paused_until.is_some() {
                 self.deferred
                     .push(Msg::Node(NodeTimer::QueryTimeout { req: h, call }));
@@ -1711,20 +1671,13 @@ impl ApiNode {
                 self.query_timed_out(h, out);
             }
         }
-        self.db_sweeping = false;
-        if self.db_live == 0 {
-            self.db_calls.clear();
-        } else if let Some(&(due, ..)) = self.db_calls.front() {
-            let t = out.schedule(due.saturating_since(now), Msg::Node(NodeTimer::DbTimeouts));
-            self.db_timer = Some((due, t));
-        }
+        self.arm_db_timeouts(out);
     }
 
     /// A query got no reply within `db_query_timeout`: the socket timed out, so the connection
     /// is closed and the pool opens another (accounted as a release), and the request goes on
     /// as on a database error; a late reply finds no work waiting.
     fn query_timed_out(&mut self, h: Handle, out: &mut Outbox<'_, Msg>) {
-        self.db_query_ended(out);
         out.count(self.metrics.db_timeouts, 1);
         self.release_connection(out);
         self.db_result(h, Err(DbError::Unavailable), out);
@@ -1744,6 +1697,10 @@ impl ApiNode {
             return;
         }
         w.l2_waiting = false;
+        // (A timeout's own reply finds its timer popped already.)
+        self.l2_timers.cancel(w.l2_timer);
+        // (Not `arm_l2_timeouts`: `w` borrows the works.)
+        self.l2_timers.arm(out, || Msg::Node(NodeTimer::L2Timeout));
         let CacheUse::Leader { key, .. } = w.cache else {
             if matches!(w.phase, Phase::Db { .. }) {
                 // A ClientToken record call: the L2 holds the store. An L2 that fails cannot
@@ -2166,14 +2123,9 @@ impl ApiNode {
                 .saturating_sub(until.saturating_since(out.now()).as_ns());
         }
         self.deferred.clear();
-        // The calls died with their work; a pending `L2Timeout` finds nothing due.
-        self.l2_calls.clear();
-        self.l2_timer_at = None;
-        self.db_calls.clear();
-        self.db_live = 0;
-        if let Some((_, t)) = self.db_timer.take() {
-            out.cancel(t);
-        }
+        // The calls died with their work, and their timeouts with them.
+        self.l2_timers.clear(out);
+        self.db_timers.clear(out);
         if let Some(t) = self.gc_check.take() {
             out.cancel(t);
         }

@@ -10,6 +10,7 @@ pub mod sample;
 pub mod sim;
 pub mod slab;
 pub mod time;
+pub mod timers;
 pub mod trace;
 
 pub use component::{Component, ComponentId, Envelope, Message, Outbox};
@@ -20,4 +21,5 @@ pub use rng::{RootSeed, SimRng};
 pub use sim::{Limits, Outcome, RunReport, Sim, Step};
 pub use slab::{Handle, Slab};
 pub use time::{SimDuration, SimTime};
+pub use timers::{LocalTimers, Ticket};
 pub use trace::{EventRecord, TraceHash, check_determinism};

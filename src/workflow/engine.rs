@@ -16,7 +16,9 @@ use crate::db::{DbError, DbOp, DbQuery, DbReply, DbResult, MAX_UPDATE_ROWS, Upda
 use crate::deps::{
     DepCall, DepOp, DepReply, DependencyKind, Effect, ResourceId, ResourceKind, ResourceRange,
 };
-use crate::kernel::{ComponentId, Handle, Outbox, SimDuration, SimRng, SimTime, Slab, TimerId};
+use crate::kernel::{
+    ComponentId, Handle, LocalTimers, Outbox, SimDuration, SimRng, SimTime, Slab, Ticket, TimerId,
+};
 use std::collections::{BTreeMap, VecDeque};
 
 fn slot_of(kind: ResourceKind) -> usize {
@@ -187,155 +189,6 @@ impl FreeWorkers {
             .iter()
             .position(|&x| x != 0)
             .map(|i| i as u32 * 64 + self.0[i].trailing_zeros())
-    }
-}
-
-/// Names one entry of [`LocalTimers`], to cancel it: its FIFO and its position there (entries
-/// ever pushed to that FIFO before it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Ticket {
-    fifo: u32,
-    pos: u64,
-}
-
-/// One pending local timer.
-#[derive(Debug)]
-struct LocalEntry<T> {
-    due: SimTime,
-    /// Insertion order over all FIFOs: orders entries due at the same instant.
-    seq: u64,
-    /// `None` once cancelled (dropped when it reaches the front).
-    payload: Option<T>,
-}
-
-/// The entries of one duration, due in insertion order.
-#[derive(Debug)]
-struct LocalFifo<T> {
-    duration: SimDuration,
-    /// Entries popped from the front so far: the position of the front entry.
-    popped: u64,
-    entries: VecDeque<LocalEntry<T>>,
-}
-
-impl<T> LocalFifo<T> {
-    /// Pops cancelled entries off the front.
-    fn drop_cancelled(&mut self) {
-        while self.entries.front().is_some_and(|e| e.payload.is_none()) {
-            self.entries.pop_front();
-            self.popped += 1;
-        }
-    }
-}
-
-/// Timers kept by their owner instead of the kernel's event queue: most are cancelled long
-/// before they are due (an attempt's timeout, once answered), and one kernel wake-up at the
-/// earliest due instant then serves them all (the owner arms it, see
-/// [`LocalTimers::next_due_at`]).
-///
-/// It owns one FIFO per distinct duration: timers of one duration scheduled at non-decreasing
-/// instants are due in insertion order, so scheduling, cancelling (marking the entry, dropped
-/// lazily when it reaches the front) and popping are O(1) each, plus a scan of the few FIFOs'
-/// fronts. Entries due at the same instant fire in insertion order, across FIFOs too.
-#[derive(Debug)]
-struct LocalTimers<T> {
-    fifos: Vec<LocalFifo<T>>,
-    next_seq: u64,
-    /// Pending (not cancelled, not popped) timers.
-    pending: usize,
-}
-
-impl<T> LocalTimers<T> {
-    fn new() -> LocalTimers<T> {
-        LocalTimers {
-            fifos: Vec::new(),
-            next_seq: 0,
-            pending: 0,
-        }
-    }
-
-    /// Whether no timer is pending.
-    fn is_empty(&self) -> bool {
-        self.pending == 0
-    }
-
-    /// A timer due `duration` (longer than zero) after `now`, which must not be before the
-    /// `now` of any earlier call.
-    fn schedule(&mut self, now: SimTime, duration: SimDuration, payload: T) -> Ticket {
-        debug_assert!(!duration.is_zero(), "a local timer must be due after now");
-        let i = match self.fifos.iter().position(|f| f.duration == duration) {
-            Some(i) => i,
-            None => {
-                self.fifos.push(LocalFifo {
-                    duration,
-                    popped: 0,
-                    entries: VecDeque::new(),
-                });
-                self.fifos.len() - 1
-            }
-        };
-        let fifo = &mut self.fifos[i];
-        let due = now.saturating_add(duration);
-        debug_assert!(fifo.entries.back().is_none_or(|e| e.due <= due));
-        let pos = fifo.popped + fifo.entries.len() as u64;
-        fifo.entries.push_back(LocalEntry {
-            due,
-            seq: self.next_seq,
-            payload: Some(payload),
-        });
-        self.next_seq += 1;
-        self.pending += 1;
-        Ticket {
-            fifo: i as u32,
-            pos,
-        }
-    }
-
-    /// Cancels the timer `t` names; returns whether it was still pending.
-    fn cancel(&mut self, t: Ticket) -> bool {
-        let fifo = &mut self.fifos[t.fifo as usize];
-        let Some(i) = t.pos.checked_sub(fifo.popped) else {
-            return false;
-        };
-        let was_pending = fifo
-            .entries
-            .get_mut(i as usize)
-            .and_then(|e| e.payload.take())
-            .is_some();
-        self.pending -= usize::from(was_pending);
-        was_pending
-    }
-
-    /// The FIFO whose front is the earliest pending timer, by (due, insertion), after dropping
-    /// cancelled fronts.
-    fn earliest(&mut self) -> Option<usize> {
-        let mut best: Option<(SimTime, u64, usize)> = None;
-        for (i, fifo) in self.fifos.iter_mut().enumerate() {
-            fifo.drop_cancelled();
-            if let Some(e) = fifo.entries.front()
-                && best.is_none_or(|(due, seq, _)| (e.due, e.seq) < (due, seq))
-            {
-                best = Some((e.due, e.seq, i));
-            }
-        }
-        best.map(|(.., i)| i)
-    }
-
-    /// When the earliest pending timer is due.
-    fn next_due_at(&mut self) -> Option<SimTime> {
-        let i = self.earliest()?;
-        self.fifos[i].entries.front().map(|e| e.due)
-    }
-
-    /// Removes and returns the earliest pending timer if it is due at `now` or before.
-    fn pop_due(&mut self, now: SimTime) -> Option<T> {
-        let i = self.earliest()?;
-        let fifo = &mut self.fifos[i];
-        if fifo.entries.front()?.due > now {
-            return None;
-        }
-        fifo.popped += 1;
-        self.pending -= 1;
-        fifo.entries.pop_front()?.payload
     }
 }
 
@@ -543,14 +396,9 @@ pub struct WorkflowEngine {
     bugs: crate::faults::PlantedBugs,
     /// Emptied operation lists kept for the next stages (saves an allocation per stage).
     spare_ops: Vec<Vec<Op>>,
-    /// Attempt timeouts, task leases and workflow deadlines (see [`LocalTimers`]).
+    /// Attempt timeouts, task leases and workflow deadlines, served by one kernel wake-up
+    /// ([`TimerKind::Wake`]; see [`LocalTimers`]).
     timers: LocalTimers<Due>,
-    /// The kernel wake-up ([`TimerKind::Wake`]) armed for the earliest local timer, and when
-    /// it comes: at or before every pending local timer's due instant, but for those
-    /// scheduled since it was armed (`due_since_armed_at`).
-    wake: Option<(SimTime, TimerId)>,
-    /// The earliest due instant of the local timers scheduled since the wake-up was armed.
-    due_since_armed_at: Option<SimTime>,
 }
 
 /// What the engine needs to invalidate cached instances after its state writes: the L2 (one
@@ -628,8 +476,6 @@ impl WorkflowEngine {
             bugs: crate::faults::PlantedBugs::default(),
             spare_ops: Vec::new(),
             timers: LocalTimers::new(),
-            wake: None,
-            due_since_armed_at: None,
         }
     }
 
@@ -857,10 +703,6 @@ impl WorkflowEngine {
 
     /// A local timer doing `due` after `after`.
     fn schedule_local(&mut self, now: SimTime, after: SimDuration, due: Due) -> Ticket {
-        let at = now.saturating_add(after);
-        if self.due_since_armed_at.is_none_or(|t| at < t) {
-            self.due_since_armed_at = Some(at);
-        }
         self.timers.schedule(now, after, due)
     }
 
@@ -868,7 +710,9 @@ impl WorkflowEngine {
     /// kernel timer did (its handler, then a dispatch). A wake-up that finds nothing due (its
     /// timers were cancelled) changes nothing, as their kernel timers, cancelled, never came.
     fn on_wake<M: WfMsg>(&mut self, out: &mut Outbox<'_, M>) {
-        self.wake = None;
+        if !self.timers.take_wake(out.now()) {
+            return;
+        }
         while let Some(due) = self.timers.pop_due(out.now()) {
             match due {
                 Due::Timeout(ch) => match self.take_attempt(ch.to_u64()) {
@@ -883,37 +727,9 @@ impl WorkflowEngine {
     }
 
     /// Keeps the wake-up at or before the earliest pending local timer (called at the end of
-    /// every event): arms one if there is none or a timer scheduled since is due before it;
-    /// cancels it when no local timer is pending. One armed earlier than needed (its timers
-    /// were cancelled) is left to come and re-arm.
+    /// every event; see [`LocalTimers::arm`]).
     fn arm_wake<M: WfMsg>(&mut self, out: &mut Outbox<'_, M>) {
-        if self.timers.is_empty() {
-            if let Some((_, id)) = self.wake.take() {
-                out.cancel(id);
-            }
-            self.due_since_armed_at = None;
-            return;
-        }
-        let covered = match (self.wake, self.due_since_armed_at) {
-            (None, _) => false,
-            (Some(_), None) => true,
-            (Some((armed_at, _)), Some(at)) => armed_at <= at,
-        };
-        self.due_since_armed_at = None;
-        if covered {
-            return;
-        }
-        let Some(at) = self.timers.next_due_at() else {
-            return;
-        };
-        if let Some((_, id)) = self.wake.take() {
-            out.cancel(id);
-        }
-        let id = out.schedule(
-            at.saturating_since(out.now()),
-            M::from(WfTimer(TimerKind::Wake)),
-        );
-        self.wake = Some((at, id));
+        self.timers.arm(out, || M::from(WfTimer(TimerKind::Wake)));
     }
 
     // ----- admission and the queue -----
@@ -2140,62 +1956,5 @@ pub(super) fn token(salt: u64, wf: WorkflowId, step: u8, part: u32, comp: bool) 
     match mix(mix(salt ^ wf.0) ^ key) {
         0 => 1,
         t => t,
-    }
-}
-
-#[cfg(test)]
-mod local_timer_tests {
-    use super::LocalTimers;
-    use crate::kernel::{SimDuration, SimTime};
-
-    fn at(ms: u64) -> SimTime {
-        SimTime::ZERO.saturating_add(SimDuration::from_ms(ms))
-    }
-
-    /// Pops everything due at `now`, in order.
-    fn due(t: &mut LocalTimers<&'static str>, now: SimTime) -> Vec<&'static str> {
-        std::iter::from_fn(|| t.pop_due(now)).collect()
-    }
-
-    #[test]
-    fn fire_in_due_then_insertion_order_across_durations() {
-        let mut t = LocalTimers::new();
-        let (ms, s) = (SimDuration::from_ms(1), SimDuration::from_ms(10));
-        t.schedule(at(0), s, "a10");
-        t.schedule(at(0), ms, "b1");
-        // Due at 10 ms too, scheduled later: after "a10".
-        t.schedule(at(9), ms, "c10");
-        t.schedule(at(5), s, "d15");
-        assert_eq!(t.next_due_at(), Some(at(1)));
-        assert_eq!(due(&mut t, at(0)), Vec::<&str>::new());
-        assert_eq!(due(&mut t, at(1)), ["b1"]);
-        assert_eq!(t.next_due_at(), Some(at(10)));
-        assert_eq!(due(&mut t, at(10)), ["a10", "c10"]);
-        assert_eq!(due(&mut t, at(100)), ["d15"]);
-        assert!(t.is_empty());
-        assert_eq!(t.next_due_at(), None);
-    }
-
-    #[test]
-    fn cancelled_never_fire() {
-        let mut t = LocalTimers::new();
-        let d = SimDuration::from_ms(5);
-        let a = t.schedule(at(0), d, "a");
-        let b = t.schedule(at(1), d, "b");
-        let c = t.schedule(at(2), d, "c");
-        assert!(t.cancel(a));
-        assert!(!t.cancel(a), "a second cancel finds nothing");
-        assert!(t.cancel(c));
-        // The cancelled front is dropped: the earliest pending is "b".
-        assert_eq!(t.next_due_at(), Some(at(6)));
-        assert_eq!(due(&mut t, at(100)), ["b"]);
-        assert!(!t.cancel(b), "fired: nothing to cancel");
-        assert!(t.is_empty());
-        // Tickets stay valid across pops: a later entry is cancelled by its own ticket.
-        let e = t.schedule(at(100), d, "e");
-        let f = t.schedule(at(100), d, "f");
-        assert!(t.cancel(e));
-        assert_eq!(due(&mut t, at(105)), ["f"]);
-        assert!(!t.cancel(f));
     }
 }
