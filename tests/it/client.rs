@@ -2,40 +2,19 @@
 //! closed loop against the open one (coordinated omission), client-side statistics, and trace
 //! replay — each checked against exact counts or theory.
 
-use crate::core::{quiet_deps, run_checked};
+use crate::core::{quiet_deps, run_checked, traffic, unlimited};
 use firedrill::api::node::{NodeConfig, NodeConfigBuilder};
 use firedrill::api::throttle::{Limit, Throttle};
 use firedrill::api::types::{Api, ErrorCode, Status};
 use firedrill::db::{DbConfig, Table};
 use firedrill::deps::{DependencyKind, FaultCode, Jitter, RetryPolicy};
 use firedrill::gc::{GcProfile, HeapConfig, HeapSpec, MIB, PauseKind};
-use firedrill::kernel::{Dist, RootSeed, SimDuration, SimTime};
+use firedrill::kernel::{Dist, RootSeed, SimDuration};
 use firedrill::traffic::{
     ApiMix, Backoff, ClientConfig, ClientRetry, ClientStats, ClosedLoop, OpenLoopConfig, Polling,
-    RateProfile, ReplayConfig, TokenPolicy, Trace, TraceError,
+    ReplayConfig, TokenPolicy, Trace, TraceError,
 };
 use firedrill::world::{Part, RunResult, Topology};
-
-fn traffic(rate_per_s: f64, mix: ApiMix, accounts: u32, timeout: SimDuration) -> OpenLoopConfig {
-    OpenLoopConfig {
-        inter_arrival: Dist::exponential(1.0 / rate_per_s).unwrap(),
-        profile: RateProfile::constant(),
-        mix,
-        accounts,
-        account_skew: None,
-        amount: Dist::constant(1.0).unwrap(),
-        instance_types: 1,
-        timeout,
-        until: SimTime::ZERO,
-        describe_list_share: 0.0,
-        min_amount_fraction: 0.0,
-        tokens: TokenPolicy::NONE,
-    }
-}
-
-fn unlimited(accounts: u32) -> Throttle {
-    Throttle::new([Limit::Unlimited; Api::COUNT], Limit::Unlimited, accounts).unwrap()
-}
 
 fn plain_node() -> NodeConfigBuilder {
     NodeConfigBuilder::new(HeapConfig::defaults_for(GcProfile::Off))

@@ -39,8 +39,34 @@ pub(crate) fn unlimited(accounts: u32) -> Throttle {
     Throttle::new([Limit::Unlimited; Api::COUNT], Limit::Unlimited, accounts).unwrap()
 }
 
+/// State writes among by-id reads: CreateInstance 10, StartInstance 10, DeleteInstance 5,
+/// DescribeInstanceStatus 75. Without workflows CreateInstance inserts Stopped rows; Start and
+/// (forced) Delete write their state at once.
+pub(crate) fn state_write_mix() -> ApiMix {
+    let mut mix = [0.0; Api::COUNT];
+    mix[Api::CreateInstance.index()] = 10.0;
+    mix[Api::StartInstance.index()] = 10.0;
+    mix[Api::DeleteInstance.index()] = 5.0;
+    mix[Api::DescribeInstanceStatus.index()] = 75.0;
+    ApiMix::new(mix).unwrap()
+}
+
+/// 1,000 calls/s from 20 accounts (30 s timeout): RunInstances 5, DescribeInstanceStatus 95 —
+/// by-id reads of the instances the runs create (the traffic a cache serves).
+pub(crate) fn cached_reads_traffic() -> OpenLoopConfig {
+    let mut mix = [0.0; Api::COUNT];
+    mix[Api::RunInstances.index()] = 5.0;
+    mix[Api::DescribeInstanceStatus.index()] = 95.0;
+    traffic(
+        1_000.0,
+        ApiMix::new(mix).unwrap(),
+        20,
+        SimDuration::from_secs(30),
+    )
+}
+
 /// A database that answers at once and never queues: isolates the nodes' own queueing.
-fn instant_db() -> DbConfig {
+pub(crate) fn instant_db() -> DbConfig {
     DbConfig::builder()
         .latency_all(Dist::constant(0.0).unwrap())
         .max_concurrent(100_000)
@@ -918,19 +944,7 @@ fn client_tokens_create_each_instance_set_once_unless_records_are_non_atomic() {
 #[test]
 fn cache_staleness_is_bounded_by_the_invalidation_delay() {
     let node = plain_node();
-    let mut mix = [0.0; Api::COUNT];
-    // Without workflows CreateInstance inserts Stopped rows; Start and (forced) Delete write
-    // their state at once.
-    mix[Api::CreateInstance.index()] = 10.0;
-    mix[Api::StartInstance.index()] = 10.0;
-    mix[Api::DeleteInstance.index()] = 5.0;
-    mix[Api::DescribeInstanceStatus.index()] = 75.0;
-    let t = traffic(
-        1_000.0,
-        ApiMix::new(mix).unwrap(),
-        20,
-        SimDuration::from_secs(30),
-    );
+    let t = traffic(1_000.0, state_write_mix(), 20, SimDuration::from_secs(30));
     let nodes = 4;
     let setup = default_cache();
     let topo = topology(
@@ -972,15 +986,7 @@ fn the_cache_saves_database_reads_and_latency() {
     use firedrill::cache::L1Config;
 
     let node = plain_node();
-    let mut mix = [0.0; Api::COUNT];
-    mix[Api::RunInstances.index()] = 5.0;
-    mix[Api::DescribeInstanceStatus.index()] = 95.0;
-    let t = traffic(
-        1_000.0,
-        ApiMix::new(mix).unwrap(),
-        20,
-        SimDuration::from_secs(30),
-    );
+    let t = cached_reads_traffic();
     let base = topology(4, node, DbConfig::assumed_defaults(), t, unlimited(20), 60);
     let setup = fast_l2_cache(
         L1Config::builder()

@@ -341,15 +341,7 @@ fn db_connection_leak_starves_the_pool_of_its_node_only_for_the_window() {
 /// Two nodes with an L1 (soft TTL 2 s, hard 4 s, no jitter) in front of the L2 and the database,
 /// DescribeInstanceStatus on the instances RunInstances creates.
 fn cached_topology(secs: u64) -> Topology {
-    let mut mix = [0.0; Api::COUNT];
-    mix[Api::RunInstances.index()] = 5.0;
-    mix[Api::DescribeInstanceStatus.index()] = 95.0;
-    let t = traffic(
-        1_000.0,
-        ApiMix::new(mix).unwrap(),
-        20,
-        SimDuration::from_secs(30),
-    );
+    let t = crate::core::cached_reads_traffic();
     let setup = crate::core::fast_l2_cache(
         L1Config::builder()
             .capacity(10_000)

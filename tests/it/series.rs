@@ -5,38 +5,31 @@
 
 use firedrill::api::lb::LbPolicy;
 use firedrill::api::node::NodeConfigBuilder;
-use firedrill::api::throttle::{Limit, Throttle};
+use firedrill::api::throttle::Throttle;
 use firedrill::api::types::{Api, ErrorCode, Status};
 use firedrill::db::DbConfig;
 use firedrill::gc::{GcProfile, HeapConfig};
 use firedrill::kernel::{Dist, RootSeed, SimDuration, SimTime};
 use firedrill::metrics::series::{CSV_HEADER, TimeSeries};
 use firedrill::report::hdr::{from_v2, histogram_files};
-use firedrill::traffic::{ApiMix, OpenLoopConfig, RateProfile};
+use firedrill::traffic::{ApiMix, OpenLoopConfig};
 use firedrill::world::{Part, RunResult, Topology, shipped_mocks};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// DescribeInstanceStatus alone from 10 accounts at `rate_per_s`.
 fn traffic(rate_per_s: f64, timeout: SimDuration) -> OpenLoopConfig {
-    OpenLoopConfig {
-        inter_arrival: Dist::exponential(1.0 / rate_per_s).unwrap(),
-        profile: RateProfile::constant(),
-        mix: ApiMix::only(Api::DescribeInstanceStatus),
-        accounts: 10,
-        account_skew: None,
-        amount: Dist::constant(1.0).unwrap(),
-        instance_types: 1,
+    crate::core::traffic(
+        rate_per_s,
+        ApiMix::only(Api::DescribeInstanceStatus),
+        10,
         timeout,
-        until: SimTime::ZERO,
-        describe_list_share: 0.0,
-        min_amount_fraction: 0.0,
-        tokens: firedrill::traffic::TokenPolicy::NONE,
-    }
+    )
 }
 
 fn unlimited() -> Throttle {
-    Throttle::new([Limit::Unlimited; Api::COUNT], Limit::Unlimited, 10).unwrap()
+    crate::core::unlimited(10)
 }
 
 /// Two G1 nodes allocating 1 MiB per request at `RATE`/s for `SECS` s: young GCs every few
