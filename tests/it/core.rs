@@ -109,6 +109,47 @@ pub(crate) fn heap(profile: GcProfile) -> HeapConfig {
     HeapConfig::defaults_for(profile)
 }
 
+/// A Parallel heap whose old generation fills every few seconds at 400 calls/s allocating
+/// 256 KiB each (half surviving): full GCs of ≈0.3 s.
+pub(crate) fn full_gc_heap() -> HeapConfig {
+    HeapSpec {
+        eden_bytes: 256 * MIB,
+        survivor_bytes: 0,
+        old_bytes: 512 * MIB,
+        survival_ratio: 0.5,
+        young_pause_base: SimDuration::from_us(200),
+        young_pause_per_mib_surviving: SimDuration::from_us(1),
+        live_set_bytes: 256 * MIB,
+        ..HeapSpec::defaults_for(GcProfile::Parallel)
+    }
+    .build()
+    .unwrap()
+}
+
+/// A node with a pool of one connection (50 ms acquire timeout, no CPU time) and a database
+/// answering every query in 100 ms: at most 10 requests/s get a connection.
+pub(crate) fn one_connection_and_a_100ms_db() -> (NodeConfig, DbConfig) {
+    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
+        .pool(1, 1_000, SimDuration::from_ms(50))
+        .cpu_all(Dist::constant(0.0).unwrap())
+        .build()
+        .unwrap();
+    let db = DbConfig::builder()
+        .latency_all(Dist::constant(0.1).unwrap())
+        .build()
+        .unwrap();
+    (node, db)
+}
+
+/// One account throttled by a fixed one-minute window of 200 calls on every API.
+pub(crate) fn fixed_window_200_a_minute() -> Throttle {
+    let limits = [Limit::FixedWindow {
+        max: 200,
+        window: SimDuration::MINUTE,
+    }; Api::COUNT];
+    Throttle::new(limits, Limit::Unlimited, 1).unwrap()
+}
+
 /// An L2 of 100,000 entries answering in 0.3 ms, "not found" kept 1 s, L1 invalidations
 /// 50 ms after a write, in front of `l1`, with `l2_ttl`.
 pub(crate) fn fast_l2_cache(
@@ -283,19 +324,7 @@ fn a_full_gc_on_one_node_raises_only_that_nodes_p99() {
     let flat = NodeConfigBuilder::new(heap(GcProfile::Off))
         .workers(200)
         .cores(8);
-    let bad_heap = HeapSpec {
-        eden_bytes: 256 * MIB,
-        survivor_bytes: 0,
-        old_bytes: 512 * MIB,
-        survival_ratio: 0.5,
-        young_pause_base: SimDuration::from_us(200),
-        young_pause_per_mib_surviving: SimDuration::from_us(1),
-        live_set_bytes: 256 * MIB,
-        ..HeapSpec::defaults_for(GcProfile::Parallel)
-    }
-    .build()
-    .unwrap();
-    let bad = flat.clone().heap(bad_heap).alloc_bytes(
+    let bad = flat.clone().heap(full_gc_heap()).alloc_bytes(
         Api::DescribeInstanceStatus,
         Dist::constant(256.0 * 1024.0).unwrap(),
     );
@@ -554,11 +583,7 @@ fn retries_amplify_load_on_a_failing_dependency() {
 #[test]
 fn throttling_admits_exactly_the_configured_rate() {
     let node = plain_node();
-    let limits = [Limit::FixedWindow {
-        max: 200,
-        window: SimDuration::MINUTE,
-    }; Api::COUNT];
-    let throttle = Throttle::new(limits, Limit::Unlimited, 1).unwrap();
+    let throttle = fixed_window_200_a_minute();
     let t = traffic(
         10.0,
         ApiMix::only(Api::StopInstance),
@@ -739,15 +764,7 @@ fn deadlines_expire_exactly_and_expired_work_is_shed() {
 /// 50 ms acquire timeout fail with 500 InternalError, and the node counts each timeout.
 #[test]
 fn connection_pool_acquire_timeouts_are_5xx() {
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .pool(1, 1_000, SimDuration::from_ms(50))
-        .cpu_all(Dist::constant(0.0).unwrap())
-        .build()
-        .unwrap();
-    let db = DbConfig::builder()
-        .latency_all(Dist::constant(0.1).unwrap())
-        .build()
-        .unwrap();
+    let (node, db) = one_connection_and_a_100ms_db();
     let t = traffic(
         50.0,
         ApiMix::only(Api::DescribeInstanceStatus),
