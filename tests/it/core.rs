@@ -105,6 +105,17 @@ pub(crate) fn quiet_deps(world: &mut World, keep: Option<(DependencyKind, FaultC
     }
 }
 
+/// A counter of `world`'s registry now (mid-run; 0 before its first count).
+pub(crate) fn counter_now(world: &World, name: &str) -> u64 {
+    world
+        .sim
+        .metrics()
+        .counters()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map_or(0, |(_, v)| v)
+}
+
 pub(crate) fn heap(profile: GcProfile) -> HeapConfig {
     HeapConfig::defaults_for(profile)
 }

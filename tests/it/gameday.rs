@@ -315,15 +315,7 @@ fn scaled_out_nodes_join_the_l1_invalidation_broadcast() {
     let writes = |w: &World| -> u64 {
         [Api::StartInstance, Api::DeleteInstance]
             .iter()
-            .map(|a| {
-                let name = format!("api.{a}.status.{}", Status::Ok.name());
-                w.sim
-                    .metrics()
-                    .counters()
-                    .into_iter()
-                    .find(|(n, _)| *n == name)
-                    .map_or(0, |(_, v)| v)
-            })
+            .map(|a| crate::core::counter_now(w, &format!("api.{a}.status.{}", Status::Ok.name())))
             .sum()
     };
     let mut w = topo.build(RootSeed::new(23));
