@@ -97,14 +97,8 @@ impl Mmc {
     /// `P(T > t)` for the FCFS response time `T = Wq + S`:
     /// `(1 - C) e^{-mu t} + C h(t)`, with `h` the survival of `Exp(c mu - lam) + Exp(mu)`.
     pub fn response_survival(&self, t: f64) -> f64 {
-        if t.is_nan() {
-            return f64::NAN;
-        }
-        if t <= 0.0 {
-            return 1.0;
-        }
-        if t.is_infinite() {
-            return 0.0;
+        if let Some(p) = survival_at_the_ends(t) {
+            return p;
         }
         let mu = self.service_rate;
         let c = self.p_wait;
@@ -233,14 +227,8 @@ impl Mmck {
     /// (`c == 1`). Arrival states are weighted `p_n / (1 - p_K)` (PASTA). The Erlang tails are
     /// Poisson sums accumulated in log space, so `K` up to a few thousand is stable.
     pub fn response_survival(&self, t: f64) -> f64 {
-        if t.is_nan() {
-            return f64::NAN;
-        }
-        if t <= 0.0 {
-            return 1.0;
-        }
-        if t.is_infinite() {
-            return 0.0;
+        if let Some(p) = survival_at_the_ends(t) {
+            return p;
         }
         if self.service_rate * t == 0.0 {
             return 1.0; // t underflows against every rate
@@ -356,6 +344,20 @@ impl Mg1 {
             mean_wait,
             mean_response: mean_wait + mean_service,
         })
+    }
+}
+
+/// `P(T > t)` where `t` alone decides it, for any response time `T`: NaN at NaN, 1 at `t <= 0`,
+/// 0 at infinity; `None` for a finite positive `t`.
+fn survival_at_the_ends(t: f64) -> Option<f64> {
+    if t.is_nan() {
+        Some(f64::NAN)
+    } else if t <= 0.0 {
+        Some(1.0)
+    } else if t.is_infinite() {
+        Some(0.0)
+    } else {
+        None
     }
 }
 

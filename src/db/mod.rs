@@ -1225,8 +1225,7 @@ impl Db {
             0
         };
         if k == 0 && !shard.available {
-            self.stats.rejected_unavailable += 1;
-            self.refuse(&q, SimDuration::ZERO, DbError::Unavailable, out);
+            self.refuse_unavailable(&q, SimDuration::ZERO, out);
             return;
         }
         // Bring the server up to date: free ended slots and start waiters due by now, so the
@@ -1325,13 +1324,7 @@ impl Db {
         }
         for w in waiting {
             self.stats.failover_queued_failed += 1;
-            self.stats.rejected_unavailable += 1;
-            self.refuse(
-                &w.query,
-                now.saturating_since(w.arrived),
-                DbError::Unavailable,
-                out,
-            );
+            self.refuse_unavailable(&w.query, now.saturating_since(w.arrived), out);
         }
     }
 
@@ -1380,6 +1373,18 @@ impl Db {
         out.send(q.reply_to, SimDuration::ZERO, M::from(reply));
     }
 
+    /// Refuses `q` with `Unavailable` (its shard's primary is down) after `waited`, counting it
+    /// among the queries rejected as unavailable.
+    fn refuse_unavailable<M: From<DbReply>>(
+        &mut self,
+        q: &DbQuery,
+        waited: SimDuration,
+        out: &mut Outbox<'_, M>,
+    ) {
+        self.stats.rejected_unavailable += 1;
+        self.refuse(q, waited, DbError::Unavailable, out);
+    }
+
     /// Frees the slots of server `k` of shard `s` that ended by now and starts waiters FIFO while
     /// slots are free; then makes sure a wake-up is armed if queries still wait.
     fn drain<M: From<DbReply> + From<DbTimer>>(
@@ -1400,13 +1405,7 @@ impl Db {
                 break;
             };
             if k == 0 && !self.shards[s].available {
-                self.stats.rejected_unavailable += 1;
-                self.refuse(
-                    &w.query,
-                    now.saturating_since(w.arrived),
-                    DbError::Unavailable,
-                    out,
-                );
+                self.refuse_unavailable(&w.query, now.saturating_since(w.arrived), out);
                 continue;
             }
             self.start(s, k, &w.query, w.arrived, out);

@@ -414,14 +414,25 @@ impl Check<'_, '_> {
         if (lo..=hi).contains(&x) {
             Some(x)
         } else {
-            self.problem(
-                v.span(),
-                path,
-                format!("{x} is out of range"),
-                Some(format!("allowed range: {lo} to {hi}")),
-            );
-            None
+            self.out_of_range(v, path, lo, hi)
         }
+    }
+
+    /// Reports `v` as out of the range `lo` to `hi` (the problem a range check raises); `None`.
+    fn out_of_range<T: std::fmt::Display>(
+        &mut self,
+        v: &Spanned<T>,
+        path: &str,
+        lo: T,
+        hi: T,
+    ) -> Option<T> {
+        self.problem(
+            v.span(),
+            path,
+            format!("{} is out of range", v.get_ref()),
+            Some(format!("allowed range: {lo} to {hi}")),
+        );
+        None
     }
 
     pub(crate) fn float(&mut self, v: &Spanned<f64>, path: &str, lo: f64, hi: f64) -> Option<f64> {
@@ -429,13 +440,7 @@ impl Check<'_, '_> {
         if x.is_finite() && (lo..=hi).contains(&x) {
             Some(x)
         } else {
-            self.problem(
-                v.span(),
-                path,
-                format!("{x} is out of range"),
-                Some(format!("allowed range: {lo} to {hi}")),
-            );
-            None
+            self.out_of_range(v, path, lo, hi)
         }
     }
 
@@ -452,6 +457,23 @@ impl Check<'_, '_> {
             None if self.broken.contains(path) => None,
             None => Some(default),
             Some(v) => self.int(v, path, lo, hi),
+        }
+    }
+
+    /// An optional float in `lo..=hi`, or `default` when absent (unless dropped for a type
+    /// error already reported).
+    pub(crate) fn opt_float(
+        &mut self,
+        v: &Sp<f64>,
+        path: &str,
+        lo: f64,
+        hi: f64,
+        default: f64,
+    ) -> Option<f64> {
+        match v {
+            None if self.broken.contains(path) => None,
+            None => Some(default),
+            Some(v) => self.float(v, path, lo, hi),
         }
     }
 
@@ -472,11 +494,31 @@ impl Check<'_, '_> {
         if (lo..=hi).contains(&d) {
             Some(d)
         } else {
+            self.out_of_range(v, path, lo, hi)
+        }
+    }
+
+    /// The top-level `name`: non-empty text of at most `max` bytes in lowercase letters, digits,
+    /// `_` and `-`. `used_for` (why it must be plain) ends the hint of the problem otherwise.
+    pub(crate) fn plain_name(
+        &mut self,
+        n: &Spanned<String>,
+        max: usize,
+        used_for: &str,
+    ) -> Option<String> {
+        let s = self.text(n, "name", max)?;
+        if s.chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_' || ch == '-')
+        {
+            Some(s)
+        } else {
             self.problem(
-                v.span(),
-                path,
-                format!("{d} is out of range"),
-                Some(format!("allowed range: {lo} to {hi}")),
+                n.span(),
+                "name",
+                format!("`{s}` is not a plain name"),
+                Some(format!(
+                    "use lowercase letters, digits, `_` and `-` ({used_for})"
+                )),
             );
             None
         }
@@ -524,22 +566,9 @@ fn validate(
         }
         found
     });
-    let name = c.required(&raw.name, &root, "", "name").and_then(|n| {
-        let s = c.text(n, "name", limits::MAX_NAME_LEN)?;
-        if s.chars()
-            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_' || ch == '-')
-        {
-            Some(s)
-        } else {
-            c.problem(
-                n.span(),
-                "name",
-                format!("`{s}` is not a plain name"),
-                Some("use lowercase letters, digits, `_` and `-` (scenarios refer to it)".into()),
-            );
-            None
-        }
-    });
+    let name = c
+        .required(&raw.name, &root, "", "name")
+        .and_then(|n| c.plain_name(n, limits::MAX_NAME_LEN, "scenarios refer to it"));
     let description = c
         .required(&raw.description, &root, "", "description")
         .and_then(|d| c.text(d, "description", 4096));

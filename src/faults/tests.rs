@@ -94,9 +94,9 @@ fn ramps_only_for_kinds_with_an_intensity_and_within_the_window() {
     assert!(f.with_ramp(secs(10)).is_ok());
 }
 
-#[test]
-fn intensity_steps_up_over_the_ramp_and_is_zero_outside_the_window() {
-    let f = Fault::new(
+/// A 3× traffic surge from 10 s for 100 s, ramped up over its first 20 s.
+fn ramped_surge() -> Fault {
+    Fault::new(
         FaultKind::TrafficSurge { multiply: 3.0 },
         Target::Traffic,
         at(10),
@@ -104,7 +104,12 @@ fn intensity_steps_up_over_the_ramp_and_is_zero_outside_the_window() {
     )
     .unwrap()
     .with_ramp(secs(20))
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn intensity_steps_up_over_the_ramp_and_is_zero_outside_the_window() {
+    let f = ramped_surge();
     assert_eq!(f.intensity(at(9)), 0.0);
     assert_eq!(f.intensity(at(10)), 0.1);
     assert_eq!(f.intensity(at(11)), 0.1);
@@ -117,15 +122,7 @@ fn intensity_steps_up_over_the_ramp_and_is_zero_outside_the_window() {
 
 #[test]
 fn transitions_are_starts_ramp_steps_ticks_and_ends() {
-    let ramped = Fault::new(
-        FaultKind::TrafficSurge { multiply: 3.0 },
-        Target::Traffic,
-        at(10),
-        secs(100),
-    )
-    .unwrap()
-    .with_ramp(secs(20))
-    .unwrap();
+    let ramped = ramped_surge();
     let leak = Fault::new(
         FaultKind::HeapLeak {
             bytes_per_sec: 1 << 20,

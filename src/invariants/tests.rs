@@ -19,15 +19,20 @@ fn at(s: u64) -> SimTime {
 }
 const TTL: SimDuration = SimDuration::from_secs(86_400);
 
-#[test]
-fn a_token_answered_twice_with_its_first_set_is_fine() {
-    let mut l = TokenLedger::default();
-    let a = TokenAnswer {
+/// Token 1's first answer, at 1 s: a fresh set of instances 10 to 12.
+fn first_answer() -> TokenAnswer {
+    TokenAnswer {
         at: at(1),
         key: key(1),
         instances: range(10, 3),
         fresh: true,
-    };
+    }
+}
+
+#[test]
+fn a_token_answered_twice_with_its_first_set_is_fine() {
+    let mut l = TokenLedger::default();
+    let a = first_answer();
     assert_eq!(l.observe(a, TTL), None);
     let replay = TokenAnswer {
         at: at(2),
@@ -41,12 +46,7 @@ fn a_token_answered_twice_with_its_first_set_is_fine() {
 #[test]
 fn a_second_fresh_set_or_a_replay_with_other_ids_is_a_violation() {
     let mut l = TokenLedger::default();
-    let a = TokenAnswer {
-        at: at(1),
-        key: key(1),
-        instances: range(10, 3),
-        fresh: true,
-    };
+    let a = first_answer();
     l.observe(a, TTL);
     let dup = TokenAnswer {
         at: at(2),

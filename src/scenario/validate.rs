@@ -121,21 +121,6 @@ fn ttl(
     c.opt_duration(v, path, SimDuration::from_ms(1), SimDuration::DAY, default)
 }
 
-fn opt_float(
-    c: &mut Check<'_, '_>,
-    v: &Sp<f64>,
-    path: &str,
-    lo: f64,
-    hi: f64,
-    default: f64,
-) -> Option<f64> {
-    match v {
-        None if c.broken.contains(path) => None,
-        None => Some(default),
-        Some(v) => c.float(v, path, lo, hi),
-    }
-}
-
 fn name_of<'s>(
     c: &mut Check<'_, '_>,
     v: &'s Sp<String>,
@@ -158,6 +143,25 @@ fn name_of<'s>(
         );
         None
     }
+}
+
+/// The API a table key names (as in `[workload.mix]`), or `None` and an "unknown API" problem
+/// at the key.
+fn api_named(c: &mut Check<'_, '_>, k: &Spanned<String>, path: &str) -> Option<Api> {
+    let api = Api::ALL.iter().find(|a| a.name() == k.get_ref()).copied();
+    if api.is_none() {
+        c.problem(
+            k.span(),
+            path,
+            format!("unknown API `{}`", k.get_ref()),
+            Some(name_hint(
+                k.get_ref(),
+                "APIs",
+                Api::ALL.iter().map(|a| a.name()),
+            )),
+        );
+    }
+    api
 }
 
 /// Reports a builder's error (which says how to fix it) at `span`.
@@ -501,8 +505,8 @@ fn replay(
     let span = r.span();
     let r = r.get_ref();
     let file = c.required(&r.trace, &span, "workload.replay", "trace")?;
-    let speed = opt_float(c, &r.speed, "workload.replay.speed", 1e-6, 1e6, 1.0);
-    let scale = opt_float(c, &r.scale, "workload.replay.scale", 1e-6, 100.0, 1.0);
+    let speed = c.opt_float(&r.speed, "workload.replay.speed", 1e-6, 1e6, 1.0);
+    let scale = c.opt_float(&r.scale, "workload.replay.scale", 1e-6, 100.0, 1.0);
     let path = dir.join(file.get_ref());
     let trace = match Trace::from_path(&path) {
         Ok(t) => Some(t),
@@ -532,26 +536,10 @@ pub(super) fn validate(
     c: &mut Check<'_, '_>,
 ) -> Option<Scenario> {
     let root = 0..0;
-    let name = c.required(&raw.name, &root, "", "name").and_then(|n| {
-        let s = c.text(n, "name", 64)?;
-        if !s.is_empty()
-            && s.chars()
-                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_' || ch == '-')
-        {
-            Some(s)
-        } else {
-            c.problem(
-                n.span(),
-                "name",
-                format!("`{s}` is not a plain name"),
-                Some(
-                    "use lowercase letters, digits, `_` and `-` (it names the results folder)"
-                        .into(),
-                ),
-            );
-            None
-        }
-    });
+    // `text` has already refused an empty name.
+    let name = c
+        .required(&raw.name, &root, "", "name")
+        .and_then(|n| c.plain_name(n, 64, "it names the results folder"));
     let description = match &raw.description {
         Some(d) => c.text(d, "description", 4096),
         None => Some(String::new()),
@@ -590,7 +578,7 @@ pub(super) fn validate(
             );
         }
     }
-    let scale = opt_float(c, &raw.scale, "scale", 1.0, MAX_SCALE, 1.0);
+    let scale = c.opt_float(&raw.scale, "scale", 1.0, MAX_SCALE, 1.0);
     let max_events = c.opt_int(&raw.max_events, "max_events", 1, i64::MAX, 1 << 36);
     let scale_v = scale.unwrap_or(1.0);
 
@@ -644,8 +632,7 @@ pub(super) fn validate(
         "g1",
     )
     .and_then(|g| g.parse::<GcProfile>().ok());
-    let heap_gib = opt_float(
-        c,
+    let heap_gib = c.opt_float(
         &a.and_then(|a| a.heap_gib.clone()),
         "topology.api.heap_gib",
         0.25,
@@ -953,8 +940,7 @@ pub(super) fn validate(
                     SimDuration::HOUR,
                     SimDuration::SECOND,
                 );
-                let coefficient = opt_float(
-                    c,
+                let coefficient = c.opt_float(
                     &r.backoff_coefficient,
                     "topology.workflows.backoff_coefficient",
                     1.0,
@@ -1138,24 +1124,12 @@ pub(super) fn validate(
             let mut ok = true;
             for (k, v) in ws {
                 let path = format!("workload.mix.{}", k.get_ref());
-                match Api::ALL.iter().find(|a| a.name() == k.get_ref()) {
+                match api_named(c, k, &path) {
                     Some(api) => match c.float(v, &path, 0.0, 1e9) {
                         Some(x) => weights[api.index()] = x,
                         None => ok = false,
                     },
-                    None => {
-                        ok = false;
-                        c.problem(
-                            k.span(),
-                            &path,
-                            format!("unknown API `{}`", k.get_ref()),
-                            Some(name_hint(
-                                k.get_ref(),
-                                "APIs",
-                                Api::ALL.iter().map(|a| a.name()),
-                            )),
-                        );
-                    }
+                    None => ok = false,
                 }
             }
             let span = wl_span.clone();
@@ -1173,8 +1147,7 @@ pub(super) fn validate(
         10_000_000,
         10_000,
     );
-    let skew = opt_float(
-        c,
+    let skew = c.opt_float(
         &w.and_then(|w| w.account_skew.clone()),
         "workload.account_skew",
         0.0,
@@ -1185,8 +1158,7 @@ pub(super) fn validate(
         || Dist::uniform(1.0, 10.0).ok(),
         |d| Some(d.get_ref().clone()),
     );
-    let min_frac = opt_float(
-        c,
+    let min_frac = c.opt_float(
         &w.and_then(|w| w.min_amount_fraction.clone()),
         "workload.min_amount_fraction",
         0.0,
@@ -1207,8 +1179,7 @@ pub(super) fn validate(
         SimDuration::HOUR,
         SimDuration::from_secs(5),
     );
-    let list_share = opt_float(
-        c,
+    let list_share = c.opt_float(
         &w.and_then(|w| w.describe_list_share.clone()),
         "workload.describe_list_share",
         0.0,
@@ -1219,9 +1190,8 @@ pub(super) fn validate(
         None => Some(TokenPolicy::NONE),
         Some(t) => {
             let r = t.get_ref();
-            let share = opt_float(c, &r.share, "workload.tokens.share", 0.0, 1.0, 1.0);
-            let dup = opt_float(
-                c,
+            let share = c.opt_float(&r.share, "workload.tokens.share", 0.0, 1.0, 1.0);
+            let dup = c.opt_float(
                 &r.duplicate_fraction,
                 "workload.tokens.duplicate_fraction",
                 0.0,
@@ -1283,24 +1253,12 @@ pub(super) fn validate(
             let mut ok = true;
             for (k, v) in r.api_p99_ms.iter().flatten() {
                 let path = format!("slo.api_p99_ms.{}", k.get_ref());
-                match Api::ALL.iter().find(|a| a.name() == k.get_ref()) {
+                match api_named(c, k, &path) {
                     Some(api) => match c.float(v, &path, 1e-6, 1e9) {
-                        Some(x) => per_api.push((*api, x)),
+                        Some(x) => per_api.push((api, x)),
                         None => ok = false,
                     },
-                    None => {
-                        ok = false;
-                        c.problem(
-                            k.span(),
-                            &path,
-                            format!("unknown API `{}`", k.get_ref()),
-                            Some(name_hint(
-                                k.get_ref(),
-                                "APIs",
-                                Api::ALL.iter().map(|a| a.name()),
-                            )),
-                        );
-                    }
+                    None => ok = false,
                 }
             }
             match (p99, rate, ok) {

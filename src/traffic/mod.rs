@@ -176,6 +176,18 @@ impl Known {
             self.next = (self.next + 1) % self.capacity;
         }
     }
+
+    /// An instance to target: one this client created, at random, with its account; or a
+    /// made-up id and no account when none is known yet (answered with NotFound, as ECS would).
+    fn pick(&self, rng: &mut SimRng) -> (Option<AccountId>, InstanceId) {
+        if self.ids.is_empty() {
+            (None, InstanceId(u64::MAX - rng.below(1_000)))
+        } else {
+            let k = rng.below(self.ids.len() as u64) as usize;
+            let (a, id) = self.ids[k];
+            (Some(a), id)
+        }
+    }
 }
 
 /// The traffic's own faults (surges, hot tenants, clients without backoff), read at each
@@ -475,16 +487,9 @@ impl OpenLoop {
                 params.page = self.rng.below(3) as u32;
             }
             _ => {
-                // Target an instance this client created (its own account), or a made-up id when
-                // none is known yet (answered with NotFound, as ECS would).
-                if self.known.ids.is_empty() {
-                    params.instance = Some(InstanceId(u64::MAX - self.rng.below(1_000)));
-                } else {
-                    let k = self.rng.below(self.known.ids.len() as u64) as usize;
-                    let (a, id) = self.known.ids[k];
-                    account = a;
-                    params.instance = Some(id);
-                }
+                let (owner, id) = self.known.pick(&mut self.rng);
+                account = owner.unwrap_or(account);
+                params.instance = Some(id);
             }
         }
         if api == Api::DeleteInstance {

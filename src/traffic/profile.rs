@@ -115,6 +115,13 @@ fn nonzero(param: &'static str, d: SimDuration) -> Result<u64, ProfileError> {
 const NS_PER_S: f64 = 1e9;
 const TWO_PI: f64 = 2.0 * core::f64::consts::PI;
 
+/// The sine profile's phase at `t` (ns): `2π · ((t − peak) mod period) / period`, the remainder
+/// taken in integers (exact), then one division.
+fn sine_phase(t: u64, peak_ns: u64, period_ns: u64) -> f64 {
+    let since_peak = (i128::from(t) - i128::from(peak_ns)).rem_euclid(i128::from(period_ns)) as u64;
+    TWO_PI * (since_peak as f64 / period_ns as f64)
+}
+
 /// Steps of the numerical integration of shapes without a closed-form mean.
 const MEAN_STEPS: u64 = 200_000;
 
@@ -305,13 +312,7 @@ impl RateProfile {
                 amplitude,
                 peak_ns,
                 period_ns,
-            } => {
-                // The phase from integers (exact), then one division.
-                let since_peak =
-                    (i128::from(t) - i128::from(peak_ns)).rem_euclid(i128::from(period_ns)) as u64;
-                let phase = TWO_PI * (since_peak as f64 / period_ns as f64);
-                (mean + amplitude * libm::cos(phase)).max(0.0)
-            }
+            } => (mean + amplitude * libm::cos(sine_phase(t, peak_ns, period_ns))).max(0.0),
             &Shape::Double11 {
                 midnight_ns,
                 peak,
@@ -381,12 +382,7 @@ impl RateProfile {
                 if amplitude <= mean {
                     // ∫ cos(2π(t−p)/P) dt = P/2π · sin(2π(t−p)/P).
                     let p_s = period_ns as f64 / NS_PER_S;
-                    let phase = |t: u64| {
-                        let r = (i128::from(t) - i128::from(peak_ns))
-                            .rem_euclid(i128::from(period_ns))
-                            as u64;
-                        TWO_PI * (r as f64 / period_ns as f64)
-                    };
+                    let phase = |t: u64| sine_phase(t, peak_ns, period_ns);
                     mean * len_s
                         + amplitude * p_s / TWO_PI * (libm::sin(phase(end)) - libm::sin(phase(0)))
                 } else {

@@ -513,14 +513,9 @@ impl OpenLoop {
                 | Api::DeleteInstance
         );
         if targets && params.instance.is_none() {
-            if self.known.ids.is_empty() {
-                params.instance = Some(InstanceId(u64::MAX - self.rng.below(1_000)));
-            } else {
-                let k = self.rng.below(self.known.ids.len() as u64) as usize;
-                let (a, id) = self.known.ids[k];
-                account = a;
-                params.instance = Some(id);
-            }
+            let (owner, id) = self.known.pick(&mut self.rng);
+            account = owner.unwrap_or(account);
+            params.instance = Some(id);
         }
         let id = RequestId(self.next_id);
         self.next_id += 1;

@@ -2,15 +2,9 @@
 //! table whatever the thread count; planted bugs are found, shrunk to at most three faults and
 //! replayed bit for bit; the correct core survives a swarm.
 
+use crate::scenarios::firedrill;
 use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn firedrill(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_firedrill"))
-        .args(args)
-        .output()
-        .expect("run firedrill")
-}
+use std::process::Output;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

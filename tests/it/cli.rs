@@ -1,14 +1,8 @@
 //! `firedrill queue` from the outside: its JSON contract, its table, and exit code 2 with a clear
 //! message for bad arguments.
 
-use std::process::{Command, Output};
-
-fn firedrill(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_firedrill"))
-        .args(args)
-        .output()
-        .expect("run firedrill")
-}
+use crate::scenarios::firedrill;
+use std::process::Output;
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

@@ -2,40 +2,19 @@
 //! closed loop against the open one (coordinated omission), client-side statistics, and trace
 //! replay — each checked against exact counts or theory.
 
-use crate::core::{quiet_deps, run_checked};
+use crate::core::{quiet_deps, run_checked, traffic, unlimited};
 use firedrill::api::node::{NodeConfig, NodeConfigBuilder};
-use firedrill::api::throttle::{Limit, Throttle};
+use firedrill::api::throttle::Throttle;
 use firedrill::api::types::{Api, ErrorCode, Status};
 use firedrill::db::{DbConfig, Table};
 use firedrill::deps::{DependencyKind, FaultCode, Jitter, RetryPolicy};
-use firedrill::gc::{GcProfile, HeapConfig, HeapSpec, MIB, PauseKind};
-use firedrill::kernel::{Dist, RootSeed, SimDuration, SimTime};
+use firedrill::gc::{GcProfile, HeapConfig, PauseKind};
+use firedrill::kernel::{Dist, RootSeed, SimDuration};
 use firedrill::traffic::{
     ApiMix, Backoff, ClientConfig, ClientRetry, ClientStats, ClosedLoop, OpenLoopConfig, Polling,
-    RateProfile, ReplayConfig, TokenPolicy, Trace, TraceError,
+    ReplayConfig, TokenPolicy, Trace, TraceError,
 };
 use firedrill::world::{Part, RunResult, Topology};
-
-fn traffic(rate_per_s: f64, mix: ApiMix, accounts: u32, timeout: SimDuration) -> OpenLoopConfig {
-    OpenLoopConfig {
-        inter_arrival: Dist::exponential(1.0 / rate_per_s).unwrap(),
-        profile: RateProfile::constant(),
-        mix,
-        accounts,
-        account_skew: None,
-        amount: Dist::constant(1.0).unwrap(),
-        instance_types: 1,
-        timeout,
-        until: SimTime::ZERO,
-        describe_list_share: 0.0,
-        min_amount_fraction: 0.0,
-        tokens: TokenPolicy::NONE,
-    }
-}
-
-fn unlimited(accounts: u32) -> Throttle {
-    Throttle::new([Limit::Unlimited; Api::COUNT], Limit::Unlimited, accounts).unwrap()
-}
 
 fn plain_node() -> NodeConfigBuilder {
     NodeConfigBuilder::new(HeapConfig::defaults_for(GcProfile::Off))
@@ -76,11 +55,7 @@ fn expected_attempts(p: f64, m: u32) -> f64 {
 /// rejection rate p (retries meet a window at least as full as first attempts do).
 #[test]
 fn retries_follow_the_policy_under_throttling() {
-    let limits = [Limit::FixedWindow {
-        max: 200,
-        window: SimDuration::MINUTE,
-    }; Api::COUNT];
-    let throttle = Throttle::new(limits, Limit::Unlimited, 1).unwrap();
+    let throttle = crate::core::fixed_window_200_a_minute();
     let t = traffic(
         10.0,
         ApiMix::only(Api::StopInstance),
@@ -486,19 +461,7 @@ fn closed_loop_hides_the_stall_the_open_loop_shows() {
 /// 200 workers, 8 cores, and a heap whose old generation fills every few seconds at 400 calls/s
 /// (256 KiB each, half surviving): full GCs of ≈0.3 s.
 fn bad_gc_node() -> NodeConfig {
-    let bad_heap = HeapSpec {
-        eden_bytes: 256 * MIB,
-        survivor_bytes: 0,
-        old_bytes: 512 * MIB,
-        survival_ratio: 0.5,
-        young_pause_base: SimDuration::from_us(200),
-        young_pause_per_mib_surviving: SimDuration::from_us(1),
-        live_set_bytes: 256 * MIB,
-        ..HeapSpec::defaults_for(GcProfile::Parallel)
-    }
-    .build()
-    .unwrap();
-    NodeConfigBuilder::new(bad_heap)
+    NodeConfigBuilder::new(crate::core::full_gc_heap())
         .workers(200)
         .cores(8)
         .alloc_bytes(

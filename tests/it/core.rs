@@ -39,8 +39,34 @@ pub(crate) fn unlimited(accounts: u32) -> Throttle {
     Throttle::new([Limit::Unlimited; Api::COUNT], Limit::Unlimited, accounts).unwrap()
 }
 
+/// State writes among by-id reads: CreateInstance 10, StartInstance 10, DeleteInstance 5,
+/// DescribeInstanceStatus 75. Without workflows CreateInstance inserts Stopped rows; Start and
+/// (forced) Delete write their state at once.
+pub(crate) fn state_write_mix() -> ApiMix {
+    let mut mix = [0.0; Api::COUNT];
+    mix[Api::CreateInstance.index()] = 10.0;
+    mix[Api::StartInstance.index()] = 10.0;
+    mix[Api::DeleteInstance.index()] = 5.0;
+    mix[Api::DescribeInstanceStatus.index()] = 75.0;
+    ApiMix::new(mix).unwrap()
+}
+
+/// 1,000 calls/s from 20 accounts (30 s timeout): RunInstances 5, DescribeInstanceStatus 95 —
+/// by-id reads of the instances the runs create (the traffic a cache serves).
+pub(crate) fn cached_reads_traffic() -> OpenLoopConfig {
+    let mut mix = [0.0; Api::COUNT];
+    mix[Api::RunInstances.index()] = 5.0;
+    mix[Api::DescribeInstanceStatus.index()] = 95.0;
+    traffic(
+        1_000.0,
+        ApiMix::new(mix).unwrap(),
+        20,
+        SimDuration::from_secs(30),
+    )
+}
+
 /// A database that answers at once and never queues: isolates the nodes' own queueing.
-fn instant_db() -> DbConfig {
+pub(crate) fn instant_db() -> DbConfig {
     DbConfig::builder()
         .latency_all(Dist::constant(0.0).unwrap())
         .max_concurrent(100_000)
@@ -79,8 +105,60 @@ pub(crate) fn quiet_deps(world: &mut World, keep: Option<(DependencyKind, FaultC
     }
 }
 
+/// A counter of `world`'s registry now (mid-run; 0 before its first count).
+pub(crate) fn counter_now(world: &World, name: &str) -> u64 {
+    world
+        .sim
+        .metrics()
+        .counters()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map_or(0, |(_, v)| v)
+}
+
 pub(crate) fn heap(profile: GcProfile) -> HeapConfig {
     HeapConfig::defaults_for(profile)
+}
+
+/// A Parallel heap whose old generation fills every few seconds at 400 calls/s allocating
+/// 256 KiB each (half surviving): full GCs of ≈0.3 s.
+pub(crate) fn full_gc_heap() -> HeapConfig {
+    HeapSpec {
+        eden_bytes: 256 * MIB,
+        survivor_bytes: 0,
+        old_bytes: 512 * MIB,
+        survival_ratio: 0.5,
+        young_pause_base: SimDuration::from_us(200),
+        young_pause_per_mib_surviving: SimDuration::from_us(1),
+        live_set_bytes: 256 * MIB,
+        ..HeapSpec::defaults_for(GcProfile::Parallel)
+    }
+    .build()
+    .unwrap()
+}
+
+/// A node with a pool of one connection (50 ms acquire timeout, no CPU time) and a database
+/// answering every query in 100 ms: at most 10 requests/s get a connection.
+pub(crate) fn one_connection_and_a_100ms_db() -> (NodeConfig, DbConfig) {
+    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
+        .pool(1, 1_000, SimDuration::from_ms(50))
+        .cpu_all(Dist::constant(0.0).unwrap())
+        .build()
+        .unwrap();
+    let db = DbConfig::builder()
+        .latency_all(Dist::constant(0.1).unwrap())
+        .build()
+        .unwrap();
+    (node, db)
+}
+
+/// One account throttled by a fixed one-minute window of 200 calls on every API.
+pub(crate) fn fixed_window_200_a_minute() -> Throttle {
+    let limits = [Limit::FixedWindow {
+        max: 200,
+        window: SimDuration::MINUTE,
+    }; Api::COUNT];
+    Throttle::new(limits, Limit::Unlimited, 1).unwrap()
 }
 
 /// An L2 of 100,000 entries answering in 0.3 ms, "not found" kept 1 s, L1 invalidations
@@ -257,19 +335,7 @@ fn a_full_gc_on_one_node_raises_only_that_nodes_p99() {
     let flat = NodeConfigBuilder::new(heap(GcProfile::Off))
         .workers(200)
         .cores(8);
-    let bad_heap = HeapSpec {
-        eden_bytes: 256 * MIB,
-        survivor_bytes: 0,
-        old_bytes: 512 * MIB,
-        survival_ratio: 0.5,
-        young_pause_base: SimDuration::from_us(200),
-        young_pause_per_mib_surviving: SimDuration::from_us(1),
-        live_set_bytes: 256 * MIB,
-        ..HeapSpec::defaults_for(GcProfile::Parallel)
-    }
-    .build()
-    .unwrap();
-    let bad = flat.clone().heap(bad_heap).alloc_bytes(
+    let bad = flat.clone().heap(full_gc_heap()).alloc_bytes(
         Api::DescribeInstanceStatus,
         Dist::constant(256.0 * 1024.0).unwrap(),
     );
@@ -528,11 +594,7 @@ fn retries_amplify_load_on_a_failing_dependency() {
 #[test]
 fn throttling_admits_exactly_the_configured_rate() {
     let node = plain_node();
-    let limits = [Limit::FixedWindow {
-        max: 200,
-        window: SimDuration::MINUTE,
-    }; Api::COUNT];
-    let throttle = Throttle::new(limits, Limit::Unlimited, 1).unwrap();
+    let throttle = fixed_window_200_a_minute();
     let t = traffic(
         10.0,
         ApiMix::only(Api::StopInstance),
@@ -713,15 +775,7 @@ fn deadlines_expire_exactly_and_expired_work_is_shed() {
 /// 50 ms acquire timeout fail with 500 InternalError, and the node counts each timeout.
 #[test]
 fn connection_pool_acquire_timeouts_are_5xx() {
-    let node = NodeConfigBuilder::new(heap(GcProfile::Off))
-        .pool(1, 1_000, SimDuration::from_ms(50))
-        .cpu_all(Dist::constant(0.0).unwrap())
-        .build()
-        .unwrap();
-    let db = DbConfig::builder()
-        .latency_all(Dist::constant(0.1).unwrap())
-        .build()
-        .unwrap();
+    let (node, db) = one_connection_and_a_100ms_db();
     let t = traffic(
         50.0,
         ApiMix::only(Api::DescribeInstanceStatus),
@@ -918,19 +972,7 @@ fn client_tokens_create_each_instance_set_once_unless_records_are_non_atomic() {
 #[test]
 fn cache_staleness_is_bounded_by_the_invalidation_delay() {
     let node = plain_node();
-    let mut mix = [0.0; Api::COUNT];
-    // Without workflows CreateInstance inserts Stopped rows; Start and (forced) Delete write
-    // their state at once.
-    mix[Api::CreateInstance.index()] = 10.0;
-    mix[Api::StartInstance.index()] = 10.0;
-    mix[Api::DeleteInstance.index()] = 5.0;
-    mix[Api::DescribeInstanceStatus.index()] = 75.0;
-    let t = traffic(
-        1_000.0,
-        ApiMix::new(mix).unwrap(),
-        20,
-        SimDuration::from_secs(30),
-    );
+    let t = traffic(1_000.0, state_write_mix(), 20, SimDuration::from_secs(30));
     let nodes = 4;
     let setup = default_cache();
     let topo = topology(
@@ -972,15 +1014,7 @@ fn the_cache_saves_database_reads_and_latency() {
     use firedrill::cache::L1Config;
 
     let node = plain_node();
-    let mut mix = [0.0; Api::COUNT];
-    mix[Api::RunInstances.index()] = 5.0;
-    mix[Api::DescribeInstanceStatus.index()] = 95.0;
-    let t = traffic(
-        1_000.0,
-        ApiMix::new(mix).unwrap(),
-        20,
-        SimDuration::from_secs(30),
-    );
+    let t = cached_reads_traffic();
     let base = topology(4, node, DbConfig::assumed_defaults(), t, unlimited(20), 60);
     let setup = fast_l2_cache(
         L1Config::builder()

@@ -1,7 +1,9 @@
 //! Dependency faults and network partitions end to end: each fault moves the metric it targets
 //! by the amount its parameters say, only on its target, only inside its window.
 
-use crate::core::{heap, plain_node, quiet_deps, run_checked, topology, traffic, unlimited};
+use crate::core::{
+    counter_now, heap, plain_node, quiet_deps, run_checked, topology, traffic, unlimited,
+};
 use firedrill::api::node::NodeConfigBuilder;
 use firedrill::api::types::{Api, ErrorCode, Status};
 use firedrill::db::DbConfig;
@@ -297,15 +299,6 @@ fn partial_outage_times_out_its_fraction_of_requests() {
     assert_eq!(dep(&r, "inventory").started, api.count(Status::Ok));
 }
 
-fn counter(w: &World, name: &str) -> u64 {
-    w.sim
-        .metrics()
-        .counters()
-        .into_iter()
-        .find(|(n, _)| *n == name)
-        .map_or(0, |(_, v)| v)
-}
-
 fn partition(target: Target, peer: Target, start: u64, dur: u64) -> Fault {
     Fault::new(FaultKind::Partition { peer }, target, at(start), secs(dur)).unwrap()
 }
@@ -328,10 +321,10 @@ fn partition_node_from_dependency_times_out_that_nodes_calls_and_heals() {
     let mut w = f.build(RootSeed::new(6));
     quiet_deps(&mut w, None);
     assert!(w.run_until(at(20)).is_none());
-    assert_eq!(counter(&w, "node.0.dep_timeouts"), 0);
+    assert_eq!(counter_now(&w, "node.0.dep_timeouts"), 0);
     assert!(w.run_until(at(40)).is_none());
-    let dropped = counter(&w, "faults.0.partition_dropped");
-    let timeouts = counter(&w, "node.0.dep_timeouts");
+    let dropped = counter_now(&w, "faults.0.partition_dropped");
+    let timeouts = counter_now(&w, "node.0.dep_timeouts");
     assert!(w.sim.partitions().is_empty(), "healed at the window's end");
     let report = w.run();
     let r = w.result(report, f.duration());
@@ -404,14 +397,14 @@ fn partition_node_from_db_times_out_that_nodes_queries_and_recovers() {
     let mut w = f.build(RootSeed::new(6));
     quiet_deps(&mut w, None);
     assert!(w.run_until(at(20)).is_none());
-    assert_eq!(counter(&w, "node.0.db_timeouts"), 0);
+    assert_eq!(counter_now(&w, "node.0.db_timeouts"), 0);
     assert!(w.run_until(at(30)).is_none());
     // The lost queries are held until they time out, 5 s after they were sent.
     let held = u64::from(w.node_mut(0).pool().in_use());
     assert!(held >= 30, "{held} held at the window's end");
     assert!(w.run_until(at(36)).is_none());
-    let dropped = counter(&w, "faults.0.partition_dropped");
-    assert_eq!(counter(&w, "node.0.db_timeouts"), dropped, "by 35 s");
+    let dropped = counter_now(&w, "faults.0.partition_dropped");
+    assert_eq!(counter_now(&w, "node.0.db_timeouts"), dropped, "by 35 s");
     let report = w.run();
     let r = w.result(report, f.duration());
     // ~10 queries a second from node.0 for 10 s.
@@ -463,19 +456,19 @@ fn query_timeouts_due_in_a_pause_are_taken_at_its_end() {
     let mut w = f.build(RootSeed::new(6));
     quiet_deps(&mut w, None);
     assert!(w.run_until(at(27)).is_none());
-    let before = counter(&w, "node.0.db_timeouts");
+    let before = counter_now(&w, "node.0.db_timeouts");
     assert!(
         before > 0,
         "the queries lost from 20 s to 22 s timed out before the pause"
     );
     assert!(w.run_until(at(30)).is_none());
     assert_eq!(
-        counter(&w, "node.0.db_timeouts"),
+        counter_now(&w, "node.0.db_timeouts"),
         before,
         "none while stopped"
     );
     assert!(w.run_until(SimTime::from_ns(31_001_000_000)).is_none());
-    let after = counter(&w, "node.0.db_timeouts");
+    let after = counter_now(&w, "node.0.db_timeouts");
     assert!(
         after >= before + 20,
         "the ~4 s of lost queries due in the pause, at its end: {before} -> {after}"

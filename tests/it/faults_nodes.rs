@@ -3,7 +3,7 @@
 //! (same seed), checks the targeted node's metric moves by the amount the parameters give, that
 //! the other nodes do not change, and that the effect ends with the window.
 
-use crate::core::{heap, run_checked, topology, traffic, unlimited};
+use crate::core::{counter_now, heap, run_checked, topology, traffic, unlimited};
 use firedrill::api::node::{NodeConfig, NodeConfigBuilder};
 use firedrill::api::types::{Api, ErrorCode, Status};
 use firedrill::cache::L1Config;
@@ -49,17 +49,6 @@ fn with(topo: &Topology, faults: Vec<Fault>) -> Topology {
 
 fn fault(kind: FaultKind, target: Target, start: u64, duration: u64) -> Fault {
     Fault::new(kind, target, secs(start), SimDuration::from_secs(duration)).unwrap()
-}
-
-/// A counter of `world`'s registry now (mid-run).
-fn counter_now(world: &World, name: &str) -> u64 {
-    world
-        .sim
-        .metrics()
-        .counters()
-        .into_iter()
-        .find(|(n, _)| *n == name)
-        .map_or(0, |(_, v)| v)
 }
 
 /// Runs `topo` under `seed` until `at` (every event at or before it), then returns the world.
@@ -341,15 +330,7 @@ fn db_connection_leak_starves_the_pool_of_its_node_only_for_the_window() {
 /// Two nodes with an L1 (soft TTL 2 s, hard 4 s, no jitter) in front of the L2 and the database,
 /// DescribeInstanceStatus on the instances RunInstances creates.
 fn cached_topology(secs: u64) -> Topology {
-    let mut mix = [0.0; Api::COUNT];
-    mix[Api::RunInstances.index()] = 5.0;
-    mix[Api::DescribeInstanceStatus.index()] = 95.0;
-    let t = traffic(
-        1_000.0,
-        ApiMix::new(mix).unwrap(),
-        20,
-        SimDuration::from_secs(30),
-    );
+    let t = crate::core::cached_reads_traffic();
     let setup = crate::core::fast_l2_cache(
         L1Config::builder()
             .capacity(10_000)

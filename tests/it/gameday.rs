@@ -3,7 +3,10 @@
 //! overload ends, `scale_out` adds nodes that take their share at once and drain a queue two
 //! nodes cannot; every game day is deterministic.
 
-use crate::core::{heap, plain_node, quiet_deps, run_checked, topology, traffic, unlimited};
+use crate::core::{
+    heap, instant_db, plain_node, quiet_deps, run_checked, state_write_mix, topology, traffic,
+    unlimited,
+};
 use firedrill::api::node::{NodeConfig, NodeConfigBuilder};
 use firedrill::api::throttle::{Limit, Throttle};
 use firedrill::api::types::{Api, ErrorCode, Status};
@@ -57,15 +60,6 @@ fn listing(rate: f64, accounts: u32, timeout: SimDuration) -> firedrill::traffic
     );
     t.describe_list_share = 1.0;
     t
-}
-
-/// A database that answers at once and never queues: the nodes are the bottleneck.
-fn instant_db() -> DbConfig {
-    DbConfig::builder()
-        .latency_all(Dist::constant(0.0).unwrap())
-        .max_concurrent(100_000)
-        .build()
-        .unwrap()
 }
 
 /// One worker on one core per node, 10 ms of CPU per call, a deep accept queue: with the
@@ -311,12 +305,7 @@ fn scale_out_drains_a_queue_two_nodes_cannot() {
 #[test]
 fn scaled_out_nodes_join_the_l1_invalidation_broadcast() {
     let node = plain_node();
-    let mut mix = [0.0; Api::COUNT];
-    mix[Api::CreateInstance.index()] = 10.0;
-    mix[Api::StartInstance.index()] = 10.0;
-    mix[Api::DeleteInstance.index()] = 5.0;
-    mix[Api::DescribeInstanceStatus.index()] = 75.0;
-    let t = traffic(500.0, ApiMix::new(mix).unwrap(), 20, secs(30));
+    let t = traffic(500.0, state_write_mix(), 20, secs(30));
     let setup = crate::core::default_cache();
     let topo = runbook(
         topology(2, node, DbConfig::assumed_defaults(), t, unlimited(20), 40).with_cache(setup),
@@ -326,15 +315,7 @@ fn scaled_out_nodes_join_the_l1_invalidation_broadcast() {
     let writes = |w: &World| -> u64 {
         [Api::StartInstance, Api::DeleteInstance]
             .iter()
-            .map(|a| {
-                let name = format!("api.{a}.status.{}", Status::Ok.name());
-                w.sim
-                    .metrics()
-                    .counters()
-                    .into_iter()
-                    .find(|(n, _)| *n == name)
-                    .map_or(0, |(_, v)| v)
-            })
+            .map(|a| crate::core::counter_now(w, &format!("api.{a}.status.{}", Status::Ok.name())))
             .sum()
     };
     let mut w = topo.build(RootSeed::new(23));

@@ -75,6 +75,14 @@ fn row(world: &World, r: &InstanceRow) -> InstanceRow {
     db.inspect_instance(r.account, r.id).unwrap()
 }
 
+/// The run's violation of the `reconciled` invariant (panics, listing them all, if there is none).
+fn reconciled_violation(r: &RunResult) -> &firedrill::invariants::Violation {
+    r.violations
+        .iter()
+        .find(|v| v.invariant.name() == "reconciled")
+        .unwrap_or_else(|| panic!("{:?}", r.violations))
+}
+
 fn stats(world: &World) -> firedrill::reconcile::ReconStats {
     match world.sim.component(world.reconciler.unwrap()) {
         Part::Reconciler(c) => c.stats().clone(),
@@ -250,11 +258,7 @@ fn an_orphan_reconciliation_cannot_release_breaks_the_reconciled_invariant() {
         .set_error_override(FaultCode::InvalidParameter, Some(1.0));
     let report = world.run();
     let r = world.result(report, topo.duration());
-    let v = r
-        .violations
-        .iter()
-        .find(|v| v.invariant.name() == "reconciled")
-        .unwrap_or_else(|| panic!("{:?}", r.violations));
+    let v = reconciled_violation(&r);
     assert!(
         v.detail.contains(&format!("#{} ", orphan.0)) && v.detail.contains("orphan"),
         "{v}"
@@ -445,11 +449,7 @@ fn a_stuck_row_reconciliation_cannot_repair_breaks_the_reconciled_invariant() {
     let (mut world, topo, [x, y]) = stuck_world(true, false);
     let report = world.run();
     let r = world.result(report, topo.duration());
-    let v = r
-        .violations
-        .iter()
-        .find(|v| v.invariant.name() == "reconciled")
-        .unwrap_or_else(|| panic!("{:?}", r.violations));
+    let v = reconciled_violation(&r);
     let named = |r: &InstanceRow, state: &str| {
         v.detail.starts_with(&format!(
             "instance #{} of account {} is still {state}",

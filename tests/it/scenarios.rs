@@ -6,7 +6,8 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn firedrill(args: &[&str]) -> Output {
+/// Runs the `firedrill` binary with `args` in the crate's root (where `scenarios/` is).
+pub(crate) fn firedrill(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_firedrill"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(args)
@@ -24,12 +25,18 @@ fn files(dir: &str) -> Vec<PathBuf> {
     v
 }
 
-fn out_dir(name: &str) -> PathBuf {
+/// `<CARGO_TARGET_TMPDIR>/<group>/<name>`, removed if an earlier run left it: a fresh folder
+/// for a test's `--out`.
+pub(crate) fn fresh_out_dir(group: &str, name: &str) -> PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("scenarios")
+        .join(group)
         .join(name);
     let _ = std::fs::remove_dir_all(&d);
     d
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    fresh_out_dir("scenarios", name)
 }
 
 #[test]

@@ -3,40 +3,32 @@
 //! in the run; `firedrill run` writes `timeseries.csv` and `histograms/*.hdr`, byte-identical
 //! across two runs, and the histograms read back to the summary's counts and p99s.
 
-use firedrill::api::lb::LbPolicy;
+use crate::scenarios::{firedrill, fresh_out_dir};
 use firedrill::api::node::NodeConfigBuilder;
-use firedrill::api::throttle::{Limit, Throttle};
+use firedrill::api::throttle::Throttle;
 use firedrill::api::types::{Api, ErrorCode, Status};
 use firedrill::db::DbConfig;
 use firedrill::gc::{GcProfile, HeapConfig};
 use firedrill::kernel::{Dist, RootSeed, SimDuration, SimTime};
 use firedrill::metrics::series::{CSV_HEADER, TimeSeries};
 use firedrill::report::hdr::{from_v2, histogram_files};
-use firedrill::traffic::{ApiMix, OpenLoopConfig, RateProfile};
-use firedrill::world::{Part, RunResult, Topology, shipped_mocks};
+use firedrill::traffic::{ApiMix, OpenLoopConfig};
+use firedrill::world::{Part, RunResult, Topology};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
+/// DescribeInstanceStatus alone from 10 accounts at `rate_per_s`.
 fn traffic(rate_per_s: f64, timeout: SimDuration) -> OpenLoopConfig {
-    OpenLoopConfig {
-        inter_arrival: Dist::exponential(1.0 / rate_per_s).unwrap(),
-        profile: RateProfile::constant(),
-        mix: ApiMix::only(Api::DescribeInstanceStatus),
-        accounts: 10,
-        account_skew: None,
-        amount: Dist::constant(1.0).unwrap(),
-        instance_types: 1,
+    crate::core::traffic(
+        rate_per_s,
+        ApiMix::only(Api::DescribeInstanceStatus),
+        10,
         timeout,
-        until: SimTime::ZERO,
-        describe_list_share: 0.0,
-        min_amount_fraction: 0.0,
-        tokens: firedrill::traffic::TokenPolicy::NONE,
-    }
+    )
 }
 
 fn unlimited() -> Throttle {
-    Throttle::new([Limit::Unlimited; Api::COUNT], Limit::Unlimited, 10).unwrap()
+    crate::core::unlimited(10)
 }
 
 /// Two G1 nodes allocating 1 MiB per request at `RATE`/s for `SECS` s: young GCs every few
@@ -52,17 +44,14 @@ fn gc_topology() -> Topology {
         )
         .build()
         .unwrap();
-    Topology::new(
+    crate::core::topology(
         2,
         node,
-        LbPolicy::RoundRobin,
-        unlimited(),
         DbConfig::assumed_defaults(),
-        shipped_mocks(),
         traffic(RATE, SimDuration::from_secs(30)),
-        SimDuration::from_secs(SECS),
+        unlimited(),
+        SECS,
     )
-    .unwrap()
 }
 
 fn series(r: &RunResult) -> &TimeSeries {
@@ -156,26 +145,15 @@ fn sampling_changes_nothing_in_the_run() {
 /// the 50 ms acquire timeout. Every acquisition's wait lands in one bucket.
 #[test]
 fn pool_waits_count_every_acquisition() {
-    let node = NodeConfigBuilder::new(HeapConfig::defaults_for(GcProfile::Off))
-        .pool(1, 1_000, SimDuration::from_ms(50))
-        .cpu_all(Dist::constant(0.0).unwrap())
-        .build()
-        .unwrap();
-    let db = DbConfig::builder()
-        .latency_all(Dist::constant(0.1).unwrap())
-        .build()
-        .unwrap();
-    let topo = Topology::new(
+    let (node, db) = crate::core::one_connection_and_a_100ms_db();
+    let topo = crate::core::topology(
         1,
         node,
-        LbPolicy::RoundRobin,
-        unlimited(),
         db,
-        shipped_mocks(),
         traffic(50.0, SimDuration::from_secs(30)),
-        SimDuration::from_secs(30),
-    )
-    .unwrap();
+        unlimited(),
+        30,
+    );
     let mut world = topo.build(RootSeed::new(6));
     let report = world.run();
     let Part::Node(n) = world.sim.component(world.nodes[0]) else {
@@ -213,17 +191,14 @@ fn queue_depth_is_sampled_at_bucket_ends() {
         .shed_expired(false)
         .build()
         .unwrap();
-    let topo = Topology::new(
+    let topo = crate::core::topology(
         1,
         node,
-        LbPolicy::RoundRobin,
-        unlimited(),
         DbConfig::assumed_defaults(),
-        shipped_mocks(),
         traffic(200.0, SimDuration::from_secs(60)),
-        SimDuration::from_secs(10),
-    )
-    .unwrap();
+        unlimited(),
+        10,
+    );
     let r = topo.run(RootSeed::new(2));
     let rows = series(&r).rows();
     for row in &rows[1..10] {
@@ -253,22 +228,6 @@ fn histogram_files_read_back_to_the_runs_histograms() {
     }
 }
 
-fn firedrill(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_firedrill"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(args)
-        .output()
-        .expect("run firedrill")
-}
-
-fn out_dir(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("series")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
 fn ms(v: &Value) -> String {
     format!("{:.3}", v.as_f64().unwrap())
 }
@@ -277,7 +236,7 @@ fn ms(v: &Value) -> String {
 fn run_writes_the_same_series_and_histograms_twice() {
     let mut outs = Vec::new();
     for k in 0..2 {
-        let out = out_dir(&format!("gc-tuning-{k}"));
+        let out = fresh_out_dir("series", &format!("gc-tuning-{k}"));
         let o = firedrill(&[
             "run",
             "scenarios/gc-tuning.toml",

@@ -2,9 +2,9 @@
 //! gateway: a sink records each request's intended start), checked against the integral of the
 //! rate, m(t) × base rate, bucket by bucket.
 
+use crate::core::{topology, unlimited};
 use firedrill::api::lb::LbPolicy;
 use firedrill::api::node::{NodeConfig, NodeConfigBuilder};
-use firedrill::api::throttle::{Limit, Throttle};
 use firedrill::api::types::Api;
 use firedrill::db::DbConfig;
 use firedrill::gc::{GcProfile, HeapConfig};
@@ -309,7 +309,7 @@ fn a_time_varying_profile_needs_exponential_arrivals() {
         1,
         node(),
         LbPolicy::RoundRobin,
-        Throttle::new([Limit::Unlimited; Api::COUNT], Limit::Unlimited, 1).unwrap(),
+        unlimited(1),
         DbConfig::assumed_defaults(),
         shipped_mocks(),
         cfg.clone(),
@@ -328,17 +328,14 @@ fn a_time_varying_profile_needs_exponential_arrivals() {
 fn a_profile_runs_through_the_whole_world() {
     // 200/s doubling to 400/s over 10 s, through gateway, nodes and database.
     let ramp = RateProfile::ramp(1.0, 2.0, SimDuration::ZERO, secs(10)).unwrap();
-    let topo = Topology::new(
+    let topo = topology(
         2,
         node(),
-        LbPolicy::RoundRobin,
-        Throttle::new([Limit::Unlimited; Api::COUNT], Limit::Unlimited, 1).unwrap(),
         DbConfig::assumed_defaults(),
-        shipped_mocks(),
         config(200.0, ramp, 0),
-        secs(10),
-    )
-    .unwrap();
+        unlimited(1),
+        10,
+    );
     let a = topo.run(RootSeed::new(4));
     let b = topo.run(RootSeed::new(4));
     assert_eq!(a.trace_hash(), b.trace_hash());
