@@ -85,7 +85,7 @@ pub enum L2Op<K = CacheKey, V = CachedInstance> {
         ttl: SimDuration,
         version: SimTime,
     },
-    /// Deletes the key and leaves a tombstone for [`TOMBSTONE_TTL`]: a set of a value older
+    /// Deletes the key and leaves a tombstone for `TOMBSTONE_TTL` (60 s): a set of a value older
     /// than `version` (the write's time) arriving later (a read that raced the write) is refused.
     Delete {
         key: K,

@@ -197,7 +197,6 @@ pub(crate) fn default_cache() -> firedrill::world::CacheSetup {
     }
 }
 
-/// A node with every default and no GC (the node most tests want).
 /// `topo` with the workflow engine at its defaults and RunInstances run as per-instance
 /// sub-workflows, when `on`; unchanged otherwise.
 pub(crate) fn maybe_sequential_workflows(
@@ -216,6 +215,7 @@ pub(crate) fn maybe_sequential_workflows(
     .unwrap()
 }
 
+/// A node with every default and no GC (the node most tests want).
 pub(crate) fn plain_node() -> NodeConfig {
     NodeConfigBuilder::new(heap(GcProfile::Off))
         .build()
