@@ -945,9 +945,16 @@ impl ApiResult {
             .map_or(0, |(_, n)| *n)
     }
     pub fn count_5xx(&self) -> u64 {
+        self.count_where(Status::is_5xx)
+    }
+    /// Client errors: throttled, refused (`IncorrectInstanceStatus`, `NoStock`, …), not found.
+    pub fn count_4xx(&self) -> u64 {
+        self.count_where(Status::is_4xx)
+    }
+    fn count_where(&self, f: impl Fn(Status) -> bool) -> u64 {
         self.status
             .iter()
-            .filter(|(s, _)| s.is_5xx())
+            .filter(|(s, _)| f(*s))
             .map(|(_, n)| n)
             .sum()
     }

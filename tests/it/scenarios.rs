@@ -185,6 +185,49 @@ fn a_failed_slo_exits_1() {
     assert!(stdout.contains("FAILED"), "{stdout}");
 }
 
+/// The run's table shows each API's share of 4XX answers beside its 5XX share: a throttled
+/// call is answered at once, so without it a p50 of 0 ms would go unexplained. One account
+/// over the ECS preset's 200 calls a minute per API: most RunInstances are throttled.
+#[test]
+fn the_table_shows_the_4xx_share_that_throttling_adds() {
+    let out = out_dir("4xx");
+    let o = firedrill(&[
+        "run",
+        "scenarios/gc-tuning.toml",
+        "--set",
+        "duration=30s",
+        "--set",
+        "topology.throttle.preset=ecs",
+        "--set",
+        "workload.accounts=1",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(matches!(o.status.code(), Some(0 | 1)), "{stdout}");
+    let header: Vec<&str> = stdout
+        .lines()
+        .find(|l| l.starts_with("api "))
+        .expect("the table's header")
+        .split_whitespace()
+        .collect();
+    assert_eq!(header[..4], ["api", "requests", "4xx%", "5xx%"], "{stdout}");
+    let row: Vec<&str> = stdout
+        .lines()
+        .find(|l| l.starts_with("RunInstances "))
+        .expect("a RunInstances row")
+        .split_whitespace()
+        .collect();
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let run = &v["apis"]["RunInstances"];
+    let requests = run["requests"].as_f64().unwrap();
+    let throttled = run["status"]["Throttling"].as_f64().unwrap();
+    assert!(throttled > 0.5 * requests, "{run}");
+    let share = 100.0 * throttled / requests;
+    assert_eq!(row[2], format!("{share:.3}"), "{stdout}");
+}
+
 /// The shipped M/M/c scenario through the whole core matches Erlang C, as `firedrill queue`
 /// does: mean and p50/p90/p99 of the response time, pooled over three seeds (~3.2·10^6
 /// requests), within 2%.
