@@ -547,6 +547,8 @@ pub struct ApiNode {
     db: ComponentId,
     deps: DepIds,
     heap: Heap,
+    /// When this node's process started: time zero, or when a runbook added it.
+    started_at: SimTime,
     pool: ConnectionPool<Handle>,
     /// Accepted requests waiting for a worker: (gateway handle, request, arrival at the node).
     queue: VecDeque<(Handle, Request, SimTime)>,
@@ -625,6 +627,7 @@ impl ApiNode {
             db,
             deps,
             heap,
+            started_at: SimTime::ZERO,
             pool,
             queue: VecDeque::new(),
             cpu_queue: VecDeque::new(),
@@ -717,6 +720,12 @@ impl ApiNode {
     /// counts from `now`.
     pub fn start_heap_at(&mut self, now: SimTime) {
         self.heap = Heap::started_at(self.cfg.heap, now);
+        self.started_at = now;
+    }
+
+    /// When this node's process started: time zero, or when a runbook added it mid-run.
+    pub fn started_at(&self) -> SimTime {
+        self.started_at
     }
 
     /// Puts a cache in front of the database for by-id reads.

@@ -289,6 +289,28 @@ fn heap_leak_fills_old_until_full_gcs_and_a_restart_frees_it() {
     );
 }
 
+/// A node a runbook adds in the middle of a leak of every node leaks only from when it
+/// started: added at 8.5 s, between two of the leak's 1 s ticks, into a 20 MiB/s leak from
+/// 5 s to 15 s, it gains 6.5 s worth (130 MiB), the nodes that were there 10 s worth (200 MiB).
+#[test]
+fn a_node_added_during_a_heap_leak_leaks_only_since_it_started() {
+    let node = NodeConfigBuilder::new(small_heap()).build().unwrap();
+    let base = describe_topology(2, node, flat_db(0.001), 1_000.0, 20);
+    let leak = FaultKind::HeapLeak {
+        bytes_per_sec: 20 * MIB,
+    };
+    let topo = with(&base, vec![fault(leak, Target::Nodes, 5, 10)]);
+    let added_at = secs(8).saturating_add(SimDuration::from_ms(500));
+    let mut w = run_to(&topo, 5, added_at);
+    assert_eq!(w.add_nodes(1, added_at), 2..3);
+    assert_eq!(w.node_mut(2).started_at(), added_at);
+    assert!(w.run_until(secs(16)).is_none(), "the run ended before 16 s");
+    for i in 0..2 {
+        assert_eq!(w.node_mut(i).heap().live_set_bytes(), 64 * MIB + 200 * MIB);
+    }
+    assert_eq!(w.node_mut(2).heap().live_set_bytes(), 64 * MIB + 130 * MIB);
+}
+
 /// Node 1 leaks 45 of its 50 connections from 5 s to 10 s while each query holds one for
 /// 20.5 ms (two 0.25 ms hops): 500 queries/s need 10 busy connections, 5 serve at most 244/s,
 /// so about 256/s wait out the 200 ms acquire timeout. Node 0 never waits; nothing times out after the window.

@@ -109,7 +109,7 @@ impl World {
     /// Puts the faults in force now on nodes added mid-run (a runbook's scale-out), as if they
     /// had been there at the last transition: the partitions of every active partition fault
     /// (re-put in force with the new nodes on their sides) and the clock skews of the nodes.
-    /// Other kinds reach them at their next transition (pauses, leaks accrued since) or not at
+    /// Other kinds reach them at their next transition (pauses, leaks accrued since the node started) or not at
     /// all (a crash or a connection leak happened to the processes that were there).
     pub(super) fn faults_reach_new_nodes(&mut self, now: SimTime) {
         let Some(mut rt) = self.faults.take() else {

@@ -13,7 +13,7 @@
 //!   fault's own random substream, one draw per node in node order.
 //! - `heap_leak`: at every transition while active, each targeted node's live set grows by
 //!   `bytes_per_sec × intensity × seconds since the previous transition` (the intensity the
-//!   leak had over that span).
+//!   leak had over that span), or since the node started if a runbook added it in that span.
 //! - `db_connection_leak`: whenever such a fault starts or ends, each node it targets gets
 //!   [`NodeTimer::LeakConnections`] with the sum of `connections` over the leaks active on it.
 //! - `clock_skew`: at every transition, each node a skew fault targets gets the sum over the
@@ -51,7 +51,6 @@ fn nodes_of<'a>(world: &World, s: &FaultStep<'a>) -> Vec<usize> {
 }
 
 fn heap_leaks(world: &mut World, t: &Transition<'_, '_>) {
-    let elapsed = t.now.saturating_since(t.since).as_secs_f64();
     for s in t.steps {
         let FaultKind::HeapLeak { bytes_per_sec } = s.fault.kind() else {
             continue;
@@ -61,9 +60,13 @@ fn heap_leaks(world: &mut World, t: &Transition<'_, '_>) {
         if s.edge == Some(Edge::Start) {
             continue;
         }
-        let bytes = (*bytes_per_sec as f64 * s.fault.intensity(t.since) * elapsed) as u64;
+        let rate = *bytes_per_sec as f64 * s.fault.intensity(t.since);
         for i in nodes_of(world, s) {
-            world.node_mut(i).heap_mut().add_live_bytes(bytes);
+            let node = world.node_mut(i);
+            // A node a runbook added in the span leaked only since it started.
+            let from = t.since.max(node.started_at());
+            let bytes = (rate * t.now.saturating_since(from).as_secs_f64()) as u64;
+            node.heap_mut().add_live_bytes(bytes);
         }
     }
 }
