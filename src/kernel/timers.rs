@@ -468,4 +468,92 @@ mod tests {
         t.arm(&mut out, || 7);
         assert_eq!(q.len(), 0, "nothing pending: no other wake-up");
     }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// A timer of one of three durations.
+        Schedule(usize),
+        /// Cancels the i-th timer scheduled (if any).
+        Cancel(usize),
+        /// Lets this many ms pass, handling the wake-ups that come.
+        Advance(u64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0usize..3).prop_map(Op::Schedule),
+            2 => (0usize..64).prop_map(Op::Cancel),
+            3 => (0u64..30).prop_map(Op::Advance),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Against a model: driven through a real event queue, every timer not cancelled fires
+        /// once, exactly at its due instant, in (due, insertion) order; a cancelled one never
+        /// fires; at most one wake-up is pending, and none while no timer is (unless kept).
+        #[test]
+        fn every_timer_fires_once_at_its_due_instant_in_order(
+            ops in proptest::collection::vec(op(), 1..300),
+            keep in proptest::bool::ANY,
+        ) {
+            const WAKE: u8 = 7;
+            const TICK: u8 = 0;
+            let durations = [3, 10, 25].map(SimDuration::from_ms);
+            let (mut q, mut reg, mut ctl, me) = driver();
+            let mut t: LocalTimers<usize> =
+                if keep { LocalTimers::keeping_the_wake_up() } else { LocalTimers::new() };
+            // Per timer: due, ticket, pending.
+            let mut model: Vec<(SimTime, Ticket, bool)> = Vec::new();
+            let mut fired: Vec<(SimTime, usize)> = Vec::new();
+            let end = [Op::Advance(1_000)];
+            for o in ops.iter().chain(&end) {
+                let now = q.now();
+                match *o {
+                    Op::Schedule(d) => {
+                        let tk = t.schedule(now, durations[d], model.len());
+                        model.push((now.saturating_add(durations[d]), tk, true));
+                        t.arm(&mut Outbox::new(now, me, &mut q, &mut reg, &mut ctl), || WAKE);
+                    }
+                    Op::Cancel(i) => {
+                        if let Some(m) = model.get_mut(i) {
+                            proptest::prop_assert_eq!(t.cancel(m.1), m.2);
+                            m.2 = false;
+                            t.arm(&mut Outbox::new(now, me, &mut q, &mut reg, &mut ctl), || WAKE);
+                        }
+                    }
+                    Op::Advance(ms) => {
+                        let until = now.saturating_add(SimDuration::from_ms(ms));
+                        q.push(until, Envelope { to: me, msg: TICK }).unwrap();
+                        while let Some(p) = q.pop() {
+                            if p.payload.msg == TICK {
+                                break;
+                            }
+                            if t.take_wake(p.time) {
+                                while let Some(i) = t.pop_due(p.time) {
+                                    proptest::prop_assert!(model[i].2, "timer {} fired twice or after its cancel", i);
+                                    model[i].2 = false;
+                                    fired.push((p.time, i));
+                                }
+                            }
+                            t.arm(&mut Outbox::new(p.time, me, &mut q, &mut reg, &mut ctl), || WAKE);
+                        }
+                    }
+                }
+                proptest::prop_assert!(q.len() <= 1, "{} wake-ups pending", q.len());
+                if t.is_empty() && !keep {
+                    proptest::prop_assert_eq!(q.len(), 0);
+                }
+                proptest::prop_assert_eq!(t.len(), model.iter().filter(|m| m.2).count());
+            }
+            // Everything was due before the last advance ended: all fired or were cancelled.
+            proptest::prop_assert!(t.is_empty());
+            for &(at, i) in &fired {
+                proptest::prop_assert_eq!(at, model[i].0, "timer {} fired off its due instant", i);
+            }
+            let mut sorted = fired.clone();
+            sorted.sort_by_key(|&(at, i)| (at, i));
+            proptest::prop_assert_eq!(fired, sorted);
+        }
+    }
 }
