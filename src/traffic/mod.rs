@@ -179,6 +179,7 @@ impl Known {
 
     /// An instance to target: one this client created, at random, with its account; or a
     /// made-up id and no account when none is known yet (answered with NotFound, as ECS would).
+    #[inline(always)]
     fn pick(&self, rng: &mut SimRng) -> (Option<AccountId>, InstanceId) {
         if self.ids.is_empty() {
             (None, InstanceId(u64::MAX - rng.below(1_000)))
