@@ -37,7 +37,8 @@ pub struct LatencyHistogram {
     min_ns: u64,
     max_ns: u64,
     /// The HdrHistogram of `counts`, built on demand and dropped by the next record.
-    hdr: std::cell::OnceCell<Histogram<u64>>,
+    /// Boxed: the fields a record touches then share one or two cache lines.
+    hdr: std::cell::OnceCell<Box<Histogram<u64>>>,
 }
 
 /// Sub-buckets per bucket for 3 significant digits: 2 × 10³ rounded up to a power of two.
@@ -218,7 +219,7 @@ impl LatencyHistogram {
                         .expect("an auto-resizing histogram holds any value below u64::MAX");
                 }
             }
-            h
+            Box::new(h)
         })
     }
 }
