@@ -1627,7 +1627,11 @@ impl ApiNode {
         }
         while let Some(h) = self.l2_timers.pop_due(now) {
             // Every call answered cancelled its timeout: this one is still out.
-            debug_assert!(self.work.get(h).is_some_and(|w| w.l2_waiting));
+            let out_still = self.work.get(h).is_some_and(|w| w.l2_waiting);
+            debug_assert!(out_still, "an L2 timeout of a call no longer out");
+            if !out_still {
+                continue;
+            }
             out.count(self.metrics.l2_timeouts, 1);
             let r = L2Reply {
                 tag: h.to_u64(),
@@ -1672,7 +1676,11 @@ impl ApiNode {
         }
         while let Some((h, call)) = self.db_timers.pop_due(now) {
             // Every query answered cancelled its timeout: this one is still out.
-            debug_assert!(self.db_query_out(h, call));
+            let out_still = self.db_query_out(h, call);
+            debug_assert!(out_still, "a timeout of a query no longer out");
+            if !out_still {
+                continue;
+            }
             if self.paused_until.is_some() {
                 self.deferred
                     .push(Msg::Node(NodeTimer::QueryTimeout { req: h, call }));

@@ -25,16 +25,16 @@ use super::queue::TimerId;
 use super::time::{SimDuration, SimTime};
 use std::collections::VecDeque;
 
-/// Names one entry of [`LocalTimers`], to cancel it: its FIFO (top 8 bits) and its position
+/// Names one entry of [`LocalTimers`], to cancel it: its FIFO (top 16 bits) and its position
 /// there (entries ever pushed to that FIFO before it). A ticket of an entry that fired, was
 /// cancelled or was cleared names nothing: cancelling it is a no-op.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ticket(u64);
 
 /// Bits of a ticket that hold the position.
-const POS_BITS: u32 = 56;
+const POS_BITS: u32 = 48;
 const POS_MASK: u64 = (1 << POS_BITS) - 1;
-/// Distinct durations at most (the FIFO index fits in a ticket's top 8 bits).
+/// Distinct durations at most (the FIFO index fits in a ticket's top 16 bits).
 const MAX_FIFOS: usize = 1 << (64 - POS_BITS);
 
 impl Ticket {
@@ -142,7 +142,7 @@ impl<T> LocalTimers<T> {
     }
 
     /// A timer due `duration` (longer than zero) after `now`, which must not be before the
-    /// `now` of any earlier call. At most 256 distinct durations.
+    /// `now` of any earlier call. At most 65,536 distinct durations (an owner has a few: one per configured timeout).
     pub fn schedule(&mut self, now: SimTime, duration: SimDuration, payload: T) -> Ticket {
         debug_assert!(!duration.is_zero(), "a local timer must be due after now");
         let i = match self.fifos.iter().position(|f| f.duration == duration) {
@@ -182,9 +182,8 @@ impl<T> LocalTimers<T> {
         let Some(fifo) = self.fifos.get_mut(t.fifo()) else {
             return false;
         };
-        let Some(i) = t.pos().checked_sub(fifo.popped) else {
-            return false;
-        };
+        // Positions count modulo 2^48: a stale ticket's offset wraps far past the entries.
+        let i = t.pos().wrapping_sub(fifo.popped) & POS_MASK;
         let was_pending = fifo
             .entries
             .get_mut(i as usize)
@@ -384,8 +383,8 @@ mod tests {
     fn tickets_pack_fifo_and_position() {
         let t = Ticket::new(3, 12_345);
         assert_eq!((t.fifo(), t.pos()), (3, 12_345));
-        let t = Ticket::new(255, super::POS_MASK);
-        assert_eq!((t.fifo(), t.pos()), (255, super::POS_MASK));
+        let t = Ticket::new(65_535, super::POS_MASK);
+        assert_eq!((t.fifo(), t.pos()), (65_535, super::POS_MASK));
     }
 
     /// One event at the earliest due instant, moved earlier by a shorter timer, dropped when
