@@ -481,12 +481,8 @@ impl<K: Ord + IndexKey + RunKey, V: Copy> L2Cache<K, V> {
             return;
         }
         // Free ended slots and start earlier waiters first, so this request queues behind them.
-        // Nothing to do (the common case between two ends) when no slot has ended by now and
-        // nothing waits: skip the call.
         let now = out.now();
-        if !self.waiting.is_empty() || self.busy.peek().is_some_and(|&Reverse(end)| end <= now) {
-            self.drain(out);
-        }
+        self.drain(out);
         if self.busy.len() < self.cfg.max_concurrent as usize {
             debug_assert!(self.waiting.is_empty(), "a free slot with waiters");
             self.start(req, now, out);
@@ -518,7 +514,9 @@ impl<K: Ord + IndexKey + RunKey, V: Copy> L2Cache<K, V> {
     }
 
     /// Frees the slots that ended by now and starts waiters FIFO while slots are free (or
-    /// refuses them while the cache is down); then arms a wake-up if requests still wait.
+    /// refuses them while the cache is down); then arms a wake-up if requests still wait. With
+    /// nothing waiting (the common case) only the ended slots are freed, inline.
+    #[inline]
     fn drain<M: From<L2Reply<V>> + From<L2Timer>>(&mut self, out: &mut Outbox<'_, M>) {
         let now = out.now();
         while let Some(&Reverse(end)) = self.busy.peek() {
@@ -527,7 +525,15 @@ impl<K: Ord + IndexKey + RunKey, V: Copy> L2Cache<K, V> {
             }
             self.busy.pop();
         }
-        // Nothing waits on the common path: skip the loop.
+        if !self.waiting.is_empty() {
+            self.start_waiters(out);
+        }
+    }
+
+    /// [`L2Cache::drain`] when requests wait.
+    #[inline(never)]
+    fn start_waiters<M: From<L2Reply<V>> + From<L2Timer>>(&mut self, out: &mut Outbox<'_, M>) {
+        let now = out.now();
         while !self.waiting.is_empty() && self.busy.len() < self.cfg.max_concurrent as usize {
             let Some((req, arrived)) = self.waiting.pop_front() else {
                 break;
@@ -539,9 +545,7 @@ impl<K: Ord + IndexKey + RunKey, V: Copy> L2Cache<K, V> {
             }
             self.start(req, arrived, out);
         }
-        if !self.waiting.is_empty() {
-            self.arm_wakeup(out);
-        }
+        self.arm_wakeup(out);
     }
 
     /// Arms (or moves) the one wake-up to the earliest slot end while requests wait.

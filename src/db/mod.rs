@@ -1229,15 +1229,9 @@ impl Db {
             return;
         }
         // Bring the server up to date: free ended slots and start waiters due by now, so the
-        // new query queues behind them. With nothing waiting (the common case) that is only
-        // freeing the ended slots: `drain` would do just that, at the cost of its loop.
+        // new query queues behind them.
         let now = out.now();
-        let server = &mut shard.servers[k];
-        if server.waiting.is_empty() {
-            server.free_ended(now);
-        } else {
-            self.drain(s, k, out);
-        }
+        self.drain(s, k, out);
         let server = &mut self.shards[s].servers[k];
         if server.busy.len() < self.cfg.max_concurrent as usize {
             debug_assert!(server.waiting.is_empty(), "a free slot with waiters");
@@ -1386,8 +1380,25 @@ impl Db {
     }
 
     /// Frees the slots of server `k` of shard `s` that ended by now and starts waiters FIFO while
-    /// slots are free; then makes sure a wake-up is armed if queries still wait.
+    /// slots are free; then makes sure a wake-up is armed if queries still wait. With nothing
+    /// waiting (the common case) only the ended slots are freed, inline.
+    #[inline]
     fn drain<M: From<DbReply> + From<DbTimer>>(
+        &mut self,
+        s: usize,
+        k: usize,
+        out: &mut Outbox<'_, M>,
+    ) {
+        let server = &mut self.shards[s].servers[k];
+        server.free_ended(out.now());
+        if !server.waiting.is_empty() {
+            self.start_waiters(s, k, out);
+        }
+    }
+
+    /// [`Db::drain`] when queries wait.
+    #[inline(never)]
+    fn start_waiters<M: From<DbReply> + From<DbTimer>>(
         &mut self,
         s: usize,
         k: usize,
@@ -1410,10 +1421,7 @@ impl Db {
             }
             self.start(s, k, &w.query, w.arrived, out);
         }
-        // Nothing waits on the common path: skip the call.
-        if !self.shards[s].servers[k].waiting.is_empty() {
-            self.arm_wakeup(s, k, out);
-        }
+        self.arm_wakeup(s, k, out);
     }
 
     /// Arms (or moves) the server's one wake-up to its earliest slot end while queries wait.

@@ -86,7 +86,12 @@ impl SimDuration {
     /// The conversion is one IEEE multiplication and one rounding: the same bits on every machine.
     #[inline]
     pub fn from_secs_f64(s: f64) -> SimDuration {
-        let x = s * 1e9;
+        Self::from_ns_f64(s * 1e9)
+    }
+
+    /// `x` nanoseconds, rounded half away from zero, saturating at both ends; 0 for NaN.
+    #[inline]
+    fn from_ns_f64(x: f64) -> SimDuration {
         // The common case, every duration from 0.5 ns to 2^52 ns (52 days): `trunc(x + 0.5)`
         // is `x` rounded half away from zero here, in two instructions. Why it is exact: x is a
         // multiple of u = ulp(x) ≤ 0.5, and so is every n - 0.5 (n whole), so x + 0.5 is
@@ -97,20 +102,14 @@ impl SimDuration {
         if (0.5..TWO_POW_52_F64).contains(&x) {
             return SimDuration((x + 0.5) as i64 as u64);
         }
-        Self::from_ns_f64_rare(x)
-    }
-
-    /// [`SimDuration::from_secs_f64`] of `x` nanoseconds outside its common range: below half a
-    /// nanosecond, negative, NaN, or 2^52 ns and more.
-    #[cold]
-    #[inline(never)]
-    fn from_ns_f64_rare(x: f64) -> SimDuration {
         Self::from_ns_f64_general(x)
     }
 
-    /// The general rounding of `x` nanoseconds, valid for every `x` (the reference the fast path
-    /// of [`SimDuration::from_secs_f64`] is tested against).
-    #[inline]
+    /// The general rounding of `x` nanoseconds, valid for every `x`: what
+    /// [`SimDuration::from_ns_f64`] does outside its common range (below half a nanosecond,
+    /// negative, NaN, or 2^52 ns and more), and the reference its fast path is tested against.
+    #[cold]
+    #[inline(never)]
     fn from_ns_f64_general(x: f64) -> SimDuration {
         if x.is_nan() || x <= 0.0 {
             SimDuration(0)
@@ -174,7 +173,7 @@ impl Add for SimDuration {
 }
 
 /// 2^52 as f64: from here up every f64 is a whole number and `x + 0.5` ties (see
-/// [`SimDuration::from_secs_f64`]).
+/// [`SimDuration::from_ns_f64`]).
 const TWO_POW_52_F64: f64 = 4_503_599_627_370_496.0;
 
 /// The units accepted in human-readable durations, largest first (printing picks the first that
@@ -471,11 +470,7 @@ mod tests {
     /// The conversion of `x` nanoseconds (taken straight to the rounding, and through seconds)
     /// against the general rounding and against `f64::round`.
     fn check_ns_rounding(x: f64) {
-        let direct = if (0.5..TWO_POW_52_F64).contains(&x) {
-            SimDuration((x + 0.5) as i64 as u64)
-        } else {
-            SimDuration::from_ns_f64_rare(x)
-        };
+        let direct = SimDuration::from_ns_f64(x);
         assert_eq!(direct, SimDuration::from_ns_f64_general(x), "x = {x:e}");
         if x > 0.0 && x < 9.0e18 {
             assert_eq!(direct.as_ns(), x.round() as u64, "x = {x:e}");

@@ -15,7 +15,7 @@
 //!   changed; nothing while the due timers are being handed out, whose handlers may schedule
 //!   and arm: the owner arms once after its `pop_due` loop), and none at all when
 //!   nothing is pending: an idle owner leaves no event behind, so its timers never move the
-//!   end of a run. An owner that goes idle for short spells thousands of times a second (a
+//!   end of a run. An owner that goes idle for short spells hundreds of times a second (a
 //!   node's L2 calls) would pay a push and a cancel per spell for that:
 //!   [`LocalTimers::keeping_the_wake_up`] lets the wake-up come instead (it finds nothing due
 //!   and arms no other), at the price of one event up to a duration after the last timer.

@@ -106,8 +106,9 @@
 //! Each attempt has a timeout, each task a lease (renewed while its worker lives), each
 //! workflow but a parent a deadline; nearly all are cancelled before they are due (the reply
 //! comes, the task ends, the workflow ends). The engine keeps them itself, not in the kernel's
-//! event queue: one FIFO per distinct duration (timers of one duration are due in the order they
-//! were set), cancelled entries dropped when they reach the front, and ONE kernel timer
+//! event queue, in a [`crate::kernel::LocalTimers`]: one FIFO per distinct duration (timers of
+//! one duration are due in the order they were set), cancelled entries dropped when they reach
+//! the front, and ONE kernel timer
 //! ([`WfTimer`], a wake-up) armed at or before the earliest due one. When it comes, every local
 //! timer due then fires in (due, insertion) order, each followed by a dispatch, as their own
 //! kernel timers did; then it is armed again for the next one. A wake-up whose timers were all
