@@ -3,13 +3,15 @@
 //! broken invariant or a safety bound.
 
 use super::{CliError, EXIT_BAD_INPUT, EXIT_INVARIANT, EXIT_OK};
+use crate::db::Table;
 use crate::deps::parse::{load_mock_file, load_mocks_dir};
 use crate::deps::spec::DependencySpec;
 use crate::kernel::{Outcome, RootSeed, SimTime};
 use crate::report::hdr::{DIR as HDR_DIR, histogram_files};
 use crate::report::summary::{Wall, slo_checks, summary, write_atomic};
 use crate::scenario::{Override, Scenario, load_scenario};
-use crate::world::shipped_mocks;
+use crate::workflow::WorkflowKind;
+use crate::world::{RunResult, shipped_mocks};
 use clap::Args;
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
@@ -237,6 +239,7 @@ pub fn run(args: &RunArgs) -> Result<u8, CliError> {
             100.0 * all_4xx as f64 / result.requests().max(1) as f64,
             100.0 * result.rate_5xx()
         );
+        print_workflows_and_cleanup(&result);
         for c in &checks {
             println!(
                 "slo {:<28} target {:>10.3}  measured {:>10}  {}",
@@ -457,6 +460,51 @@ pub fn list(args: &ListArgs) -> Result<u8, CliError> {
         );
     }
     Ok(EXIT_OK)
+}
+
+/// The run table's lines for the workflow engine (per kind: counts, p99 end to end, and the
+/// step and error code most of its failures had) and the cleanup job (rows archived, rows left).
+fn print_workflows_and_cleanup(result: &RunResult) {
+    if let Some(w) = &result.workflows {
+        for k in WorkflowKind::ALL
+            .iter()
+            .filter(|k| w.admitted[k.index()] > 0)
+        {
+            let i = k.index();
+            let top = w.steps[i]
+                .iter()
+                .flat_map(|st| st.failure_codes.iter().map(move |(c, n)| (*n, st.name, *c)))
+                .max_by_key(|(n, _, _)| *n);
+            println!(
+                "workflow {:<16} admitted {:>8}  completed {:>8}  failed {:>8}  p99 {:>9} ms{}",
+                k.name(),
+                w.admitted[i],
+                w.completed[i],
+                w.failed[i],
+                fmt_ms(w.e2e[i].quantile_ns(0.99)),
+                top.map_or(String::new(), |(n, step, code)| format!(
+                    "  most failed at {step}: {} ×{n}",
+                    code.name()
+                ))
+            );
+        }
+    }
+    if let Some(c) = &result.cleanup {
+        let tables = |v: &[u64]| {
+            Table::ALL
+                .iter()
+                .filter(|t| **t != Table::Instances)
+                .map(|t| format!("{} {}", t.name(), v[t.index()]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "cleanup {} runs, archived: {}; rows at the end: {}",
+            c.runs,
+            tables(&c.rows_archived),
+            tables(&result.table_rows_end)
+        );
+    }
 }
 
 #[cfg(test)]

@@ -6,15 +6,16 @@
 
 use super::Json;
 use crate::api::types::Api;
+use crate::db::Table;
 use crate::metrics::LatencyHistogram;
 use crate::scenario::Scenario;
-use crate::workflow::WorkflowKind;
+use crate::workflow::{StepStats, WorkflowKind};
 use crate::world::RunResult;
 use std::io::Write as _;
 use std::path::Path;
 
 /// The summary format's version: bump on any change a reader could notice.
-pub const SCHEMA: &str = "firedrill.summary/1";
+pub const SCHEMA: &str = "firedrill.summary/2";
 
 /// Wall-clock figures of one run: the only part of a summary allowed to differ between runs.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -38,6 +39,27 @@ pub fn latency_ms(h: &LatencyHistogram) -> Json {
             Json::opt_num(h.max_ns().map(|v| v as f64 / NS_PER_MS), 3),
         ),
         ("mean", Json::opt_num(h.mean_ns().map(|v| v / NS_PER_MS), 3)),
+    ])
+}
+
+/// One step of a workflow definition: its name and what its attempts did.
+fn step_json(st: &StepStats) -> Json {
+    Json::obj([
+        ("name", Json::str(st.name)),
+        ("attempts", Json::int(st.attempts)),
+        ("retries", Json::int(st.retries)),
+        ("timeouts", Json::int(st.timeouts)),
+        ("failures", Json::int(st.failures)),
+        (
+            "failure_codes",
+            Json::obj(
+                st.failure_codes
+                    .iter()
+                    .map(|(e, n)| (e.name(), Json::int(*n))),
+            ),
+        ),
+        ("compensations", Json::int(st.compensations)),
+        ("compensation_failures", Json::int(st.compensation_failures)),
     ])
 }
 
@@ -165,6 +187,31 @@ pub fn summary(s: &Scenario, seed: u64, r: &RunResult, partial: bool, wall: Opti
         ("rejected_overloaded", Json::int(r.db.rejected_overloaded)),
         ("rejected_unavailable", Json::int(r.db.rejected_unavailable)),
         ("max_queued", Json::int(r.db.max_queued)),
+        (
+            "table_rows_end",
+            Json::obj(
+                Table::ALL
+                    .iter()
+                    .map(|t| (t.name(), Json::int(r.table_rows_end[t.index()]))),
+            ),
+        ),
+        (
+            "table_rows",
+            Json::Arr(
+                r.db.table_rows_series
+                    .iter()
+                    .map(|(at, rows)| {
+                        let mut fields = vec![("t_s".to_string(), Json::num(at.as_secs_f64(), 3))];
+                        fields.extend(
+                            Table::ALL
+                                .iter()
+                                .map(|t| (t.name().to_string(), Json::int(rows[t.index()]))),
+                        );
+                        Json::obj(fields)
+                    })
+                    .collect(),
+            ),
+        ),
     ]);
     let cache = match (&r.l1, &r.l2) {
         (Some(l1), l2) => Json::obj([
@@ -178,6 +225,7 @@ pub fn summary(s: &Scenario, seed: u64, r: &RunResult, partial: bool, wall: Opti
                     ("stale_served", Json::int(l1.stale_served)),
                     ("evictions", Json::int(l1.evictions)),
                     ("invalidations", Json::int(l1.invalidations)),
+                    ("db_reads_saved", Json::int(l1.db_reads_saved())),
                 ]),
             ),
             (
@@ -188,8 +236,15 @@ pub fn summary(s: &Scenario, seed: u64, r: &RunResult, partial: bool, wall: Opti
                         ("hit_ratio", Json::opt_num(l2.cache.hit_ratio(), 6)),
                         ("errors", Json::int(l2.errors())),
                         ("latency_ms", latency_ms(&l2.latency)),
+                        ("db_reads_saved", Json::int(l2.cache.db_reads_saved())),
                     ])
                 }),
+            ),
+            (
+                "db_reads_saved",
+                Json::int(
+                    l1.db_reads_saved() + l2.as_ref().map_or(0, |l2| l2.cache.db_reads_saved()),
+                ),
             ),
         ]),
         _ => Json::Null,
@@ -208,11 +263,79 @@ pub fn summary(s: &Scenario, seed: u64, r: &RunResult, partial: bool, wall: Opti
                             ("completed", Json::int(w.completed[i])),
                             ("failed", Json::int(w.failed[i])),
                             ("e2e_ms", latency_ms(&w.e2e[i])),
+                            (
+                                "steps",
+                                Json::Arr(w.steps[i].iter().map(step_json).collect()),
+                            ),
                         ]),
                     )
                 }),
         )
     });
+    let workflow_engine = r.workflows.as_ref().map_or(Json::Null, |w| {
+        Json::obj([
+            ("rejected", Json::int(w.rejected)),
+            ("children", Json::int(w.children)),
+            (
+                "failures",
+                Json::obj(w.failures.iter().map(|(k, v)| (*k, Json::int(*v)))),
+            ),
+            ("step_retries", Json::int(w.retries())),
+            ("compensations", Json::int(w.compensations)),
+            ("compensation_failures", Json::int(w.compensation_failures)),
+            ("tasks", Json::int(w.tasks)),
+            ("queue_wait_ms", latency_ms(&w.queue_wait)),
+            ("max_queue", Json::int(w.max_queue as u64)),
+            ("crashes", Json::int(w.crashes)),
+            ("tasks_lost", Json::int(w.tasks_lost)),
+            ("redeliveries", Json::int(w.redeliveries)),
+            ("lease_renewals", Json::int(w.lease_renewals)),
+            ("dep_calls", Json::int(w.dep_calls)),
+            ("db_updates", Json::int(w.db_updates)),
+            ("db_appends", Json::int(w.db_appends)),
+            ("history_events", Json::int(w.history_events)),
+            ("persist_failures", Json::int(w.persist_failures)),
+            ("deadline_exceeded", Json::int(w.deadline_exceeded)),
+            ("history_limited", Json::int(w.history_limited)),
+            ("kept_resources", Json::int(w.kept_resources)),
+            ("orphaned_resources", Json::int(w.orphaned_resources)),
+            ("stuck_instances", Json::int(r.stuck_instances.unwrap_or(0))),
+        ])
+    });
+    let cleanup = r.cleanup.as_ref().map_or(Json::Null, |c| {
+        Json::obj([
+            ("runs", Json::int(c.runs)),
+            ("batches", Json::int(c.batches)),
+            (
+                "rows_archived",
+                Json::obj(
+                    Table::ALL
+                        .iter()
+                        .map(|t| (t.name(), Json::int(c.rows_archived[t.index()]))),
+                ),
+            ),
+            ("refused", Json::int(c.refused)),
+            ("runs_cut_short", Json::int(c.runs_cut_short)),
+        ])
+    });
+    let dependencies = Json::obj(r.deps.iter().map(|(name, d)| {
+        (
+            name.clone(),
+            Json::obj([
+                ("calls", Json::int(d.calls)),
+                ("ok", Json::int(d.ok)),
+                (
+                    "errors",
+                    Json::obj(d.errors.iter().map(|(e, n)| (e.name(), Json::int(*n)))),
+                ),
+                ("rejected", Json::int(d.rejected)),
+                ("timeouts", Json::int(d.timeouts)),
+                ("replays", Json::int(d.replays)),
+                ("max_concurrency", Json::int(u64::from(d.max_concurrency))),
+                ("latency_ms", latency_ms(&d.latency)),
+            ]),
+        )
+    }));
     let reconciliation = r.reconciliation.as_ref().map_or(Json::Null, |rc| {
         Json::obj([
             ("audits", Json::int(rc.audits)),
@@ -460,6 +583,9 @@ pub fn summary(s: &Scenario, seed: u64, r: &RunResult, partial: bool, wall: Opti
         ("db", db),
         ("cache", cache),
         ("workflows", workflows),
+        ("workflow_engine", workflow_engine),
+        ("cleanup", cleanup),
+        ("dependencies", dependencies),
         ("reconciliation", reconciliation),
         ("client", client),
         ("replay", replay),

@@ -452,7 +452,8 @@ impl WorkflowEngine {
     /// An engine with no workflows; backoff jitter draws from `rng` (fork one, e.g.
     /// `"workflow"`).
     pub fn new(cfg: EngineConfig, deps: WfDeps, rng: SimRng) -> WorkflowEngine {
-        let steps = WorkflowKind::ALL.map(|k| cfg.definition(k).steps.len());
+        let steps =
+            WorkflowKind::ALL.map(|k| cfg.definition(k).steps.iter().map(|s| s.name).collect());
         let comp_mask = WorkflowKind::ALL.map(|k| cfg.definition(k).compensable_mask());
         let salt = rng.fork("tokens").next_bits();
         WorkflowEngine {
@@ -1594,7 +1595,11 @@ impl WorkflowEngine {
                 if ops.iter().all(Op::is_ok) {
                     self.start_commit(h, Event::StepCompleted(k), ops, out);
                 } else {
-                    self.stats.step_mut(kind, k).failures += 1;
+                    let st = self.stats.step_mut(kind, k);
+                    st.failures += 1;
+                    if let Some(code) = failure {
+                        *st.failure_codes.entry(code).or_insert(0) += 1;
+                    }
                     let reason = match failure {
                         Some(code) => FailReason::Step { step: k, code },
                         None => FailReason::Deadline,

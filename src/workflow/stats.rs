@@ -1,12 +1,15 @@
 //! What the workflow engine counts.
 
 use super::{FailReason, WorkflowKind};
+use crate::api::types::ErrorCode;
 use crate::metrics::LatencyHistogram;
 use std::collections::BTreeMap;
 
 /// Counts of one step of one workflow definition.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StepStats {
+    /// The step's name in its definition (`allocate_host`, …).
+    pub name: &'static str,
     /// Calls or queries sent for the step's action (every attempt of every part).
     pub attempts: u64,
     /// Attempts followed by a backoff and another attempt.
@@ -15,6 +18,9 @@ pub struct StepStats {
     pub timeouts: u64,
     /// Times the step failed (after its retries, or stopped by the deadline).
     pub failures: u64,
+    /// Of `failures`: by the error code the last attempt ended with (a failure the deadline
+    /// stopped, or a durable write that failed, is not here).
+    pub failure_codes: BTreeMap<ErrorCode, u64>,
     /// Times its compensation ran.
     pub compensations: u64,
     /// Compensations that did not fully succeed (what they left behind is orphaned).
@@ -87,9 +93,18 @@ pub struct WfStats {
 }
 
 impl WfStats {
-    pub(super) fn new(steps: [usize; WorkflowKind::COUNT]) -> WfStats {
+    /// Counts of zero for definitions whose steps are named `steps` (by kind).
+    pub(super) fn new(steps: [Vec<&'static str>; WorkflowKind::COUNT]) -> WfStats {
         WfStats {
-            steps: steps.map(|n| vec![StepStats::default(); n]),
+            steps: steps.map(|names| {
+                names
+                    .into_iter()
+                    .map(|name| StepStats {
+                        name,
+                        ..StepStats::default()
+                    })
+                    .collect()
+            }),
             ..WfStats::default()
         }
     }

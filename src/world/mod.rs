@@ -996,6 +996,8 @@ pub struct RunResult {
     pub apis: Vec<ApiResult>,
     pub nodes: Vec<NodeResult>,
     pub db: DbStats,
+    /// Rows of every table (in `Table::ALL` order, summed over shards) at the run's end.
+    pub table_rows_end: [u64; crate::db::Table::COUNT],
     pub deps: Vec<(String, DependencyStats)>,
     /// Counters of the run by name (sorted).
     pub counters: Vec<(String, u64)>,
@@ -1006,6 +1008,9 @@ pub struct RunResult {
     pub l2: Option<L2Stats>,
     /// The workflow engine's statistics, when workflows ran.
     pub workflows: Option<WfStats>,
+    /// Instances in a transitional state (Pending, Starting, Stopping, …) for longer than the
+    /// engine's stuck threshold at the run's end, when workflows ran.
+    pub stuck_instances: Option<u64>,
     /// Reconciliation's findings and repairs, when it ran.
     pub reconciliation: Option<ReconStats>,
     /// One row per bucket of simulated time, from time zero (warmup included) to the run's end,
@@ -1399,6 +1404,7 @@ impl World {
             unreachable!("the traffic id names the traffic")
         };
         let (violations, violations_total) = self.end_violations(&report);
+        let end = report.end_time;
         let mut scoped: Vec<AccountId> = self
             .fault_plan()
             .map(|p| p.faults().iter().filter_map(|f| f.account()).collect())
@@ -1426,6 +1432,7 @@ impl World {
             apis,
             nodes,
             db: db.stats().clone(),
+            table_rows_end: crate::db::Table::ALL.map(|t| db.table_rows(t)),
             deps,
             counters: reg
                 .counters()
@@ -1439,6 +1446,10 @@ impl World {
             }),
             workflows: self.workflow.map(|id| match self.sim.component(id) {
                 Part::Workflow(e) => e.stats().clone(),
+                _ => unreachable!("the workflow id names the engine"),
+            }),
+            stuck_instances: self.workflow.map(|id| match self.sim.component(id) {
+                Part::Workflow(e) => e.stuck_count(end) as u64,
                 _ => unreachable!("the workflow id names the engine"),
             }),
             l2: self.l2.map(|id| match self.sim.component(id) {

@@ -114,7 +114,7 @@ fn every_shipped_scenario_runs_twice_to_the_same_summary() {
             let summary = out.join("summary.json");
             let j: Value =
                 serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
-            assert_eq!(j["schema"], "firedrill.summary/1");
+            assert_eq!(j["schema"], "firedrill.summary/2");
             let requests = j["requests"]["total"].as_u64().unwrap();
             assert!(requests > 0, "{name}: no requests");
             runs.push(summary_without_wall(&summary));
@@ -329,4 +329,129 @@ fn ctrl_c_writes_partial_results() {
     assert!(j["simulated_s"].as_f64().unwrap() < 20.0 * 60.0);
     assert!(out.join("timeseries.csv").exists());
     assert!(out.join("histograms/all.hdr").exists());
+}
+
+/// `summary.json` answers `db-growth.toml`'s question on its own — with the cleanup job the
+/// hot tables stay bounded, without it they only grow — and its workflow, step and dependency
+/// counts agree with one another.
+#[test]
+fn the_summary_reports_table_rows_cleanup_workflow_steps_and_dependencies() {
+    let run = |name: &str, extra: &[&str]| -> (Value, String) {
+        let out = out_dir(name);
+        let mut args = vec!["run", "scenarios/db-growth.toml", "--out"];
+        let out_s = out.display().to_string();
+        args.push(&out_s);
+        args.extend_from_slice(extra);
+        let o = firedrill(&args);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let json = std::fs::read_to_string(out.join("summary.json")).unwrap();
+        (
+            serde_json::from_str(&json).unwrap(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (on, table) = run("summary-cleanup-on", &[]);
+    // A period longer than the run: the job never runs.
+    let (off, _) = run(
+        "summary-cleanup-off",
+        &["--set", "topology.cleanup.period=1d"],
+    );
+    let int = |v: &Value| v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"));
+    let history = |v: &Value| -> Vec<u64> {
+        v["db"]["table_rows"]
+            .as_array()
+            .expect("table_rows is a list")
+            .iter()
+            .map(|r| int(&r["history"]))
+            .collect()
+    };
+    let (h_on, h_off) = (history(&on), history(&off));
+    // Sampled about once a simulated minute over ten minutes, from the first query on.
+    assert!((10..=13).contains(&h_on.len()), "{h_on:?}");
+    assert!((10..=13).contains(&h_off.len()), "{h_off:?}");
+    // Without the job the history table only grows; with it, it ends at under a fifth of that
+    // and never reaches half of it.
+    assert!(h_off.windows(2).all(|w| w[0] <= w[1]), "{h_off:?}");
+    assert_eq!(int(&off["cleanup"]["runs"]), 0, "{}", off["cleanup"]);
+    assert_eq!(int(&off["cleanup"]["rows_archived"]["history"]), 0);
+    let (last_on, last_off) = (*h_on.last().unwrap(), *h_off.last().unwrap());
+    assert!(last_on * 5 < last_off, "{h_on:?} vs {h_off:?}");
+    assert!(
+        h_on.iter().max().unwrap() * 2 < last_off,
+        "{h_on:?} vs {h_off:?}"
+    );
+    let archived = int(&on["cleanup"]["rows_archived"]["history"]);
+    assert!(archived > last_on, "{}", on["cleanup"]);
+    // Every transition wrote one workflow row and one history event (the engine counts those
+    // the database acknowledged, and every one was): each is still in its table at the end or
+    // was archived.
+    for v in [&on, &off] {
+        let written = int(&v["workflow_engine"]["history_events"]);
+        assert_eq!(
+            int(&v["db"]["classes"]["workflow_step_write"]["served"]),
+            written
+        );
+        for t in ["history", "workflows"] {
+            let end = int(&v["db"]["table_rows_end"][t]);
+            assert_eq!(end + int(&v["cleanup"]["rows_archived"][t]), written, "{t}");
+        }
+    }
+    // The run's table says the same in short.
+    let line = |prefix: &str| -> Vec<String> {
+        table
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in {table}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let create = &on["workflows"]["create_instances"];
+    let w = line("workflow create_instances ");
+    assert_eq!(w[3], create["admitted"].to_string(), "{w:?}");
+    assert_eq!(w[5], create["completed"].to_string(), "{w:?}");
+    assert_eq!(w[7], create["failed"].to_string(), "{w:?}");
+    assert_eq!(
+        w[14..16],
+        ["allocate_host:", "OperationDenied.NoStock"],
+        "{w:?}"
+    );
+    let c = line("cleanup ").join(" ");
+    let want = format!(
+        "cleanup {} runs, archived: workflows {}, history {}, idempotency 0; rows at the end: workflows {}, history {}, idempotency 0",
+        on["cleanup"]["runs"],
+        on["cleanup"]["rows_archived"]["workflows"],
+        on["cleanup"]["rows_archived"]["history"],
+        on["db"]["table_rows_end"]["workflows"],
+        on["db"]["table_rows_end"]["history"],
+    );
+    assert_eq!(c, want);
+    for v in [&on, &off] {
+        // The steps' failures by error code add up to the workflows that failed at a step.
+        let kinds = v["workflows"].as_object().expect("workflows by kind");
+        let coded: u64 = kinds
+            .values()
+            .flat_map(|k| k["steps"].as_array().unwrap())
+            .flat_map(|st| st["failure_codes"].as_object().unwrap().values())
+            .map(int)
+            .sum();
+        assert_eq!(coded, int(&v["workflow_engine"]["failures"]["step"]));
+        // allocate_host fails on NoStock (not retried): once per NoStock answer of the
+        // inventory, but for answers that came after their attempt had timed out.
+        let alloc = &v["workflows"]["create_instances"]["steps"][0];
+        assert_eq!(alloc["name"], "allocate_host");
+        let no_stock = int(&alloc["failure_codes"]["OperationDenied.NoStock"]);
+        let answered = int(&v["dependencies"]["inventory"]["errors"]["OperationDenied.NoStock"]);
+        assert!(
+            no_stock > 0 && no_stock <= answered,
+            "{no_stock} vs {answered}"
+        );
+        assert!(no_stock * 100 >= answered * 99, "{no_stock} vs {answered}");
+    }
 }
