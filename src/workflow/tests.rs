@@ -542,6 +542,11 @@ fn retries_follow_the_schedule_exactly_without_jitter() {
         d.outcome,
         WfOutcome::Failed(FailReason::Step { step: 1, code })
     );
+    // The step's counts name it and say what its last attempt failed with.
+    let st = w.engine().stats().step(WorkflowKind::CreateInstances, 1);
+    assert_eq!(st.name, "create_disk");
+    assert_eq!((st.attempts, st.retries, st.failures), (5, 4, 1));
+    assert_eq!(st.failure_codes.iter().collect::<Vec<_>>(), [(&code, &1)]);
 
     let calls = w.calls_of(DepOp::CreateDisk);
     assert_eq!(calls.len(), 5, "max_attempts");
