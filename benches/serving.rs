@@ -11,7 +11,7 @@ use firedrill::api::throttle::Throttle;
 use firedrill::db::DbConfig;
 use firedrill::gc::{GcProfile, HeapConfig};
 use firedrill::kernel::{Dist, RootSeed, SimDuration, SimTime};
-use firedrill::traffic::{ApiMix, OpenLoopConfig, RateProfile};
+use firedrill::traffic::{ApiMix, OpenLoopConfig, RateProfile, TypeMix};
 use firedrill::world::{Topology, shipped_mocks};
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ fn topology() -> Topology {
         accounts: 10_000,
         account_skew: Some(Dist::zipf(10_000, 1.1).expect("valid")),
         amount: Dist::uniform(1.0, 10.0).expect("valid"),
-        instance_types: 4,
+        instance_types: TypeMix::uniform(4).expect("valid"),
         timeout: SimDuration::from_secs(5),
         until: SimTime::ZERO,
         describe_list_share: 0.2,

@@ -8,7 +8,7 @@ use firedrill::cache::{L1Config, L2Config};
 use firedrill::db::DbConfig;
 use firedrill::gc::{GcProfile, HeapConfig};
 use firedrill::kernel::{Dist, RootSeed, SimDuration, SimTime};
-use firedrill::traffic::{ApiMix, OpenLoopConfig, RateProfile, TokenPolicy};
+use firedrill::traffic::{ApiMix, OpenLoopConfig, RateProfile, TokenPolicy, TypeMix};
 use firedrill::workflow::EngineConfig;
 use firedrill::world::{CacheSetup, Topology, WorkflowSetup, shipped_mocks};
 
@@ -20,7 +20,7 @@ fn traffic(rate: f64, mix: ApiMix, secs_timeout: u64, tokens: TokenPolicy) -> Op
         accounts: 10_000,
         account_skew: Some(Dist::zipf(10_000, 1.1).expect("valid")),
         amount: Dist::uniform(1.0, 10.0).expect("valid"),
-        instance_types: 4,
+        instance_types: TypeMix::uniform(4).expect("valid"),
         timeout: SimDuration::from_secs(secs_timeout),
         until: SimTime::ZERO,
         describe_list_share: 0.2,

@@ -211,6 +211,8 @@ pub(super) struct RawWorkload {
     pub amount: Sp<Dist>,
     pub min_amount_fraction: Sp<f64>,
     pub instance_types: Sp<i64>,
+    /// Demand per instance type (weights; their count is the number of types).
+    pub instance_type_weights: Sp<Vec<Spanned<f64>>>,
     pub timeout: Sp<SimDuration>,
     pub describe_list_share: Sp<f64>,
     pub tokens: Sp<RawTokens>,

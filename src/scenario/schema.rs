@@ -580,7 +580,28 @@ pub fn scenario_schema() -> Json {
                 "min_amount_fraction",
                 num("RunInstances MinAmount as a share of Amount.", 0.0, 1.0),
             ),
-            ("instance_types", int("Instance types.", 1, 1_000)),
+            (
+                "instance_types",
+                int("Instance types, drawn uniformly.", 1, 1_000),
+            ),
+            (
+                "instance_type_weights",
+                Json::obj([
+                    ("type", Json::str("array")),
+                    (
+                        "items",
+                        Json::obj([("type", Json::str("number")), ("minimum", Json::int(0))]),
+                    ),
+                    ("minItems", Json::int(1)),
+                    ("maxItems", Json::int(1_000)),
+                    (
+                        "description",
+                        Json::str(
+                            "Demand per instance type (weights; their count is the number of types).",
+                        ),
+                    ),
+                ]),
+            ),
             ("timeout", duration("The client's request timeout.")),
             (
                 "describe_list_share",

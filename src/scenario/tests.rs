@@ -511,3 +511,50 @@ fn an_account_key_on_a_kind_without_a_scope_is_refused_at_its_key() {
         "{e}"
     );
 }
+
+#[test]
+fn instance_type_weights_set_the_types_and_their_demand() {
+    // Default: four types, uniform.
+    let s = parse(GOOD, &[]).unwrap();
+    let mix = &s.topology().traffic().instance_types;
+    assert_eq!(mix.count(), 4);
+    assert_eq!(mix.share(3), 0.25);
+    let with = format!("{GOOD}instance_type_weights = [60, 30, 9, 1]\n");
+    let s = parse(&with, &[]).unwrap();
+    let mix = &s.topology().traffic().instance_types;
+    assert_eq!(mix.count(), 4);
+    assert!((mix.share(0) - 0.6).abs() < 1e-12 && (mix.share(3) - 0.01).abs() < 1e-12);
+    assert_eq!(mix.share(4), 0.0);
+    // Agreeing counts are fine; disagreeing ones are reported at instance_types.
+    let agree = format!("{with}instance_types = 4\n");
+    assert!(parse(&agree, &[]).is_ok());
+    let e = parse(&format!("{with}instance_types = 3\n"), &[]).unwrap_err();
+    let l = lines(&e);
+    assert!(
+        l.iter().any(|l| l.contains("workload.instance_types")
+            && l.contains("instance_types = 3 but instance_type_weights names 4 types")),
+        "{e}"
+    );
+    // A bad weight is reported at its own index; all-zero and empty lists at the key.
+    let e = parse(&format!("{GOOD}instance_type_weights = [1, -2]\n"), &[]).unwrap_err();
+    assert!(
+        e.to_string().contains(
+            "workload.instance_type_weights[1]: a weight must be a finite number >= 0, got -2"
+        ),
+        "{e}"
+    );
+    for (list, what) in [
+        ("[0, 0]", "at least one weight must be > 0"),
+        ("[]", "give 1 to 1000 weights"),
+    ] {
+        let e = parse(&format!("{GOOD}instance_type_weights = {list}\n"), &[]).unwrap_err();
+        assert!(
+            e.to_string().contains("workload.instance_type_weights")
+                && e.to_string().contains(what),
+            "{list}: {e}"
+        );
+    }
+    // And by --set, as a TOML array.
+    let s = parse(GOOD, &["workload.instance_type_weights=[3, 1]"]).unwrap();
+    assert_eq!(s.topology().traffic().instance_types.count(), 2);
+}

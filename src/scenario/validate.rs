@@ -24,7 +24,7 @@ use crate::traffic::client::{
 };
 use crate::traffic::{
     ApiMix, Backoff, ClientConfig, ClientRetry, ClosedLoop, OpenLoopConfig, Polling, RateProfile,
-    ReplayConfig, TokenPolicy, Trace,
+    ReplayConfig, TokenPolicy, Trace, TypeMix,
 };
 use crate::workflow::{EngineConfig, MAX_COEFFICIENT, MAX_INTERVAL, MAX_STEP_ATTEMPTS, StepRetry};
 use crate::world::{CacheSetup, Topology, WorkflowSetup};
@@ -1165,13 +1165,72 @@ pub(super) fn validate(
         1.0,
         0.0,
     );
-    let types = c.opt_int(
-        &w.and_then(|w| w.instance_types.clone()),
-        "workload.instance_types",
-        1,
-        1_000,
-        4,
-    );
+    let types_given = w.and_then(|w| w.instance_types.clone());
+    let types = c.opt_int(&types_given, "workload.instance_types", 1, 1_000, 4);
+    let type_mix = match (w.and_then(|w| w.instance_type_weights.as_ref()), types) {
+        (None, types) => types.and_then(|n| TypeMix::uniform(n as u16).ok()),
+        (Some(list), types) => {
+            const P: &str = "workload.instance_type_weights";
+            let weights: Vec<f64> = list.get_ref().iter().map(|w| *w.get_ref()).collect();
+            let mut ok = true;
+            for (i, w) in list.get_ref().iter().enumerate() {
+                if !w.get_ref().is_finite() || *w.get_ref() < 0.0 {
+                    ok = false;
+                    c.problem(
+                        w.span(),
+                        &format!("{P}[{i}]"),
+                        format!("a weight must be a finite number >= 0, got {}", w.get_ref()),
+                        Some("e.g. instance_type_weights = [60, 30, 9, 1]".to_string()),
+                    );
+                }
+            }
+            if ok && (weights.is_empty() || weights.len() > TypeMix::MAX_TYPES) {
+                ok = false;
+                c.problem(
+                    list.span(),
+                    P,
+                    format!(
+                        "give 1 to {} weights (one per instance type), got {}",
+                        TypeMix::MAX_TYPES,
+                        weights.len()
+                    ),
+                    Some("e.g. instance_type_weights = [60, 30, 9, 1]".to_string()),
+                );
+            }
+            if ok && weights.iter().sum::<f64>() <= 0.0 {
+                ok = false;
+                c.problem(
+                    list.span(),
+                    P,
+                    "at least one weight must be > 0".to_string(),
+                    Some("e.g. instance_type_weights = [60, 30, 9, 1]".to_string()),
+                );
+            }
+            if let (Some(given), Some(n)) = (&types_given, types)
+                && ok
+                && n as usize != weights.len()
+            {
+                ok = false;
+                c.problem(
+                    given.span(),
+                    "workload.instance_types",
+                    format!(
+                        "instance_types = {n} but instance_type_weights names {} types",
+                        weights.len()
+                    ),
+                    Some(
+                        "drop instance_types: the weights' count is the number of types"
+                            .to_string(),
+                    ),
+                );
+            }
+            if ok {
+                TypeMix::weighted(&weights).ok()
+            } else {
+                None
+            }
+        }
+    };
     let timeout = c.opt_duration(
         &w.and_then(|w| w.timeout.clone()),
         "workload.timeout",
@@ -1287,7 +1346,7 @@ pub(super) fn validate(
         },
         amount: amount?,
         min_amount_fraction: min_frac?,
-        instance_types: types? as u16,
+        instance_types: type_mix?,
         timeout: timeout?,
         until: SimTime::ZERO,
         describe_list_share: list_share?,

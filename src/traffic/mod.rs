@@ -95,6 +95,100 @@ impl ApiMix {
     }
 }
 
+/// The instance type each request names: uniform over the types, or by weight (demand for
+/// small general-purpose types usually far exceeds that for large or GPU ones, while the
+/// inventory stocks them in the same order: see `mocks/inventory.toml`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TypeMix {
+    types: u16,
+    /// Cumulative weights normalised to end at 1; empty for uniform.
+    cumulative: Vec<f64>,
+}
+
+/// Why an instance-type mix is not valid; each message says how to fix the input.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TypeMixError {
+    #[error("instance types must number 1 to {max}, got {0}", max = TypeMix::MAX_TYPES)]
+    Count(usize),
+    #[error(
+        "instance type weights must be finite and >= 0 with at least one > 0 (e.g. [60, 30, 9, 1])"
+    )]
+    BadWeights,
+}
+
+impl TypeMix {
+    /// Most instance types a mix can name.
+    pub const MAX_TYPES: usize = 1_000;
+
+    /// Every one of `types` types equally often.
+    pub fn uniform(types: u16) -> Result<TypeMix, TypeMixError> {
+        if types == 0 || usize::from(types) > Self::MAX_TYPES {
+            return Err(TypeMixError::Count(usize::from(types)));
+        }
+        Ok(TypeMix {
+            types,
+            cumulative: Vec::new(),
+        })
+    }
+
+    /// Type `i` in proportion to `weights[i]` (any positive scale).
+    pub fn weighted(weights: &[f64]) -> Result<TypeMix, TypeMixError> {
+        if weights.is_empty() || weights.len() > Self::MAX_TYPES {
+            return Err(TypeMixError::Count(weights.len()));
+        }
+        if weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
+            return Err(TypeMixError::BadWeights);
+        }
+        let total: f64 = weights.iter().sum();
+        if total <= 0.0 {
+            return Err(TypeMixError::BadWeights);
+        }
+        let mut acc = 0.0;
+        let mut cumulative: Vec<f64> = weights
+            .iter()
+            .map(|w| {
+                acc += w / total;
+                acc
+            })
+            .collect();
+        // Rounding may leave the last sum a hair under 1: a draw of u in [0, 1) must land.
+        *cumulative.last_mut().expect("not empty") = 1.0;
+        Ok(TypeMix {
+            types: weights.len() as u16,
+            cumulative,
+        })
+    }
+
+    /// How many types the mix names (numbered 0..count).
+    pub fn count(&self) -> u16 {
+        self.types
+    }
+
+    /// The share of type `i` (0 past the last type).
+    pub fn share(&self, i: u16) -> f64 {
+        let i = usize::from(i);
+        if i >= usize::from(self.types) {
+            return 0.0;
+        }
+        if self.cumulative.is_empty() {
+            return 1.0 / f64::from(self.types);
+        }
+        self.cumulative[i] - if i == 0 { 0.0 } else { self.cumulative[i - 1] }
+    }
+
+    /// One draw. Uniform mixes draw with `below`, as they always have, so a run without weights
+    /// is unchanged.
+    #[inline]
+    fn pick(&self, rng: &mut SimRng) -> InstanceType {
+        if self.cumulative.is_empty() {
+            return InstanceType(rng.below(u64::from(self.types)) as u16);
+        }
+        let u = rng.unit();
+        let i = self.cumulative.partition_point(|c| *c <= u);
+        InstanceType(i.min(self.cumulative.len() - 1) as u16)
+    }
+}
+
 /// What an open-loop client sends.
 #[derive(Clone, Debug)]
 pub struct OpenLoopConfig {
@@ -114,7 +208,8 @@ pub struct OpenLoopConfig {
     /// RunInstances `MinAmount` as a fraction of `Amount` (rounded up, at least 1): 0 asks for
     /// "as many as stock allows", 1 for "all or nothing".
     pub min_amount_fraction: f64,
-    pub instance_types: u16,
+    /// The instance type each request names.
+    pub instance_types: TypeMix,
     /// The client's timeout: the request's deadline is intended start + timeout.
     pub timeout: SimDuration,
     /// Requests stop being generated after this instant.
@@ -472,8 +567,7 @@ impl OpenLoop {
     fn request(&mut self, now: SimTime) -> Request {
         let api = self.cfg.mix.pick(self.rng.unit());
         let mut account = self.account();
-        let instance_type =
-            InstanceType(self.rng.below(u64::from(self.cfg.instance_types.max(1))) as u16);
+        let instance_type = self.cfg.instance_types.pick(&mut self.rng);
         let mut params = Params::single(instance_type);
         match api {
             Api::RunInstances => {
@@ -653,6 +747,48 @@ impl OpenLoop {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::RootSeed;
+
+    /// Weighted types come out in proportion (10⁶ draws, each share within 5 standard
+    /// deviations); a uniform mix draws exactly as `below` does, so runs without weights keep
+    /// their results; bad weights are refused.
+    #[test]
+    fn type_mix_draws_by_weight_and_uniform_is_unchanged() {
+        let mix = TypeMix::weighted(&[60.0, 30.0, 9.0, 1.0]).unwrap();
+        let mut rng = RootSeed::new(3).fork("types");
+        let n = 1_000_000u32;
+        let mut seen = [0u32; 4];
+        for _ in 0..n {
+            seen[usize::from(mix.pick(&mut rng).0)] += 1;
+        }
+        for (i, p) in [0.6, 0.3, 0.09, 0.01].into_iter().enumerate() {
+            let sd = (f64::from(n) * p * (1.0 - p)).sqrt();
+            let off = (f64::from(seen[i]) - f64::from(n) * p).abs();
+            assert!(off < 5.0 * sd, "type {i}: {} of {n}, p = {p}", seen[i]);
+        }
+        let uniform = TypeMix::uniform(4).unwrap();
+        let (mut a, mut b) = (RootSeed::new(4).fork("t"), RootSeed::new(4).fork("t"));
+        for _ in 0..1_000 {
+            assert_eq!(u64::from(uniform.pick(&mut a).0), b.below(4));
+        }
+        // A zero weight is never drawn.
+        let skip = TypeMix::weighted(&[1.0, 0.0, 1.0]).unwrap();
+        assert!((0..10_000).all(|_| skip.pick(&mut a).0 != 1));
+        assert_eq!(TypeMix::uniform(0), Err(TypeMixError::Count(0)));
+        assert_eq!(TypeMix::weighted(&[]), Err(TypeMixError::Count(0)));
+        assert_eq!(
+            TypeMix::weighted(&[1.0, -1.0]),
+            Err(TypeMixError::BadWeights)
+        );
+        assert_eq!(
+            TypeMix::weighted(&[0.0, 0.0]),
+            Err(TypeMixError::BadWeights)
+        );
+        assert_eq!(
+            TypeMix::weighted(&[f64::NAN]),
+            Err(TypeMixError::BadWeights)
+        );
+    }
 
     #[test]
     fn mix_shares_and_picks() {

@@ -10,7 +10,7 @@ use firedrill::db::DbConfig;
 use firedrill::deps::{DependencyKind, FaultCode, Jitter, RetryOn, RetryPolicy};
 use firedrill::gc::{GcProfile, HeapConfig, HeapSpec, MIB, PauseKind};
 use firedrill::kernel::{Dist, RootSeed, SimDuration, SimTime, check_determinism};
-use firedrill::traffic::{ApiMix, OpenLoopConfig, RateProfile};
+use firedrill::traffic::{ApiMix, OpenLoopConfig, RateProfile, TypeMix};
 use firedrill::world::{Part, RunResult, Topology, World, shipped_mocks};
 
 pub(crate) fn traffic(
@@ -26,7 +26,7 @@ pub(crate) fn traffic(
         accounts,
         account_skew: None,
         amount: Dist::constant(1.0).unwrap(),
-        instance_types: 1,
+        instance_types: TypeMix::uniform(1).expect("valid"),
         timeout,
         until: SimTime::ZERO,
         describe_list_share: 0.0,

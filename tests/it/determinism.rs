@@ -138,7 +138,7 @@ fn golden_trace_hash_of_a_small_control_plane() {
     use firedrill::db::DbConfig;
     use firedrill::gc::{GcProfile, HeapConfig};
     use firedrill::kernel::{SimDuration, SimTime};
-    use firedrill::traffic::{ApiMix, OpenLoopConfig, RateProfile, TokenPolicy};
+    use firedrill::traffic::{ApiMix, OpenLoopConfig, RateProfile, TokenPolicy, TypeMix};
     use firedrill::world::{Topology, shipped_mocks};
     let traffic = OpenLoopConfig {
         inter_arrival: Dist::exponential(1.0 / 200.0).unwrap(),
@@ -147,7 +147,7 @@ fn golden_trace_hash_of_a_small_control_plane() {
         accounts: 50,
         account_skew: Some(Dist::zipf(50, 1.1).unwrap()),
         amount: Dist::uniform(1.0, 10.0).unwrap(),
-        instance_types: 2,
+        instance_types: TypeMix::uniform(2).expect("valid"),
         timeout: SimDuration::from_secs(5),
         until: SimTime::ZERO,
         describe_list_share: 0.2,

@@ -10,7 +10,7 @@ use firedrill::db::DbConfig;
 use firedrill::gc::{GcProfile, HeapConfig};
 use firedrill::kernel::{Component, Dist, Limits, Outbox, RootSeed, Sim, SimDuration, SimTime};
 use firedrill::traffic::{
-    ApiMix, BATCH, OpenLoop, OpenLoopConfig, ProfileError, RateProfile, TokenPolicy,
+    ApiMix, BATCH, OpenLoop, OpenLoopConfig, ProfileError, RateProfile, TokenPolicy, TypeMix,
 };
 use firedrill::world::{Msg, Topology, TopologyError, shipped_mocks};
 
@@ -35,7 +35,7 @@ fn config(rate_per_s: f64, profile: RateProfile, until_s: u64) -> OpenLoopConfig
         account_skew: None,
         amount: Dist::constant(1.0).unwrap(),
         min_amount_fraction: 0.0,
-        instance_types: 1,
+        instance_types: TypeMix::uniform(1).expect("valid"),
         timeout: secs(1),
         until: SimTime::ZERO + secs(until_s),
         describe_list_share: 0.0,
