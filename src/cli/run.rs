@@ -488,6 +488,13 @@ fn print_workflows_and_cleanup(result: &RunResult) {
                 ))
             );
         }
+        if w.children > 0 || w.rejected > 0 {
+            // `admitted` counts commands; `completed` and `failed` count sub-workflows too.
+            println!(
+                "workflow engine: {} sub-workflows (in completed and failed above), {} commands rejected at admission",
+                w.children, w.rejected
+            );
+        }
     }
     if let Some(c) = &result.cleanup {
         let tables = |v: &[u64]| {

@@ -455,3 +455,49 @@ fn the_summary_reports_table_rows_cleanup_workflow_steps_and_dependencies() {
         assert!(no_stock * 100 >= answered * 99, "{no_stock} vs {answered}");
     }
 }
+
+/// With `batch = false` a RunInstances of 100 runs 100 sub-workflows: the run table says so
+/// beside the per-kind counts (which include them), as `summary.json` does.
+#[test]
+fn the_run_table_counts_sub_workflows_apart() {
+    let out = out_dir("sub-workflows");
+    let o = firedrill(&[
+        "run",
+        "scenarios/batch-burst.toml",
+        "--set",
+        "topology.workflows.batch=false",
+        "--set",
+        "duration=30s",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(matches!(o.status.code(), Some(0 | 1)), "{stdout}");
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let create = &v["workflows"]["create_instances"];
+    let children = v["workflow_engine"]["children"].as_u64().unwrap();
+    // Amount = 100: a hundred sub-workflows per command admitted.
+    assert_eq!(
+        children,
+        100 * create["admitted"].as_u64().unwrap(),
+        "{create}"
+    );
+    let want = format!(
+        "workflow engine: {children} sub-workflows (in completed and failed above), {} commands rejected at admission",
+        v["workflow_engine"]["rejected"]
+    );
+    assert!(stdout.lines().any(|l| l == want), "{want}\n{stdout}");
+    // Without sub-workflows or rejections there is no such line.
+    let o = firedrill(&[
+        "run",
+        "scenarios/batch-burst.toml",
+        "--set",
+        "duration=30s",
+        "--out",
+        &out_dir("no-sub-workflows").display().to_string(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("workflow create_instances"), "{stdout}");
+    assert!(!stdout.contains("workflow engine:"), "{stdout}");
+}
