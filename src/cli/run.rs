@@ -491,8 +491,8 @@ fn print_workflows_and_cleanup(result: &RunResult) {
         if w.children > 0 || w.rejected > 0 {
             // `admitted` counts commands; `completed` and `failed` count sub-workflows too.
             println!(
-                "workflow engine: {} sub-workflows (in completed and failed above), {} commands rejected at admission",
-                w.children, w.rejected
+                "workflow engine: {} sub-workflows (in completed and failed above), {} commands rejected at admission ({} of their instances failed, {} left Pending)",
+                w.children, w.rejected, w.refused_rows_failed, w.refused_rows_left
             );
         }
     }

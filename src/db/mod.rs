@@ -515,10 +515,10 @@ pub const MAX_UPDATE_ROWS: u8 = 64;
 /// `first + j`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RowsUpdated {
-    /// Rows applied (`UpdateOutcome::Done`).
+    /// Rows applied (`UpdateOutcome::Done`), as a bit set of their indices in the write.
     pub done: u64,
     /// Rows not applied because they already were in the target state (a `Mismatch` whose
-    /// `actual` is `to`: a replay of an earlier attempt).
+    /// `actual` is `to`: a replay of an earlier attempt), as a bit set.
     pub at_target: u64,
     /// The first row that is neither (its index and outcome: `Mismatch` or `NotFound`).
     pub first_other: Option<(u8, UpdateOutcome)>,

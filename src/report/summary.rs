@@ -275,6 +275,8 @@ pub fn summary(s: &Scenario, seed: u64, r: &RunResult, partial: bool, wall: Opti
     let workflow_engine = r.workflows.as_ref().map_or(Json::Null, |w| {
         Json::obj([
             ("rejected", Json::int(w.rejected)),
+            ("refused_rows_failed", Json::int(w.refused_rows_failed)),
+            ("refused_rows_left", Json::int(w.refused_rows_left)),
             ("children", Json::int(w.children)),
             (
                 "failures",

@@ -399,7 +399,17 @@ pub struct WorkflowEngine {
     /// Attempt timeouts, task leases and workflow deadlines, served by one kernel wake-up
     /// ([`TimerKind::Wake`]; see [`LocalTimers`]).
     timers: LocalTimers<Due>,
+    /// Creations refused at admission whose rows are being moved to their failed state, by the
+    /// write's tag (`REFUSAL_TAG` set): (account, first instance, count).
+    refusals: BTreeMap<u64, (AccountId, InstanceId, u32)>,
+    next_refusal: u64,
 }
+
+/// The bit that marks the tag of a refused creation's state write (never a call's handle).
+const REFUSAL_TAG: u64 = 1 << 63;
+/// Refused creations whose state writes may be out at once; past it the rows are left Pending
+/// (phantom rows, for reconciliation) and counted.
+const MAX_REFUSALS_OUT: usize = 4_096;
 
 /// What the engine needs to invalidate cached instances after its state writes: the L2 (one
 /// delete per instance) and the nodes' L1s (the same delayed broadcast as a node's own writes).
@@ -477,6 +487,8 @@ impl WorkflowEngine {
             bugs: crate::faults::PlantedBugs::default(),
             spare_ops: Vec::new(),
             timers: LocalTimers::new(),
+            refusals: BTreeMap::new(),
+            next_refusal: 0,
         }
     }
 
@@ -597,6 +609,9 @@ impl WorkflowEngine {
         };
         if let Some(code) = refusal {
             self.stats.rejected += 1;
+            if cmd.kind == WorkflowKind::CreateInstances && n > 0 {
+                self.fail_refused_creation(&cmd, out);
+            }
             if let Some(to) = cmd.reply_to {
                 let done = WfDone {
                     tag: cmd.tag,
@@ -651,6 +666,9 @@ impl WorkflowEngine {
     /// Handles a database reply to one of the engine's queries.
     pub fn on_db_reply<M: WfMsg>(&mut self, r: DbReply, out: &mut Outbox<'_, M>) {
         self.last_db_arrival = out.now().saturating_sub(r.latency);
+        if r.tag & REFUSAL_TAG != 0 {
+            return self.refused_creation_written(r, out);
+        }
         match self.take_attempt(r.tag) {
             Some(call) => {
                 if let Some(t) = call.timeout {
@@ -662,6 +680,70 @@ impl WorkflowEngine {
         }
         self.dispatch(out);
         self.arm_wake(out);
+    }
+
+    /// A creation refused at admission: its instance rows, inserted Pending by the API node that
+    /// has already answered OK, would stay Pending with no workflow to move them. One state write
+    /// moves them to the definition's failed state instead, as a failed creation ends (rows no
+    /// longer Pending are left as they are).
+    fn fail_refused_creation<M: WfMsg>(&mut self, cmd: &WfCommand, out: &mut Outbox<'_, M>) {
+        let Some(to) = self
+            .cfg
+            .definition(WorkflowKind::CreateInstances)
+            .failed_state
+        else {
+            return;
+        };
+        if self.refusals.len() >= MAX_REFUSALS_OUT {
+            self.stats.refused_rows_left += u64::from(cmd.instances.count);
+            return;
+        }
+        // At most MAX_UPDATE_ROWS rows a write, as the engine's own state writes.
+        let (first, n) = (cmd.instances.first, cmd.instances.count);
+        let mut done = 0u32;
+        while done < n {
+            let count = (n - done).min(u32::from(MAX_UPDATE_ROWS));
+            let at = InstanceId(first.0 + u64::from(done));
+            let tag = REFUSAL_TAG | self.next_refusal;
+            self.next_refusal += 1;
+            self.refusals.insert(tag, (cmd.account, at, count));
+            let q = DbQuery {
+                tag,
+                reply_to: out.me(),
+                account: cmd.account,
+                read_replica: false,
+                op: DbOp::UpdateInstanceStates {
+                    first: at,
+                    count: count as u8,
+                    expect: Some(InstanceState::Pending),
+                    to,
+                    resources: None,
+                },
+            };
+            out.send(self.deps.db, self.cfg.db_hop, M::from(q));
+            done += count;
+        }
+    }
+
+    /// The reply to [`WorkflowEngine::fail_refused_creation`]'s write: the cached copies of the
+    /// rows it moved are invalidated, as after any state write.
+    fn refused_creation_written<M: WfMsg>(&mut self, r: DbReply, out: &mut Outbox<'_, M>) {
+        let Some((account, first, n)) = self.refusals.remove(&r.tag) else {
+            self.stats.stale += 1;
+            return;
+        };
+        match r.result {
+            Ok(DbResult::UpdatedRows(u)) => {
+                // Bit sets of the write's rows.
+                let (done, at_target) = (u.done.count_ones(), u.at_target.count_ones());
+                self.stats.refused_rows_failed += u64::from(done);
+                self.stats.refused_rows_left += u64::from(n.saturating_sub(done + at_target));
+                if done > 0 {
+                    self.invalidate(account, first, n, out);
+                }
+            }
+            _ => self.stats.refused_rows_left += u64::from(n),
+        }
     }
 
     /// Handles a dependency reply to one of the engine's calls.

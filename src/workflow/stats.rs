@@ -35,6 +35,10 @@ pub struct WfStats {
     pub admitted: [u64; WorkflowKind::COUNT],
     /// Commands rejected (admission bound reached, or no instances).
     pub rejected: u64,
+    /// Rows of refused creations moved to the failed state (their API call had answered OK),
+    /// and rows left Pending (the write failed, or too many were out): phantom rows.
+    pub refused_rows_failed: u64,
+    pub refused_rows_left: u64,
     /// Sub-workflows started.
     pub children: u64,
     /// Workflows that completed / failed, by kind.

@@ -457,7 +457,9 @@ fn the_summary_reports_table_rows_cleanup_workflow_steps_and_dependencies() {
 }
 
 /// With `batch = false` a RunInstances of 100 runs 100 sub-workflows: the run table says so
-/// beside the per-kind counts (which include them), as `summary.json` does.
+/// beside the per-kind counts (which include them), as `summary.json` does; and the engine's
+/// bound on live workflows then refuses commands, whose rows it fails rather than leave them
+/// Pending.
 #[test]
 fn the_run_table_counts_sub_workflows_apart() {
     let out = out_dir("sub-workflows");
@@ -466,8 +468,6 @@ fn the_run_table_counts_sub_workflows_apart() {
         "scenarios/batch-burst.toml",
         "--set",
         "topology.workflows.batch=false",
-        "--set",
-        "duration=30s",
         "--out",
         &out.display().to_string(),
     ]);
@@ -483,9 +483,28 @@ fn the_run_table_counts_sub_workflows_apart() {
         100 * create["admitted"].as_u64().unwrap(),
         "{create}"
     );
+    // A command past the engine's bound on live workflows is refused after RunInstances has
+    // answered OK: its 100 rows are moved from Pending to their failed state (Deleted), not
+    // left Pending with no workflow to move them (phantom rows).
+    let e = &v["workflow_engine"];
+    let rejected = e["rejected"].as_u64().unwrap();
+    assert!(rejected > 0, "{e}");
+    assert_eq!(
+        e["refused_rows_failed"].as_u64(),
+        Some(100 * rejected),
+        "{e}"
+    );
+    assert_eq!(e["refused_rows_left"].as_u64(), Some(0), "{e}");
+    assert_eq!(
+        v["invariants"]["phantom_rows"].as_u64(),
+        Some(0),
+        "{}",
+        v["invariants"]
+    );
+    assert_eq!(v["invariants"]["ok"], true, "{}", v["invariants"]);
     let want = format!(
-        "workflow engine: {children} sub-workflows (in completed and failed above), {} commands rejected at admission",
-        v["workflow_engine"]["rejected"]
+        "workflow engine: {children} sub-workflows (in completed and failed above), {rejected} commands rejected at admission ({} of their instances failed, 0 left Pending)",
+        100 * rejected
     );
     assert!(stdout.lines().any(|l| l == want), "{want}\n{stdout}");
     // Without sub-workflows or rejections there is no such line.
