@@ -42,6 +42,10 @@
 //! Admission is bounded: a command is rejected (`ServiceUnavailable`, counted) when the live
 //! workflows, sub-workflows included, would pass `queue_limit`. Every live workflow has at most
 //! one task queued or running, so the task queue never holds more than `queue_limit` tasks.
+//! A refused CreateInstances command's rows (inserted Pending by a caller that has answered
+//! already) are moved to the definition's failed state by plain state writes of at most
+//! `MAX_UPDATE_ROWS` rows, with their cache invalidations: no workflow would ever move them
+//! (`WfStats::refused_rows_failed`, and `refused_rows_left` when such a write fails).
 //!
 //! # Durability and its cost model
 //!
