@@ -545,6 +545,7 @@ fn instance_type_weights_set_the_types_and_their_demand() {
     );
     for (list, what) in [
         ("[0, 0]", "at least one weight must be > 0"),
+        ("[1e308, 1e308]", "their sum finite"),
         ("[]", "give 1 to 1000 weights"),
     ] {
         let e = parse(&format!("{GOOD}instance_type_weights = {list}\n"), &[]).unwrap_err();

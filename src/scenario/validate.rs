@@ -1197,12 +1197,13 @@ pub(super) fn validate(
                     Some("e.g. instance_type_weights = [60, 30, 9, 1]".to_string()),
                 );
             }
-            if ok && weights.iter().sum::<f64>() <= 0.0 {
+            let total: f64 = weights.iter().sum();
+            if ok && !(total > 0.0 && total.is_finite()) {
                 ok = false;
                 c.problem(
                     list.span(),
                     P,
-                    "at least one weight must be > 0".to_string(),
+                    "at least one weight must be > 0, and their sum finite".to_string(),
                     Some("e.g. instance_type_weights = [60, 30, 9, 1]".to_string()),
                 );
             }

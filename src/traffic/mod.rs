@@ -111,7 +111,7 @@ pub enum TypeMixError {
     #[error("instance types must number 1 to {max}, got {0}", max = TypeMix::MAX_TYPES)]
     Count(usize),
     #[error(
-        "instance type weights must be finite and >= 0 with at least one > 0 (e.g. [60, 30, 9, 1])"
+        "instance type weights must be finite and >= 0, with at least one > 0 and a finite sum (e.g. [60, 30, 9, 1])"
     )]
     BadWeights,
 }
@@ -140,7 +140,7 @@ impl TypeMix {
             return Err(TypeMixError::BadWeights);
         }
         let total: f64 = weights.iter().sum();
-        if total <= 0.0 {
+        if !(total > 0.0 && total.is_finite()) {
             return Err(TypeMixError::BadWeights);
         }
         let mut acc = 0.0;
@@ -786,6 +786,10 @@ mod tests {
         );
         assert_eq!(
             TypeMix::weighted(&[f64::NAN]),
+            Err(TypeMixError::BadWeights)
+        );
+        assert_eq!(
+            TypeMix::weighted(&[f64::MAX, f64::MAX]),
             Err(TypeMixError::BadWeights)
         );
     }

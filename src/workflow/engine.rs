@@ -407,8 +407,8 @@ pub struct WorkflowEngine {
 
 /// The bit that marks the tag of a refused creation's state write (never a call's handle).
 const REFUSAL_TAG: u64 = 1 << 63;
-/// Refused creations whose state writes may be out at once; past it the rows are left Pending
-/// (phantom rows, for reconciliation) and counted.
+/// State writes for refused creations that may be out at once; past it a refused creation's rows
+/// are left Pending (phantom rows, for reconciliation) and counted.
 const MAX_REFUSALS_OUT: usize = 4_096;
 
 /// What the engine needs to invalidate cached instances after its state writes: the L2 (one
@@ -683,9 +683,9 @@ impl WorkflowEngine {
     }
 
     /// A creation refused at admission: its instance rows, inserted Pending by the API node that
-    /// has already answered OK, would stay Pending with no workflow to move them. One state write
-    /// moves them to the definition's failed state instead, as a failed creation ends (rows no
-    /// longer Pending are left as they are).
+    /// has already answered OK, would stay Pending with no workflow to move them. State writes of
+    /// at most `MAX_UPDATE_ROWS` rows move them to the definition's failed state instead, as a
+    /// failed creation ends (rows no longer Pending are left as they are).
     fn fail_refused_creation<M: WfMsg>(&mut self, cmd: &WfCommand, out: &mut Outbox<'_, M>) {
         let Some(to) = self
             .cfg
