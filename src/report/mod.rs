@@ -51,6 +51,13 @@ impl Json {
         }
     }
 
+    /// Sets a key of an object (nothing for other values).
+    pub fn insert(&mut self, key: &str, value: Json) {
+        if let Json::Obj(m) = self {
+            m.insert(key.to_string(), value);
+        }
+    }
+
     /// Removes a key of an object (e.g. wall-clock fields before comparing two runs).
     pub fn remove(&mut self, key: &str) -> Option<Json> {
         match self {

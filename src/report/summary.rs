@@ -5,7 +5,7 @@
 //! same scenario and seed give byte-identical summaries once `wall` is removed.
 
 use super::Json;
-use crate::api::types::Api;
+use crate::api::types::{Api, ErrorCode};
 use crate::db::Table;
 use crate::metrics::LatencyHistogram;
 use crate::scenario::Scenario;
@@ -42,6 +42,20 @@ pub fn latency_ms(h: &LatencyHistogram) -> Json {
     ])
 }
 
+/// One count per table, by table name.
+fn per_table(rows: &[u64; Table::COUNT]) -> Json {
+    Json::obj(
+        Table::ALL
+            .iter()
+            .map(|t| (t.name(), Json::int(rows[t.index()]))),
+    )
+}
+
+/// Counts by error code, by the code's name.
+fn by_code(counts: &std::collections::BTreeMap<ErrorCode, u64>) -> Json {
+    Json::obj(counts.iter().map(|(e, n)| (e.name(), Json::int(*n))))
+}
+
 /// One step of a workflow definition: its name and what its attempts did.
 fn step_json(st: &StepStats) -> Json {
     Json::obj([
@@ -50,14 +64,7 @@ fn step_json(st: &StepStats) -> Json {
         ("retries", Json::int(st.retries)),
         ("timeouts", Json::int(st.timeouts)),
         ("failures", Json::int(st.failures)),
-        (
-            "failure_codes",
-            Json::obj(
-                st.failure_codes
-                    .iter()
-                    .map(|(e, n)| (e.name(), Json::int(*n))),
-            ),
-        ),
+        ("failure_codes", by_code(&st.failure_codes)),
         ("compensations", Json::int(st.compensations)),
         ("compensation_failures", Json::int(st.compensation_failures)),
     ])
@@ -187,27 +194,16 @@ pub fn summary(s: &Scenario, seed: u64, r: &RunResult, partial: bool, wall: Opti
         ("rejected_overloaded", Json::int(r.db.rejected_overloaded)),
         ("rejected_unavailable", Json::int(r.db.rejected_unavailable)),
         ("max_queued", Json::int(r.db.max_queued)),
-        (
-            "table_rows_end",
-            Json::obj(
-                Table::ALL
-                    .iter()
-                    .map(|t| (t.name(), Json::int(r.table_rows_end[t.index()]))),
-            ),
-        ),
+        ("table_rows_end", per_table(&r.table_rows_end)),
         (
             "table_rows",
             Json::Arr(
                 r.db.table_rows_series
                     .iter()
                     .map(|(at, rows)| {
-                        let mut fields = vec![("t_s".to_string(), Json::num(at.as_secs_f64(), 3))];
-                        fields.extend(
-                            Table::ALL
-                                .iter()
-                                .map(|t| (t.name().to_string(), Json::int(rows[t.index()]))),
-                        );
-                        Json::obj(fields)
+                        let mut row = per_table(rows);
+                        row.insert("t_s", Json::num(at.as_secs_f64(), 3));
+                        row
                     })
                     .collect(),
             ),
@@ -308,14 +304,7 @@ pub fn summary(s: &Scenario, seed: u64, r: &RunResult, partial: bool, wall: Opti
         Json::obj([
             ("runs", Json::int(c.runs)),
             ("batches", Json::int(c.batches)),
-            (
-                "rows_archived",
-                Json::obj(
-                    Table::ALL
-                        .iter()
-                        .map(|t| (t.name(), Json::int(c.rows_archived[t.index()]))),
-                ),
-            ),
+            ("rows_archived", per_table(&c.rows_archived)),
             ("refused", Json::int(c.refused)),
             ("runs_cut_short", Json::int(c.runs_cut_short)),
         ])
@@ -326,10 +315,7 @@ pub fn summary(s: &Scenario, seed: u64, r: &RunResult, partial: bool, wall: Opti
             Json::obj([
                 ("calls", Json::int(d.calls)),
                 ("ok", Json::int(d.ok)),
-                (
-                    "errors",
-                    Json::obj(d.errors.iter().map(|(e, n)| (e.name(), Json::int(*n)))),
-                ),
+                ("errors", by_code(&d.errors)),
                 ("rejected", Json::int(d.rejected)),
                 ("timeouts", Json::int(d.timeouts)),
                 ("replays", Json::int(d.replays)),

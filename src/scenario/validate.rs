@@ -1171,6 +1171,7 @@ pub(super) fn validate(
         (None, types) => types.and_then(|n| TypeMix::uniform(n as u16).ok()),
         (Some(list), types) => {
             const P: &str = "workload.instance_type_weights";
+            let hint = || Some("e.g. instance_type_weights = [60, 30, 9, 1]".to_string());
             let weights: Vec<f64> = list.get_ref().iter().map(|w| *w.get_ref()).collect();
             let mut ok = true;
             for (i, w) in list.get_ref().iter().enumerate() {
@@ -1180,7 +1181,7 @@ pub(super) fn validate(
                         w.span(),
                         &format!("{P}[{i}]"),
                         format!("a weight must be a finite number >= 0, got {}", w.get_ref()),
-                        Some("e.g. instance_type_weights = [60, 30, 9, 1]".to_string()),
+                        hint(),
                     );
                 }
             }
@@ -1194,17 +1195,7 @@ pub(super) fn validate(
                         TypeMix::MAX_TYPES,
                         weights.len()
                     ),
-                    Some("e.g. instance_type_weights = [60, 30, 9, 1]".to_string()),
-                );
-            }
-            let total: f64 = weights.iter().sum();
-            if ok && !(total > 0.0 && total.is_finite()) {
-                ok = false;
-                c.problem(
-                    list.span(),
-                    P,
-                    "at least one weight must be > 0, and their sum finite".to_string(),
-                    Some("e.g. instance_type_weights = [60, 30, 9, 1]".to_string()),
+                    hint(),
                 );
             }
             if let (Some(given), Some(n)) = (&types_given, types)
@@ -1225,10 +1216,19 @@ pub(super) fn validate(
                     ),
                 );
             }
-            if ok {
-                TypeMix::weighted(&weights).ok()
-            } else {
-                None
+            // Each weight and their count are fine: what TypeMix may still refuse is their sum.
+            match ok.then(|| TypeMix::weighted(&weights)) {
+                Some(Ok(mix)) => Some(mix),
+                Some(Err(_)) => {
+                    c.problem(
+                        list.span(),
+                        P,
+                        "at least one weight must be > 0, and their sum finite".to_string(),
+                        hint(),
+                    );
+                    None
+                }
+                None => None,
             }
         }
     };

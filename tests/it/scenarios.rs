@@ -39,6 +39,29 @@ fn out_dir(name: &str) -> PathBuf {
     fresh_out_dir("scenarios", name)
 }
 
+/// `firedrill run <args> --out <a fresh folder named name>`: the exit code, the printed table
+/// and the `summary.json` it wrote.
+fn run_to(name: &str, args: &[&str]) -> (Option<i32>, String, Value) {
+    let out = out_dir(name);
+    let out_s = out.display().to_string();
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--out", &out_s]);
+    let o = firedrill(&all);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let text = std::fs::read_to_string(out.join("summary.json")).unwrap_or_else(|e| {
+        panic!(
+            "no summary.json ({e}): {stdout}{}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    (
+        o.status.code(),
+        stdout,
+        serde_json::from_str(&text).expect("summary.json is JSON"),
+    )
+}
+
 #[test]
 fn every_shipped_scenario_and_mock_validates() {
     let scenarios = files("scenarios");
@@ -190,21 +213,19 @@ fn a_failed_slo_exits_1() {
 /// over the ECS preset's 200 calls a minute per API: most RunInstances are throttled.
 #[test]
 fn the_table_shows_the_4xx_share_that_throttling_adds() {
-    let out = out_dir("4xx");
-    let o = firedrill(&[
-        "run",
-        "scenarios/gc-tuning.toml",
-        "--set",
-        "duration=30s",
-        "--set",
-        "topology.throttle.preset=ecs",
-        "--set",
-        "workload.accounts=1",
-        "--out",
-        &out.display().to_string(),
-    ]);
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(matches!(o.status.code(), Some(0 | 1)), "{stdout}");
+    let (code, stdout, v) = run_to(
+        "4xx",
+        &[
+            "scenarios/gc-tuning.toml",
+            "--set",
+            "duration=30s",
+            "--set",
+            "topology.throttle.preset=ecs",
+            "--set",
+            "workload.accounts=1",
+        ],
+    );
+    assert!(matches!(code, Some(0 | 1)), "{stdout}");
     let header: Vec<&str> = stdout
         .lines()
         .find(|l| l.starts_with("api "))
@@ -218,8 +239,6 @@ fn the_table_shows_the_4xx_share_that_throttling_adds() {
         .expect("a RunInstances row")
         .split_whitespace()
         .collect();
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     let run = &v["apis"]["RunInstances"];
     let requests = run["requests"].as_f64().unwrap();
     let throttled = run["status"]["Throttling"].as_f64().unwrap();
@@ -337,24 +356,11 @@ fn ctrl_c_writes_partial_results() {
 #[test]
 fn the_summary_reports_table_rows_cleanup_workflow_steps_and_dependencies() {
     let run = |name: &str, extra: &[&str]| -> (Value, String) {
-        let out = out_dir(name);
-        let mut args = vec!["run", "scenarios/db-growth.toml", "--out"];
-        let out_s = out.display().to_string();
-        args.push(&out_s);
+        let mut args = vec!["scenarios/db-growth.toml"];
         args.extend_from_slice(extra);
-        let o = firedrill(&args);
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let json = std::fs::read_to_string(out.join("summary.json")).unwrap();
-        (
-            serde_json::from_str(&json).unwrap(),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-        )
+        let (code, stdout, v) = run_to(name, &args);
+        assert_eq!(code, Some(0), "{stdout}");
+        (v, stdout)
     };
     let (on, table) = run("summary-cleanup-on", &[]);
     // A period longer than the run: the job never runs.
@@ -462,19 +468,15 @@ fn the_summary_reports_table_rows_cleanup_workflow_steps_and_dependencies() {
 /// Pending.
 #[test]
 fn the_run_table_counts_sub_workflows_apart() {
-    let out = out_dir("sub-workflows");
-    let o = firedrill(&[
-        "run",
-        "scenarios/batch-burst.toml",
-        "--set",
-        "topology.workflows.batch=false",
-        "--out",
-        &out.display().to_string(),
-    ]);
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(matches!(o.status.code(), Some(0 | 1)), "{stdout}");
-    let v: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let (code, stdout, v) = run_to(
+        "sub-workflows",
+        &[
+            "scenarios/batch-burst.toml",
+            "--set",
+            "topology.workflows.batch=false",
+        ],
+    );
+    assert!(matches!(code, Some(0 | 1)), "{stdout}");
     let create = &v["workflows"]["create_instances"];
     let children = v["workflow_engine"]["children"].as_u64().unwrap();
     // Amount = 100: a hundred sub-workflows per command admitted.
@@ -508,15 +510,10 @@ fn the_run_table_counts_sub_workflows_apart() {
     );
     assert!(stdout.lines().any(|l| l == want), "{want}\n{stdout}");
     // Without sub-workflows or rejections there is no such line.
-    let o = firedrill(&[
-        "run",
-        "scenarios/batch-burst.toml",
-        "--set",
-        "duration=30s",
-        "--out",
-        &out_dir("no-sub-workflows").display().to_string(),
-    ]);
-    let stdout = String::from_utf8_lossy(&o.stdout);
+    let (_, stdout, _) = run_to(
+        "no-sub-workflows",
+        &["scenarios/batch-burst.toml", "--set", "duration=30s"],
+    );
     assert!(stdout.contains("workflow create_instances"), "{stdout}");
     assert!(!stdout.contains("workflow engine:"), "{stdout}");
 }
