@@ -1235,8 +1235,8 @@ body = "{}"
             .iter()
             .find(|s| s.kind() == DependencyKind::Inventory)
             .unwrap();
-        assert_eq!(inv.stock().unwrap().initial(InstanceType(3)), 500);
-        assert_eq!(inv.stock().unwrap().initial(InstanceType(99)), 100_000);
+        assert_eq!(inv.stock().unwrap().initial(InstanceType(3)), 2_000);
+        assert_eq!(inv.stock().unwrap().initial(InstanceType(99)), 1_000_000);
     }
 
     #[test]

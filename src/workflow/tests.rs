@@ -619,7 +619,7 @@ fn a_failure_at_create_eni_compensates_disk_then_host_and_leaves_nothing() {
     assert_eq!(w.records_live(), [0, 0, 0, 0]);
     assert_eq!(
         w.dep(D::Inventory).stock_remaining(InstanceType(0)),
-        Some(200_000)
+        Some(5_000_000)
     );
     assert_eq!(w.states(), vec![InstanceState::Deleted; 10]);
     let s = w.engine().stats();
@@ -912,7 +912,7 @@ fn the_deadline_waits_for_the_attempt_in_flight_then_compensates_it() {
 
 #[test]
 fn a_partial_host_grant_goes_on_with_what_was_granted() {
-    let inventory = INVENTORY.replace("3 = 500", "3 = 7");
+    let inventory = INVENTORY.replace("3 = 2000", "3 = 7");
     let mut w = World::with_inventory(
         config().build().unwrap(),
         11,

@@ -83,7 +83,7 @@ fn mocks_with_stock(stock: u64) -> Vec<firedrill::deps::DependencySpec> {
                 return m;
             }
             let text = include_str!("../../mocks/inventory.toml")
-                .replace("0 = 200000", &format!("0 = {stock}"));
+                .replace("0 = 5000000", &format!("0 = {stock}"));
             firedrill::deps::parse_mock("inventory.toml", &text).unwrap()
         })
         .collect()
