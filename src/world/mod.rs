@@ -614,8 +614,8 @@ impl Topology {
         };
         // The L2, when there is one, comes right after the nodes, then the workflow engine.
         let l2_id = ComponentId::new(3 + n_deps + self.nodes as usize);
-        let wf_id =
-            ComponentId::new(3 + n_deps + self.nodes as usize + usize::from(self.cache.is_some()));
+        let has_l2 = self.cache.is_some() || self.idempotency_in_l2();
+        let wf_id = ComponentId::new(3 + n_deps + self.nodes as usize + usize::from(has_l2));
         let dep_ids = DepIds {
             inventory: find(DependencyKind::Inventory),
             image: find(DependencyKind::Image),
