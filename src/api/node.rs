@@ -3,6 +3,20 @@
 //! calls to dependencies with the caller's timeout and retry policy. Each API runs as a short
 //! plan of steps (CPU, database queries, dependency calls) on the worker that took the request.
 //!
+//! # Workflows
+//!
+//! With the workflow engine, RunInstances and CreateInstance insert their rows Pending and hand
+//! a CreateInstances command to the engine; Start/Stop/Reboot/DeleteInstance check the state
+//! and hand over their workflow. The request then waits for the engine's admission
+//! acknowledgement ([`WfAck`], one message back): admitted, it goes on (a ClientToken's record
+//! completed with the instances, then OK); refused, it answers the engine's code (503
+//! `ServiceUnavailable` at the engine's bound on live workflows), the engine fails a refused
+//! creation's rows itself, and the token's reservation is abandoned (`ServiceUnavailable`) or
+//! memoised (`InvalidParameter`) as after any failure before a mutation, never bound to those
+//! rows. Nothing waits for the workflow itself. The wait is bounded by `db_query_timeout` on
+//! the queries' local timers (next section); an acknowledgement that finds its request gone is
+//! ignored ([`NodeFaultStats::stale_wf_acks`]). Counters: `wf_refused`, `wf_ack_timeouts`.
+//!
 //! # Faults
 //!
 //! The world's fault applier (`world::faults::nodes`) acts on a node in two ways: settings it
@@ -20,7 +34,8 @@
 //!   timers of the old process that arrive later are ignored safely: its work records were
 //!   removed from the slab, whose generational handles are the epoch (a new request never
 //!   reuses an old handle), and a reply whose handle names no work waiting for it releases no
-//!   connection. The gateway marks the node down when its health check notices the crash
+//!   connection, and a workflow acknowledgement whose handle names no work waiting for one is
+//!   counted stale. The gateway marks the node down when its health check notices the crash
 //!   (`Gateway::node_crashed`, after its detection delay); requests routed to the node before
 //!   that fail fast with 502.
 //! - **Restart**: a fresh process: a cold L1, a heap as at time zero ([`Heap::restart`], its
@@ -43,6 +58,12 @@
 //!   push and cancel per query more). During a pause the timer still fires on time and defers
 //!   a `NodeTimer::QueryTimeout` for each query due, which the resume replays in its place
 //!   among the deferred replies, exactly as a timer of the query's own would have been.
+//! - **Lost workflow messages** (a node↔workflow partition): a command or its acknowledgement
+//!   lost leaves its request waiting; its entry on the query timers (the same
+//!   `db_query_timeout`, numbered like a query) ends it with 503 `ServiceUnavailable`
+//!   (`DeadlineExceeded` past its deadline), counted in `wf_ack_timeouts`. The engine may have
+//!   taken the command, so a creation's rows stay the request's (its token memoises them); a
+//!   lost command's rows stay Pending for reconciliation.
 //! - **Lost L2 messages**: every L2 call whose answer the node awaits (a cache leader's read,
 //!   a ClientToken op when the L2 holds the records) must be answered within `l2_timeout`
 //!   (200 ms by default). The calls time out in the order they were sent, so one
@@ -86,7 +107,7 @@ use crate::kernel::{
     TimerId,
 };
 use crate::metrics::{CounterId, HistogramId, LatencyHistogram, Registry};
-use crate::workflow::{WfCommand, WfOptions, WorkflowKind};
+use crate::workflow::{WfAck, WfCommand, WfOptions, WorkflowKind};
 use crate::world::Msg;
 use std::collections::VecDeque;
 
@@ -393,6 +414,9 @@ pub struct NodeFaultStats {
     pub stale_db_replies: u64,
     /// L2 replies that came after their call timed out (ignored).
     pub stale_l2_replies: u64,
+    /// Workflow admission acknowledgements for work no longer waiting for them (a process that
+    /// crashed, or a submission that timed out), ignored.
+    pub stale_wf_acks: u64,
     /// Injected stop-the-world pauses, and their total length (ns).
     pub injected_pauses: u64,
     pub injected_pause_ns: u64,
@@ -428,6 +452,9 @@ enum Phase {
     /// `ApiNode::send_query`), or a ClientToken record call on the L2 (no connection, untimed:
     /// the L2 call's own timeout applies).
     Db { timed: bool },
+    /// A workflow command is out at the engine: waiting for its admission's [`WfAck`] (with
+    /// the query timeout, see `ApiNode::await_ack`).
+    WfAck,
     /// A dependency call's attempt `attempt` is out.
     Dep { attempt: u8, timer: TimerId },
     /// Waiting out a retry backoff.
@@ -460,10 +487,11 @@ struct Work {
     l2_waiting: bool,
     /// The timeout of its L2 call out (cancelled by the reply).
     l2_timer: Ticket,
-    /// The number of this request's latest database query (tells a deferred timeout of an
-    /// earlier query apart).
+    /// The number of this request's latest database query or workflow submission (tells a
+    /// deferred timeout of an earlier one apart).
     db_call: u8,
-    /// The timeout of its database query out (cancelled by the reply).
+    /// The timeout of its database query or workflow submission out (cancelled by the reply
+    /// or the acknowledgement).
     db_timer: Ticket,
 }
 
@@ -488,7 +516,8 @@ enum CacheUse {
 /// What the next step of a plan is.
 enum Next {
     Cpu,
-    /// Hand a workflow to the engine (fire and forget: the API is asynchronous), then go on.
+    /// Hand a workflow to the engine and wait for its admission (the API is asynchronous: the
+    /// workflow itself is not waited for).
     Workflow(WfCommand),
     /// Nothing to do at this step for this request (e.g. no ClientToken).
     Skip,
@@ -513,6 +542,8 @@ struct NodeMetrics {
     dep_attempts: CounterId,
     dep_retries: CounterId,
     dep_timeouts: CounterId,
+    wf_refused: CounterId,
+    wf_ack_timeouts: CounterId,
     gc_pause: HistogramId,
 }
 
@@ -534,6 +565,8 @@ impl NodeMetrics {
             dep_attempts: c(reg, "dep_attempts"),
             dep_retries: c(reg, "dep_retries"),
             dep_timeouts: c(reg, "dep_timeouts"),
+            wf_refused: c(reg, "wf_refused"),
+            wf_ack_timeouts: c(reg, "wf_ack_timeouts"),
             gc_pause: h(reg, "gc_pause_ns"),
         }
     }
@@ -580,8 +613,8 @@ pub struct ApiNode {
     bugs: crate::faults::PlantedBugs,
     /// The timeouts of the L2 calls out (`NodeTimer::L2Timeout` is their wake-up).
     l2_timers: LocalTimers<Handle>,
-    /// The timeouts of the database queries out: the work and its query number
-    /// (`NodeTimer::DbTimeouts` is their wake-up).
+    /// The timeouts of the database queries and workflow submissions out: the work and its
+    /// call number (`NodeTimer::DbTimeouts` is their wake-up).
     db_timers: LocalTimers<(Handle, u8)>,
 }
 
@@ -909,6 +942,7 @@ impl ApiNode {
             Msg::DbReply(r) => self.on_db_reply(r, out),
             Msg::DepReply(r) => self.on_dep_reply(r, out),
             Msg::L2Reply(r) => self.on_l2_reply(r, out),
+            Msg::WfAck(a) => self.on_wf_ack(a, out),
             Msg::L1Invalidation(inv) => self.on_l1_invalidation(inv, out),
             other => self.unexpected(&other, out),
         }
@@ -1072,15 +1106,20 @@ impl ApiNode {
         }
     }
 
-    /// [`ApiNode::advance`]'s steps that need no wait (a workflow handed to the engine, a
-    /// step skipped), out of line: then the plan goes on.
+    /// [`ApiNode::advance`]'s steps taken whatever the deadline (a workflow handed to the
+    /// engine, a step skipped), out of line: a skipped step goes on with the plan, a workflow
+    /// waits for the engine's acknowledgement ([`ApiNode::on_wf_ack`]). The command goes out
+    /// even past the deadline: its rows are inserted, and only a workflow (or the engine's
+    /// refusal) moves them out of Pending.
     #[inline(never)]
     fn advance_step(&mut self, h: Handle, next: Next, out: &mut Outbox<'_, Msg>) {
         match next {
             Next::Workflow(cmd) => {
                 if let (Some((engine, _)), Some(w)) = (self.deps.workflow, self.work.get_mut(h)) {
                     w.wf_sent = true;
+                    let cmd = cmd.with_ack(out.me(), h.to_u64());
                     out.send(engine, self.cfg.db_hop, Msg::WfCommand(cmd));
+                    return self.await_ack(h, out);
                 }
             }
             Next::Skip => {
@@ -1657,11 +1696,12 @@ impl ApiNode {
         self.arm_db_timeouts(out);
     }
 
-    /// Whether query `call` of `h` is still out (its work waits for it on a connection).
+    /// Whether query (or workflow submission) `call` of `h` is still out: its work waits for
+    /// its reply on a connection, or for the engine's acknowledgement.
     fn db_query_out(&self, h: Handle, call: u8) -> bool {
-        self.work
-            .get(h)
-            .is_some_and(|w| w.phase == Phase::Db { timed: true } && w.db_call == call)
+        self.work.get(h).is_some_and(|w| {
+            matches!(w.phase, Phase::Db { timed: true } | Phase::WfAck) && w.db_call == call
+        })
     }
 
     /// The `DbTimeouts` wake-up: every query out past its timeout fails (see
@@ -1693,11 +1733,81 @@ impl ApiNode {
 
     /// A query got no reply within `db_query_timeout`: the socket timed out, so the connection
     /// is closed and the pool opens another (accounted as a release), and the request goes on
-    /// as on a database error; a late reply finds no work waiting.
+    /// as on a database error; a late reply finds no work waiting. (A workflow submission's
+    /// timeout: [`ApiNode::ack_timed_out`].)
     fn query_timed_out(&mut self, h: Handle, out: &mut Outbox<'_, Msg>) {
+        if self.work.get(h).is_some_and(|w| w.phase == Phase::WfAck) {
+            return self.ack_timed_out(h, out);
+        }
         out.count(self.metrics.db_timeouts, 1);
         self.release_connection(out);
         self.db_result(h, Err(DbError::Unavailable), out);
+    }
+
+    /// Notes the workflow command of `h` just sent: the request waits for the engine's
+    /// [`WfAck`]. The wait is bounded like a query's, by `db_query_timeout` on the same local
+    /// timers (the engine's admission is its durable acceptance, a write of the control
+    /// plane's own store): an acknowledgement lost (a partition between the node and the
+    /// engine) ends the request at the timeout ([`ApiNode::ack_timed_out`]).
+    fn await_ack(&mut self, h: Handle, out: &mut Outbox<'_, Msg>) {
+        let Some(w) = self.work.get_mut(h) else {
+            return;
+        };
+        w.db_call = w.db_call.wrapping_add(1);
+        w.phase = Phase::WfAck;
+        w.db_timer = self
+            .db_timers
+            .schedule(out.now(), self.cfg.db_query_timeout, (h, w.db_call));
+        self.arm_db_timeouts(out);
+    }
+
+    /// The engine's answer to a workflow command: admitted, the request goes on (the token's
+    /// completion, then OK); refused, it answers the engine's code (`ServiceUnavailable`, a
+    /// 503, at the bound on live workflows). The engine moves a refused creation's rows to
+    /// their failed state (Deleted) itself, so the request's token does not own them: its
+    /// reservation ends as for any failure before a mutation (memoised if the code is a
+    /// business failure, `InvalidParameter`; abandoned for `ServiceUnavailable`, so a retry
+    /// with the same token runs afresh). An acknowledgement for work no longer waiting (its
+    /// process crashed, its wait timed out) is ignored and counted (`stale_wf_acks`).
+    fn on_wf_ack(&mut self, a: WfAck, out: &mut Outbox<'_, Msg>) {
+        let h = Handle::from_u64(a.tag);
+        let Some(w) = self.work.get_mut(h).filter(|w| w.phase == Phase::WfAck) else {
+            self.fault_stats.stale_wf_acks += 1;
+            return;
+        };
+        self.db_timers.cancel(w.db_timer);
+        match a.result {
+            Ok(_) => {
+                self.arm_db_timeouts(out);
+                self.advance(h, out);
+            }
+            Err(code) => {
+                if w.inserted {
+                    // The engine fails these rows: the instances are not the client's.
+                    w.created = None;
+                }
+                self.arm_db_timeouts(out);
+                out.count(self.metrics.wf_refused, 1);
+                self.finish(h, Status::Err(code), out);
+            }
+        }
+    }
+
+    /// A workflow command got no acknowledgement within `db_query_timeout` (the command or its
+    /// acknowledgement was lost): the request fails with 503 `ServiceUnavailable` (504
+    /// `DeadlineExceeded` when its deadline has passed), counted in `wf_ack_timeouts`. Whether
+    /// the engine took the command is unknown, so a creation's rows stay the request's: its
+    /// token memoises them as after any failure once rows exist (a workflow runs them, or, if
+    /// the command was lost, they stay Pending for reconciliation to fail as stuck rows).
+    fn ack_timed_out(&mut self, h: Handle, out: &mut Outbox<'_, Msg>) {
+        out.count(self.metrics.wf_ack_timeouts, 1);
+        let deadline = self.work.get(h).map_or(SimTime::ZERO, |w| w.req.deadline);
+        let code = if self.local(out.now()) >= deadline {
+            ErrorCode::DeadlineExceeded
+        } else {
+            ErrorCode::ServiceUnavailable
+        };
+        self.finish(h, Status::Err(code), out);
     }
 
     fn on_l2_reply(&mut self, r: L2Reply, out: &mut Outbox<'_, Msg>) {
@@ -2117,7 +2227,7 @@ impl ApiNode {
                 | Phase::Dep { timer, .. } => {
                     out.cancel(timer);
                 }
-                Phase::CpuQueued | Phase::Db { .. } | Phase::Backoff { .. } => {}
+                Phase::CpuQueued | Phase::Db { .. } | Phase::WfAck | Phase::Backoff { .. } => {}
             }
             self.fault_stats.lost_in_flight += 1;
             self.respond_early(w.gw, &w.req, reset, out);

@@ -491,8 +491,12 @@ fn print_workflows_and_cleanup(result: &RunResult) {
         if w.children > 0 || w.rejected > 0 {
             // `admitted` counts commands; `completed` and `failed` count sub-workflows too.
             println!(
-                "workflow engine: {} sub-workflows (in completed and failed above), {} commands rejected at admission ({} of their instances failed, {} left Pending)",
-                w.children, w.rejected, w.refused_rows_failed, w.refused_rows_left
+                "workflow engine: {} sub-workflows (in completed and failed above), {} commands rejected at admission, {} answered with the refusal ({} of their instances failed, {} left Pending)",
+                w.children,
+                w.rejected,
+                result.node_counter("wf_refused"),
+                w.refused_rows_failed,
+                w.refused_rows_left
             );
         }
     }

@@ -262,7 +262,7 @@ impl FaultKind {
             }
             FaultKind::L2Loss | FaultKind::L2Flush => "l2",
             FaultKind::Partition { .. } => {
-                "nodes, node.<i> or gateway (peer: db, l2, dep.<name>, gateway or node.<i>)"
+                "nodes, node.<i> or gateway (peer: db, l2, workflow, dep.<name>, gateway or node.<i>)"
             }
             FaultKind::WorkerCrash { .. } => "workflow",
             FaultKind::TrafficSurge { .. }
@@ -293,6 +293,7 @@ impl FaultKind {
                         peer,
                         Target::Db
                             | Target::L2
+                            | Target::Workflow
                             | Target::Dependency { endpoint: None, .. }
                             | Target::Gateway
                             | Target::Node(_)

@@ -271,6 +271,24 @@ pub fn summary(s: &Scenario, seed: u64, r: &RunResult, partial: bool, wall: Opti
     let workflow_engine = r.workflows.as_ref().map_or(Json::Null, |w| {
         Json::obj([
             ("rejected", Json::int(w.rejected)),
+            (
+                "rejected_by_kind",
+                Json::obj(
+                    WorkflowKind::ALL
+                        .iter()
+                        .filter(|k| w.rejected_by_kind[k.index()] > 0)
+                        .map(|k| (k.name(), Json::int(w.rejected_by_kind[k.index()]))),
+                ),
+            ),
+            // The nodes' side of admission: requests answered the engine's refusal, requests
+            // whose command got no acknowledgement in time, and acknowledgements that found
+            // their request gone.
+            ("refusals_answered", Json::int(r.node_counter("wf_refused"))),
+            ("ack_timeouts", Json::int(r.node_counter("wf_ack_timeouts"))),
+            (
+                "stale_acks",
+                Json::int(r.nodes.iter().map(|n| n.faults.stale_wf_acks).sum::<u64>()),
+            ),
             ("refused_rows_failed", Json::int(w.refused_rows_failed)),
             ("refused_rows_left", Json::int(w.refused_rows_left)),
             ("children", Json::int(w.children)),

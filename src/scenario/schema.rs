@@ -631,7 +631,9 @@ pub fn scenario_schema() -> Json {
             ),
             (
                 "peer",
-                string("partition: the other side (db, l2, dep.<name>, gateway or node.<i>)."),
+                string(
+                    "partition: the other side (db, l2, workflow, dep.<name>, gateway or node.<i>).",
+                ),
             ),
             (
                 "start",

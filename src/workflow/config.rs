@@ -582,7 +582,8 @@ impl EngineConfigBuilder {
         self.0.history_cap = n;
         self
     }
-    /// One-way delays of a query to the database and of a call to a dependency.
+    /// One-way delays of a query to the database (and of an admission acknowledgement to the
+    /// command's caller) and of a call to a dependency.
     pub fn hops(mut self, db: SimDuration, dep: SimDuration) -> Self {
         self.0.db_hop = db;
         self.0.dep_hop = dep;

@@ -6,7 +6,7 @@
 use super::config::{Action, EngineConfig, StepRetry, When};
 use super::stats::WfStats;
 use super::{
-    FailReason, TimerKind, WfCommand, WfDeps, WfDone, WfMsg, WfOptions, WfOutcome, WfTimer,
+    FailReason, TimerKind, WfAck, WfCommand, WfDeps, WfDone, WfMsg, WfOptions, WfOutcome, WfTimer,
     WorkflowId, WorkflowKind,
 };
 use crate::api::types::{
@@ -609,8 +609,16 @@ impl WorkflowEngine {
         };
         if let Some(code) = refusal {
             self.stats.rejected += 1;
+            self.stats.rejected_by_kind[cmd.kind.index()] += 1;
             if cmd.kind == WorkflowKind::CreateInstances && n > 0 {
                 self.fail_refused_creation(&cmd, out);
+            }
+            if let Some(to) = cmd.ack_to {
+                let ack = WfAck {
+                    tag: cmd.tag,
+                    result: Err(code),
+                };
+                out.send(to, self.cfg.db_hop, M::from(ack));
             }
             if let Some(to) = cmd.reply_to {
                 let done = WfDone {
@@ -658,6 +666,15 @@ impl WorkflowEngine {
             is_parent,
         };
         let h = self.new_workflow(spec, out);
+        if let Some(to) = cmd.ack_to {
+            // Admitted: the workflow is the engine's from now on (its start task is queued and
+            // a worker crash only redelivers it), so the caller may answer.
+            let ack = WfAck {
+                tag: cmd.tag,
+                result: Ok(self.wf(h).id),
+            };
+            out.send(to, self.cfg.db_hop, M::from(ack));
+        }
         self.enqueue(h, now);
         self.dispatch(out);
         self.arm_wake(out);
@@ -682,8 +699,9 @@ impl WorkflowEngine {
         self.arm_wake(out);
     }
 
-    /// A creation refused at admission: its instance rows, inserted Pending by the API node that
-    /// has already answered OK, would stay Pending with no workflow to move them. State writes of
+    /// A creation refused at admission: its instance rows, inserted Pending by the API node
+    /// before it sent the command (it answers the refusal, told by the [`WfAck`]), would stay
+    /// Pending with no workflow to move them. State writes of
     /// at most `MAX_UPDATE_ROWS` rows move them to the definition's failed state instead, as a
     /// failed creation ends (rows no longer Pending are left as they are).
     fn fail_refused_creation<M: WfMsg>(&mut self, cmd: &WfCommand, out: &mut Outbox<'_, M>) {

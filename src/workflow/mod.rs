@@ -7,7 +7,12 @@
 //! ([`WfMsg`]): it takes [`WfCommand`]s, sends [`DbQuery`]s to the database and [`DepCall`]s to the
 //! dependencies (each with `reply_to = out.me()`), takes their
 //! [`DbReply`](crate::db::DbReply)s and [`DepReply`](crate::deps::DepReply)s back, wakes up on
-//! its own [`WfTimer`]s, and sends a [`WfDone`] to the command's `reply_to`.
+//! its own [`WfTimer`]s, sends a [`WfAck`] to the command's `ack_to` when it admits or refuses
+//! the command, and a [`WfDone`] to its `reply_to` when the workflow ends.
+//!
+//! The API node asks for the acknowledgement only: it answers its client once the engine has
+//! taken the command (OK), or with the engine's refusal (503 `ServiceUnavailable` at the bound
+//! below), and never waits for the workflow itself (the API is asynchronous: clients poll).
 //!
 //! # Definitions
 //!
@@ -39,11 +44,15 @@
 //! durable transition; whatever the lost run had sent still happens downstream, and its replies
 //! are ignored.
 //!
-//! Admission is bounded: a command is rejected (`ServiceUnavailable`, counted) when the live
-//! workflows, sub-workflows included, would pass `queue_limit`. Every live workflow has at most
+//! Admission is bounded: a command is rejected (`ServiceUnavailable`, counted by kind) when the
+//! live workflows, sub-workflows included, would pass `queue_limit`. Either way the command's
+//! `ack_to`, if any, gets a [`WfAck`] at once (one `db_hop`): the workflow's id once admitted
+//! (its start task is queued: the engine owns it, and a worker crash only redelivers it), or
+//! the code. Every live workflow has at most
 //! one task queued or running, so the task queue never holds more than `queue_limit` tasks.
-//! A refused CreateInstances command's rows (inserted Pending by a caller that has answered
-//! already) are moved to the definition's failed state by plain state writes of at most
+//! A refused CreateInstances command's rows (inserted Pending by the caller before it sent the
+//! command; the caller answers the refusal) are moved to the definition's failed state by
+//! plain state writes of at most
 //! `MAX_UPDATE_ROWS` rows, with their cache invalidations: no workflow would ever move them
 //! (`WfStats::refused_rows_failed`, and `refused_rows_left` when such a write fails).
 //!
@@ -241,12 +250,15 @@ pub struct WfCommand {
     pub options: WfOptions,
     /// Where the [`WfDone`] goes, if anywhere.
     pub reply_to: Option<ComponentId>,
-    /// Echoed in the [`WfDone`].
+    /// Where the admission's [`WfAck`] goes, if anywhere (an API node whose request waits for
+    /// the engine to take the command before it answers).
+    pub ack_to: Option<ComponentId>,
+    /// Echoed in the [`WfDone`] and the [`WfAck`].
     pub tag: u64,
 }
 
 impl WfCommand {
-    /// A batched command with no options and no reply.
+    /// A batched command with no options, no reply and no acknowledgement.
     pub fn new(
         kind: WorkflowKind,
         account: AccountId,
@@ -262,6 +274,7 @@ impl WfCommand {
             min_count: 0,
             options: WfOptions::default(),
             reply_to: None,
+            ack_to: None,
             tag: 0,
         }
     }
@@ -282,6 +295,24 @@ impl WfCommand {
         self.tag = tag;
         self
     }
+    /// Asks for a [`WfAck`] to `to` when the command is admitted or refused, echoing `tag` (the
+    /// same tag as the [`WfDone`]'s, if both are asked for).
+    pub fn with_ack(mut self, to: ComponentId, tag: u64) -> WfCommand {
+        self.ack_to = Some(to);
+        self.tag = tag;
+        self
+    }
+}
+
+/// The engine's answer to a command's admission, sent to its `ack_to` at once (one hop): the
+/// workflow it started (its work is queued: the engine owns it from now on), or the code it
+/// refused the command with (`ServiceUnavailable`: the bound on live workflows;
+/// `InvalidParameter`: no instances). 24 bytes, no allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WfAck {
+    /// The command's `tag`.
+    pub tag: u64,
+    pub result: Result<WorkflowId, ErrorCode>,
 }
 
 /// Why a workflow failed.
@@ -367,7 +398,7 @@ impl WfTimer {
 }
 
 /// What the world's message type must carry for the engine: the queries and calls it sends, its
-/// timers, and its completion notices. (Replies come in through
+/// timers, its admission acknowledgements and its completion notices. (Replies come in through
 /// [`WorkflowEngine::on_db_reply`] and [`WorkflowEngine::on_dep_reply`], as
 /// [`DbReply`](crate::db::DbReply) and [`DepReply`](crate::deps::DepReply).)
 pub trait WfMsg:
@@ -375,6 +406,7 @@ pub trait WfMsg:
     + From<DepCall>
     + From<WfTimer>
     + From<WfDone>
+    + From<WfAck>
     + From<crate::cache::L2Request>
     + From<crate::cache::L1Invalidation>
 {
@@ -385,6 +417,7 @@ impl<
         + From<DepCall>
         + From<WfTimer>
         + From<WfDone>
+        + From<WfAck>
         + From<crate::cache::L2Request>
         + From<crate::cache::L1Invalidation>,
 > WfMsg for M

@@ -35,8 +35,11 @@ pub struct WfStats {
     pub admitted: [u64; WorkflowKind::COUNT],
     /// Commands rejected (admission bound reached, or no instances).
     pub rejected: u64,
-    /// Rows of refused creations moved to the failed state (their API call had answered OK),
-    /// and rows left Pending (the write failed, or too many were out): phantom rows.
+    /// Of `rejected`: by [`WorkflowKind::index`].
+    pub rejected_by_kind: [u64; WorkflowKind::COUNT],
+    /// Rows of refused creations moved to the failed state (their API call answers the
+    /// refusal when it asked for an acknowledgement), and rows left Pending (the write failed,
+    /// or too many were out): phantom rows.
     pub refused_rows_failed: u64,
     pub refused_rows_left: u64,
     /// Sub-workflows started.

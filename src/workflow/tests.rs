@@ -34,6 +34,7 @@ enum M {
     Cmd(WfCommand),
     Wf(WfTimer),
     Done(WfDone),
+    Ack(WfAck),
     /// To the client: insert the instances, then run the script.
     Go,
     /// To the client: send the next command of the script.
@@ -69,7 +70,7 @@ macro_rules! from {
     )*};
 }
 from!(DbQuery => Query, DbReply => DbReply, DbTimer => DbTimer, DepCall => Call,
-    DepReply => DepReply, DepTimer => DepTimer, WfTimer => Wf, WfDone => Done);
+    DepReply => DepReply, DepTimer => DepTimer, WfTimer => Wf, WfDone => Done, WfAck => Ack);
 
 impl Message for M {
     fn kind_code(&self) -> u32 {
@@ -89,6 +90,7 @@ impl Message for M {
             M::DbAvailable(_) => 12,
             M::Hook(_) => 13,
             M::Cache => 14,
+            M::Ack(_) => 15,
         }
     }
     fn kind_name(&self) -> &'static str {
@@ -108,6 +110,7 @@ impl Message for M {
             "DbAvailable",
             "Hook",
             "Cache",
+            "Ack",
         ][self.kind_code() as usize]
     }
 }
@@ -131,6 +134,7 @@ struct Client {
     gap: SimDuration,
     range: Option<InstanceIdRange>,
     done: Vec<(SimTime, WfDone)>,
+    acks: Vec<(SimTime, WfAck)>,
 }
 
 enum Node {
@@ -218,6 +222,7 @@ impl Component<M> for Node {
                     out.schedule(c.gap, M::Next);
                 }
             }
+            (Node::Client(c), M::Ack(a)) => c.acks.push((now, a)),
             (_, m) => out.violation(format!("misrouted {m:?}")),
         }
     }
@@ -319,6 +324,7 @@ impl World {
                 gap: secs(1),
                 range: None,
                 done: Vec::new(),
+                acks: Vec::new(),
             }),
         );
         sim.schedule(SimTime::ZERO, client, M::Go).unwrap();
@@ -998,10 +1004,27 @@ fn admission_is_bounded() {
             InstanceType(0),
         )
         .with_batch(false)
-        .with_reply(client, i);
+        .with_reply(client, i)
+        .with_ack(client, i);
         w.sim.schedule(SimTime::ZERO, engine, M::Cmd(c)).unwrap();
     }
     w.run();
+    // Each command is acknowledged at admission, one hop later, admitted or refused with its
+    // code (before any workflow has ended).
+    let Node::Client(c) = w.sim.component(client) else {
+        unreachable!()
+    };
+    let acks: Vec<(SimTime, u64, Result<WorkflowId, ErrorCode>)> =
+        c.acks.iter().map(|(t, a)| (*t, a.tag, a.result)).collect();
+    let hop = SimTime::ZERO.saturating_add(HOP);
+    assert_eq!(
+        acks,
+        vec![
+            (hop, 0, Ok(WorkflowId(1))),
+            (hop, 1, Err(ErrorCode::ServiceUnavailable)),
+            (hop, 2, Err(ErrorCode::InvalidParameter)),
+        ]
+    );
     let done = w.done();
     let outcome = |tag| done.iter().find(|d| d.tag == tag).unwrap().outcome;
     // The first needs 4 live slots of 5; the second 4 more; the third has no instances.
@@ -1012,6 +1035,7 @@ fn admission_is_bounded() {
     assert_eq!(outcome(2), WfOutcome::Rejected(ErrorCode::InvalidParameter));
     assert_eq!(outcome(0), WfOutcome::Completed);
     assert_eq!(w.engine().stats().rejected, 2);
+    assert_eq!(w.engine().stats().rejected_by_kind[CREATE.index()], 2);
     assert!(w.engine().stats().max_queue <= 5);
 }
 

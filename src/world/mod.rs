@@ -36,7 +36,9 @@ use crate::reconcile::{ReconConfig, ReconStats, ReconTargets, ReconTimer, Reconc
 use crate::traffic::{
     ClientConfig, ClientStats, OpenLoop, OpenLoopConfig, ReplayConfig, ReplayStats, Trace,
 };
-use crate::workflow::{EngineConfig, WfCommand, WfDeps, WfDone, WfStats, WfTimer, WorkflowEngine};
+use crate::workflow::{
+    EngineConfig, WfAck, WfCommand, WfDeps, WfDone, WfStats, WfTimer, WorkflowEngine,
+};
 
 /// Every event of the control-plane world.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,12 +79,19 @@ pub enum Msg {
     WfCommand(WfCommand),
     WfTimer(WfTimer),
     WfDone(WfDone),
+    /// The engine's admission of a command (or its refusal), to the node that waits for it.
+    WfAck(WfAck),
     /// Every response, echoed to the traffic when client behaviour needs it (retries, polling,
     /// closed loop); successful creations then come this way instead of as `Created`.
     ClientResponse(Response),
     /// The reconciler's own wake-ups (audit, next scan page, start repairs).
     Recon(ReconTimer),
 }
+
+// Every event carries a `Msg`: keep it at 88 bytes (the kernel's queue slots hold one each).
+// An admission acknowledgement is one of the smallest.
+const _: () = assert!(std::mem::size_of::<Msg>() <= 88);
+const _: () = assert!(std::mem::size_of::<WfAck>() == 24);
 
 impl Message for Msg {
     #[inline]
@@ -125,6 +134,7 @@ impl Message for Msg {
             Msg::WfDone(_) => 25,
             Msg::ClientResponse(_) => 26,
             Msg::Recon(_) => 27,
+            Msg::WfAck(_) => 28,
         }
     }
 
@@ -167,6 +177,7 @@ impl Message for Msg {
             Msg::WfDone(_) => "WfDone",
             Msg::ClientResponse(_) => "ClientResponse",
             Msg::Recon(_) => "ReconTimer",
+            Msg::WfAck(_) => "WfAck",
         }
     }
 }
@@ -187,7 +198,7 @@ macro_rules! wraps {
         })*
     };
 }
-wraps!(DbReply, DbTimer, DepReply, L2Reply, DepCall, WfTimer, WfDone, DbQuery, DepTimer, L2Request, L1Invalidation; units L2Timer, CleanupTick);
+wraps!(DbReply, DbTimer, DepReply, L2Reply, DepCall, WfTimer, WfDone, WfAck, DbQuery, DepTimer, L2Request, L1Invalidation; units L2Timer, CleanupTick);
 
 impl From<ReconTimer> for Msg {
     fn from(t: ReconTimer) -> Msg {
@@ -614,8 +625,8 @@ impl Topology {
         };
         // The L2, when there is one, comes right after the nodes, then the workflow engine.
         let l2_id = ComponentId::new(3 + n_deps + self.nodes as usize);
-        let wf_id =
-            ComponentId::new(3 + n_deps + self.nodes as usize + usize::from(self.cache.is_some()));
+        let has_l2 = self.cache.is_some() || self.idempotency_in_l2();
+        let wf_id = ComponentId::new(3 + n_deps + self.nodes as usize + usize::from(has_l2));
         let dep_ids = DepIds {
             inventory: find(DependencyKind::Inventory),
             image: find(DependencyKind::Image),
@@ -1049,6 +1060,12 @@ impl RunResult {
             .iter()
             .find(|(n, _)| n == name)
             .map_or(0, |(_, v)| *v)
+    }
+    /// A node counter (`node.<i>.<metric>`) summed over every node of the run.
+    pub fn node_counter(&self, metric: &str) -> u64 {
+        (0..self.nodes.len())
+            .map(|i| self.counter(&format!("node.{i}.{metric}")))
+            .sum()
     }
     /// Whether the run ended as designed (traffic over, then drained or stopped at the drain
     /// bound), not on a safety bound or a broken invariant.

@@ -1470,6 +1470,127 @@ fn client_token_answers_replay_mismatch_and_in_progress() {
     }
 }
 
+/// A ClientToken RunInstances the workflow engine refuses at admission (its bound on live
+/// workflows is full) is answered 503 `ServiceUnavailable` — the node waits for the engine's
+/// acknowledgement before it answers — and its token's reservation is released, not memoised:
+/// `ServiceUnavailable` is an infrastructure failure ([`memoise_failure`]), and the refused
+/// rows are the engine's to fail (Deleted), not the token's. So a retry with the same token
+/// runs afresh (a new instance set, admitted this time, OK), and a later retry replays that.
+/// The same whether the records live in the database or in the L2.
+///
+/// [`memoise_failure`]: firedrill::idempotency::memoise_failure
+#[test]
+fn a_refused_creation_with_a_token_answers_503_and_its_retry_runs_afresh() {
+    use firedrill::api::types::{
+        InstanceId, InstanceState, InstanceType, Params, Request, RequestId,
+    };
+    use firedrill::idempotency::{IdemConfig, StoreKind};
+    use firedrill::workflow::{EngineConfig, WorkflowKind};
+    use firedrill::world::{Msg, WorkflowSetup};
+    const TOKEN: u64 = 0xC0FFEE;
+    // (request, at ms, token): a call without a token takes the engine's only slot; a token
+    // call 100 ms later is refused; its retries at 20 s and 30 s, once the slot is free.
+    let calls = [
+        (1, 0, 0),
+        (2, 100, TOKEN),
+        (3, 20_000, TOKEN),
+        (4, 30_000, TOKEN),
+    ];
+    for store in [StoreKind::Db, StoreKind::L2Cache] {
+        let mut t = traffic(
+            1.0,
+            ApiMix::only(Api::DescribeInstances),
+            1,
+            SimDuration::from_secs(30),
+        );
+        t.inter_arrival = Dist::constant(1_000.0).unwrap();
+        let topo = topology(
+            1,
+            plain_node(),
+            DbConfig::assumed_defaults(),
+            t,
+            unlimited(2),
+            60,
+        )
+        .with_idempotency(IdemConfig::builder().store(store).build().unwrap())
+        .with_workflows(WorkflowSetup {
+            engine: EngineConfig::builder().queue_limit(1).build().unwrap(),
+            batch: true,
+        })
+        .unwrap();
+        let mut world = topo.build(RootSeed::new(3));
+        quiet_deps(&mut world, None);
+        let at = |ms: u64| SimTime::from_ns(ms * 1_000_000);
+        for (id, at_ms, token) in calls {
+            let mut params = Params::single(InstanceType(0));
+            params.amount = 2;
+            let req = Request {
+                id: RequestId(id),
+                api: Api::RunInstances,
+                account: AccountId(1),
+                intended: at(at_ms),
+                deadline: at(at_ms).saturating_add(SimDuration::from_secs(30)),
+                client_token: token,
+                params,
+            };
+            world
+                .sim
+                .schedule(req.intended, world.gateway, Msg::Request(req))
+                .unwrap();
+        }
+        let report = world.run();
+        let r = world.result(report, topo.duration());
+        assert!(r.violations.is_empty(), "{store:?}: {:?}", r.violations);
+        let a = r.api(Api::RunInstances);
+        assert_eq!(a.count(Status::Ok), 3, "{store:?}: {:?}", a.status);
+        assert_eq!(
+            a.count(Status::Err(ErrorCode::ServiceUnavailable)),
+            1,
+            "{store:?}: the refused call"
+        );
+        let wf = r.workflows.as_ref().unwrap();
+        let create = WorkflowKind::CreateInstances.index();
+        assert_eq!(wf.rejected_by_kind[create], 1, "{store:?}");
+        assert_eq!(
+            wf.admitted[create], 2,
+            "{store:?}: the first call and the retry"
+        );
+        assert_eq!(r.node_counter("wf_refused"), 1, "{store:?}");
+        assert_eq!(wf.refused_rows_failed, 2, "{store:?}");
+        let Part::Db(db) = world.sim.component(world.db) else {
+            unreachable!()
+        };
+        // Three instance sets were inserted (the retry's is new, the last call's a replay):
+        // the refused one (ids 3, 4) failed by the engine, the others Running.
+        assert_eq!(
+            db.table_rows(firedrill::db::Table::Instances),
+            6,
+            "{store:?}"
+        );
+        let states: Vec<_> = (1..=6)
+            .map(|id| {
+                db.inspect_instance(AccountId(1), InstanceId(id))
+                    .map(|r| r.state)
+            })
+            .collect();
+        let (run, del) = (Some(InstanceState::Running), Some(InstanceState::Deleted));
+        assert_eq!(states, vec![run, run, del, del, run, run], "{store:?}");
+        let idem = match world.l2.map(|id| world.sim.component(id)) {
+            Some(Part::L2(l2)) if store == StoreKind::L2Cache => {
+                l2.idempotency().unwrap().stats().clone()
+            }
+            _ => db.idempotency().stats().clone(),
+        };
+        // The refusal's reservation abandoned, not memoised; the retry proceeded and completed;
+        // the last call replayed it.
+        assert_eq!(idem.proceeds, 2, "{store:?}: {idem:?}");
+        assert_eq!(idem.abandoned, 1, "{store:?}: {idem:?}");
+        assert_eq!(idem.failures_memoised, 0, "{store:?}: {idem:?}");
+        assert_eq!(idem.completions, 1, "{store:?}: {idem:?}");
+        assert_eq!(idem.replays, 1, "{store:?}: {idem:?}");
+    }
+}
+
 /// Token records in the L2 share its fate: a flush between the original call and the client's
 /// retry loses the record, and the retry creates a second set of instances. In the database the
 /// retry is a replay.

@@ -541,3 +541,55 @@ fn ramped_error_fault_steps_up_and_ends_with_its_window() {
     );
     assert!(observed > 200);
 }
+
+/// node.0 cut from the workflow engine from 20 s for 10 s, clients giving up after 2 s: every
+/// command node.0 hands the engine then (or acknowledgement the engine sends back) is lost.
+/// The request waiting for it does not hang: the gateway answers 504 `DeadlineExceeded` at
+/// its deadline, and the node ends the request at its query timeout (5 s, the bound of every
+/// wait on the control plane's stores), freeing its worker — one `wf_ack_timeouts` per lost
+/// message, none on node.1, none once the window and its last timeouts are over.
+#[test]
+fn a_lost_workflow_acknowledgement_ends_the_request_at_its_timeout() {
+    let base = topo_with_timeout(2, 20.0, true, secs(2));
+    let f = with(
+        &base,
+        vec![partition(Target::Node(0), Target::Workflow, 20, 10)],
+    );
+    let mut w = f.build(RootSeed::new(6));
+    quiet_deps(&mut w, None);
+    assert!(w.run_until(at(20)).is_none());
+    assert_eq!(counter_now(&w, "node.0.wf_ack_timeouts"), 0);
+    assert!(w.run_until(at(30)).is_none());
+    // The requests whose command was lost are held on node.0's workers, waiting...
+    let held = w.node_mut(0).in_flight();
+    assert!(held >= 30, "{held} in flight at the window's end");
+    assert!(w.run_until(at(36)).is_none());
+    // ... until their timeout, 5 s after the command went out: every one has ended by 35 s.
+    let dropped = counter_now(&w, "faults.0.partition_dropped");
+    assert_eq!(
+        counter_now(&w, "node.0.wf_ack_timeouts"),
+        dropped,
+        "by 35 s"
+    );
+    assert!(w.node_mut(0).in_flight() < 10, "node.0 serves again");
+    let report = w.run();
+    let r = w.result(report, f.duration());
+    // ~10 RunInstances a second reach node.0's workflow step for 10 s.
+    assert!((60..=140).contains(&dropped), "{dropped} dropped");
+    assert_eq!(r.counter("node.0.wf_ack_timeouts"), dropped, "none after");
+    assert_eq!(r.counter("node.1.wf_ack_timeouts"), 0);
+    assert_eq!(
+        r.node_counter("wf_refused"),
+        0,
+        "the engine refused nothing"
+    );
+    // No acknowledgement came late (a partition drops, it does not delay).
+    assert_eq!(r.nodes[0].faults.stale_wf_acks, 0);
+    // The client had given up at 2 s: each lost one is a 504 at the gateway, and the node's
+    // later answer (503) was dropped there.
+    let api = r.api(Api::RunInstances);
+    assert_eq!(api.count(Status::Err(ErrorCode::DeadlineExceeded)), dropped);
+    assert_eq!(api.count(Status::Ok) + dropped, api.requests);
+    assert_eq!(w.node_mut(0).in_flight(), 0);
+    assert_eq!(w.node_mut(0).pool().in_use(), 0);
+}

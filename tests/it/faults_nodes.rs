@@ -541,3 +541,67 @@ fn a_crash_of_every_node_is_502_then_503_at_the_gateway() {
         assert!(world.gateway_mut().node_up(i));
     }
 }
+
+/// Workflow admission acknowledgements to the crashed process are ignored: the engine's
+/// acknowledgements take 2 s to come back (its hop), node.0 is down from 5 s for 0.5 s, so the
+/// acknowledgements of the commands node.0 sent in the 2 s before the crash come to the dead
+/// process (dropped) or to the new one (stale: their requests died with the old process,
+/// which answered them 502). None is answered twice, no worker is held, and node.1 sees none.
+#[test]
+fn workflow_acknowledgements_to_the_old_process_are_ignored() {
+    use firedrill::workflow::EngineConfig;
+    use firedrill::world::WorkflowSetup;
+    let t = traffic(
+        20.0,
+        ApiMix::only(Api::RunInstances),
+        3,
+        SimDuration::from_secs(30),
+    );
+    let engine = EngineConfig::builder()
+        .hops(SimDuration::from_secs(2), SimDuration::from_us(250))
+        .build()
+        .unwrap();
+    let base = topology(
+        2,
+        node_cfg(GcProfile::Off),
+        DbConfig::assumed_defaults(),
+        t,
+        unlimited(3),
+        12,
+    )
+    .with_workflows(WorkflowSetup {
+        engine,
+        batch: true,
+    })
+    .unwrap();
+    let crash = Fault::new(
+        FaultKind::NodeCrash,
+        Target::Node(0),
+        secs(5),
+        SimDuration::from_ms(500),
+    )
+    .unwrap();
+    let topo = with(&base, vec![crash]);
+    let (r, mut world) = run_checked(&topo, 4, |_| {});
+    let f = r.nodes[0].faults;
+    // ~10 commands a second from node.0, each waiting 2 s for its acknowledgement: about 20
+    // requests wait at the crash; those sent from 3.5 s on are acknowledged after the restart.
+    assert!(f.lost_in_flight >= 10, "{f:?}");
+    assert!((5..=25).contains(&f.stale_wf_acks), "{f:?}");
+    assert!(f.dropped_while_down > 0, "{f:?}");
+    assert_eq!(r.nodes[1].faults.stale_wf_acks, 0);
+    assert_eq!(r.node_counter("wf_ack_timeouts"), 0);
+    assert_eq!(world.node_mut(0).in_flight(), 0);
+    // Every command was admitted; every request not lost to the crash was answered OK once,
+    // after its acknowledgement (2 s of the engine's hop).
+    let api = r.api(Api::RunInstances);
+    let bad = api.count(Status::Err(ErrorCode::BadGateway));
+    assert_eq!(bad, f.lost_in_flight + f.lost_queued + f.refused_while_down);
+    assert_eq!(
+        api.count(Status::Ok) + bad,
+        api.requests,
+        "{:?}",
+        api.status
+    );
+    assert!(api.latency.quantile_ns(0.5).unwrap() > 2_000_000_000);
+}

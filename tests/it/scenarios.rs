@@ -481,8 +481,10 @@ fn the_summary_reports_table_rows_cleanup_workflow_steps_and_dependencies() {
 
 /// With `batch = false` a RunInstances of 100 runs 100 sub-workflows: the run table says so
 /// beside the per-kind counts (which include them), as `summary.json` does; and the engine's
-/// bound on live workflows then refuses commands, whose rows it fails rather than leave them
-/// Pending.
+/// bound on live workflows then refuses commands. The node waits for the engine's admission
+/// before it answers, so a refused RunInstances is answered 503 `ServiceUnavailable` (not OK
+/// with ids of instances that will never run), and the engine still fails the refused rows
+/// rather than leave them Pending.
 #[test]
 fn the_run_table_counts_sub_workflows_apart() {
     let (code, stdout, v) = run_to(
@@ -493,21 +495,42 @@ fn the_run_table_counts_sub_workflows_apart() {
             "topology.workflows.batch=false",
         ],
     );
-    assert!(matches!(code, Some(0 | 1)), "{stdout}");
+    // The refusals are 5xx answers now: the scenario's 1% 5xx SLO fails (exit 1).
+    assert_eq!(code, Some(1), "{stdout}");
     let create = &v["workflows"]["create_instances"];
+    let admitted = create["admitted"].as_u64().unwrap();
     let children = v["workflow_engine"]["children"].as_u64().unwrap();
     // Amount = 100: a hundred sub-workflows per command admitted.
-    assert_eq!(
-        children,
-        100 * create["admitted"].as_u64().unwrap(),
-        "{create}"
-    );
-    // A command past the engine's bound on live workflows is refused after RunInstances has
-    // answered OK: its 100 rows are moved from Pending to their failed state (Deleted), not
-    // left Pending with no workflow to move them (phantom rows).
+    assert_eq!(children, 100 * admitted, "{create}");
     let e = &v["workflow_engine"];
     let rejected = e["rejected"].as_u64().unwrap();
     assert!(rejected > 0, "{e}");
+    assert_eq!(
+        e["rejected_by_kind"]["create_instances"].as_u64(),
+        Some(rejected),
+        "{e}"
+    );
+    // Every refusal reached its request, which answered it (no acknowledgement was lost or
+    // late: no faults here).
+    assert_eq!(e["refusals_answered"].as_u64(), Some(rejected), "{e}");
+    assert_eq!(e["ack_timeouts"].as_u64(), Some(0), "{e}");
+    assert_eq!(e["stale_acks"].as_u64(), Some(0), "{e}");
+    // The client side: each RunInstances sent exactly one command (admitted or refused), so
+    // requests = admitted + rejected; the refused ones were answered ServiceUnavailable and
+    // only the admitted ones OK — no instance the client was told OK about is a refused one
+    // (before the acknowledgement all 224 were answered OK).
+    let run = &v["apis"]["RunInstances"];
+    let requests = run["requests"].as_u64().unwrap();
+    assert_eq!(requests, admitted + rejected, "{run}");
+    assert_eq!(
+        run["status"]["ServiceUnavailable"].as_u64(),
+        Some(rejected),
+        "{run}"
+    );
+    assert_eq!(run["status"]["OK"].as_u64(), Some(admitted), "{run}");
+    assert_eq!(run["status"].as_object().unwrap().len(), 2, "{run}");
+    // The refused creations' rows (inserted Pending before the command went out) are moved to
+    // their failed state (Deleted), not left Pending with no workflow to move them.
     assert_eq!(
         e["refused_rows_failed"].as_u64(),
         Some(100 * rejected),
@@ -522,7 +545,7 @@ fn the_run_table_counts_sub_workflows_apart() {
     );
     assert_eq!(v["invariants"]["ok"], true, "{}", v["invariants"]);
     let want = format!(
-        "workflow engine: {children} sub-workflows (in completed and failed above), {rejected} commands rejected at admission ({} of their instances failed, 0 left Pending)",
+        "workflow engine: {children} sub-workflows (in completed and failed above), {rejected} commands rejected at admission, {rejected} answered with the refusal ({} of their instances failed, 0 left Pending)",
         100 * rejected
     );
     assert!(stdout.lines().any(|l| l == want), "{want}\n{stdout}");

@@ -26,7 +26,11 @@
 //! (`dep_timeout`), database queries at the node (its `db_query_timeout`, 5 s by default: the
 //! request fails with 503 and the connection is released, so a node↔db partition holds
 //! connections only while it lasts plus one timeout; see
-//! `partition_node_from_db_times_out_that_nodes_queries_and_recovers`), and requests at the
+//! `partition_node_from_db_times_out_that_nodes_queries_and_recovers`), workflow commands at
+//! the node (a node↔workflow partition loses commands or their admission acknowledgements:
+//! the request waits for the acknowledgement at most `db_query_timeout`, then fails with 503,
+//! counted in `wf_ack_timeouts`; see
+//! `a_lost_workflow_acknowledgement_ends_the_request_at_its_timeout`), and requests at the
 //! gateway (their deadline). L2 calls have no timeout of their own.
 
 use super::Transition;
