@@ -5,7 +5,9 @@ use firedrill::analytic::Mmck;
 use firedrill::api::lb::LbPolicy;
 use firedrill::api::node::{NodeConfig, NodeConfigBuilder};
 use firedrill::api::throttle::{Limit, Throttle};
-use firedrill::api::types::{AccountId, Api, ErrorCode, Status};
+use firedrill::api::types::{
+    AccountId, Api, ErrorCode, InstanceType, Params, Request, RequestId, Status,
+};
 use firedrill::db::DbConfig;
 use firedrill::deps::{DependencyKind, FaultCode, Jitter, RetryOn, RetryPolicy};
 use firedrill::gc::{GcProfile, HeapConfig, HeapSpec, MIB, PauseKind};
@@ -1371,7 +1373,6 @@ fn crafted_token_calls(
     calls: &[(u64, u64, u16)],
     flush_at_ms: Option<u64>,
 ) -> (RunResult, World) {
-    use firedrill::api::types::{InstanceType, Params, Request, RequestId};
     use firedrill::idempotency::IdemConfig;
     use firedrill::world::Msg;
     let node = plain_node();
@@ -1389,17 +1390,7 @@ fn crafted_token_calls(
     quiet_deps(&mut world, None);
     let at = |ms: u64| SimTime::from_ns(ms * 1_000_000);
     for &(id, at_ms, amount) in calls {
-        let mut params = Params::single(InstanceType(0));
-        params.amount = amount;
-        let req = Request {
-            id: RequestId(id),
-            api: Api::RunInstances,
-            account: AccountId(1),
-            intended: at(at_ms),
-            deadline: at(at_ms).saturating_add(SimDuration::from_secs(30)),
-            client_token: 0xC0FFEE,
-            params,
-        };
+        let req = run_instances_at(id, at_ms, amount, 0xC0FFEE);
         world
             .sim
             .schedule(req.intended, world.gateway, Msg::Request(req))
@@ -1481,9 +1472,7 @@ fn client_token_answers_replay_mismatch_and_in_progress() {
 /// [`memoise_failure`]: firedrill::idempotency::memoise_failure
 #[test]
 fn a_refused_creation_with_a_token_answers_503_and_its_retry_runs_afresh() {
-    use firedrill::api::types::{
-        InstanceId, InstanceState, InstanceType, Params, Request, RequestId,
-    };
+    use firedrill::api::types::{InstanceId, InstanceState};
     use firedrill::idempotency::{IdemConfig, StoreKind};
     use firedrill::workflow::{EngineConfig, WorkflowKind};
     use firedrill::world::{Msg, WorkflowSetup};
@@ -1520,19 +1509,8 @@ fn a_refused_creation_with_a_token_answers_503_and_its_retry_runs_afresh() {
         .unwrap();
         let mut world = topo.build(RootSeed::new(3));
         quiet_deps(&mut world, None);
-        let at = |ms: u64| SimTime::from_ns(ms * 1_000_000);
         for (id, at_ms, token) in calls {
-            let mut params = Params::single(InstanceType(0));
-            params.amount = 2;
-            let req = Request {
-                id: RequestId(id),
-                api: Api::RunInstances,
-                account: AccountId(1),
-                intended: at(at_ms),
-                deadline: at(at_ms).saturating_add(SimDuration::from_secs(30)),
-                client_token: token,
-                params,
-            };
+            let req = run_instances_at(id, at_ms, 2, token);
             world
                 .sim
                 .schedule(req.intended, world.gateway, Msg::Request(req))
@@ -1680,4 +1658,21 @@ fn a_cache_flush_shows_the_stampede_on_the_database() {
         flushed < 2_000,
         "at most one read per request (≈2,000/s), single-flight coalesces the rest: {flushed}"
     );
+}
+
+/// A RunInstances of `amount` instances of type 0 by account 1, intended at `at_ms`, with a
+/// 30 s deadline and ClientToken `token`.
+fn run_instances_at(id: u64, at_ms: u64, amount: u16, token: u64) -> Request {
+    let at = SimTime::from_ns(at_ms * 1_000_000);
+    let mut params = Params::single(InstanceType(0));
+    params.amount = amount;
+    Request {
+        id: RequestId(id),
+        api: Api::RunInstances,
+        account: AccountId(1),
+        intended: at,
+        deadline: at.saturating_add(SimDuration::from_secs(30)),
+        client_token: token,
+        params,
+    }
 }
