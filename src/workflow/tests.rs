@@ -45,18 +45,25 @@ enum M {
     DbAvailable(bool),
     /// To a dependency: a chaos action.
     Hook(fn(&mut Dependency)),
-    /// A cache invalidation: these engines have no cache, so none is ever sent.
-    Cache,
+    /// A cache invalidation (only from an engine given a cache: [`World::with_cache_sink`]).
+    Cache(CacheMsg),
+}
+
+/// What an engine with a cache sends after its state writes.
+#[derive(Clone, Copy, Debug)]
+enum CacheMsg {
+    L2(crate::cache::L2Request),
+    L1(crate::cache::L1Invalidation),
 }
 
 impl From<crate::cache::L2Request> for M {
-    fn from(_: crate::cache::L2Request) -> M {
-        M::Cache
+    fn from(r: crate::cache::L2Request) -> M {
+        M::Cache(CacheMsg::L2(r))
     }
 }
 impl From<crate::cache::L1Invalidation> for M {
-    fn from(_: crate::cache::L1Invalidation) -> M {
-        M::Cache
+    fn from(i: crate::cache::L1Invalidation) -> M {
+        M::Cache(CacheMsg::L1(i))
     }
 }
 
@@ -89,7 +96,7 @@ impl Message for M {
             M::Crash => 11,
             M::DbAvailable(_) => 12,
             M::Hook(_) => 13,
-            M::Cache => 14,
+            M::Cache(_) => 14,
             M::Ack(_) => 15,
         }
     }
@@ -150,6 +157,8 @@ enum Node {
         replies: Vec<(SimTime, DepReply)>,
     },
     Client(Client),
+    /// Stands for the L2 and the API nodes of an engine with a cache: keeps what it receives.
+    Sink(Vec<(SimTime, CacheMsg)>),
 }
 
 impl Component<M> for Node {
@@ -223,6 +232,7 @@ impl Component<M> for Node {
                 }
             }
             (Node::Client(c), M::Ack(a)) => c.acks.push((now, a)),
+            (Node::Sink(log), M::Cache(c)) => log.push((now, c)),
             (_, m) => out.violation(format!("misrouted {m:?}")),
         }
     }
@@ -242,6 +252,8 @@ struct World {
     deps: [ComponentId; 4],
     engine: ComponentId,
     client: ComponentId,
+    /// The cache's stand-in, if the engine has a cache.
+    sink: Option<ComponentId>,
 }
 
 fn ms(n: u64) -> SimDuration {
@@ -267,6 +279,24 @@ impl World {
         instance_type: InstanceType,
         script: &[Cmd],
         inventory: &str,
+    ) -> World {
+        World::build(cfg, seed, count, instance_type, script, inventory, false)
+    }
+
+    /// A world whose engine has a cache: its L2 and its one API node are a [`Node::Sink`]
+    /// (component `sink`, added before the engine), which keeps every invalidation it gets.
+    fn with_cache_sink(cfg: EngineConfig, seed: u64, count: u16, script: &[Cmd]) -> World {
+        World::build(cfg, seed, count, InstanceType(0), script, INVENTORY, true)
+    }
+
+    fn build(
+        cfg: EngineConfig,
+        seed: u64,
+        count: u16,
+        instance_type: InstanceType,
+        script: &[Cmd],
+        inventory: &str,
+        cache: bool,
     ) -> World {
         let seed = RootSeed::new(seed);
         let mut sim = Sim::new(seed, Limits::GENEROUS);
@@ -305,7 +335,20 @@ impl World {
             vpc: deps[2],
             billing: deps[3],
         };
-        let engine = WorkflowEngine::new(cfg, wf_deps, seed.fork("workflow"));
+        let mut engine = WorkflowEngine::new(cfg, wf_deps, seed.fork("workflow"));
+        let sink = cache.then(|| sim.add("sink", Node::Sink(Vec::new())));
+        if let Some(sink) = sink {
+            let broadcaster = crate::cache::Broadcaster::new(
+                vec![sink],
+                crate::kernel::Dist::constant(0.01).unwrap(),
+                seed.fork("broadcast"),
+            );
+            engine = engine.with_cache(EngineCache {
+                l2: sink,
+                broadcaster,
+                hop: HOP,
+            });
+        }
         let engine = sim.add(
             "engine",
             Node::Engine {
@@ -334,6 +377,7 @@ impl World {
             deps,
             engine,
             client,
+            sink,
         }
     }
 
@@ -427,6 +471,13 @@ impl World {
         match self.sim.component(self.client) {
             Node::Client(c) => c,
             _ => unreachable!(),
+        }
+    }
+    /// What the engine's cache stand-in received.
+    fn invalidations(&self) -> &[(SimTime, CacheMsg)] {
+        match self.sink.map(|id| self.sim.component(id)) {
+            Some(Node::Sink(log)) => log,
+            _ => &[],
         }
     }
     fn done(&self) -> Vec<WfDone> {
@@ -1193,4 +1244,82 @@ fn steps_over_more_instances_than_a_call_takes_are_split() {
         .collect();
     assert!(tokens[0] != tokens[1] && tokens[1] != tokens[2]);
     assert_eq!(w.records_live(), [10; 4]);
+}
+
+/// A creation refused at admission: its rows are moved from Pending to Deleted, and their
+/// cached copies are invalidated as after any of the engine's state writes (one L2 delete of
+/// the run, one broadcast to the nodes), so no cache keeps serving them as Pending.
+#[test]
+fn a_refused_creation_invalidates_the_cached_copies_of_its_rows() {
+    let cfg = config().queue_limit(4).build().unwrap();
+    let mut w = World::with_cache_sink(cfg, 15, 6, &[]);
+    let (engine, client) = (w.engine, w.client);
+    // Instances 1..=3 are admitted (4 live slots: a parent and 3 children), 4..=6 refused.
+    for (i, first) in [(0u64, 1u64), (1, 4)] {
+        let range = InstanceIdRange {
+            first: InstanceId(first),
+            count: 3,
+        };
+        let c = WfCommand::new(CREATE, ACCOUNT, range, InstanceType(0))
+            .with_batch(false)
+            .with_ack(client, i);
+        // After the client's insert of the six rows.
+        w.sim
+            .schedule(SimTime::ZERO.saturating_add(ms(100)), engine, M::Cmd(c))
+            .unwrap();
+    }
+    w.run();
+    assert_eq!(w.engine().stats().rejected, 1);
+    assert_eq!(w.engine().stats().refused_rows_failed, 3);
+    let refused: Vec<InstanceState> = (4..=6)
+        .map(|id| {
+            w.db()
+                .inspect_instance(ACCOUNT, InstanceId(id))
+                .unwrap()
+                .state
+        })
+        .collect();
+    assert_eq!(refused, vec![InstanceState::Deleted; 3]);
+    // The refused rows' invalidations: exactly one L2 delete of the run 4..=6 and one L1
+    // broadcast of it (the engine's own workflows invalidate 1..=3 one instance at a time).
+    let names_refused = |first: &crate::cache::CacheKey, count: u32| {
+        first.account == ACCOUNT && first.instance == InstanceId(4) && count == 3
+    };
+    let l2 = w
+        .invalidations()
+        .iter()
+        .filter(|(_, m)| match m {
+            CacheMsg::L2(r) => match r.op {
+                crate::cache::L2Op::DeleteRun { first, count, .. } => names_refused(&first, count),
+                _ => false,
+            },
+            CacheMsg::L1(_) => false,
+        })
+        .count();
+    let l1 = w
+        .invalidations()
+        .iter()
+        .filter(|(_, m)| matches!(m, CacheMsg::L1(i) if names_refused(&i.key, i.count)))
+        .count();
+    assert_eq!((l2, l1), (1, 1), "{:?}", w.invalidations());
+    // Nothing else names the refused instances.
+    let touches_refused = |key: &crate::cache::CacheKey, count: u32| {
+        let (a, b) = (key.instance.0, key.instance.0 + u64::from(count));
+        a < 7 && b > 4
+    };
+    let all = w
+        .invalidations()
+        .iter()
+        .filter(|(_, m)| match m {
+            CacheMsg::L2(r) => match r.op {
+                crate::cache::L2Op::DeleteRun { first, count, .. } => {
+                    touches_refused(&first, count)
+                }
+                crate::cache::L2Op::Delete { key, .. } => touches_refused(&key, 1),
+                _ => false,
+            },
+            CacheMsg::L1(i) => touches_refused(&i.key, i.count),
+        })
+        .count();
+    assert_eq!(all, 2);
 }
