@@ -11,7 +11,9 @@
 //! - **state mismatches** (stable states only): `Stopped`/`Deleted` with a billing subscription
 //!   still active → `StopBilling`; `Stopped`/`Deleted` with the disk attached → `DetachDisk`;
 //!   `Running` with the disk not attached → `AttachDisk` (the instance is kept running: the
-//!   control plane's intent wins); `Deleted` still holding a host or ENI → released (a disk or
+//!   control plane's intent wins); `Running` (with a host) referencing no billing subscription,
+//!   never subscribed or its reference dangling or lost → `StartBilling`, and the row made to
+//!   reference the new subscription; `Deleted` still holding a host or ENI → released (a disk or
 //!   EIP a `Deleted` row references was kept on purpose and is left alone); a row whose
 //!   disk-attached flag disagrees with the disk → the row is corrected;
 //! - **stuck rows**: a row still `Pending`, `Starting` or `Stopping` past the grace that no
@@ -348,6 +350,12 @@ enum Action {
         op: DepOp,
         target: ResourceId,
     },
+    /// A call that creates one record (a billing subscription); the plan's next database
+    /// write references what it created.
+    Create {
+        to: ComponentId,
+        op: DepOp,
+    },
     Db {
         account: AccountId,
         op: DbOp,
@@ -657,12 +665,15 @@ impl Reconciler {
             .in_flight
             .get(&r.tag)
             .and_then(|p| match p.actions[p.next] {
-                Action::Dep { op, .. } => Some(op),
+                Action::Dep { op, .. } | Action::Create { op, .. } => Some(op),
                 Action::Db { .. } => None,
             });
         let Some(op) = op else {
             return;
         };
+        if let (Ok(created), Effect::Create) = (r.result, op.effect()) {
+            self.reference_created(r.tag, created.resources.first);
+        }
         let ok = match r.result {
             Ok(_) => true,
             Err(e) => match op.effect() {
@@ -672,6 +683,27 @@ impl Reconciler {
             },
         };
         self.step_done(r.tag, ok, out);
+    }
+
+    /// A repair's create call made record `id`: the plan's next database write references it
+    /// (today only a billing subscription is created).
+    fn reference_created(&mut self, tag: u64, id: ResourceId) {
+        let Some(plan) = self.in_flight.get_mut(&tag) else {
+            return;
+        };
+        let next = plan.next + 1;
+        if let Some(Action::Db {
+            op:
+                DbOp::SetInstanceResources { resources, .. }
+                | DbOp::UpdateInstanceState {
+                    resources: Some(resources),
+                    ..
+                },
+            ..
+        }) = plan.actions.get_mut(next)
+        {
+            resources.set(BILLING, Some(id));
+        }
     }
 
     fn step_done<M: From<DbQuery> + From<DepCall>>(
@@ -729,6 +761,13 @@ impl Reconciler {
                     count: 1,
                 });
                 out.send(to, SimDuration::ZERO, M::from(call));
+            }
+            Action::Create { to, op } => {
+                out.send(
+                    to,
+                    SimDuration::ZERO,
+                    M::from(DepCall::new(tag, out.me(), op)),
+                );
             }
             Action::Db { account, op } => {
                 let q = DbQuery {
@@ -867,6 +906,7 @@ impl Reconciler {
         let mut findings = Vec::new();
         let mut actions = Vec::new();
         let mut lost_essential = false;
+        let mut rebill = false;
         for (slot, kind) in InstanceResources::KINDS.into_iter().enumerate() {
             let Some(id) = row.resources.at(slot) else {
                 continue;
@@ -954,6 +994,27 @@ impl Reconciler {
                     new.disk_attached = attached;
                 }
             }
+            // A running instance that references no billing subscription (its reference
+            // dangled and was cleared above, or the row never got one) runs unbilled: it is
+            // subscribed again and the row made to reference the new subscription. (Only an
+            // instance a workflow provisioned, with a host: without workflows rows reference
+            // nothing.)
+            if target == Running && new.at(HOST).is_some() && new.at(BILLING).is_none() {
+                if row.resources.at(BILLING).is_none() {
+                    // Not dangling (counted above): never subscribed, or its reference lost.
+                    let f = Finding {
+                        what: Inconsistency::StateMismatch,
+                        kind: Subject::Record(ResourceKind::BillingSubscription),
+                        since: row.last_write(),
+                    };
+                    self.note((f.what, f.kind, inst, 0), f, &mut findings);
+                }
+                actions.push(Action::Create {
+                    to: dep(ResourceKind::BillingSubscription),
+                    op: DepOp::StartBilling,
+                });
+                rebill = true;
+            }
             if target == Deleted {
                 for slot in [HOST, ENI] {
                     if let Some((id, r)) = rec(&new, slot) {
@@ -984,7 +1045,7 @@ impl Reconciler {
                     },
                 });
             }
-        } else if new != row.resources {
+        } else if new != row.resources || rebill {
             actions.push(Action::Db {
                 account,
                 op: DbOp::SetInstanceResources {

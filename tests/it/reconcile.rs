@@ -90,23 +90,34 @@ fn stats(world: &World) -> firedrill::reconcile::ReconStats {
     }
 }
 
-/// Runs to 100 s, crafts five inconsistencies on five running instances, runs on.
+/// Runs to 100 s, crafts inconsistencies on seven running instances, runs on.
 /// Returns the stats after the 60 s audit, after 200 s (two audits past the crafting) and at
 /// the end (one more audit), the rows of the five instances at the end, and the run's result.
+/// Also returns, for each of the seven, its row before the crafting and whether the billing
+/// system holds the subscription its row references at the end.
+#[allow(clippy::type_complexity)] // a test fixture's several outputs
 fn crafted() -> (
     [firedrill::reconcile::ReconStats; 3],
     Vec<InstanceRow>,
     RunResult,
+    Vec<(InstanceRow, bool)>,
 ) {
     let recon = every_minute();
     let topo = world_topology(1.0, 300, recon);
     let mut world = topo.build(RootSeed::new(5));
     assert!(world.run_until(SimTime::from_ns(100 * S)).is_none());
     let clean = stats(&world);
-    let victims: Vec<InstanceRow> = running(&world).into_iter().take(5).collect();
-    assert_eq!(victims.len(), 5, "enough running instances");
+    let victims: Vec<InstanceRow> = running(&world).into_iter().take(7).collect();
+    assert_eq!(victims.len(), 7, "enough running instances");
     let now = world.sim.now();
-    let [a, b, c, d, e] = [0, 1, 2, 3, 4].map(|i| victims[i]);
+    let [a, b, c, d, e, f, g] = [0, 1, 2, 3, 4, 5, 6].map(|i| victims[i]);
+    // f: its billing subscription lost by the billing system → a dangling reference, and a
+    // running instance nobody bills: it is subscribed again.
+    assert!(
+        dep_of(&mut world, DependencyKind::Billing)
+            .remove_record(f.resources.billing().unwrap())
+            .is_some()
+    );
     // a: its ENI deleted out of band → a dangling reference.
     assert!(
         dep_of(&mut world, DependencyKind::Vpc)
@@ -149,18 +160,35 @@ fn crafted() -> (
         unreachable!()
     };
     assert!(db.tamper_resources(e.account, e.id, res));
+    // g: its row loses the billing reference (a lost write) → the subscription is an orphan
+    // (released) and the instance runs unbilled (a state mismatch): subscribed again.
+    let mut res = g.resources;
+    res.set(4, None);
+    assert!(db.tamper_resources(g.account, g.id, res));
     assert!(world.run_until(SimTime::from_ns(200 * S)).is_none());
     let after = stats(&world);
     let report = world.run();
     let end = stats(&world);
-    let rows = victims.iter().map(|v| row(&world, v)).collect();
+    let rows: Vec<InstanceRow> = victims.iter().map(|v| row(&world, v)).collect();
+    let billed = rows
+        .iter()
+        .zip(&victims)
+        .map(|(now, before)| {
+            let held = now.resources.billing().is_some_and(|id| {
+                dep_of(&mut world, DependencyKind::Billing)
+                    .record(id)
+                    .is_some()
+            });
+            (*before, held)
+        })
+        .collect();
     let r = world.result(report, topo.duration());
-    ([clean, after, end], rows, r)
+    ([clean, after, end], rows, r, billed)
 }
 
 #[test]
 fn crafted_inconsistencies_are_found_once_and_repaired() {
-    let ([clean, after, end], rows, r) = crafted();
+    let ([clean, after, end], rows, r, billed) = crafted();
     assert_eq!(clean.audits, 1);
     assert_eq!(clean.found_total(), 0, "nothing wrong before the crafting");
     use Inconsistency::*;
@@ -169,8 +197,12 @@ fn crafted_inconsistencies_are_found_once_and_repaired() {
         (Dangling, Eni, 1),
         (Dangling, Host, 1),
         (StateMismatch, Disk, 2),
-        (StateMismatch, BillingSubscription, 1),
+        // c's subscription still active, and g running with none.
+        (StateMismatch, BillingSubscription, 2),
         (Orphan, Eni, 1),
+        // f's subscription lost, g's no longer referenced.
+        (Dangling, BillingSubscription, 1),
+        (Orphan, BillingSubscription, 1),
     ];
     for (what, kind, n) in expect {
         assert_eq!(
@@ -185,21 +217,28 @@ fn crafted_inconsistencies_are_found_once_and_repaired() {
             "{what:?} {kind:?} repaired"
         );
     }
-    assert_eq!(after.found_total(), 6, "{:?}", after.found);
+    assert_eq!(after.found_total(), 9, "{:?}", after.found);
     // Reconciliation converged: the `reconciled` invariant (judged after the last scan) holds.
     // The one violation is the crafting's own write that skipped the lifecycle (c: Running ->
     // Stopped, no Stopping), which the lifecycle checker rightly reports.
     let names: Vec<&str> = r.violations.iter().map(|v| v.invariant.name()).collect();
     assert_eq!(names, ["lifecycle"], "{:?}", r.violations);
     assert!(r.violations[0].detail.contains("Running -> Stopped"));
-    assert_eq!(after.repaired, 6);
+    assert_eq!(after.repaired, 9);
     assert_eq!(after.repair_failed, 0);
     // Later audits find nothing new.
     assert!(end.audits > after.audits);
     assert_eq!(end.found, after.found, "found again");
-    assert_eq!(end.repaired, 6);
+    assert_eq!(end.repaired, 9);
     // The rows now match the dependencies.
-    let [a, b, c, d, e] = [0, 1, 2, 3, 4].map(|i| rows[i]);
+    let [a, b, c, d, e, f, g] = [0, 1, 2, 3, 4, 5, 6].map(|i| rows[i]);
+    // f and g run, billed again by a new subscription the billing system holds.
+    for (now, (before, held)) in [(f, billed[5]), (g, billed[6])] {
+        assert_eq!(now.state, InstanceState::Running);
+        let sub = now.resources.billing().expect("subscribed again");
+        assert_ne!(Some(sub), before.resources.billing());
+        assert!(held, "{sub:?}");
+    }
     assert_eq!((a.state, a.resources.eni()), (InstanceState::Running, None));
     assert!(b.state == InstanceState::Running && b.resources.disk_attached);
     assert_eq!(c.state, InstanceState::Stopped);
@@ -218,10 +257,16 @@ fn crafted_inconsistencies_are_found_once_and_repaired() {
     // scan and its calls (well under 2 s) after its audit.
     let ttr = |k: Inconsistency| after.time_to_repair_by[k.name()].clone();
     let mismatch = ttr(StateMismatch);
-    assert_eq!(mismatch.count(), 3);
-    // b: from its detach at 100 s to the 120 s audit; c: from 100 s to the 180 s audit.
+    assert_eq!(mismatch.count(), 4);
+    // b: from its detach at 100 s to the 120 s audit; c: from 100 s to the 180 s audit; g:
+    // from its row's last write (the lost write leaves it as it was, before 90 s) to the
+    // 120 s audit, so under 122 s.
     assert!(mismatch.min_ns().unwrap() >= 20 * S && mismatch.min_ns().unwrap() < 22 * S);
-    assert!(mismatch.max_ns().unwrap() >= 80 * S && mismatch.max_ns().unwrap() < 82 * S);
+    assert!(
+        mismatch.max_ns().unwrap() >= 80 * S && mismatch.max_ns().unwrap() < 122 * S,
+        "{:?}",
+        mismatch.max_ns()
+    );
     // Dangling and orphans date from the row's last write or the record's creation (before
     // 100 s): repaired by 122 s.
     for k in [Dangling, Orphan] {
@@ -268,8 +313,8 @@ fn an_orphan_reconciliation_cannot_release_breaks_the_reconciled_invariant() {
 
 #[test]
 fn crafted_reconciliation_is_deterministic() {
-    let (_, _, a) = crafted();
-    let (_, _, b) = crafted();
+    let (_, _, a, _) = crafted();
+    let (_, _, b, _) = crafted();
     assert_eq!(a.trace_hash(), b.trace_hash());
     assert_eq!(
         a.reconciliation.unwrap().found,
