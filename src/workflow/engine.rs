@@ -457,7 +457,6 @@ impl EngineCache {
             account,
             instance: first,
         };
-        let plan = self.broadcaster.plan(key, out.now(), None);
         let req = crate::cache::L2Request {
             tag: crate::cache::L2Request::<crate::cache::CacheKey>::DETACHED,
             reply_to: out.me(),
@@ -469,12 +468,13 @@ impl EngineCache {
         };
         out.send(self.l2, self.hop, M::from(req));
         let msg = crate::cache::L1Invalidation {
+            key,
+            written_at: out.now(),
             count,
-            ..plan.message()
         };
-        for &(node, delay) in &plan.deliveries {
+        self.broadcaster.broadcast(None, |node, delay| {
             out.send(node, delay, M::from(msg));
-        }
+        });
     }
 }
 
