@@ -1507,7 +1507,6 @@ impl ApiNode {
                         account: w.req.account,
                         instance,
                     };
-                    let plan = c.broadcaster.plan(key, local, Some(out.me()));
                     c.l1.invalidate(key);
                     // The write reached the database at `last_db_arrival`: it was applied then
                     // or later, so every value read before it is older.
@@ -1515,12 +1514,21 @@ impl ApiNode {
                     let del = L2Request {
                         tag: DETACHED,
                         reply_to: out.me(),
-                        op: plan.l2_delete(written),
+                        op: L2Op::Delete {
+                            key,
+                            version: written,
+                        },
                     };
                     out.send(c.l2, self.cfg.db_hop, Msg::L2Request(del));
-                    for &(node, delay) in &plan.deliveries {
-                        out.send(node, delay, Msg::L1Invalidation(plan.message()));
-                    }
+                    let msg = crate::cache::L1Invalidation {
+                        key,
+                        written_at: local,
+                        count: 1,
+                    };
+                    let me = out.me();
+                    c.broadcaster.broadcast(Some(me), |node, delay| {
+                        out.send(node, delay, Msg::L1Invalidation(msg));
+                    });
                 }
             }
             Ok(DbResult::Updated(UpdateOutcome::Mismatch { .. })) => {

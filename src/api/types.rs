@@ -73,6 +73,13 @@ pub struct AccountId(pub u32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct InstanceId(pub u64);
 
+impl crate::kernel::IndexKey for InstanceId {
+    #[inline]
+    fn hash64(&self) -> u64 {
+        crate::kernel::mix64(self.0)
+    }
+}
+
 impl fmt::Display for InstanceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "i-{:012x}", self.0)

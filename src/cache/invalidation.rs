@@ -125,23 +125,47 @@ impl Broadcaster {
     ) -> InvalidationPlan<K> {
         let mut deliveries = Vec::with_capacity(self.nodes.len());
         let mut lost = Vec::new();
-        for &node in &self.nodes {
-            if Some(node) == origin {
-                continue;
-            }
-            let delay = self.delay.sample_duration(&mut self.delay_rng);
-            if self.loss > 0.0 && self.loss_rng.unit() < self.loss {
-                lost.push(node);
-            } else {
-                deliveries.push((node, delay));
-            }
-        }
+        self.each(origin, |node, delay| match delay {
+            Some(d) => deliveries.push((node, d)),
+            None => lost.push(node),
+        });
         InvalidationPlan {
             key,
             written_at: now,
             origin,
             deliveries,
             lost,
+        }
+    }
+
+    /// The deliveries of [`Broadcaster::plan`] without the plan: `deliver(node, delay)` for
+    /// each, in node order, from the same draws (a write may use either). No allocation: the
+    /// writers' path (a node's write, each of the workflow engine's state writes).
+    pub fn broadcast(
+        &mut self,
+        origin: Option<ComponentId>,
+        mut deliver: impl FnMut(ComponentId, SimDuration),
+    ) {
+        self.each(origin, |node, delay| {
+            if let Some(d) = delay {
+                deliver(node, d);
+            }
+        });
+    }
+
+    /// Every node but `origin`, in node order, with its delivery's delay (`None`: lost).
+    fn each(
+        &mut self,
+        origin: Option<ComponentId>,
+        mut f: impl FnMut(ComponentId, Option<SimDuration>),
+    ) {
+        for &node in &self.nodes {
+            if Some(node) == origin {
+                continue;
+            }
+            let delay = self.delay.sample_duration(&mut self.delay_rng);
+            let lost = self.loss > 0.0 && self.loss_rng.unit() < self.loss;
+            f(node, (!lost).then_some(delay));
         }
     }
 }

@@ -65,7 +65,9 @@
 //!    update, the cached copy).
 //! 3. `broadcaster.plan(k, now, Some(me))`: apply `l1.on_invalidation(now, plan.message())` to
 //!    this node's own L1 at once (read-your-writes on the writing node), and send
-//!    `plan.message()` to every `(node, delay)` of `plan.deliveries` after `delay`. The other
+//!    `plan.message()` to every `(node, delay)` of `plan.deliveries` after `delay`
+//!    ([`Broadcaster::broadcast`] hands out the same deliveries without building a plan: what
+//!    the node and the workflow engine use). The other
 //!    nodes keep serving the old value until their invalidation arrives: staleness is real, its
 //!    window is measured per node ([`L1Cache::invalidation_lag`]), and a node with an oracle
 //!    (the database's `inspect_instance`) can count each outdated answer with

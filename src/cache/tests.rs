@@ -726,6 +726,26 @@ fn an_invalidation_plan_skips_the_origin_and_samples_a_delay_per_node() {
     );
 }
 
+#[test]
+fn broadcast_hands_out_the_deliveries_of_the_plan_from_the_same_draws() {
+    let nodes: Vec<ComponentId> = (0..6).map(ComponentId::new).collect();
+    let delay = Dist::uniform(0.010, 0.050).unwrap();
+    let rng = RootSeed::new(11).fork("bc");
+    let mut planned = Broadcaster::new(nodes.clone(), delay.clone(), rng.clone())
+        .with_loss(0.25)
+        .unwrap();
+    let mut broadcast = Broadcaster::new(nodes.clone(), delay, rng)
+        .with_loss(0.25)
+        .unwrap();
+    for i in 0..500u64 {
+        let origin = (i % 3 == 0).then(|| nodes[(i % 6) as usize]);
+        let plan = planned.plan(i, ms(i), origin);
+        let mut got = Vec::new();
+        broadcast.broadcast(origin, |node, d| got.push((node, d)));
+        assert_eq!(got, plan.deliveries, "write {i}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. A whole read path.
 

@@ -155,6 +155,17 @@ impl<K: IndexKey, V> FixMap<K, V> {
         }
     }
 
+    /// Every entry, in key order: the table's layout is never observed (keys are unique, so
+    /// the order is the keys' alone). A copy of the keys and a sort: for rare, whole-map reads.
+    pub fn sorted(&self) -> Vec<(K, &V)>
+    where
+        K: Ord,
+    {
+        let mut all: Vec<(K, &V)> = self.table.iter().flatten().map(|(k, v)| (*k, v)).collect();
+        all.sort_unstable_by_key(|&(k, _)| k);
+        all
+    }
+
     pub fn clear(&mut self) {
         self.table.iter_mut().for_each(|e| *e = None);
         self.len = 0;
@@ -198,6 +209,9 @@ mod tests {
                 }
             }
         }
+        let sorted: Vec<(u64, u64)> = m.sorted().into_iter().map(|(k, v)| (k, *v)).collect();
+        let expected: Vec<(u64, u64)> = model.iter().map(|(k, v)| (*k, *v)).collect();
+        assert_eq!(sorted, expected);
         let mut n = 0;
         m.for_each_value_mut(|v| {
             *v = 7;

@@ -17,7 +17,8 @@ use crate::deps::{
     DepCall, DepOp, DepReply, DependencyKind, Effect, ResourceId, ResourceKind, ResourceRange,
 };
 use crate::kernel::{
-    ComponentId, Handle, LocalTimers, Outbox, SimDuration, SimRng, SimTime, Slab, Ticket, TimerId,
+    ComponentId, FixMap, Handle, LocalTimers, Outbox, SimDuration, SimRng, SimTime, Slab, Ticket,
+    TimerId,
 };
 use std::collections::{BTreeMap, VecDeque};
 
@@ -217,8 +218,8 @@ fn state_ops(
 ) -> Vec<Op> {
     debug_assert!(ops.is_empty());
     for (i, expect) in rows {
-        let res = &wf.res[i as usize];
-        let changed = *res != wf.written[i as usize];
+        let res = &wf.inst[i as usize].res;
+        let changed = *res != wf.inst[i as usize].written;
         if let Some(Op {
             kind:
                 OpKind::States {
@@ -234,12 +235,12 @@ fn state_ops(
             && *first + u32::from(*count) == i
             && *count < MAX_UPDATE_ROWS
         {
-            let fits = wf.res[*first as usize].shifted(u64::from(*count)) == *res;
+            let fits = wf.inst[*first as usize].res.shifted(u64::from(*count)) == *res;
             // A run without references may take on references if all its rows fit.
             let all_fit = || {
                 (0..*count).all(|j| {
-                    wf.res[*first as usize].shifted(u64::from(j))
-                        == wf.res[(*first + u32::from(j)) as usize]
+                    wf.inst[*first as usize].res.shifted(u64::from(j))
+                        == wf.inst[(*first + u32::from(j)) as usize].res
                 })
             };
             let joins = if *refs {
@@ -327,17 +328,28 @@ struct Wf {
     failure: Option<FailReason>,
     /// Instances the workflow still works on (the first `active`; fewer after a partial grant).
     active: u32,
-    res: Vec<InstanceResources>,
-    /// What the instances' rows reference, as far as the workflow knows (written with its
-    /// state updates; the rest at the close).
-    written: Vec<InstanceResources>,
-    states: Vec<Option<InstanceState>>,
+    /// One per instance of `range` (none for a parent). One list, not one per field, and its
+    /// allocation recycled (`spare_insts`): no allocation per workflow.
+    inst: Vec<Inst>,
     // Execution.
     epoch: u32,
     seq: u32,
     task: Task,
     lost_at: SimTime,
     run: Option<Run>,
+}
+
+/// What a workflow knows of one of its instances.
+#[derive(Clone, Copy, Debug)]
+struct Inst {
+    /// The records the instance holds.
+    res: InstanceResources,
+    /// What the instance's row references, as far as the workflow knows (written with its
+    /// state updates; the rest at the close).
+    written: InstanceResources,
+    /// The state the workflow expects the row in (its last write, or the definition's initial
+    /// state; `None`: unknown).
+    state: Option<InstanceState>,
 }
 
 /// What a new workflow is.
@@ -365,6 +377,8 @@ enum Raw {
 const DB_WAIT_ATTEMPTS: u32 = 300;
 /// Spare operation lists the engine keeps at most.
 const SPARE_OPS: usize = 64;
+/// Spare instance lists the engine keeps at most.
+const SPARE_INSTS: usize = 256;
 
 /// The workflow engine. See the module documentation of [`crate::workflow`].
 pub struct WorkflowEngine {
@@ -382,7 +396,11 @@ pub struct WorkflowEngine {
     free: FreeWorkers,
     calls: Slab<Call>,
     fleet: BTreeMap<InstanceId, InstanceResources>,
-    transitional: BTreeMap<InstanceId, (AccountId, InstanceState, SimTime)>,
+    /// Instances in a transitional state: (account, state, since). Written for every row of
+    /// every state write, looked up by id (reconciliation's `holds`), and read in id order only
+    /// at a run's end ([`FixMap::sorted`]): so a hash map (as a `BTreeMap`, its searches and
+    /// rebalancing cost 1.5% of `full_mix 20`'s instructions).
+    transitional: FixMap<InstanceId, (AccountId, InstanceState, SimTime)>,
     comp_mask: [u64; WorkflowKind::COUNT],
     /// Mixed into every downstream token, so two engines' tokens never meet.
     salt: u64,
@@ -396,6 +414,8 @@ pub struct WorkflowEngine {
     bugs: crate::faults::PlantedBugs,
     /// Emptied operation lists kept for the next stages (saves an allocation per stage).
     spare_ops: Vec<Vec<Op>>,
+    /// Emptied instance lists of finished workflows, kept for new ones.
+    spare_insts: Vec<Vec<Inst>>,
     /// Attempt timeouts, task leases and workflow deadlines, served by one kernel wake-up
     /// ([`TimerKind::Wake`]; see [`LocalTimers`]).
     timers: LocalTimers<Due>,
@@ -437,7 +457,6 @@ impl EngineCache {
             account,
             instance: first,
         };
-        let plan = self.broadcaster.plan(key, out.now(), None);
         let req = crate::cache::L2Request {
             tag: crate::cache::L2Request::<crate::cache::CacheKey>::DETACHED,
             reply_to: out.me(),
@@ -449,12 +468,13 @@ impl EngineCache {
         };
         out.send(self.l2, self.hop, M::from(req));
         let msg = crate::cache::L1Invalidation {
+            key,
+            written_at: out.now(),
             count,
-            ..plan.message()
         };
-        for &(node, delay) in &plan.deliveries {
+        self.broadcaster.broadcast(None, |node, delay| {
             out.send(node, delay, M::from(msg));
-        }
+        });
     }
 }
 
@@ -478,7 +498,7 @@ impl WorkflowEngine {
             queue: VecDeque::new(),
             calls: Slab::new(),
             fleet: BTreeMap::new(),
-            transitional: BTreeMap::new(),
+            transitional: FixMap::new(),
             comp_mask,
             salt,
             stats: WfStats::new(steps),
@@ -486,6 +506,7 @@ impl WorkflowEngine {
             last_db_arrival: SimTime::ZERO,
             bugs: crate::faults::PlantedBugs::default(),
             spare_ops: Vec::new(),
+            spare_insts: Vec::new(),
             timers: LocalTimers::new(),
             refusals: BTreeMap::new(),
             next_refusal: 0,
@@ -532,8 +553,9 @@ impl WorkflowEngine {
         &self,
     ) -> impl Iterator<Item = (InstanceId, AccountId, InstanceState, SimTime)> + '_ {
         self.transitional
-            .iter()
-            .map(|(&id, &(a, st, since))| (id, a, st, since))
+            .sorted()
+            .into_iter()
+            .map(|(id, &(a, st, since))| (id, a, st, since))
     }
 
     /// The records open workflows hold so far (what their workflow rows list: created, not yet
@@ -541,7 +563,7 @@ impl WorkflowEngine {
     pub fn held_resources(&self) -> impl Iterator<Item = (ResourceKind, ResourceId)> + '_ {
         self.wfs
             .iter()
-            .flat_map(|(_, wf)| wf.res.iter().flat_map(|r| r.iter()))
+            .flat_map(|(_, wf)| wf.inst.iter().flat_map(|x| x.res.iter()))
     }
 
     /// Whether an open workflow holds instance `id` (on its way through a transitional state).
@@ -552,9 +574,10 @@ impl WorkflowEngine {
     pub fn stuck(&self, now: SimTime) -> Vec<StuckInstance> {
         let threshold = self.cfg.stuck_threshold;
         self.transitional
-            .iter()
+            .sorted()
+            .into_iter()
             .filter(|(_, (_, _, since))| since.saturating_add(threshold) <= now)
-            .map(|(&id, &(account, state, since))| StuckInstance {
+            .map(|(id, &(account, state, since))| StuckInstance {
                 id,
                 account,
                 state,
@@ -566,8 +589,9 @@ impl WorkflowEngine {
     pub fn stuck_count(&self, now: SimTime) -> usize {
         let threshold = self.cfg.stuck_threshold;
         self.transitional
-            .values()
-            .filter(|(_, _, since)| since.saturating_add(threshold) <= now)
+            .sorted()
+            .into_iter()
+            .filter(|(_, (_, _, since))| since.saturating_add(threshold) <= now)
             .count()
     }
 
@@ -642,9 +666,10 @@ impl WorkflowEngine {
             // instance that never leaves a transitional state is stuck (and breaks liveness).
             for j in 0..u64::from(n) {
                 let id = InstanceId(cmd.instances.first.0 + j);
-                self.transitional
-                    .entry(id)
-                    .or_insert((cmd.account, InstanceState::Pending, now));
+                if !self.transitional.contains_key(&id) {
+                    self.transitional
+                        .insert(id, (cmd.account, InstanceState::Pending, now));
+                }
             }
         }
         if let Some(s) = self.cfg.definition(cmd.kind).initial {
@@ -838,16 +863,19 @@ impl WorkflowEngine {
     fn new_workflow<M: WfMsg>(&mut self, s: Spec, out: &mut Outbox<'_, M>) -> Handle {
         let def = self.cfg.definition(s.kind);
         let n = if s.is_parent { 0 } else { s.range.count };
-        let res: Vec<InstanceResources> = s
-            .range
-            .iter()
-            .take(n as usize)
-            .map(|id| match s.kind {
+        let initial = if s.opts.force { None } else { def.initial };
+        let mut inst = self.spare_insts.pop().unwrap_or_default();
+        inst.extend(s.range.iter().take(n as usize).map(|id| {
+            let res = match s.kind {
                 WorkflowKind::CreateInstances => InstanceResources::default(),
                 _ => self.fleet.get(&id).copied().unwrap_or_default(),
-            })
-            .collect();
-        let initial = if s.opts.force { None } else { def.initial };
+            };
+            Inst {
+                res,
+                written: res,
+                state: initial,
+            }
+        }));
         let deadline = def.deadline;
         self.next_id += 1;
         let wf = Wf {
@@ -873,9 +901,7 @@ impl WorkflowEngine {
             done_mask: 0,
             failure: None,
             active: n,
-            written: res.clone(),
-            res,
-            states: vec![initial; n as usize],
+            inst,
             epoch: 0,
             seq: 0,
             task: Task::Idle,
@@ -1125,7 +1151,7 @@ impl WorkflowEngine {
                     };
                 let mut cur: Option<(u32, u32, ResourceId, u32)> = None;
                 for i in 0..wf.active {
-                    let r = &wf.res[i as usize];
+                    let r = &wf.inst[i as usize].res;
                     let Some(id) = r.at(slot).filter(|_| wanted(r)) else {
                         continue;
                     };
@@ -1146,7 +1172,7 @@ impl WorkflowEngine {
                 }
             }
             Action::SetState(to) => {
-                let rows = (0..wf.active).map(|i| (i, wf.states[i as usize]));
+                let rows = (0..wf.active).map(|i| (i, wf.inst[i as usize].state));
                 ops = state_ops(wf, rows, to, ops);
             }
         }
@@ -1160,7 +1186,7 @@ impl WorkflowEngine {
         let mut ops: Vec<Op> = match self.cfg.definition(wf.kind).failed_state {
             Some(fs) if wf.failure.is_some() => {
                 let rows = (0..wf.active).filter_map(|i| {
-                    let s = wf.states[i as usize]?;
+                    let s = wf.inst[i as usize].state?;
                     (s != fs && s.can_move_to(fs)).then_some((i, Some(s)))
                 });
                 state_ops(wf, rows, fs, Vec::new())
@@ -1168,7 +1194,7 @@ impl WorkflowEngine {
             _ => Vec::new(),
         };
         // Instances whose failure-state write carries their references need no other write.
-        let n = wf.res.len() as u32;
+        let n = wf.inst.len() as u32;
         let stated = |i: u32| {
             ops.iter().any(|o| {
                 matches!(o.kind, OpKind::States { first, count, refs: true, .. }
@@ -1176,7 +1202,7 @@ impl WorkflowEngine {
             })
         };
         let writes: Vec<Op> = (0..n)
-            .filter(|&i| wf.res[i as usize] != wf.written[i as usize] && !stated(i))
+            .filter(|&i| wf.inst[i as usize].res != wf.inst[i as usize].written && !stated(i))
             .map(|i| Op::new(OpKind::Resources { inst: i }))
             .collect();
         ops.extend(writes);
@@ -1308,7 +1334,7 @@ impl WorkflowEngine {
                         count,
                         expect,
                         to,
-                        resources: refs.then(|| wf.res[i as usize]),
+                        resources: refs.then(|| wf.inst[i as usize].res),
                     },
                 };
                 self.stats.db_updates += 1;
@@ -1323,7 +1349,7 @@ impl WorkflowEngine {
                     op: DbOp::SetInstanceResources {
                         id: InstanceId(first.0 + u64::from(inst)),
                         expect: None,
-                        resources: wf.res[inst as usize],
+                        resources: wf.inst[inst as usize].res,
                     },
                 };
                 self.stats.db_updates += 1;
@@ -1581,7 +1607,7 @@ impl WorkflowEngine {
             return Vec::new();
         };
         let rows = (first + r.count..first + count).filter_map(|i| {
-            let s = wf.states[i as usize];
+            let s = wf.inst[i as usize].state;
             s.is_none_or(|s| s.can_move_to(fs)).then_some((i, s))
         });
         state_ops(wf, rows, fs, Vec::new())
@@ -1817,9 +1843,10 @@ impl WorkflowEngine {
                     let j = bits.trailing_zeros();
                     bits &= bits - 1;
                     let i = (first + j) as usize;
-                    wf.states[i] = Some(to);
+                    let x = &mut wf.inst[i];
+                    x.state = Some(to);
                     if refs {
-                        wf.written[i] = wf.res[i];
+                        x.written = x.res;
                     }
                 }
                 continue;
@@ -1842,31 +1869,34 @@ impl WorkflowEngine {
                     match dop.effect() {
                         Effect::Create => {
                             for (j, id) in r.iter().enumerate() {
-                                wf.res[first as usize + j].set(slot, Some(id));
+                                wf.inst[first as usize + j].res.set(slot, Some(id));
                             }
                             if r.count < count {
                                 wf.active = wf.active.min(first + r.count);
                             }
                         }
                         Effect::Delete => {
-                            for res in &mut wf.res[first as usize..=last as usize] {
-                                if inside(res.at(slot)) {
-                                    res.set(slot, None);
+                            for x in &mut wf.inst[first as usize..=last as usize] {
+                                if inside(x.res.at(slot)) {
+                                    x.res.set(slot, None);
                                 }
                             }
                         }
                         Effect::Attach | Effect::Detach => {
                             let attached = dop.effect() == Effect::Attach;
-                            for res in &mut wf.res[first as usize..=last as usize] {
-                                if inside(res.at(slot)) {
-                                    res.disk_attached = attached;
+                            for x in &mut wf.inst[first as usize..=last as usize] {
+                                if inside(x.res.at(slot)) {
+                                    x.res.disk_attached = attached;
                                 }
                             }
                         }
                         Effect::None => {}
                     }
                 }
-                OpKind::Resources { inst } => wf.written[inst as usize] = wf.res[inst as usize],
+                OpKind::Resources { inst } => {
+                    let x = &mut wf.inst[inst as usize];
+                    x.written = x.res;
+                }
                 OpKind::States { .. } | OpKind::Commit => {}
             }
         }
@@ -1907,7 +1937,7 @@ impl WorkflowEngine {
     fn finish<M: WfMsg>(&mut self, h: Handle, out: &mut Outbox<'_, M>) {
         let now = out.now();
         self.end_task(h);
-        let wf = self.wfs.remove(h).expect("live workflow");
+        let mut wf = self.wfs.remove(h).expect("live workflow");
         if let Some(t) = wf.deadline_timer {
             self.timers.cancel(t);
         }
@@ -1951,6 +1981,11 @@ impl WorkflowEngine {
             };
             out.send(to, SimDuration::ZERO, M::from(done));
         }
+        let mut inst = std::mem::take(&mut wf.inst);
+        if inst.capacity() != 0 && self.spare_insts.len() < SPARE_INSTS {
+            inst.clear();
+            self.spare_insts.push(inst);
+        }
     }
 
     fn child_done(&mut self, p: Handle, ok: bool, now: SimTime) {
@@ -1981,7 +2016,7 @@ impl WorkflowEngine {
             return;
         }
         for (i, id) in wf.range.iter().enumerate() {
-            let r = wf.res[i];
+            let r = wf.inst[i].res;
             match wf.kind {
                 WorkflowKind::CreateInstances => {
                     if wf.failure.is_none() && (i as u32) < wf.active {
@@ -1990,7 +2025,7 @@ impl WorkflowEngine {
                         self.stats.orphaned_resources += r.count();
                     }
                 }
-                WorkflowKind::Delete if wf.states[i] == Some(InstanceState::Deleted) => {
+                WorkflowKind::Delete if wf.inst[i].state == Some(InstanceState::Deleted) => {
                     self.fleet.remove(&id);
                     let kept = u64::from(wf.opts.keep_disks && r.disk().is_some())
                         + u64::from(wf.opts.keep_eips && r.eip().is_some());
