@@ -605,3 +605,72 @@ fn workflow_acknowledgements_to_the_old_process_are_ignored() {
     );
     assert!(api.latency.quantile_ns(0.5).unwrap() > 2_000_000_000);
 }
+
+/// Workflow admission acknowledgements that reach a paused node wait out the pause, as the
+/// database's replies do: the engine's acknowledgements take 1 s to come back (its hop),
+/// node.0 stops the world from 5 s to 7 s, so the acknowledgements of the commands it sent
+/// from 4 s to 5 s arrive during the pause and are applied at its end. None is lost or
+/// applied twice, no request waits past its 5 s query timeout (the longest wait is 3 s), and
+/// every RunInstances is answered OK.
+#[test]
+fn workflow_acknowledgements_wait_out_a_pause() {
+    use firedrill::workflow::EngineConfig;
+    use firedrill::world::WorkflowSetup;
+    let t = traffic(
+        20.0,
+        ApiMix::only(Api::RunInstances),
+        3,
+        SimDuration::from_secs(30),
+    );
+    let engine = EngineConfig::builder()
+        .hops(SimDuration::SECOND, SimDuration::from_us(250))
+        .build()
+        .unwrap();
+    let base = topology(
+        2,
+        node_cfg(GcProfile::Off),
+        DbConfig::assumed_defaults(),
+        t,
+        unlimited(3),
+        12,
+    )
+    .with_workflows(WorkflowSetup {
+        engine,
+        batch: true,
+    })
+    .unwrap();
+    let pause = FaultKind::NodePause {
+        pause: Dist::constant(2.0).unwrap(),
+        every: None,
+    };
+    let topo = with(&base, vec![fault(pause, Target::Node(0), 5, 2)]);
+    let (plain, _) = run_checked(&base, 4, |_| {});
+    let (r, mut world) = run_checked(&topo, 4, |_| {});
+    let f = r.nodes[0].faults;
+    assert_eq!((f.injected_pauses, f.injected_pause_ns), (1, 2_000_000_000));
+    for i in 0..2 {
+        assert_eq!(r.nodes[i].faults.stale_wf_acks, 0, "node.{i}");
+    }
+    assert_eq!(r.node_counter("wf_ack_timeouts"), 0);
+    assert_eq!(r.node_counter("wf_refused"), 0);
+    assert_eq!(world.node_mut(0).in_flight(), 0);
+    let api = r.api(Api::RunInstances);
+    assert_eq!(api.count(Status::Ok), api.requests, "{:?}", api.status);
+    assert_eq!(api.requests, plain.api(Api::RunInstances).requests);
+    // The acknowledgement's hop of 1 s: no answer comes sooner. On node.0 a request that
+    // arrived at the pause's start waits 2 s for it to end, then 1 s for its acknowledgement,
+    // as long as one whose acknowledgement came at the start of the pause (sent at 4 s,
+    // applied at 7 s); without the pause no request takes much more than the hop.
+    let lat = |r: &RunResult, i: usize| r.nodes[i].latency.max_ns().unwrap();
+    assert!(r.nodes[0].latency.min_ns().unwrap() >= 1_000_000_000);
+    assert!(
+        (2_900_000_000..3_100_000_000).contains(&lat(&r, 0)),
+        "{}",
+        lat(&r, 0)
+    );
+    assert!(lat(&plain, 0) < 1_100_000_000, "{}", lat(&plain, 0));
+    // node.1 never paused (it takes more of the load while node.0 is paused: the balancer
+    // sends work where fewer requests are outstanding).
+    assert_eq!(r.nodes[1].faults.injected_pauses, 0);
+    assert!(lat(&r, 1) < 1_100_000_000, "{}", lat(&r, 1));
+}
