@@ -1784,17 +1784,14 @@ impl ApiNode {
             return;
         };
         self.db_timers.cancel(w.db_timer);
+        if a.result.is_err() && w.inserted {
+            // The engine fails these rows: the instances are not the client's.
+            w.created = None;
+        }
+        self.arm_db_timeouts(out);
         match a.result {
-            Ok(_) => {
-                self.arm_db_timeouts(out);
-                self.advance(h, out);
-            }
+            Ok(_) => self.advance(h, out),
             Err(code) => {
-                if w.inserted {
-                    // The engine fails these rows: the instances are not the client's.
-                    w.created = None;
-                }
-                self.arm_db_timeouts(out);
                 out.count(self.metrics.wf_refused, 1);
                 self.finish(h, Status::Err(code), out);
             }

@@ -155,6 +155,12 @@ impl<K: IndexKey, V> FixMap<K, V> {
         }
     }
 
+    /// How many values `pred` holds for (a count: the table's layout is never observed, and
+    /// no copy is made).
+    pub fn count_values(&self, pred: impl Fn(&V) -> bool) -> usize {
+        self.table.iter().flatten().filter(|(_, v)| pred(v)).count()
+    }
+
     /// Every entry, in key order: the table's layout is never observed (keys are unique, so
     /// the order is the keys' alone). A copy of the keys and a sort: for rare, whole-map reads.
     pub fn sorted(&self) -> Vec<(K, &V)>
@@ -209,6 +215,10 @@ mod tests {
                 }
             }
         }
+        assert_eq!(
+            m.count_values(|v| v % 2 == 0),
+            model.values().filter(|v| *v % 2 == 0).count()
+        );
         let sorted: Vec<(u64, u64)> = m.sorted().into_iter().map(|(k, v)| (k, *v)).collect();
         let expected: Vec<(u64, u64)> = model.iter().map(|(k, v)| (*k, *v)).collect();
         assert_eq!(sorted, expected);

@@ -589,10 +589,7 @@ impl WorkflowEngine {
     pub fn stuck_count(&self, now: SimTime) -> usize {
         let threshold = self.cfg.stuck_threshold;
         self.transitional
-            .sorted()
-            .into_iter()
-            .filter(|(_, (_, _, since))| since.saturating_add(threshold) <= now)
-            .count()
+            .count_values(|(_, _, since)| since.saturating_add(threshold) <= now)
     }
 
     /// Fault hook: worker `worker` crashes. Its task (if any) is lost: nothing more of it runs,
@@ -637,13 +634,7 @@ impl WorkflowEngine {
             if cmd.kind == WorkflowKind::CreateInstances && n > 0 {
                 self.fail_refused_creation(&cmd, out);
             }
-            if let Some(to) = cmd.ack_to {
-                let ack = WfAck {
-                    tag: cmd.tag,
-                    result: Err(code),
-                };
-                out.send(to, self.cfg.db_hop, M::from(ack));
-            }
+            self.acknowledge(&cmd, Err(code), out);
             if let Some(to) = cmd.reply_to {
                 let done = WfDone {
                     tag: cmd.tag,
@@ -691,15 +682,10 @@ impl WorkflowEngine {
             is_parent,
         };
         let h = self.new_workflow(spec, out);
-        if let Some(to) = cmd.ack_to {
-            // Admitted: the workflow is the engine's from now on (its start task is queued and
-            // a worker crash only redelivers it), so the caller may answer.
-            let ack = WfAck {
-                tag: cmd.tag,
-                result: Ok(self.wf(h).id),
-            };
-            out.send(to, self.cfg.db_hop, M::from(ack));
-        }
+        // Admitted: the workflow is the engine's from now on (its start task is queued and a
+        // worker crash only redelivers it), so the caller may answer.
+        let id = self.wf(h).id;
+        self.acknowledge(&cmd, Ok(id), out);
         self.enqueue(h, now);
         self.dispatch(out);
         self.arm_wake(out);
@@ -722,6 +708,22 @@ impl WorkflowEngine {
         }
         self.dispatch(out);
         self.arm_wake(out);
+    }
+
+    /// Sends the command's caller its admission's [`WfAck`], if it asked for one (one hop).
+    fn acknowledge<M: WfMsg>(
+        &self,
+        cmd: &WfCommand,
+        result: Result<WorkflowId, ErrorCode>,
+        out: &mut Outbox<'_, M>,
+    ) {
+        if let Some(to) = cmd.ack_to {
+            let ack = WfAck {
+                tag: cmd.tag,
+                result,
+            };
+            out.send(to, self.cfg.db_hop, M::from(ack));
+        }
     }
 
     /// A creation refused at admission: its instance rows, inserted Pending by the API node

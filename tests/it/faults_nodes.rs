@@ -549,31 +549,7 @@ fn a_crash_of_every_node_is_502_then_503_at_the_gateway() {
 /// which answered them 502). None is answered twice, no worker is held, and node.1 sees none.
 #[test]
 fn workflow_acknowledgements_to_the_old_process_are_ignored() {
-    use firedrill::workflow::EngineConfig;
-    use firedrill::world::WorkflowSetup;
-    let t = traffic(
-        20.0,
-        ApiMix::only(Api::RunInstances),
-        3,
-        SimDuration::from_secs(30),
-    );
-    let engine = EngineConfig::builder()
-        .hops(SimDuration::from_secs(2), SimDuration::from_us(250))
-        .build()
-        .unwrap();
-    let base = topology(
-        2,
-        node_cfg(GcProfile::Off),
-        DbConfig::assumed_defaults(),
-        t,
-        unlimited(3),
-        12,
-    )
-    .with_workflows(WorkflowSetup {
-        engine,
-        batch: true,
-    })
-    .unwrap();
+    let base = run_instances_with_workflows(SimDuration::from_secs(2));
     let crash = Fault::new(
         FaultKind::NodeCrash,
         Target::Node(0),
@@ -614,31 +590,7 @@ fn workflow_acknowledgements_to_the_old_process_are_ignored() {
 /// every RunInstances is answered OK.
 #[test]
 fn workflow_acknowledgements_wait_out_a_pause() {
-    use firedrill::workflow::EngineConfig;
-    use firedrill::world::WorkflowSetup;
-    let t = traffic(
-        20.0,
-        ApiMix::only(Api::RunInstances),
-        3,
-        SimDuration::from_secs(30),
-    );
-    let engine = EngineConfig::builder()
-        .hops(SimDuration::SECOND, SimDuration::from_us(250))
-        .build()
-        .unwrap();
-    let base = topology(
-        2,
-        node_cfg(GcProfile::Off),
-        DbConfig::assumed_defaults(),
-        t,
-        unlimited(3),
-        12,
-    )
-    .with_workflows(WorkflowSetup {
-        engine,
-        batch: true,
-    })
-    .unwrap();
+    let base = run_instances_with_workflows(SimDuration::SECOND);
     let pause = FaultKind::NodePause {
         pause: Dist::constant(2.0).unwrap(),
         every: None,
@@ -673,4 +625,34 @@ fn workflow_acknowledgements_wait_out_a_pause() {
     // sends work where fewer requests are outstanding).
     assert_eq!(r.nodes[1].faults.injected_pauses, 0);
     assert!(lat(&r, 1) < 1_100_000_000, "{}", lat(&r, 1));
+}
+
+/// Two nodes taking 20 RunInstances a second for 3 s, through a workflow engine whose
+/// acknowledgements take `ack_hop` to come back (its database hop).
+fn run_instances_with_workflows(ack_hop: SimDuration) -> Topology {
+    use firedrill::workflow::EngineConfig;
+    use firedrill::world::WorkflowSetup;
+    let t = traffic(
+        20.0,
+        ApiMix::only(Api::RunInstances),
+        3,
+        SimDuration::from_secs(30),
+    );
+    let engine = EngineConfig::builder()
+        .hops(ack_hop, SimDuration::from_us(250))
+        .build()
+        .unwrap();
+    topology(
+        2,
+        node_cfg(GcProfile::Off),
+        DbConfig::assumed_defaults(),
+        t,
+        unlimited(3),
+        12,
+    )
+    .with_workflows(WorkflowSetup {
+        engine,
+        batch: true,
+    })
+    .unwrap()
 }
