@@ -51,6 +51,17 @@ fn fault(kind: FaultKind, target: Target, start: u64, duration: u64) -> Fault {
     Fault::new(kind, target, secs(start), SimDuration::from_secs(duration)).unwrap()
 }
 
+/// node.0 crashes at 5 s and restarts 0.5 s later.
+fn short_crash_of_node0() -> Fault {
+    Fault::new(
+        FaultKind::NodeCrash,
+        Target::Node(0),
+        secs(5),
+        SimDuration::from_ms(500),
+    )
+    .unwrap()
+}
+
 /// Runs `topo` under `seed` until `at` (every event at or before it), then returns the world.
 fn run_to(topo: &Topology, seed: u64, at: SimTime) -> World {
     let mut w = topo.build(RootSeed::new(seed));
@@ -440,14 +451,7 @@ fn clock_skew_moves_l1_expiry_on_the_skewed_node_only() {
 #[test]
 fn replies_to_the_old_process_are_ignored_after_the_restart() {
     let base = describe_topology(2, node_cfg(GcProfile::Off), flat_db(2.0), 500.0, 12);
-    let crash = Fault::new(
-        FaultKind::NodeCrash,
-        Target::Node(0),
-        secs(5),
-        SimDuration::from_ms(500),
-    )
-    .unwrap();
-    let topo = with(&base, vec![crash]);
+    let topo = with(&base, vec![short_crash_of_node0()]);
     let (plain, _) = run_checked(&base, 4, |_| {});
     let (r, mut world) = run_checked(&topo, 4, |_| {});
     let f = r.nodes[0].faults;
@@ -550,14 +554,7 @@ fn a_crash_of_every_node_is_502_then_503_at_the_gateway() {
 #[test]
 fn workflow_acknowledgements_to_the_old_process_are_ignored() {
     let base = run_instances_with_workflows(SimDuration::from_secs(2));
-    let crash = Fault::new(
-        FaultKind::NodeCrash,
-        Target::Node(0),
-        secs(5),
-        SimDuration::from_ms(500),
-    )
-    .unwrap();
-    let topo = with(&base, vec![crash]);
+    let topo = with(&base, vec![short_crash_of_node0()]);
     let (r, mut world) = run_checked(&topo, 4, |_| {});
     let f = r.nodes[0].faults;
     // ~10 commands a second from node.0, each waiting 2 s for its acknowledgement: about 20
