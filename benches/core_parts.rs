@@ -107,7 +107,7 @@ fn traffic(rate: f64, mix: ApiMix, secs_timeout: u64, tokens: TokenPolicy) -> Op
         mix,
         accounts: 10_000,
         account_skew: Some(Dist::zipf(10_000, 1.1).expect("valid")),
-        amount: Dist::uniform(1.0, 10.0).expect("valid"),
+        amount: firedrill::traffic::default_amount(),
         instance_types: TypeMix::uniform(4).expect("valid"),
         timeout: SimDuration::from_secs(secs_timeout),
         until: SimTime::ZERO,

@@ -26,7 +26,7 @@ fn topology() -> Topology {
         mix: ApiMix::describe_heavy(),
         accounts: 10_000,
         account_skew: Some(Dist::zipf(10_000, 1.1).expect("valid")),
-        amount: Dist::uniform(1.0, 10.0).expect("valid"),
+        amount: firedrill::traffic::default_amount(),
         instance_types: TypeMix::uniform(4).expect("valid"),
         timeout: SimDuration::from_secs(5),
         until: SimTime::ZERO,

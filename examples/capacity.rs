@@ -24,7 +24,7 @@ fn main() {
         mix: ApiMix::describe_heavy(),
         accounts: 1_000,
         account_skew: Some(Dist::zipf(1_000, 1.1).expect("valid")),
-        amount: Dist::uniform(1.0, 10.0).expect("valid"),
+        amount: firedrill::traffic::default_amount(),
         instance_types: TypeMix::uniform(4).expect("valid"),
         timeout: SimDuration::from_secs(5),
         until: SimTime::ZERO,

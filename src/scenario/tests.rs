@@ -513,6 +513,14 @@ fn an_account_key_on_a_kind_without_a_scope_is_refused_at_its_key() {
 }
 
 #[test]
+fn amount_defaults_to_small_batches_and_can_be_set() {
+    let s = parse(GOOD, &[]).unwrap();
+    assert_eq!(s.topology().traffic().amount.to_string(), "zipf:100:2");
+    let s = parse(GOOD, &["workload.amount=uniform:1:10"]).unwrap();
+    assert_eq!(s.topology().traffic().amount.to_string(), "uniform:1:10");
+}
+
+#[test]
 fn instance_type_weights_set_the_types_and_their_demand() {
     // Default: four types, uniform.
     let s = parse(GOOD, &[]).unwrap();

@@ -1155,7 +1155,7 @@ pub(super) fn validate(
         1.1,
     );
     let amount = w.and_then(|w| w.amount.as_ref()).map_or_else(
-        || Dist::uniform(1.0, 10.0).ok(),
+        || Some(crate::traffic::default_amount()),
         |d| Some(d.get_ref().clone()),
     );
     let min_frac = c.opt_float(

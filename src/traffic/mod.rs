@@ -189,6 +189,21 @@ impl TypeMix {
     }
 }
 
+/// RunInstances `Amount` when a workload does not say *(assumed: domain.md §5 says "skewed to
+/// small batches", §1 that Amount is 1–100)*: Zipf over 1..=100 with exponent 2, P(k) ∝ k⁻².
+/// 61% of calls create one instance, 90% five or fewer, 5.8% ten or more and 0.6% fifty or
+/// more; the mean is 3.17 instances a call.
+pub fn default_amount() -> Dist {
+    Dist::zipf(100, 2.0).expect("a valid Zipf")
+}
+
+/// One RunInstances `Amount` drawn from `dist`: rounded to the nearest whole number and clamped
+/// to 1..=100.
+#[inline]
+fn draw_amount(dist: &Dist, rng: &mut SimRng) -> u16 {
+    (dist.sample(rng).round() as i64).clamp(1, 100) as u16
+}
+
 /// What an open-loop client sends.
 #[derive(Clone, Debug)]
 pub struct OpenLoopConfig {
@@ -203,7 +218,8 @@ pub struct OpenLoopConfig {
     /// this distribution (e.g. Zipf over 1..=accounts), or uniform when `None`.
     pub accounts: u32,
     pub account_skew: Option<Dist>,
-    /// RunInstances `Amount` (clamped to 1..=100).
+    /// RunInstances `Amount` (clamped to 1..=100); [`default_amount`] when a workload does not
+    /// say.
     pub amount: Dist,
     /// RunInstances `MinAmount` as a fraction of `Amount` (rounded up, at least 1): 0 asks for
     /// "as many as stock allows", 1 for "all or nothing".
@@ -571,8 +587,7 @@ impl OpenLoop {
         let mut params = Params::single(instance_type);
         match api {
             Api::RunInstances => {
-                let amount =
-                    (self.cfg.amount.sample(&mut self.rng).round() as i64).clamp(1, 100) as u16;
+                let amount = draw_amount(&self.cfg.amount, &mut self.rng);
                 params.amount = amount;
                 let min = (f64::from(amount) * self.cfg.min_amount_fraction.clamp(0.0, 1.0)).ceil();
                 params.min_amount = (min as u16).clamp(1, amount);
@@ -792,6 +807,51 @@ mod tests {
             TypeMix::weighted(&[f64::MAX, f64::MAX]),
             Err(TypeMixError::BadWeights)
         );
+    }
+
+    /// The default Amount is skewed to small batches: over 10⁶ draws, the shares of 1, of 5 or
+    /// fewer and of 50 or more, and the mean, are Zipf(100, 2)'s (each within 5 standard
+    /// deviations), and every draw is in 1..=100.
+    #[test]
+    fn the_default_amount_is_zipf_100_2() {
+        let dist = default_amount();
+        assert_eq!(dist.to_string(), "zipf:100:2");
+        let mut rng = RootSeed::new(5).fork("amount");
+        let n = 1_000_000u32;
+        let mut counts = [0u32; 101];
+        for _ in 0..n {
+            counts[usize::from(draw_amount(&dist, &mut rng))] += 1;
+        }
+        assert_eq!(counts[0], 0);
+        let h: f64 = (1..=100).map(|k| f64::from(k).powi(-2)).sum();
+        let p = |ks: std::ops::RangeInclusive<u32>| -> f64 {
+            ks.map(|k| f64::from(k).powi(-2)).sum::<f64>() / h
+        };
+        let seen = |ks: std::ops::RangeInclusive<usize>| -> u32 { counts[ks].iter().sum() };
+        for (name, p, got) in [
+            ("one", p(1..=1), seen(1..=1)),
+            ("five or fewer", p(1..=5), seen(1..=5)),
+            ("fifty or more", p(50..=100), seen(50..=100)),
+        ] {
+            let sd = (f64::from(n) * p * (1.0 - p)).sqrt();
+            let off = (f64::from(got) - f64::from(n) * p).abs();
+            assert!(off < 5.0 * sd, "{name}: {got} of {n}, p = {p:.5}");
+        }
+        assert!((p(1..=1) - 0.6116).abs() < 1e-4, "61% create one instance");
+        let mean_expected = (1..=100).map(|k| f64::from(k).powi(-1)).sum::<f64>() / h;
+        let var: f64 = (1..=100u32)
+            .map(|k| f64::from(k).powi(-2) / h * (f64::from(k) - mean_expected).powi(2))
+            .sum();
+        let mean = (1..=100usize)
+            .map(|k| k as f64 * f64::from(counts[k]))
+            .sum::<f64>()
+            / f64::from(n);
+        let sd_of_mean = (var / f64::from(n)).sqrt();
+        assert!(
+            (mean - mean_expected).abs() < 5.0 * sd_of_mean,
+            "mean {mean:.4}, expected {mean_expected:.4}"
+        );
+        assert!((mean_expected - 3.17).abs() < 0.01);
     }
 
     #[test]
