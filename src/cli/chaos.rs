@@ -37,7 +37,7 @@ pub struct ChaosArgs {
     /// The folder of dependency mocks (default: ./mocks if present, else the shipped ones).
     #[arg(long)]
     pub mocks: Option<PathBuf>,
-    /// Where reproductions go (default: results/chaos/<scenario-name>/).
+    /// Where reproductions go (default: results/chaos/SCENARIO/).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Report failures without shrinking them.

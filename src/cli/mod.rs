@@ -48,7 +48,7 @@ enum Command {
     /// check the invariants, shrink failures to minimal reproductions (exit 0 none failed, 3
     /// some did).
     Chaos(chaos::ChaosArgs),
-    /// Run a reproduction file and check it reproduces its [expect] bit for bit (exit 0
+    /// Run a reproduction file and check it reproduces its expected trace bit for bit (exit 0
     /// reproduced, 1 diverged).
     Replay(chaos::ReplayArgs),
 }

@@ -42,7 +42,7 @@ pub struct RunArgs {
     /// The root seed (default: the scenario's `seed`).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Where results go (default: results/<scenario-name>/seed-<N>/).
+    /// Where results go (default: results/SCENARIO/seed-SEED/).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Overrides a scenario key, e.g. --set duration=300s --set topology.api.nodes=12.
@@ -58,7 +58,7 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// Scenario or mock files (a file under a `mocks` folder, or with [[endpoint]] tables, is
+    /// Scenario or mock files (a file under a `mocks` folder, or with endpoint tables, is
     /// read as a mock).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,

@@ -21,7 +21,7 @@ pub const MAX_STEPS: usize = 64;
 /// fails, with or without full jitter, and a list of codes never retried.
 ///
 /// Which failures are retried at all follows domain §4: only the codes in
-/// [`RETRYABLE_CODES`](crate::deps::retry::RETRYABLE_CODES) (500, 503, throttling, a timeout —
+/// [`RETRYABLE_CODES`] (500, 503, throttling, a timeout —
 /// which a step sees as `DeadlineExceeded` — and the create-flow conflicts), minus the policy's
 /// `non_retryable` list. Other 4xx are never retried whatever the list says.
 #[derive(Clone, Debug, PartialEq)]

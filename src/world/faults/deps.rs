@@ -4,7 +4,7 @@
 //! Dependency faults are continuous: at every transition that involves one, each touched
 //! dependency gets the combination of all its active faults, per endpoint
 //! ([`EndpointFaults`] says how overlapping faults combine), through
-//! [`Dependency::set_plan_faults`]; the chaos hooks (`set_error_override`, ...) are left alone.
+//! [`Dependency::set_plan_faults`](crate::deps::Dependency::set_plan_faults); the chaos hooks (`set_error_override`, ...) are left alone.
 //! At intensity `i` (a ramp): latency `× (1 + (m − 1)·i) + i·sample(add)`, error probability
 //! `p·i`, outage fraction `f·i` (the dead hosts at a lower intensity stay dead at a higher one).
 //!
