@@ -404,6 +404,11 @@ pub const BATCH: usize = 64;
 /// again at the last one rather than searching on.
 pub const MAX_CANDIDATES: usize = BATCH * 16;
 
+/// The thinning window under a time-varying profile: candidates are drawn at the base rate
+/// times the profile's bound over the current window ([`RateProfile::max_over`]), not over the
+/// whole run, so a run below its peak draws about one candidate per arrival.
+pub const THINNING_WINDOW: SimDuration = SimDuration::from_secs(1);
+
 /// The open-loop traffic component.
 pub struct OpenLoop {
     cfg: OpenLoopConfig,
@@ -416,6 +421,12 @@ pub struct OpenLoop {
     /// Under a time-varying profile: whether the instant of the pending tick is an accepted
     /// arrival (`false`: a rejected candidate where the search stopped at [`MAX_CANDIDATES`]).
     tick_accepted: bool,
+    /// The current thinning window's end and the profile's bound over it (the candidates'
+    /// rate multiplier); a window starts at the first candidate search at or past the end.
+    window_end: SimTime,
+    window_max: f64,
+    /// Candidate arrivals drawn under a time-varying profile (accepted or not).
+    candidates: u64,
     /// Client behaviour, when some feature needs the responses.
     client: Option<Box<client::ClientState>>,
     /// A trace replayed instead of generated arrivals.
@@ -444,6 +455,9 @@ impl OpenLoop {
             duplicates_sent: 0,
             tokens_sent: 0,
             tick_accepted: false,
+            window_end: SimTime::ZERO,
+            window_max: 0.0,
+            candidates: 0,
             client: None,
             replay: None,
             faults: TrafficFaults::new(&FaultPlan::default()),
@@ -541,23 +555,47 @@ impl OpenLoop {
         if self.cfg.profile.is_constant() {
             return self.gap_at(SimTime::ZERO);
         }
-        let gap = self.candidate_gap(SimTime::ZERO);
-        self.tick_accepted = self.accept(SimTime::ZERO.saturating_add(gap));
-        gap
+        let Some((t, candidate)) = self.next_candidate(SimTime::ZERO) else {
+            return SimDuration::MAX;
+        };
+        self.tick_accepted = candidate && self.accept(t);
+        t.since_start()
     }
 
-    /// The gap to the next candidate of the thinned process: the base inter-arrival (exponential)
-    /// scaled by 1 / max multiplier, i.e. candidates at base rate × max multiplier.
+    /// The next point of the thinned process's search after `at`: a candidate (`true`), drawn
+    /// at the base rate (exponential) times the window's bound, or the window's end (`false`)
+    /// when the draw falls past it or the bound is 0. Restarting at the window's end is exact:
+    /// the exponential gap is memoryless. `None` past the end of time.
     #[inline]
-    fn candidate_gap(&mut self, at: SimTime) -> SimDuration {
+    fn next_candidate(&mut self, at: SimTime) -> Option<(SimTime, bool)> {
+        if at >= self.window_end {
+            self.window_end = at.checked_add(THINNING_WINDOW).unwrap_or(SimTime::MAX);
+            self.window_max = self.cfg.profile.max_over(at, self.window_end);
+        }
+        if self.window_max <= 0.0 {
+            return (self.window_end > at).then_some((self.window_end, false));
+        }
         let base = self.cfg.inter_arrival.sample(&mut self.rng);
-        SimDuration::from_secs_f64(base / (self.cfg.profile.max_multiplier() * self.surge(at)))
+        let gap = SimDuration::from_secs_f64(base / (self.window_max * self.surge(at)));
+        let t = at.checked_add(gap)?;
+        Some(if t < self.window_end {
+            self.candidates += 1;
+            (t, true)
+        } else {
+            (self.window_end, false)
+        })
     }
 
-    /// Whether the candidate at `at` is kept: with probability m(at) / max multiplier.
+    /// Whether the candidate at `at` is kept: with probability m(at) / the window's bound.
     #[inline]
     fn accept(&mut self, at: SimTime) -> bool {
-        self.rng.unit() * self.cfg.profile.max_multiplier() < self.cfg.profile.multiplier_at(at)
+        self.rng.unit() * self.window_max < self.cfg.profile.multiplier_at(at)
+    }
+
+    /// Candidate arrivals drawn so far under a time-varying profile (kept or not); 0 under the
+    /// constant profile, which draws arrivals directly.
+    pub fn candidates(&self) -> u64 {
+        self.candidates
     }
 
     pub fn sent(&self) -> u64 {
@@ -679,9 +717,11 @@ impl OpenLoop {
     }
 
     /// `on_tick` under a time-varying profile: a non-homogeneous Poisson process by thinning
-    /// (Lewis & Shedler): candidates at base rate × max multiplier, each kept with probability
-    /// m(t) / max multiplier. Up to [`BATCH`] requests per wake-up, as in the stationary case;
-    /// at most [`MAX_CANDIDATES`] candidates examined, so a zero multiplier cannot stall the run.
+    /// (Lewis & Shedler) with a piecewise majorant: in each [`THINNING_WINDOW`], candidates at
+    /// base rate × the profile's bound over the window, each kept with probability m(t) / that
+    /// bound. Up to [`BATCH`] requests per wake-up, as in the stationary case; at most
+    /// [`MAX_CANDIDATES`] candidates and window ends examined, so a long zero multiplier cannot
+    /// stall the run (a window whose bound is 0 draws nothing).
     fn on_tick_thinned(&mut self, out: &mut Outbox<'_, Msg>) {
         let mut at = out.now();
         if at > self.cfg.until {
@@ -693,8 +733,13 @@ impl OpenLoop {
             emitted = 1;
         }
         for _ in 0..MAX_CANDIDATES {
-            match at.checked_add(self.candidate_gap(at)) {
-                Some(t) if t <= self.cfg.until => at = t,
+            match self.next_candidate(at) {
+                Some((t, candidate)) if t <= self.cfg.until => {
+                    at = t;
+                    if !candidate {
+                        continue;
+                    }
+                }
                 _ => return,
             }
             if self.accept(at) {

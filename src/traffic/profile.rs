@@ -335,6 +335,61 @@ impl RateProfile {
         self.max
     }
 
+    /// An upper bound of m(t) over `[from, to]`, at most [`RateProfile::max_multiplier`]:
+    /// the majorant of thinning over a short window, so candidates are drawn at about the rate
+    /// the window needs, not at the run's peak. Exact maxima for ramps, steps and Double-11
+    /// (each monotone or constant between its breakpoints) and hourly points; for the sine, its
+    /// value at `from` plus its steepest slope times the window. Inflated by one part in 10⁹
+    /// against the rounding of m(t) between the points it is computed at.
+    pub fn max_over(&self, from: SimTime, to: SimTime) -> f64 {
+        let (a, b) = (from.as_ns(), to.as_ns().max(from.as_ns()));
+        let bound = match &self.shape {
+            Shape::Constant => 1.0,
+            Shape::Ramp { .. } => self.multiplier_at(from).max(self.multiplier_at(to)),
+            Shape::Steps(steps) => {
+                // The step in force at `from`, and every step that starts in (from, to].
+                let first = steps.partition_point(|st| st.0 <= a) - 1;
+                steps[first..]
+                    .iter()
+                    .take_while(|st| st.0 <= b)
+                    .map(|st| st.1)
+                    .fold(0.0, f64::max)
+            }
+            Shape::DiurnalHourly { offset_ns, .. } => {
+                // Linear between the hour points: the maximum is at an end or at a point.
+                let hour = SimDuration::HOUR.as_ns();
+                let day = SimDuration::DAY.as_ns();
+                let mut m = self.multiplier_at(from).max(self.multiplier_at(to));
+                let tod = ((u128::from(a) + u128::from(*offset_ns)) % u128::from(day)) as u64;
+                let mut next = a.saturating_add(hour - tod % hour);
+                while next < b {
+                    m = m.max(self.multiplier_at(SimTime::from_ns(next)));
+                    next = next.saturating_add(hour);
+                }
+                m
+            }
+            &Shape::DiurnalSine {
+                amplitude,
+                period_ns,
+                ..
+            } => {
+                let slope_per_ns = amplitude * TWO_PI / period_ns as f64;
+                self.multiplier_at(from) + slope_per_ns * (b - a) as f64
+            }
+            &Shape::Double11 { midnight_ns, .. } => {
+                // 1 before midnight, decreasing from the peak after it.
+                let before = if a < midnight_ns { 1.0 } else { 0.0 };
+                if b < midnight_ns {
+                    before
+                } else {
+                    let after = self.multiplier_at(SimTime::from_ns(a.max(midnight_ns)));
+                    after.max(before)
+                }
+            }
+        };
+        (bound * (1.0 + 1e-9)).min(self.max)
+    }
+
     /// The mean of m(t) over [0, `over`]: exact for constant, ramp, steps, hourly-diurnal,
     /// Double-11 and an unclamped sine; a clamped sine (amplitude > mean) is integrated with
     /// 200,000 midpoint steps. `over = 0` gives m(0).
@@ -463,6 +518,101 @@ mod tests {
     }
     fn close(a: f64, b: f64, tol: f64) -> bool {
         (a - b).abs() <= tol
+    }
+
+    /// A profile of each kind, picked and shaped by `k` and `x` (each in [0, 1)).
+    fn some_profile(k: u8, x: f64) -> RateProfile {
+        match k % 6 {
+            0 => RateProfile::constant(),
+            1 => RateProfile::ramp(
+                4.0 * x,
+                3.0 - x,
+                d(5 * S),
+                d(((1.0 + 50.0 * x) * S as f64) as u64),
+            )
+            .unwrap(),
+            2 => RateProfile::steps(vec![
+                (d(0), 1.0),
+                (d(3 * S), 4.0 * x),
+                (d(7 * S + 123), 2.0),
+                (d(9 * S), 0.0),
+                (d(20 * S), 5.0 * x + 0.5),
+            ])
+            .unwrap(),
+            3 => RateProfile::diurnal_hourly(
+                core::array::from_fn(|h| ((h as f64 * 7.3 + 10.0 * x) % 3.0).abs()),
+                d((x * DAY as f64) as u64),
+            )
+            .unwrap(),
+            4 => RateProfile::diurnal_sine(
+                1.0,
+                2.0 * x,
+                d(13 * S),
+                d(((20.0 + 100.0 * x) * S as f64) as u64),
+            )
+            .unwrap(),
+            _ => RateProfile::double11(d(10 * S), d(5 * S), 1.0 + 20.0 * x, d(30 * S)).unwrap(),
+        }
+    }
+
+    proptest::proptest! {
+        /// `max_over` bounds m(t) on its window (checked at both ends and 64 points inside),
+        /// and never exceeds the run's bound.
+        #[test]
+        fn max_over_bounds_the_multiplier_on_its_window(
+            k in 0u8..6,
+            x in 0.0f64..1.0,
+            from in 0u64..(2 * DAY),
+            len in 0u64..(3 * H),
+        ) {
+            let p = some_profile(k, x);
+            let to = from + len;
+            let bound = p.max_over(at(from), at(to));
+            proptest::prop_assert!(bound <= p.max_multiplier());
+            for i in 0..=65u64 {
+                let t = from + len / 65 * i.min(64) + if i == 65 { len % 65 } else { 0 };
+                let t = t.min(to);
+                proptest::prop_assert!(
+                    p.multiplier_at(at(t)) <= bound,
+                    "m({t}) = {} > {bound} on [{from}, {to}]",
+                    p.multiplier_at(at(t))
+                );
+            }
+            proptest::prop_assert!(p.multiplier_at(at(to)) <= bound);
+        }
+    }
+
+    /// The window's bound is tight where it can be: the value itself where m is constant, the
+    /// peak just after midnight, 0 where m is 0.
+    #[test]
+    fn max_over_is_tight_on_flat_and_monotone_pieces() {
+        let eps = 1e-8;
+        let d11 = RateProfile::double11(d(60 * S), d(30 * S), 10.0, d(90 * S)).unwrap();
+        assert!(
+            close(d11.max_over(at(0), at(S)), 1.0, eps),
+            "before midnight"
+        );
+        assert!(
+            close(d11.max_over(at(59 * S), at(60 * S)), 10.0, eps),
+            "reaching midnight"
+        );
+        let later = d11.multiplier_at(at(90 * S));
+        assert!(
+            close(d11.max_over(at(90 * S), at(91 * S)), later, eps),
+            "decaying"
+        );
+        let steps =
+            RateProfile::steps(vec![(d(0), 1.0), (d(10 * S), 0.0), (d(20 * S), 3.0)]).unwrap();
+        assert_eq!(steps.max_over(at(11 * S), at(12 * S)), 0.0);
+        assert!(close(steps.max_over(at(9 * S), at(11 * S)), 1.0, eps));
+        assert!(close(steps.max_over(at(19 * S), at(20 * S)), 3.0, eps));
+        let ramp = RateProfile::ramp(1.0, 3.0, d(10 * S), d(100 * S)).unwrap();
+        assert!(close(ramp.max_over(at(60 * S), at(61 * S)), 2.02, eps));
+        assert!(close(
+            RateProfile::constant().max_over(at(0), at(DAY)),
+            1.0,
+            eps
+        ));
     }
 
     #[test]
