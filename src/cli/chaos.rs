@@ -46,6 +46,18 @@ pub struct ChaosArgs {
     /// Runs spent shrinking each failure at most.
     #[arg(long, default_value_t = 150)]
     pub shrink_budget: u32,
+    /// Also print one line per seed: its faults, requests, 5XX share, outcome and trace hash.
+    #[arg(long)]
+    pub list: bool,
+}
+
+/// A digest of the seeds' trace hashes in seed order: one line that tells whether two swarms
+/// ran the very same simulations (whatever `--jobs`).
+pub fn swarm_trace(runs: &[SeedRun]) -> String {
+    let d = runs.iter().fold(0u64, |d, r| {
+        crate::kernel::rng::mix_label(d ^ r.seed, &r.trace_hash)
+    });
+    format!("{d:016x}")
 }
 
 #[derive(Debug, Args)]
@@ -197,6 +209,27 @@ pub fn chaos(args: &ChaosArgs) -> Result<u8, CliError> {
         faults_total,
         failing.len()
     );
+    println!(
+        "swarm trace {} (the seeds' trace hashes, in seed order)",
+        swarm_trace(&runs)
+    );
+    if args.list {
+        println!(
+            "{:<8} {:>6} {:>10} {:>7}  {:<14} trace",
+            "seed", "faults", "requests", "5xx%", "outcome"
+        );
+        for r in &runs {
+            println!(
+                "{:<8} {:>6} {:>10} {:>7.3}  {:<14} {}",
+                r.seed,
+                r.plan.len(),
+                r.requests,
+                r.rate_5xx * 100.0,
+                r.failure().unwrap_or_else(|| r.outcome.to_string()),
+                r.trace_hash
+            );
+        }
+    }
     if !failing.is_empty() {
         println!(
             "{:<8} {:<24} {:>6} {:>6}  replay",

@@ -34,6 +34,7 @@ fn the_same_seeds_print_the_same_table_whatever_the_jobs() {
             "--no-shrink",
             "--jobs",
             jobs,
+            "--list",
             "--out",
             &o,
         ];
@@ -49,11 +50,39 @@ fn the_same_seeds_print_the_same_table_whatever_the_jobs() {
         text(&a.stderr)
     );
     assert_eq!(text(&a.stdout), text(&b.stdout));
-    assert!(
-        text(&a.stdout).contains("6 seeds run"),
-        "{}",
-        text(&a.stdout)
+    let stdout = text(&a.stdout);
+    assert!(stdout.contains("6 seeds run"), "{stdout}");
+    // One digest of the whole swarm, and with `--list` one row per seed, each with its trace.
+    let digest = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("swarm trace "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("a swarm trace line: {stdout}"));
+    assert_eq!(digest.len(), 16, "{digest}");
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.len() == 6 && w[0].parse::<u64>().is_ok())
+        .collect();
+    assert_eq!(
+        rows.iter().map(|w| w[0]).collect::<Vec<_>>(),
+        ["1", "2", "3", "4", "5", "6"],
+        "{stdout}"
     );
+    assert!(rows.iter().all(|w| w[5].len() == 16), "{stdout}");
+    // Another set of seeds is another swarm.
+    let mut args = vec![
+        "chaos",
+        "scenarios/chaos.toml",
+        "--seeds",
+        "2..7",
+        "--no-shrink",
+    ];
+    args.extend(["--out", &o]);
+    args.extend(SHORT);
+    let c = text(&firedrill(&args).stdout);
+    assert!(c.contains("swarm trace "), "{c}");
+    assert!(!c.contains(digest), "{c}");
 }
 
 #[test]
