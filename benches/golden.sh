@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Prints the trace hash and a digest of summary.json (wall-clock fields removed) of every shipped
 # scenario on seed 1, plus a few chaos seeds (their `swarm trace` digest): run it before and
-# after an optimisation that must not change results, and diff the two outputs (`benches/golden.sh > /tmp/before`). The `results`
-# digest leaves out the trace hash and the event count too: it stays the same when a change only
-# drops events that have no effect (a reply nobody waits for). BIN=path runs that binary instead
-# of building this tree's.
+# after an optimisation that must not change results, and diff the two outputs
+# (`benches/golden.sh > /tmp/before`). The `results` digest leaves out the trace hash and the
+# event count too: it stays the same when a change only drops events that have no effect (a
+# reply nobody waits for). BIN=path runs that binary instead of building this tree's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -n "${BIN:-}" ]; then
