@@ -399,9 +399,10 @@ pub enum NoBackoff {
 /// Requests generated per traffic wake-up.
 pub const BATCH: usize = 64;
 
-/// Candidate arrivals examined per wake-up at most under a time-varying profile: where the
-/// multiplier is (near) zero, rejected candidates only advance time, and the traffic wakes up
-/// again at the last one rather than searching on.
+/// Candidate arrivals and thinning-window ends examined per wake-up at most under a
+/// time-varying profile: where the multiplier is (near) zero, rejected candidates and empty
+/// windows only advance time, and the traffic wakes up again at the last one rather than
+/// searching on.
 pub const MAX_CANDIDATES: usize = BATCH * 16;
 
 /// The thinning window under a time-varying profile: candidates are drawn at the base rate
@@ -419,7 +420,8 @@ pub struct OpenLoop {
     duplicates_sent: u64,
     tokens_sent: u64,
     /// Under a time-varying profile: whether the instant of the pending tick is an accepted
-    /// arrival (`false`: a rejected candidate where the search stopped at [`MAX_CANDIDATES`]).
+    /// arrival (`false`: a rejected candidate or a window's end, where the search stopped at
+    /// [`MAX_CANDIDATES`], or the first window's end).
     tick_accepted: bool,
     /// The current thinning window's end and the profile's bound over it (the candidates'
     /// rate multiplier); a window starts at the first candidate search at or past the end.
