@@ -33,6 +33,14 @@ impl IndexKey for u64 {
     }
 }
 
+/// A small tag and a 64-bit key (e.g. a resource kind and an operation's origin).
+impl IndexKey for (u8, u64) {
+    #[inline]
+    fn hash64(&self) -> u64 {
+        mix64(self.1 ^ u64::from(self.0).rotate_left(56))
+    }
+}
+
 /// A map from [`IndexKey`] keys to values, without iteration. See the module documentation.
 #[derive(Clone, Debug)]
 pub struct FixMap<K, V> {

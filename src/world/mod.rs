@@ -1741,8 +1741,9 @@ impl World {
             let Part::Dep(d) = self.sim.component(id) else {
                 unreachable!("dependency ids name dependencies")
             };
-            let mut first: std::collections::BTreeMap<(u8, u64), (SimTime, u64)> =
-                std::collections::BTreeMap::new();
+            // Looked up and filled in record order, never iterated: a fixed-hash map.
+            let mut first: crate::kernel::FixMap<(u8, u64), (SimTime, u64)> =
+                crate::kernel::FixMap::new();
             for (rid, r) in d.records() {
                 if r.origin == 0 {
                     continue;
