@@ -5,10 +5,10 @@
 //! The checks are observers: they read components' own records and the database's rows
 //! directly (no queries, no latency), so turning them on changes no event of the run.
 
-use crate::api::types::{Api, InstanceIdRange, InstanceState};
+use crate::api::types::{InstanceIdRange, InstanceState};
 use crate::idempotency::IdemKey;
-use crate::kernel::{SimDuration, SimTime};
-use std::collections::BTreeMap;
+use crate::kernel::{FixMap, SimDuration, SimTime};
+use std::collections::VecDeque;
 use std::fmt;
 
 /// The invariants checked.
@@ -151,16 +151,28 @@ pub struct TokenAnswer {
 }
 
 /// The first instance set of every token seen (the oracle of the two token invariants).
-/// Entries older than the token TTL are dropped: past it, a token may legitimately create anew.
+/// An entry older than the token TTL no longer counts (past it, a token may legitimately
+/// create anew) and is dropped once [`LEDGER_SLACK`] more has passed, so the ledger holds the
+/// tokens of one TTL (and the slack), not every token of the run.
 #[derive(Clone, Debug, Default)]
 pub struct TokenLedger {
-    first: BTreeMap<(u32, usize, u64), (InstanceIdRange, SimTime)>,
+    /// Looked up by key, never iterated: a fixed-hash map.
+    first: FixMap<IdemKey, (InstanceIdRange, SimTime)>,
+    /// Every entry's key and instant, in insertion order, to drop them past the TTL.
+    order: VecDeque<(SimTime, IdemKey)>,
 }
+
+/// How long past the TTL an entry is kept before it is dropped: answers are checked in batches
+/// (per node, once a simulated second), so one checked later may be a little older than one
+/// checked before it; an hour covers any such disorder, and no answer older than the TTL finds
+/// its entry counted either way.
+pub const LEDGER_SLACK: SimDuration = SimDuration::from_secs(3_600);
 
 impl TokenLedger {
     /// Checks one answer against the token's first instance set.
     pub fn observe(&mut self, a: TokenAnswer, ttl: SimDuration) -> Option<Violation> {
-        let k = (a.key.account.0, api_index(a.key.api), a.key.token);
+        self.drop_before(a.at, ttl);
+        let k = a.key;
         match self.first.get(&k) {
             Some(&(first, since)) if a.at.saturating_since(since) < ttl => {
                 if first == a.instances {
@@ -192,7 +204,23 @@ impl TokenLedger {
             }
             _ => {
                 self.first.insert(k, (a.instances, a.at));
+                self.order.push_back((a.at, k));
                 None
+            }
+        }
+    }
+
+    /// Drops the entries inserted more than `ttl` + [`LEDGER_SLACK`] before `now` (an entry
+    /// replaced since keeps its newer instant and stays).
+    fn drop_before(&mut self, now: SimTime, ttl: SimDuration) {
+        while let Some(&(since, k)) = self.order.front() {
+            let expires = since.saturating_add(ttl).saturating_add(LEDGER_SLACK);
+            if expires > now {
+                break;
+            }
+            self.order.pop_front();
+            if self.first.get(&k).is_some_and(|&(_, s)| s == since) {
+                self.first.remove(&k);
             }
         }
     }
@@ -203,10 +231,6 @@ impl TokenLedger {
     pub fn is_empty(&self) -> bool {
         self.first.is_empty()
     }
-}
-
-fn api_index(a: Api) -> usize {
-    a.index()
 }
 
 /// Whether an instance may move `from → to` (a write of the same state is a no-op, legal).

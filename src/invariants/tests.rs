@@ -1,5 +1,5 @@
 use super::*;
-use crate::api::types::{AccountId, InstanceId};
+use crate::api::types::{AccountId, Api, InstanceId};
 
 fn key(token: u64) -> IdemKey {
     IdemKey {
@@ -93,4 +93,47 @@ fn names_round_trip() {
     for i in Invariant::ALL {
         assert_eq!(Invariant::from_name(i.name()), Some(i));
     }
+}
+
+/// The ledger holds the tokens of one TTL and the slack, not every token of the run, and still
+/// finds a second set within the TTL after dropping older entries.
+#[test]
+fn the_ledger_drops_tokens_past_their_ttl() {
+    let ttl = SimDuration::from_secs(100);
+    let mut l = TokenLedger::default();
+    let slack_s = LEDGER_SLACK.as_secs_f64() as u64;
+    // One token a second for 20,000 s.
+    for t in 0..20_000u64 {
+        let a = TokenAnswer {
+            at: at(t),
+            key: key(t + 1),
+            instances: range(10 * t, 2),
+            fresh: true,
+        };
+        assert_eq!(l.observe(a, ttl), None);
+    }
+    let held = l.len() as u64;
+    assert!(
+        (100 + slack_s..=100 + slack_s + 1).contains(&held),
+        "{held} tokens held"
+    );
+    // Token 20,000 (answered at 19,999 s) answered again with other ids within its TTL.
+    let dup = TokenAnswer {
+        at: at(20_050),
+        key: key(20_000),
+        instances: range(7, 1),
+        fresh: true,
+    };
+    assert_eq!(
+        l.observe(dup, ttl).map(|v| v.invariant),
+        Some(Invariant::TokenOneInstanceSet)
+    );
+    // Token 1, long dropped, starts afresh.
+    let again = TokenAnswer {
+        at: at(20_060),
+        key: key(1),
+        instances: range(9, 1),
+        fresh: true,
+    };
+    assert_eq!(l.observe(again, ttl), None);
 }
