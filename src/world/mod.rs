@@ -921,7 +921,8 @@ pub struct World {
     traffic_end: SimTime,
     /// What a node added mid-run is built from (besides node 0's configuration).
     template: NodeTemplate,
-    /// The first instance set of every ClientToken seen (the token invariants' oracle).
+    /// The first instance set of every ClientToken seen within its TTL (the token invariants'
+    /// oracle; older entries are dropped).
     ledger: crate::invariants::TokenLedger,
     /// ClientToken TTL (past it a token may create anew) and the cached-read staleness bound.
     token_ttl: SimDuration,
