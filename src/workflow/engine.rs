@@ -1439,9 +1439,13 @@ impl WorkflowEngine {
         let stage = self.wf(h).run.as_ref().expect("checked").stage;
         // `States`: rows now in the target state (newly or already).
         let mut note_rows = 0u64;
-        // Rows whose state this attempt changed (their cached copies are now outdated).
+        // Rows whose cached copies are now outdated: those this attempt changed, and those it
+        // found already in the target state. The latter are a replay's rows, moved by an
+        // earlier attempt whose reply was lost or late (a timeout, a failover), which
+        // therefore invalidated nothing; or rows that were there already, for which an
+        // invalidation costs a delete and changes nothing.
         let rows_changed = match &raw {
-            Raw::Db(Ok(DbResult::UpdatedRows(u))) => u.done,
+            Raw::Db(Ok(DbResult::UpdatedRows(u))) => u.done | u.at_target,
             _ => 0,
         };
         let result: Result<ResourceRange, (ErrorCode, bool)> = match (raw, op.kind) {

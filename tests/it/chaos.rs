@@ -242,3 +242,34 @@ fn a_game_day_reports_its_1_5_10_timeline() {
     assert_eq!(actions, ["flush_cache", "warm_cache"]);
     assert_eq!(g["runbook"][0]["at_s"], 580.0);
 }
+
+/// A chaos finding (tests/repros/db-failover-lost-state-reply.toml): a state write applied
+/// just before a database failover lost its reply; the engine's retry found the row already
+/// in the target state. Its cached copies must still be invalidated, or the L2 serves the old
+/// version for its whole TTL (cache_staleness, exit 3, before the fix).
+#[test]
+fn a_state_write_whose_reply_a_failover_lost_still_invalidates_the_cache() {
+    let out = scratch("repro-db-failover-lost-state-reply");
+    let o = firedrill(&[
+        "run",
+        "tests/repros/db-failover-lost-state-reply.toml",
+        "--quiet",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("summary.json")).expect("summary.json"),
+    )
+    .expect("json");
+    let inv = &summary["invariants"];
+    assert_eq!(inv["ok"], serde_json::Value::Bool(true), "{inv}");
+    assert!(
+        inv["checked"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|x| x == "cache_staleness")),
+        "{inv}"
+    );
+    // The failover is the one fault, and it hit while the write's reply was on its way.
+    assert_eq!(summary["faults"][0]["kind"], "db_failover");
+}
