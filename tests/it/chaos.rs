@@ -2,7 +2,7 @@
 //! table whatever the thread count; planted bugs are found, shrunk to at most three faults and
 //! replayed bit for bit; the correct core survives a swarm.
 
-use crate::scenarios::firedrill;
+use crate::scenarios::{firedrill, fresh_out_dir, run_to};
 use std::path::PathBuf;
 use std::process::Output;
 
@@ -12,8 +12,7 @@ fn text(b: &[u8]) -> String {
 
 /// A fresh folder under the target directory for one test's output.
 fn scratch(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&d);
+    let d = fresh_out_dir("chaos", name);
     std::fs::create_dir_all(&d).expect("scratch folder");
     d
 }
@@ -207,21 +206,8 @@ fn the_correct_core_survives_a_200_seed_swarm() {
 
 #[test]
 fn a_game_day_reports_its_1_5_10_timeline() {
-    let out = scratch("gameday");
-    let o = firedrill(&[
-        "run",
-        "scenarios/gameday-cache-loss.toml",
-        "--quiet",
-        "--out",
-        &out.display().to_string(),
-    ]);
-    assert!(
-        matches!(o.status.code(), Some(0 | 1)),
-        "{}",
-        text(&o.stderr)
-    );
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let (code, stdout, v) = run_to("gameday", &["scenarios/gameday-cache-loss.toml", "--quiet"]);
+    assert!(matches!(code, Some(0 | 1)), "{stdout}");
     let g = &v["gameday"];
     let t = &g["timeline"][0];
     // The L2 is lost at 6 min: its error alert fires 10 s later (its `for`), naming the L2.
@@ -249,19 +235,11 @@ fn a_game_day_reports_its_1_5_10_timeline() {
 /// version for its whole TTL (cache_staleness, exit 3, before the fix).
 #[test]
 fn a_state_write_whose_reply_a_failover_lost_still_invalidates_the_cache() {
-    let out = scratch("repro-db-failover-lost-state-reply");
-    let o = firedrill(&[
-        "run",
-        "tests/repros/db-failover-lost-state-reply.toml",
-        "--quiet",
-        "--out",
-        &out.display().to_string(),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    let summary: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("summary.json")).expect("summary.json"),
-    )
-    .expect("json");
+    let (code, stdout, summary) = run_to(
+        "repro-db-failover-lost-state-reply",
+        &["tests/repros/db-failover-lost-state-reply.toml", "--quiet"],
+    );
+    assert_eq!(code, Some(0), "{stdout}");
     let inv = &summary["invariants"];
     assert_eq!(inv["ok"], serde_json::Value::Bool(true), "{inv}");
     assert!(

@@ -41,7 +41,7 @@ fn out_dir(name: &str) -> PathBuf {
 
 /// `firedrill run <args> --out <a fresh folder named name>`: the exit code, the printed table
 /// and the `summary.json` it wrote.
-fn run_to(name: &str, args: &[&str]) -> (Option<i32>, String, Value) {
+pub(crate) fn run_to(name: &str, args: &[&str]) -> (Option<i32>, String, Value) {
     let out = out_dir(name);
     let out_s = out.display().to_string();
     let mut all = vec!["run"];
