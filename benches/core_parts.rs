@@ -145,6 +145,7 @@ fn full(nodes: u32, t: OpenLoopConfig, secs: u64) -> Topology {
         l2_ttl: SimDuration::from_secs(300),
         l2_negative_ttl: SimDuration::from_secs(2),
         invalidation_delay: Dist::uniform(0.01, 0.1).expect("valid"),
+        invalidation: firedrill::cache::Invalidation::Writer,
     })
     .with_workflows(WorkflowSetup {
         engine: EngineConfig::builder().build().expect("valid"),

@@ -60,6 +60,7 @@ fn full(nodes: u32, t: OpenLoopConfig, secs: u64, cache: bool, wf: bool) -> Topo
             l2_ttl: SimDuration::from_secs(300),
             l2_negative_ttl: SimDuration::from_secs(2),
             invalidation_delay: Dist::uniform(0.01, 0.1).expect("valid"),
+            invalidation: firedrill::cache::Invalidation::Writer,
         })
     };
     if !wf {

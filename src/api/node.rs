@@ -637,6 +637,10 @@ pub struct NodeCache {
     /// TTL of "not found" entries stored in the L2.
     pub l2_negative_ttl: SimDuration,
     pub broadcaster: Broadcaster,
+    /// Whether this node invalidates after its own writes (the L2 delete and the L1
+    /// broadcast); `false` when the database's change feed does it
+    /// ([`crate::cache::Invalidation::Binlog`]: the node then drops only its own L1 entry).
+    pub writer_invalidates: bool,
 }
 
 impl ApiNode {
@@ -1502,12 +1506,22 @@ impl ApiNode {
                 if let (Some(c), Some(instance), false) =
                     (&mut self.cache, w.req.params.instance, skip)
                 {
-                    // Write path: L2 delete now, this node's L1 at once, the others after a delay.
                     let key = CacheKey {
                         account: w.req.account,
                         instance,
                     };
+                    // Write path: this node's L1 at once, the L2 delete now, the others after a
+                    // delay (or all of it but the first from the database's change feed).
                     c.l1.invalidate(key);
+                }
+                if let (Some(c), Some(instance), false) =
+                    (&mut self.cache, w.req.params.instance, skip)
+                    && c.writer_invalidates
+                {
+                    let key = CacheKey {
+                        account: w.req.account,
+                        instance,
+                    };
                     // The write reached the database at `last_db_arrival`: it was applied then
                     // or later, so every value read before it is older.
                     let written = self.last_db_arrival;

@@ -489,9 +489,18 @@ impl<K: Ord + IndexKey + RunKey, V: Copy> L2Cache<K, V> {
         } else if self.waiting.len() >= self.cfg.queue_limit as usize {
             if let L2Op::Delete { .. } | L2Op::DeleteRun { .. } = req.op {
                 // Invalidations are never shed (a lost one serves outdated values until the
-                // TTL): an overloaded cache applies them at once, without a reply.
+                // TTL): an overloaded cache applies them at once (and answers one that wants
+                // an answer at once).
                 self.stats.deletes_applied_overloaded += 1;
-                self.apply(&req.op, out.now());
+                let result = self.apply(&req.op, out.now());
+                if req.wants_reply() {
+                    let reply = L2Reply {
+                        tag: req.tag,
+                        latency: SimDuration::ZERO,
+                        result: Ok(result),
+                    };
+                    out.send(req.reply_to, SimDuration::ZERO, M::from(reply));
+                }
                 return;
             }
             self.stats.refused_overloaded += 1;

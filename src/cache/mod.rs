@@ -14,6 +14,7 @@
 //! | [`L1Cache<K, V, W>`] | a pure struct owned by an API node (no events): bounded entries, LRU or FIFO eviction, soft/hard TTL with jitter, negative entries, single-flight with bounded waiter lists |
 //! | [`L2Cache<K, V>`] | a sans-IO component generic over the world's message type, like the database: [`L2Request`] in, [`L2Reply`] out, [`L2Timer`] for its own wake-ups; latency [`Dist`](crate::kernel::Dist), concurrency slots and a bounded FIFO queue, LRU capacity, TTL, fault hooks |
 //! | [`InvalidationPlan`], [`Broadcaster`] | what one write invalidates: the L2 delete now, and one [`L1Invalidation`] per other node after a sampled delay (or lost) |
+//! | [`Invalidator`], [`RowChange`] | binlog-driven invalidation: the database's change feed in, the L1 broadcast and acknowledged, retried L2 deletes out ([`Invalidation::Binlog`]) |
 //! | [`LruMap`] | the ordered bounded map under both levels (fixed-hash index + intrusive list) |
 //! | [`CacheStats`] | the counters of one level: hit ratio, coalesced, stale served, DB reads saved, … |
 //!
@@ -73,13 +74,20 @@
 //!    (the database's `inspect_instance`) can count each outdated answer with
 //!    [`L1Cache::record_outdated_read`].
 //!
+//! That is writer-driven invalidation ([`Invalidation::Writer`]): a delete lost on the way, or a
+//! write whose reply never came back, leaves the old value in the L2 until its TTL. With
+//! [`Invalidation::Binlog`] the writer does step 3's own-L1 part only; the database reports each
+//! state update applied as a [`RowChange`] and one [`Invalidator`] does the rest, with L2 deletes
+//! acknowledged and retried (see `feed.rs`).
+//!
 //! Known races, left visible on purpose because production caches have them:
 //! - A fetch that read the database before the write and fills after the invalidation reached
 //!   the node would cache the old value; [`L1Cache::complete_fill`] discards a fill when an
 //!   invalidation (or a flush) of its key arrived during the flight (`fills_discarded`).
 //! - The same race at the L2 (a `Set` of a value read before the write, arriving after the
-//!   `Delete`) is not prevented: the old value stays in the L2 until its TTL. Keep the L2 TTL
-//!   bounded.
+//!   `Delete`) is refused while the delete's tombstone lasts (`TOMBSTONE_TTL`, 60 s): a
+//!   set of a version older than the delete's is dropped (`outdated_sets_refused`); one
+//!   arriving later than that stays until the L2's TTL.
 //!
 //! # The stampede
 //!
@@ -96,6 +104,7 @@
 //! database reads the whole cache saved. A stale value served because the database failed saved
 //! nothing (the read was tried) and is counted in `stale_served` instead.
 
+mod feed;
 mod invalidation;
 mod l1;
 mod l2;
@@ -103,6 +112,9 @@ mod lru;
 #[cfg(test)]
 mod tests;
 
+pub use feed::{
+    FeedConfig, FeedConfigError, FeedStats, FeedTimer, Invalidation, Invalidator, RowChange,
+};
 pub use invalidation::{Broadcaster, InvalidationPlan, L1Invalidation};
 pub use l1::{Eviction, L1Cache, L1Config, L1ConfigBuilder};
 pub use l2::{

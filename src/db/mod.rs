@@ -71,12 +71,13 @@ pub use config::{DbConfig, DbConfigBuilder, DbConfigError};
 pub use pool::{Acquire, ConnectionPool, PoolCounts, WaiterTicket};
 
 use crate::api::types::{AccountId, InstanceId, InstanceIdRange, InstanceState, InstanceType};
+use crate::cache::RowChange;
 use crate::deps::{ResourceId, ResourceKind};
 use crate::idempotency::{
     Check as IdemCheckResult, IdemConfig, IdemKey, IdempotencyStore, Mode as IdemMode,
     Outcome as IdemOutcome, caller_clock,
 };
-use crate::kernel::{ComponentId, FixMap, Outbox, SimDuration, SimRng, SimTime, TimerId};
+use crate::kernel::{ComponentId, Dist, FixMap, Outbox, SimDuration, SimRng, SimTime, TimerId};
 use crate::metrics::LatencyHistogram;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -1000,7 +1001,22 @@ pub struct Db {
     slow: [f64; QueryClass::COUNT],
     /// Replicas are at least this far behind (replica-lag faults; zero = none).
     fault_lag: SimDuration,
+    /// The change feed's subscriber, when cache invalidation follows the binlog.
+    feed: Option<ChangeFeed>,
 }
+
+/// Where the database reports the instance rows it changed (see [`Db::set_change_feed`]).
+#[derive(Clone, Debug)]
+struct ChangeFeed {
+    to: ComponentId,
+    lag: Dist,
+    rng: SimRng,
+}
+
+/// The messages the database sends: replies, its own wake-ups, and row changes for the change
+/// feed.
+pub trait DbMsg: From<DbReply> + From<DbTimer> + From<RowChange> {}
+impl<M: From<DbReply> + From<DbTimer> + From<RowChange>> DbMsg for M {}
 
 impl Db {
     /// A database with empty tables. Each server draws from its own stream forked from `rng`:
@@ -1035,7 +1051,16 @@ impl Db {
             scan_order: VecDeque::new(),
             slow: [1.0; QueryClass::COUNT],
             fault_lag: SimDuration::ZERO,
+            feed: None,
         }
+    }
+
+    /// Reports every instance row a primary changes (a state update applied) to `to` as a
+    /// [`RowChange`], after a binlog lag drawn from `lag` (seconds) on stream `rng`: the change
+    /// feed a binlog-driven cache invalidator consumes ([`crate::cache::Invalidator`]). Sent
+    /// when the change is applied, whether or not its reply reaches the writer.
+    pub fn set_change_feed(&mut self, to: ComponentId, lag: Dist, rng: SimRng) {
+        self.feed = Some(ChangeFeed { to, lag, rng });
     }
 
     /// Sets the service-time multiplier of every query class (fault injection: slow SQL). A
@@ -1202,11 +1227,7 @@ impl Db {
     }
 
     /// Handles a query: refuses it at once, starts it, or queues it.
-    pub fn on_query<M: From<DbReply> + From<DbTimer>>(
-        &mut self,
-        q: DbQuery,
-        out: &mut Outbox<'_, M>,
-    ) {
+    pub fn on_query<M: DbMsg>(&mut self, q: DbQuery, out: &mut Outbox<'_, M>) {
         let class = q.op.class();
         self.stats.classes[class.index()].received += 1;
         self.sample_tables(out.now());
@@ -1250,11 +1271,7 @@ impl Db {
     }
 
     /// Handles the database's own wake-up: frees ended slots and starts waiters.
-    pub fn on_timer<M: From<DbReply> + From<DbTimer>>(
-        &mut self,
-        t: DbTimer,
-        out: &mut Outbox<'_, M>,
-    ) {
+    pub fn on_timer<M: DbMsg>(&mut self, t: DbTimer, out: &mut Outbox<'_, M>) {
         if t.server == DbTimer::FAILOVER {
             return self.fail_primary(usize::from(t.shard), out);
         }
@@ -1266,11 +1283,7 @@ impl Db {
     /// The primary of shard `s` is lost: its transactions in service lose their replies and are
     /// answered `Unavailable` now, its queued ones are refused, its slots are empty. Does
     /// nothing if the primary is up again (the notice came after a recovery).
-    fn fail_primary<M: From<DbReply> + From<DbTimer>>(
-        &mut self,
-        s: usize,
-        out: &mut Outbox<'_, M>,
-    ) {
+    fn fail_primary<M: DbMsg>(&mut self, s: usize, out: &mut Outbox<'_, M>) {
         if s >= self.shards.len() || self.shards[s].available {
             return;
         }
@@ -1383,12 +1396,7 @@ impl Db {
     /// slots are free; then makes sure a wake-up is armed if queries still wait. With nothing
     /// waiting (the common case) only the ended slots are freed, inline.
     #[inline]
-    fn drain<M: From<DbReply> + From<DbTimer>>(
-        &mut self,
-        s: usize,
-        k: usize,
-        out: &mut Outbox<'_, M>,
-    ) {
+    fn drain<M: DbMsg>(&mut self, s: usize, k: usize, out: &mut Outbox<'_, M>) {
         let server = &mut self.shards[s].servers[k];
         server.free_ended(out.now());
         if !server.waiting.is_empty() {
@@ -1398,12 +1406,7 @@ impl Db {
 
     /// [`Db::drain`] when queries wait.
     #[inline(never)]
-    fn start_waiters<M: From<DbReply> + From<DbTimer>>(
-        &mut self,
-        s: usize,
-        k: usize,
-        out: &mut Outbox<'_, M>,
-    ) {
+    fn start_waiters<M: DbMsg>(&mut self, s: usize, k: usize, out: &mut Outbox<'_, M>) {
         let now = out.now();
         let c = self.cfg.max_concurrent as usize;
         loop {
@@ -1452,7 +1455,7 @@ impl Db {
 
     /// Executes `q` on server `k` of shard `s` now, takes a slot until it ends, records its
     /// statistics and sends the reply for the instant it ends.
-    fn start<M: From<DbReply>>(
+    fn start<M: DbMsg>(
         &mut self,
         s: usize,
         k: usize,
@@ -1471,6 +1474,7 @@ impl Db {
             scan_order,
             slow,
             fault_lag,
+            feed,
         } = self;
         let shard = &mut shards[s];
         let server = &mut shard.servers[k];
@@ -1487,6 +1491,12 @@ impl Db {
             fault_lag: *fault_lag,
         };
         let (service, result) = execute(ctx, &mut shard.data, &mut server.rng, q, now, k > 0);
+        if let Some(f) = feed
+            && let Some(change) = row_change(q, &result, now)
+        {
+            let lag = f.lag.sample_duration(&mut f.rng);
+            out.send(f.to, lag, M::from(change));
+        }
         if let DbResult::Scanned { .. } = result {
             if scan_order.len() >= Db::MAX_SCAN_PAGES {
                 if let Some(old) = scan_order.pop_front() {
@@ -1538,6 +1548,29 @@ impl Db {
             });
         }
     }
+}
+
+/// The instance rows `q` changed, as `result` says, when it changed any: one row of an
+/// `UpdateInstanceState`, the span from the first to the last row applied of an
+/// `UpdateInstanceStates`.
+fn row_change(q: &DbQuery, result: &DbResult, now: SimTime) -> Option<RowChange> {
+    let (first, count) = match (q.op, result) {
+        (DbOp::UpdateInstanceState { id, .. }, DbResult::Updated(UpdateOutcome::Done { .. })) => {
+            (id, 1)
+        }
+        (DbOp::UpdateInstanceStates { first, .. }, DbResult::UpdatedRows(r)) if r.done != 0 => {
+            let lo = r.done.trailing_zeros();
+            let hi = 63 - r.done.leading_zeros();
+            (InstanceId(first.0 + u64::from(lo)), hi - lo + 1)
+        }
+        _ => return None,
+    };
+    Some(RowChange {
+        account: q.account,
+        first,
+        count,
+        version: now,
+    })
 }
 
 /// The parts of a [`Db`] besides the shard that one execution needs.

@@ -12,6 +12,14 @@ enum M {
     Timer(DbTimer),
     /// Fault injection: take a shard's primary down or up.
     SetAvailable(u16, bool),
+    /// The change feed, to the caller.
+    Change(RowChange),
+}
+
+impl From<RowChange> for M {
+    fn from(c: RowChange) -> M {
+        M::Change(c)
+    }
 }
 
 impl From<DbReply> for M {
@@ -32,6 +40,7 @@ impl Message for M {
             M::Reply(_) => 1,
             M::Timer(_) => 2,
             M::SetAvailable(..) => 3,
+            M::Change(_) => 4,
         }
     }
     fn kind_name(&self) -> &'static str {
@@ -40,6 +49,7 @@ impl Message for M {
             M::Reply(_) => "Reply",
             M::Timer(_) => "Timer",
             M::SetAvailable(..) => "SetAvailable",
+            M::Change(_) => "Change",
         }
     }
 }
@@ -47,6 +57,7 @@ impl Message for M {
 #[derive(Default)]
 struct Caller {
     replies: Vec<(SimTime, DbReply)>,
+    changes: Vec<(SimTime, RowChange)>,
 }
 
 enum Node {
@@ -61,6 +72,7 @@ impl Component<M> for Node {
             (Node::Db(db), M::Timer(t)) => db.on_timer(t, out),
             (Node::Db(db), M::SetAvailable(s, up)) => db.set_available(s, up),
             (Node::Caller(c), M::Reply(r)) => c.replies.push((out.now(), r)),
+            (Node::Caller(c), M::Change(ch)) => c.changes.push((out.now(), ch)),
             _ => out.violation("miswired test world"),
         }
     }
@@ -192,6 +204,17 @@ fn set_state(id: u64, expect: Option<InstanceState>, to: InstanceState) -> DbOp 
         id: InstanceId(id),
         expect,
         to,
+        resources: None,
+    }
+}
+
+/// Rows `first..first + count` from Pending to Starting, in one multi-row update.
+fn many(first: u64, count: u8) -> DbOp {
+    DbOp::UpdateInstanceStates {
+        first: InstanceId(first),
+        count,
+        expect: Some(InstanceState::Pending),
+        to: InstanceState::Starting,
         resources: None,
     }
 }
@@ -648,13 +671,6 @@ fn multi_row_updates_report_each_row() {
     w.query(ms(0), 5, false, insert(5, 4, Pending));
     w.query(ms(10), 5, false, set_state(2, Some(Pending), Starting));
     w.query(ms(10), 5, false, set_state(3, Some(Pending), Stopped));
-    let many = |first: u64, count: u8| DbOp::UpdateInstanceStates {
-        first: InstanceId(first),
-        count,
-        expect: Some(Pending),
-        to: Starting,
-        resources: None,
-    };
     // Rows 1..=5: 1 and 4 applied, 2 already Starting, 3 Stopped, 5 missing.
     let batch = w.query(ms(20), 5, false, many(1, 5));
     let too_many = w.query(ms(30), 5, false, many(1, MAX_UPDATE_ROWS + 1));
@@ -1191,4 +1207,100 @@ fn deleted_rows_are_a_sorted_set() {
         }
     }
     assert!(set.0.iter().eq(model.iter()));
+}
+
+impl World {
+    /// Sends the change feed to the caller, `lag_s` seconds after each change.
+    fn with_feed(mut self, lag_s: f64) -> World {
+        let caller = self.caller;
+        match self.sim.component_mut(self.db) {
+            Node::Db(db) => db.set_change_feed(caller, det(lag_s), RootSeed::new(1).fork("feed")),
+            Node::Caller(_) => unreachable!(),
+        }
+        self
+    }
+    fn changes(&self) -> &[(SimTime, RowChange)] {
+        match self.sim.component(self.caller) {
+            Node::Caller(c) => &c.changes,
+            Node::Db(_) => unreachable!(),
+        }
+    }
+}
+
+/// The change feed reports each state update applied, when it was applied, after the lag: one
+/// row of a single update, the span of the rows applied of a multi-row one; nothing for
+/// inserts, reads, mismatches or multi-row updates that applied no row.
+#[test]
+fn the_change_feed_reports_every_state_update_applied() {
+    use InstanceState::*;
+    let cfg = flat(0.001).build().unwrap();
+    let mut w = World::new(cfg, 8).with_feed(0.02);
+    w.query(ms(0), 5, false, insert(5, 6, Pending));
+    w.query(ms(10), 5, false, set_state(2, Some(Pending), Starting));
+    w.query(ms(10), 5, false, set_state(3, Some(Pending), Stopped));
+    // A mismatch and a read: no change.
+    w.query(ms(15), 5, false, set_state(3, Some(Pending), Starting));
+    w.query(ms(15), 5, false, DbOp::GetInstance(InstanceId(3)));
+    // Rows 1..=5: 1, 4 and 5 applied (2 at the target, 3 Stopped): the span 1..=5.
+    w.query(ms(20), 5, false, many(1, 5));
+    // Rows 2 and 3 again: none applied.
+    w.query(ms(30), 5, false, many(2, 2));
+    // Row 6 alone in a multi-row update whose rows from 2 are not applied: the span is row 6.
+    w.query(ms(40), 5, false, many(2, 5));
+    w.run();
+    let change = |first: u64, count: u32, v: u64| {
+        (
+            ms(v + 20),
+            RowChange {
+                account: AccountId(5),
+                first: InstanceId(first),
+                count,
+                version: ms(v),
+            },
+        )
+    };
+    assert_eq!(
+        w.changes(),
+        &[
+            change(2, 1, 10),
+            change(3, 1, 10),
+            change(1, 5, 20),
+            change(6, 1, 40)
+        ]
+    );
+}
+
+/// A write applied whose reply a failover lost is in the feed all the same (the binlog has it):
+/// the writer hears `Unavailable`, the invalidator hears of the change.
+#[test]
+fn the_change_feed_has_writes_whose_reply_a_failover_lost() {
+    use InstanceState::*;
+    let cfg = flat(0.05).build().unwrap();
+    let mut w = World::new(cfg, 8).with_feed(0.01);
+    w.query(ms(0), 5, false, insert(5, 1, Pending));
+    let upd = w.query(ms(100), 5, false, set_state(1, Some(Pending), Starting));
+    w.set_available(ms(120), 0, false);
+    w.sim
+        .schedule(ms(120), w.db, M::Timer(DbTimer::failover(0)))
+        .unwrap();
+    w.run();
+    assert_eq!(w.result(upd), Err(DbError::Unavailable));
+    assert_eq!(w.db().stats().failover_inflight_failed, 1);
+    let row = w
+        .db()
+        .inspect_instance(AccountId(5), InstanceId(1))
+        .unwrap();
+    assert_eq!((row.state, row.updated_at), (Starting, ms(100)));
+    assert_eq!(
+        w.changes(),
+        &[(
+            ms(110),
+            RowChange {
+                account: AccountId(5),
+                first: InstanceId(1),
+                count: 1,
+                version: ms(100),
+            }
+        )]
+    );
 }

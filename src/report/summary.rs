@@ -242,6 +242,30 @@ pub fn summary(s: &Scenario, seed: u64, r: &RunResult, partial: bool, wall: Opti
                     l1.db_reads_saved() + l2.as_ref().map_or(0, |l2| l2.cache.db_reads_saved()),
                 ),
             ),
+            // Who invalidated after writes: the writers, or the binlog invalidator (with what
+            // its retried L2 deletes did).
+            (
+                "invalidation",
+                r.feed.as_ref().map_or_else(
+                    || Json::obj([("mode", Json::str("writer"))]),
+                    |f| {
+                        Json::obj([
+                            ("mode", Json::str("binlog")),
+                            ("changes", Json::int(f.changes)),
+                            ("rows", Json::int(f.rows)),
+                            ("l2_deletes_sent", Json::int(f.deletes_sent)),
+                            ("retries", Json::int(f.retries)),
+                            ("acked", Json::int(f.acked)),
+                            ("refused", Json::int(f.refused)),
+                            ("timeouts", Json::int(f.timeouts)),
+                            ("expired", Json::int(f.expired)),
+                            ("dropped", Json::int(f.dropped)),
+                            ("max_pending", Json::int(f.max_pending)),
+                            ("delivery_ms", latency_ms(&f.delivery)),
+                        ])
+                    },
+                ),
+            ),
         ]),
         _ => Json::Null,
     };

@@ -147,6 +147,10 @@ pub(super) struct RawCache {
     pub l2_ttl: Sp<SimDuration>,
     pub l2_negative_ttl: Sp<SimDuration>,
     pub invalidation_delay: Sp<Dist>,
+    /// `writer` (default) or `binlog`.
+    pub invalidation: Sp<String>,
+    /// The change feed's lag (binlog invalidation only).
+    pub binlog_lag: Sp<Dist>,
 }
 
 #[derive(Deserialize)]

@@ -248,6 +248,17 @@ pub fn scenario_schema() -> Json {
                 "invalidation_delay",
                 dist("Delay of the L1 invalidation broadcast, seconds."),
             ),
+            (
+                "invalidation",
+                one_of(
+                    "Who invalidates after a write: the writer on the database's reply, or a binlog consumer of the database's change feed (retried L2 deletes).",
+                    &["writer", "binlog"],
+                ),
+            ),
+            (
+                "binlog_lag",
+                dist("Change feed lag, seconds (binlog invalidation; default uniform 10-100 ms)."),
+            ),
         ],
         &[],
     );

@@ -567,3 +567,46 @@ fn instance_type_weights_set_the_types_and_their_demand() {
     let s = parse(GOOD, &["workload.instance_type_weights=[3, 1]"]).unwrap();
     assert_eq!(s.topology().traffic().instance_types.count(), 2);
 }
+
+#[test]
+fn cache_invalidation_is_the_writers_unless_the_binlog_is_chosen() {
+    use crate::cache::{FeedConfig, Invalidation};
+    let with = |extra: &str| format!("{GOOD}\n[topology.cache]\n{extra}\n");
+    let mode = |s: &Scenario| s.topology().cache().unwrap().invalidation.clone();
+    assert_eq!(mode(&parse(&with(""), &[]).unwrap()), Invalidation::Writer);
+    assert_eq!(
+        mode(&parse(&with("invalidation = \"binlog\""), &[]).unwrap()),
+        Invalidation::Binlog(FeedConfig::default())
+    );
+    let s = parse(
+        &with("invalidation = \"binlog\"\nbinlog_lag = \"const:0.5\""),
+        &[],
+    )
+    .unwrap();
+    let Invalidation::Binlog(f) = mode(&s) else {
+        panic!("binlog");
+    };
+    assert_eq!(f.lag().mean(), Some(0.5));
+    // The same by override.
+    let s = parse(&with(""), &["topology.cache.invalidation=binlog"]).unwrap();
+    assert!(mode(&s).is_binlog());
+
+    let e = parse(&with("invalidation = \"binlg\""), &[]).unwrap_err();
+    assert_eq!(
+        lines(&e)[0],
+        "s.toml:13:16: topology.cache.invalidation: unknown value `binlg`; did you mean `binlog`?"
+    );
+    let e = parse(&with("binlog_lag = \"const:0.5\""), &[]).unwrap_err();
+    let l = lines(&e);
+    assert!(
+        l[0].starts_with(
+            "s.toml:13:14: topology.cache.binlog_lag: binlog_lag is the change feed's lag"
+        ),
+        "{l:?}"
+    );
+    assert!(
+        l.iter()
+            .any(|x| x.contains("set `invalidation = \"binlog\"`")),
+        "{l:?}"
+    );
+}

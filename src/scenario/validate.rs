@@ -8,7 +8,7 @@ use crate::api::node::NodeConfigBuilder;
 use crate::api::throttle::{Limit, Throttle};
 use crate::api::types::Api;
 use crate::api::types::ErrorCode;
-use crate::cache::{L1Config, L2Config};
+use crate::cache::{FeedConfig, Invalidation, L1Config, L2Config};
 use crate::cleanup::CleanupConfig;
 use crate::db::{DbConfig, Table};
 use crate::deps::Jitter;
@@ -883,7 +883,32 @@ pub(super) fn validate(
                 &span,
                 "topology.cache",
             )?;
+            let mode = name_of(
+                c,
+                &r.invalidation,
+                "topology.cache.invalidation",
+                &["writer", "binlog"],
+                "writer",
+            )?;
+            let invalidation = match (mode, &r.binlog_lag) {
+                ("binlog", lag) => {
+                    Invalidation::Binlog(lag.as_ref().map_or_else(FeedConfig::default, |d| {
+                        FeedConfig::with_lag(d.get_ref().clone())
+                    }))
+                }
+                (_, Some(lag)) => {
+                    c.problem(
+                        lag.span(),
+                        "topology.cache.binlog_lag",
+                        "binlog_lag is the change feed's lag, and the writers invalidate".into(),
+                        Some("set `invalidation = \"binlog\"`, or remove `binlog_lag`".into()),
+                    );
+                    return None;
+                }
+                _ => Invalidation::Writer,
+            };
             Some(CacheSetup {
+                invalidation,
                 l1,
                 l2,
                 l2_ttl,

@@ -47,6 +47,8 @@ enum M {
     Hook(fn(&mut Dependency)),
     /// A cache invalidation (only from an engine given a cache: [`World::with_cache_sink`]).
     Cache(CacheMsg),
+    /// A row change of the database's change feed (never sent here: no feed is set).
+    Change,
 }
 
 /// What an engine with a cache sends after its state writes.
@@ -78,6 +80,11 @@ macro_rules! from {
 }
 from!(DbQuery => Query, DbReply => DbReply, DbTimer => DbTimer, DepCall => Call,
     DepReply => DepReply, DepTimer => DepTimer, WfTimer => Wf, WfDone => Done, WfAck => Ack);
+impl From<crate::cache::RowChange> for M {
+    fn from(_: crate::cache::RowChange) -> M {
+        M::Change
+    }
+}
 
 impl Message for M {
     fn kind_code(&self) -> u32 {
@@ -98,6 +105,7 @@ impl Message for M {
             M::Hook(_) => 13,
             M::Cache(_) => 14,
             M::Ack(_) => 15,
+            M::Change => 16,
         }
     }
     fn kind_name(&self) -> &'static str {
@@ -118,6 +126,7 @@ impl Message for M {
             "Hook",
             "Cache",
             "Ack",
+            "Change",
         ][self.kind_code() as usize]
     }
 }

@@ -259,6 +259,7 @@ impl World {
                         c.invalidation_delay.clone(),
                         seed.fork(&format!("{name}.invalidation")),
                     ),
+                    writer_invalidates: !c.invalidation.is_binlog(),
                 });
             }
             node.start_heap_at(at);
@@ -297,6 +298,13 @@ impl World {
             {
                 for &id in &added {
                     c.broadcaster.add_node(id);
+                }
+            }
+            if let Some(iid) = self.invalidator
+                && let Part::Invalidator(inv) = self.sim.component_mut(iid)
+            {
+                for &id in &added {
+                    inv.add_node(id);
                 }
             }
         }

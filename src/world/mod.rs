@@ -15,8 +15,8 @@ use crate::api::node::{ApiNode, DepIds, NodeCache, NodeConfig, NodeTimer, Observ
 use crate::api::throttle::Throttle;
 use crate::api::types::{Api, Request, Response, Status};
 use crate::cache::{
-    Broadcaster, CacheStats, L1Cache, L1Config, L1Invalidation, L2Cache, L2Config, L2Reply,
-    L2Request, L2Stats, L2Timer,
+    Broadcaster, CacheStats, FeedStats, FeedTimer, Invalidation, Invalidator, L1Cache, L1Config,
+    L1Invalidation, L2Cache, L2Config, L2Reply, L2Request, L2Stats, L2Timer, RowChange,
 };
 use crate::cleanup::{Cleanup, CleanupConfig, CleanupStats, CleanupTick};
 use crate::db::{Db, DbConfig, DbQuery, DbReply, DbStats, DbTimer};
@@ -86,6 +86,10 @@ pub enum Msg {
     ClientResponse(Response),
     /// The reconciler's own wake-ups (audit, next scan page, start repairs).
     Recon(ReconTimer),
+    /// Database → binlog invalidator: instance rows changed.
+    RowChange(RowChange),
+    /// The binlog invalidator's own wake-up.
+    FeedTimer,
 }
 
 // Every event carries a `Msg`: keep it at 88 bytes (the kernel's queue slots hold one each).
@@ -135,6 +139,8 @@ impl Message for Msg {
             Msg::ClientResponse(_) => 26,
             Msg::Recon(_) => 27,
             Msg::WfAck(_) => 28,
+            Msg::RowChange(_) => 29,
+            Msg::FeedTimer => 30,
         }
     }
 
@@ -178,6 +184,8 @@ impl Message for Msg {
             Msg::ClientResponse(_) => "ClientResponse",
             Msg::Recon(_) => "ReconTimer",
             Msg::WfAck(_) => "WfAck",
+            Msg::RowChange(_) => "RowChange",
+            Msg::FeedTimer => "FeedTimer",
         }
     }
 }
@@ -198,7 +206,7 @@ macro_rules! wraps {
         })*
     };
 }
-wraps!(DbReply, DbTimer, DepReply, L2Reply, DepCall, WfTimer, WfDone, WfAck, DbQuery, DepTimer, L2Request, L1Invalidation; units L2Timer, CleanupTick);
+wraps!(DbReply, DbTimer, DepReply, L2Reply, DepCall, WfTimer, WfDone, WfAck, DbQuery, DepTimer, L2Request, L1Invalidation, RowChange; units L2Timer, CleanupTick, FeedTimer);
 
 impl From<ReconTimer> for Msg {
     fn from(t: ReconTimer) -> Msg {
@@ -217,6 +225,7 @@ pub enum Part {
     L2(Box<L2Cache>),
     Workflow(Box<WorkflowEngine>),
     Reconciler(Box<Reconciler>),
+    Invalidator(Box<Invalidator>),
 }
 
 impl Component<Msg> for Part {
@@ -247,6 +256,9 @@ impl Component<Msg> for Part {
             (Part::Reconciler(c), Msg::DbReply(r)) => c.on_db_reply(r, out),
             (Part::Reconciler(c), Msg::Recon(t)) => c.on_timer(t, out),
             (Part::Cleanup(c), Msg::DbReply(r)) => c.on_db_reply(r, out),
+            (Part::Invalidator(i), Msg::RowChange(c)) => i.on_change(c, out),
+            (Part::Invalidator(i), Msg::L2Reply(r)) => i.on_reply(r, out),
+            (Part::Invalidator(i), Msg::FeedTimer) => i.on_timer(FeedTimer, out),
             (_, msg) => out.violation(format!(
                 "message {} sent to the wrong component",
                 msg.kind_name()
@@ -338,6 +350,8 @@ pub struct CacheSetup {
     pub l2_negative_ttl: SimDuration,
     /// Delay of the L1 invalidation broadcast after a write.
     pub invalidation_delay: Dist,
+    /// Who invalidates after a write: the writer, or the database's change feed.
+    pub invalidation: Invalidation,
 }
 
 impl Topology {
@@ -467,6 +481,11 @@ impl Topology {
     pub fn with_cache(mut self, setup: CacheSetup) -> Topology {
         self.cache = Some(setup);
         self
+    }
+
+    /// The cache, when it is on.
+    pub fn cache(&self) -> Option<&CacheSetup> {
+        self.cache.as_ref()
     }
 
     /// Samples a time series of the run (on by default; see [`World::sample_bucket`]): one row per
@@ -713,6 +732,7 @@ impl Topology {
                         c.invalidation_delay.clone(),
                         seed.fork(&format!("{name}.invalidation")),
                     ),
+                    writer_invalidates: !c.invalidation.is_binlog(),
                 });
             }
             let id = sim.add(&name, Part::Node(Box::new(node)));
@@ -741,7 +761,8 @@ impl Topology {
         // How a component that writes instance rows outside the nodes invalidates their cached
         // copies (the workflow engine, reconciliation), on its own random substream.
         let invalidation = |label: &str| {
-            self.cache.as_ref().map(|c| crate::workflow::EngineCache {
+            let writers = self.cache.as_ref().filter(|c| !c.invalidation.is_binlog());
+            writers.map(|c| crate::workflow::EngineCache {
                 l2: l2_id,
                 broadcaster: Broadcaster::new(
                     (0..self.nodes).map(node_id).collect(),
@@ -791,6 +812,29 @@ impl Topology {
                 .expect("after time zero");
             id
         });
+        // With binlog invalidation, the invalidator (after every other component: the ids
+        // above stay as they are) consumes the database's change feed.
+        let invalidator = self.cache.as_ref().and_then(|c| {
+            let Invalidation::Binlog(feed) = &c.invalidation else {
+                return None;
+            };
+            let inv = Invalidator::new(
+                feed.clone(),
+                l2_id,
+                self.gateway_hop,
+                c.l2_ttl,
+                Broadcaster::new(
+                    (0..self.nodes).map(node_id).collect(),
+                    c.invalidation_delay.clone(),
+                    seed.fork("invalidator"),
+                ),
+            );
+            let id = sim.add("invalidator", Part::Invalidator(Box::new(inv)));
+            if let Part::Db(db) = sim.component_mut(db_id) {
+                db.set_change_feed(id, feed.lag().clone(), seed.fork("db.binlog"));
+            }
+            Some(id)
+        });
         let series = self.series.then(|| {
             if let Part::Gateway(g) = sim.component_mut(gateway_id) {
                 g.enable_window();
@@ -826,6 +870,7 @@ impl Topology {
             l2,
             workflow,
             reconciler,
+            invalidator,
             api_metrics,
             audits_done: 0,
             observe_drains: 0,
@@ -893,6 +938,8 @@ pub struct World {
     pub l2: Option<ComponentId>,
     pub workflow: Option<ComponentId>,
     pub reconciler: Option<ComponentId>,
+    /// The binlog invalidator, when cache invalidation follows the change feed.
+    pub invalidator: Option<ComponentId>,
     api_metrics: ApiMetrics,
     /// Reconciliation audits done so far (the next is at `(audits_done + 1) × period`).
     audits_done: u64,
@@ -1018,6 +1065,8 @@ pub struct RunResult {
     /// Every node's L1 statistics merged, and the L2's, when the cache is on.
     pub l1: Option<CacheStats>,
     pub l2: Option<L2Stats>,
+    /// The binlog invalidator's statistics, when cache invalidation followed the change feed.
+    pub feed: Option<FeedStats>,
     /// The workflow engine's statistics, when workflows ran.
     pub workflows: Option<WfStats>,
     /// Instances in a transitional state (Pending, Starting, Stopping, …) for longer than the
@@ -1473,6 +1522,10 @@ impl World {
             l2: self.l2.map(|id| match self.sim.component(id) {
                 Part::L2(c) => c.stats().clone(),
                 _ => unreachable!("the l2 id names the L2"),
+            }),
+            feed: self.invalidator.map(|id| match self.sim.component(id) {
+                Part::Invalidator(i) => i.stats().clone(),
+                _ => unreachable!("the invalidator id names the invalidator"),
             }),
             cleanup: self.cleanup.map(|id| match self.sim.component(id) {
                 Part::Cleanup(c) => c.stats().clone(),

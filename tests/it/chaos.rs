@@ -251,3 +251,39 @@ fn a_state_write_whose_reply_a_failover_lost_still_invalidates_the_cache() {
     // The failover is the one fault, and it hit while the write's reply was on its way.
     assert_eq!(summary["faults"][0]["kind"], "db_failover");
 }
+
+/// A chaos finding about writer-driven invalidation (tests/repros/l2-partition-lost-delete.toml,
+/// API nodes writing their rows themselves): a 2.5 s partition between node.0 and the L2 drops
+/// the detached L2 delete after node.0's own write, and the other nodes serve the old value
+/// from the L2 for minutes (cache_staleness, exit 3). With the database's change feed
+/// invalidating (`invalidation = "binlog"`) every delete is acknowledged and the same faults
+/// break nothing.
+#[test]
+fn a_lost_l2_delete_leaves_the_l2_stale_unless_the_binlog_invalidates() {
+    let repro = "tests/repros/l2-partition-lost-delete.toml";
+    let (code, stdout, summary) = run_to("repro-l2-lost-delete-writer", &[repro, "--quiet"]);
+    assert_eq!(code, Some(3), "{stdout}");
+    let inv = &summary["invariants"];
+    assert_eq!(inv["ok"], serde_json::Value::Bool(false), "{inv}");
+    assert!(inv.to_string().contains("cache_staleness"), "{inv}");
+    assert_eq!(summary["cache"]["invalidation"]["mode"], "writer");
+    assert_eq!(summary["faults"][0]["kind"], "partition");
+
+    let binlog = ["--set", "topology.cache.invalidation=binlog"];
+    let mut args = vec![repro, "--quiet"];
+    args.extend(binlog);
+    let (code, stdout, summary) = run_to("repro-l2-lost-delete-binlog", &args);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(summary["invariants"]["ok"], serde_json::Value::Bool(true));
+    let feed = &summary["cache"]["invalidation"];
+    assert_eq!(feed["mode"], "binlog", "{feed}");
+    let n = |k: &str| feed[k].as_u64().unwrap_or_else(|| panic!("{k} in {feed}"));
+    // Every state change the nodes made reached the feed and the L2 acknowledged its delete.
+    assert!(n("changes") > 100, "{feed}");
+    assert_eq!(n("acked"), n("changes"), "{feed}");
+    assert_eq!((n("expired"), n("dropped")), (0, 0), "{feed}");
+    // The same run twice: the same trace.
+    let (_, _, again) = run_to("repro-l2-lost-delete-binlog-2", &args);
+    assert_eq!(again["trace_hash"], summary["trace_hash"]);
+    assert!(summary["trace_hash"].is_string());
+}

@@ -179,6 +179,7 @@ pub(crate) fn fast_l2_cache(
         l2_ttl,
         l2_negative_ttl: SimDuration::from_secs(1),
         invalidation_delay: Dist::constant(0.05).unwrap(),
+        invalidation: firedrill::cache::Invalidation::Writer,
     }
 }
 
@@ -196,6 +197,7 @@ pub(crate) fn default_cache() -> firedrill::world::CacheSetup {
         l2_ttl: SimDuration::from_secs(60),
         l2_negative_ttl: SimDuration::from_secs(1),
         invalidation_delay: Dist::uniform(0.01, 0.1).unwrap(),
+        invalidation: firedrill::cache::Invalidation::Writer,
     }
 }
 
@@ -1619,6 +1621,7 @@ fn a_cache_flush_shows_the_stampede_on_the_database() {
         l2_ttl: SimDuration::from_secs(900),
         l2_negative_ttl: SimDuration::from_secs(1),
         invalidation_delay: Dist::constant(0.05).unwrap(),
+        invalidation: firedrill::cache::Invalidation::Writer,
     };
     let topo =
         topology(4, node, DbConfig::assumed_defaults(), t, unlimited(20), 60).with_cache(setup);

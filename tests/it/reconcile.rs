@@ -377,6 +377,7 @@ fn stuck_world(billing_fails: bool, cache: bool) -> (World, Topology, [InstanceR
             l2_ttl: SimDuration::from_secs(600),
             l2_negative_ttl: SimDuration::from_secs(2),
             invalidation_delay: Dist::uniform(0.01, 0.1).unwrap(),
+            invalidation: firedrill::cache::Invalidation::Writer,
         })
     } else {
         topo
