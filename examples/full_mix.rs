@@ -1,10 +1,11 @@
 //! The full Describe-heavy mix with every control-plane feature on, once, for profilers:
 //! `cargo build --release --example full_mix && valgrind --tool=callgrind target/release/examples/full_mix 2`
+//! (flags after the seconds: `quiet`, `nocache`, `nowf`, `notokens`, `noseries`, `binlog`).
 use firedrill::api::lb::LbPolicy;
 use firedrill::api::node::NodeConfigBuilder;
 use firedrill::api::throttle::Throttle;
 use firedrill::api::types::Api;
-use firedrill::cache::{L1Config, L2Config};
+use firedrill::cache::{FeedConfig, Invalidation, L1Config, L2Config};
 use firedrill::db::DbConfig;
 use firedrill::gc::{GcProfile, HeapConfig};
 use firedrill::kernel::{Dist, RootSeed, SimDuration, SimTime};
@@ -29,7 +30,14 @@ fn traffic(rate: f64, mix: ApiMix, secs_timeout: u64, tokens: TokenPolicy) -> Op
     }
 }
 
-fn full(nodes: u32, t: OpenLoopConfig, secs: u64, cache: bool, wf: bool) -> Topology {
+fn full(
+    nodes: u32,
+    t: OpenLoopConfig,
+    secs: u64,
+    cache: bool,
+    wf: bool,
+    invalidation: Invalidation,
+) -> Topology {
     let node = NodeConfigBuilder::new(HeapConfig::defaults_for(GcProfile::G1))
         .build()
         .expect("valid node");
@@ -60,7 +68,7 @@ fn full(nodes: u32, t: OpenLoopConfig, secs: u64, cache: bool, wf: bool) -> Topo
             l2_ttl: SimDuration::from_secs(300),
             l2_negative_ttl: SimDuration::from_secs(2),
             invalidation_delay: Dist::uniform(0.01, 0.1).expect("valid"),
-            invalidation: firedrill::cache::Invalidation::Writer,
+            invalidation,
         })
     };
     if !wf {
@@ -95,6 +103,11 @@ fn main() {
         secs,
         !has("nocache"),
         !has("nowf"),
+        if has("binlog") {
+            Invalidation::Binlog(FeedConfig::default())
+        } else {
+            Invalidation::Writer
+        },
     )
     .with_series(!has("noseries"));
     // The wall-clock figure of a profiling example, not simulation code.

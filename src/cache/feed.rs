@@ -12,8 +12,9 @@
 //! ([`RowChange`], after a sampled binlog lag), whether or not the writer hears back, to one
 //! [`Invalidator`] (a binlog consumer, as Canal is for MySQL). For each change it broadcasts
 //! the L1 invalidation to every node and deletes the rows in the L2 with an acknowledged
-//! request, retried with exponential backoff until the L2 answers, or until the L2's TTL has
-//! passed since the change (an entry cached before it has expired by then: the delete is moot
+//! request: one unanswered within its timeout is sent again at once, one refused after a
+//! backoff doubling from the timeout up to a cap, until the L2 acknowledges it or the L2's TTL
+//! has passed since the change (an entry cached before it has expired by then: the delete is moot
 //! and counted as expired). Pending deletes are bounded ([`FeedConfig::max_pending`]): a change
 //! past the bound gets its L1 broadcast only, and is counted as dropped. The writing node
 //! still invalidates its own L1 at once (read-your-writes on that node).
@@ -166,8 +167,9 @@ pub struct FeedStats {
     pub retries: u64,
     /// Deletes the L2 acknowledged.
     pub acked: u64,
-    /// Deletes the L2 refused (down, overloaded, failed) or left unanswered past the timeout.
+    /// Attempts the L2 refused (down, failed).
     pub refused: u64,
+    /// Attempts unanswered within [`FeedConfig::ack_timeout`] (lost on the way, or queued).
     pub timeouts: u64,
     /// Deletes given up when the L2's TTL had passed since the change (moot by then).
     pub expired: u64,

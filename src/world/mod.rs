@@ -231,39 +231,69 @@ pub enum Part {
 impl Component<Msg> for Part {
     #[inline]
     fn on_event(&mut self, msg: Msg, out: &mut Outbox<'_, Msg>) {
-        match (self, msg) {
-            (Part::Traffic(t), Msg::TrafficTick) => t.on_tick(out),
-            (Part::Traffic(t), Msg::Created(r)) => t.on_created(r),
-            (Part::Traffic(t), Msg::ClientResponse(r)) => t.on_response(r, out),
-            (Part::Gateway(g), Msg::Request(r)) => g.on_request(r, out),
-            (Part::Gateway(g), Msg::Response { handle, resp }) => g.on_response(handle, resp, out),
-            (Part::Gateway(g), Msg::DeadlineSweep) => g.on_sweep(out),
-            (Part::Node(n), msg) => n.on_message(msg, out),
-            (Part::Db(d), Msg::DbQuery(q)) => d.on_query(q, out),
-            (Part::Db(d), Msg::DbTimer(t)) => d.on_timer(t, out),
-            (Part::Dep(d), Msg::DepCall(c)) => d.on_call(c, out),
-            (Part::Dep(d), Msg::DepTimer(t)) => d.on_timer(t, out),
-            (Part::Cleanup(c), Msg::CleanupTick) => c.on_tick(out),
-            (Part::L2(c), Msg::L2Request(r)) => c.on_request(r, out),
-            (Part::L2(c), Msg::L2Timer) => c.on_timer(L2Timer, out),
-            (Part::Workflow(e), Msg::WfCommand(c)) => e.on_command(c, out),
-            (Part::Workflow(e), Msg::WfTimer(t)) => e.on_timer(t, out),
-            (Part::Workflow(e), Msg::DbReply(r)) => e.on_db_reply(r, out),
-            (Part::Workflow(e), Msg::DepReply(r)) => e.on_dep_reply(r, out),
-            // The answers to their cache invalidations: nothing to do.
-            (Part::Workflow(_) | Part::Reconciler(_), Msg::L2Reply(_)) => {}
-            (Part::Reconciler(c), Msg::DepReply(r)) => c.on_dep_reply(r, out),
-            (Part::Reconciler(c), Msg::DbReply(r)) => c.on_db_reply(r, out),
-            (Part::Reconciler(c), Msg::Recon(t)) => c.on_timer(t, out),
-            (Part::Cleanup(c), Msg::DbReply(r)) => c.on_db_reply(r, out),
-            (Part::Invalidator(i), Msg::RowChange(c)) => i.on_change(c, out),
-            (Part::Invalidator(i), Msg::L2Reply(r)) => i.on_reply(r, out),
-            (Part::Invalidator(i), Msg::FeedTimer) => i.on_timer(FeedTimer, out),
-            (_, msg) => out.violation(format!(
-                "message {} sent to the wrong component",
-                msg.kind_name()
-            )),
-        }
+        // By component first (most events go to nodes, which take every message kind they
+        // get), then by message.
+        let unexpected = match self {
+            Part::Node(n) => return n.on_message(msg, out),
+            Part::Traffic(t) => match msg {
+                Msg::TrafficTick => return t.on_tick(out),
+                Msg::Created(r) => return t.on_created(r),
+                Msg::ClientResponse(r) => return t.on_response(r, out),
+                msg => msg,
+            },
+            Part::Gateway(g) => match msg {
+                Msg::Request(r) => return g.on_request(r, out),
+                Msg::Response { handle, resp } => return g.on_response(handle, resp, out),
+                Msg::DeadlineSweep => return g.on_sweep(out),
+                msg => msg,
+            },
+            Part::Db(d) => match msg {
+                Msg::DbQuery(q) => return d.on_query(q, out),
+                Msg::DbTimer(t) => return d.on_timer(t, out),
+                msg => msg,
+            },
+            Part::Dep(d) => match msg {
+                Msg::DepCall(c) => return d.on_call(c, out),
+                Msg::DepTimer(t) => return d.on_timer(t, out),
+                msg => msg,
+            },
+            Part::L2(c) => match msg {
+                Msg::L2Request(r) => return c.on_request(r, out),
+                Msg::L2Timer => return c.on_timer(L2Timer, out),
+                msg => msg,
+            },
+            Part::Workflow(e) => match msg {
+                Msg::WfCommand(c) => return e.on_command(c, out),
+                Msg::WfTimer(t) => return e.on_timer(t, out),
+                Msg::DbReply(r) => return e.on_db_reply(r, out),
+                Msg::DepReply(r) => return e.on_dep_reply(r, out),
+                // The answers to its cache invalidations: nothing to do.
+                Msg::L2Reply(_) => return,
+                msg => msg,
+            },
+            Part::Reconciler(c) => match msg {
+                Msg::DepReply(r) => return c.on_dep_reply(r, out),
+                Msg::DbReply(r) => return c.on_db_reply(r, out),
+                Msg::Recon(t) => return c.on_timer(t, out),
+                Msg::L2Reply(_) => return,
+                msg => msg,
+            },
+            Part::Cleanup(c) => match msg {
+                Msg::CleanupTick => return c.on_tick(out),
+                Msg::DbReply(r) => return c.on_db_reply(r, out),
+                msg => msg,
+            },
+            Part::Invalidator(i) => match msg {
+                Msg::RowChange(c) => return i.on_change(c, out),
+                Msg::L2Reply(r) => return i.on_reply(r, out),
+                Msg::FeedTimer => return i.on_timer(FeedTimer, out),
+                msg => msg,
+            },
+        };
+        out.violation(format!(
+            "message {} sent to the wrong component",
+            unexpected.kind_name()
+        ));
     }
 }
 
