@@ -435,6 +435,58 @@ fn l2_replies_after_its_latency_and_ops_take_effect_when_they_start() {
     assert_eq!(s.wakeups, 0, "no request waited");
 }
 
+/// A delete that finds the queue full is applied at once (never shed): a detached one without a
+/// reply, one that wants an answer (the binlog invalidator's) answered at once.
+#[test]
+fn an_overloaded_l2_applies_deletes_at_once_and_answers_those_that_want_it() {
+    let cfg = l2_flat()
+        .latency(det(0.010))
+        .max_concurrent(1)
+        .queue_limit(1);
+    let mut w = L2World::new(cfg, 2);
+    w.set(ms(0), 7, 70, SimDuration::from_secs(60));
+    w.set(ms(0), 8, 80, SimDuration::from_secs(60));
+    // At 20 ms both sets are in; two gets fill the slot and the queue.
+    w.get(ms(20), 1);
+    w.get(ms(20), 2);
+    let answered = w.op(
+        ms(21),
+        L2Op::Delete {
+            key: 7,
+            version: ms(21),
+        },
+    );
+    let detached = L2Request {
+        tag: L2Request::<u64, u64>::DETACHED,
+        reply_to: w.caller,
+        op: L2Op::Delete {
+            key: 8,
+            version: ms(21),
+        },
+    };
+    w.control(ms(21), M::L2Req(detached));
+    run(&mut w.sim);
+    assert_eq!(
+        w.reply(answered),
+        (
+            ms(21),
+            L2Reply {
+                tag: answered,
+                latency: SimDuration::ZERO,
+                result: Ok(L2Result::Deleted(true)),
+            }
+        )
+    );
+    assert!(
+        w.replies()
+            .iter()
+            .all(|(_, r)| r.tag != L2Request::<u64, u64>::DETACHED)
+    );
+    assert_eq!(w.cache().peek(ms(22), 7), None);
+    assert_eq!(w.cache().peek(ms(22), 8), None);
+    assert_eq!(w.cache().stats().deletes_applied_overloaded, 2);
+}
+
 #[test]
 fn l2_concurrency_limit_queues_fifo_and_refuses_overflow() {
     let cfg = l2_flat()
