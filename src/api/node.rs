@@ -1511,38 +1511,32 @@ impl ApiNode {
                         instance,
                     };
                     // Write path: this node's L1 at once, the L2 delete now, the others after a
-                    // delay (or all of it but the first from the database's change feed).
+                    // delay (all of it but the first from the database's change feed instead,
+                    // with binlog invalidation).
                     c.l1.invalidate(key);
-                }
-                if let (Some(c), Some(instance), false) =
-                    (&mut self.cache, w.req.params.instance, skip)
-                    && c.writer_invalidates
-                {
-                    let key = CacheKey {
-                        account: w.req.account,
-                        instance,
-                    };
-                    // The write reached the database at `last_db_arrival`: it was applied then
-                    // or later, so every value read before it is older.
-                    let written = self.last_db_arrival;
-                    let del = L2Request {
-                        tag: DETACHED,
-                        reply_to: out.me(),
-                        op: L2Op::Delete {
+                    if c.writer_invalidates {
+                        // The write reached the database at `last_db_arrival`: it was applied then
+                        // or later, so every value read before it is older.
+                        let written = self.last_db_arrival;
+                        let del = L2Request {
+                            tag: DETACHED,
+                            reply_to: out.me(),
+                            op: L2Op::Delete {
+                                key,
+                                version: written,
+                            },
+                        };
+                        out.send(c.l2, self.cfg.db_hop, Msg::L2Request(del));
+                        let msg = crate::cache::L1Invalidation {
                             key,
-                            version: written,
-                        },
-                    };
-                    out.send(c.l2, self.cfg.db_hop, Msg::L2Request(del));
-                    let msg = crate::cache::L1Invalidation {
-                        key,
-                        written_at: local,
-                        count: 1,
-                    };
-                    let me = out.me();
-                    c.broadcaster.broadcast(Some(me), |node, delay| {
-                        out.send(node, delay, Msg::L1Invalidation(msg));
-                    });
+                            written_at: local,
+                            count: 1,
+                        };
+                        let me = out.me();
+                        c.broadcaster.broadcast(Some(me), |node, delay| {
+                            out.send(node, delay, Msg::L1Invalidation(msg));
+                        });
+                    }
                 }
             }
             Ok(DbResult::Updated(UpdateOutcome::Mismatch { .. })) => {
