@@ -66,7 +66,9 @@ pub fn fault_table(f: &Fault) -> Table {
         FaultKind::DbConnectionLeak { connections } => {
             put("connections", Value::Integer(i64::from(*connections)));
         }
-        FaultKind::ReplicaLag { lag } => put("lag", s(&duration_text(*lag))),
+        FaultKind::ReplicaLag { lag } | FaultKind::BinlogLag { lag } => {
+            put("lag", s(&duration_text(*lag)))
+        }
         FaultKind::Partition { peer } => put("peer", s(&peer.to_string())),
         FaultKind::ClockSkew { skew_ns } => put("skew_ms", Value::Integer(skew_ns / 1_000_000)),
         FaultKind::WorkerCrash { workers } => {

@@ -42,6 +42,7 @@ fn applicable(topo: &Topology, kind: &str) -> bool {
     match kind {
         "l2_loss" | "l2_flush" => topo.has_l2(),
         "worker_crash" => topo.has_workflows(),
+        "binlog_lag" => topo.cache().is_some_and(|c| c.invalidation.is_binlog()),
         _ => true,
     }
 }
@@ -210,6 +211,12 @@ fn draw_kind(topo: &Topology, kind: &str, rng: &mut SimRng) -> Option<(FaultKind
             },
             Target::Db,
         ),
+        "binlog_lag" => (
+            FaultKind::BinlogLag {
+                lag: SimDuration::from_ms(500 + rng.below(30_000)),
+            },
+            Target::Db,
+        ),
         "l2_loss" => (FaultKind::L2Loss, Target::L2),
         "l2_flush" => (FaultKind::L2Flush, Target::L2),
         "partition" => {
@@ -332,5 +339,42 @@ mod tests {
             (f64::from(scoped) - n / 3.0).abs() < 4.0 * sd,
             "{scoped} of {scopable}"
         );
+    }
+
+    /// `binlog_lag` is drawn only where there is a change feed to delay (binlog invalidation),
+    /// on the database, with a lag of 0.5 to 30.5 s; the other kinds are the same either way.
+    #[test]
+    fn binlog_lag_is_drawn_only_with_binlog_invalidation() {
+        let text = include_str!("../../scenarios/chaos.toml");
+        let parse = |set: &[&str]| {
+            let o: Vec<_> = set
+                .iter()
+                .map(|x| crate::scenario::Override::parse(x).unwrap())
+                .collect();
+            crate::scenario::parse_scenario("chaos.toml", text, &o, &crate::world::shipped_mocks())
+                .unwrap()
+        };
+        let writer = parse(&[]);
+        let binlog = parse(&["topology.cache.invalidation=binlog"]);
+        let kw = allowed_kinds(writer.topology(), writer.chaos());
+        let kb = allowed_kinds(binlog.topology(), binlog.chaos());
+        assert!(!kw.contains(&"binlog_lag"));
+        assert_eq!(kb.len(), kw.len() + 1);
+        assert_eq!(kb.last(), Some(&"binlog_lag"));
+        let mut lags = 0;
+        for seed in 1..=400 {
+            for f in draw_plan(binlog.topology(), binlog.chaos(), seed).faults() {
+                if let FaultKind::BinlogLag { lag } = f.kind() {
+                    assert_eq!(f.target(), &Target::Db);
+                    assert!(
+                        (SimDuration::from_ms(500)..SimDuration::from_ms(30_500)).contains(lag),
+                        "{lag}"
+                    );
+                    lags += 1;
+                }
+            }
+        }
+        // About one fault in 21 of ≈800.
+        assert!((15..80).contains(&lags), "{lags}");
     }
 }

@@ -1011,6 +1011,8 @@ struct ChangeFeed {
     to: ComponentId,
     lag: Dist,
     rng: SimRng,
+    /// Added to every change's lag (binlog-lag faults; zero = none).
+    fault_lag: SimDuration,
 }
 
 /// The messages the database sends: replies, its own wake-ups, and row changes for the change
@@ -1060,7 +1062,27 @@ impl Db {
     /// feed a binlog-driven cache invalidator consumes ([`crate::cache::Invalidator`]). Sent
     /// when the change is applied, whether or not its reply reaches the writer.
     pub fn set_change_feed(&mut self, to: ComponentId, lag: Dist, rng: SimRng) {
-        self.feed = Some(ChangeFeed { to, lag, rng });
+        self.feed = Some(ChangeFeed {
+            to,
+            lag,
+            rng,
+            fault_lag: SimDuration::ZERO,
+        });
+    }
+
+    /// The binlog-lag override now (zero without a change feed).
+    pub fn feed_fault_lag(&self) -> SimDuration {
+        self.feed
+            .as_ref()
+            .map_or(SimDuration::ZERO, |f| f.fault_lag)
+    }
+
+    /// Delays every change of the feed by `lag` more from now on (fault injection: the binlog
+    /// consumer falls behind); zero removes it. Nothing without a change feed.
+    pub fn set_feed_fault_lag(&mut self, lag: SimDuration) {
+        if let Some(f) = &mut self.feed {
+            f.fault_lag = lag;
+        }
     }
 
     /// Sets the service-time multiplier of every query class (fault injection: slow SQL). A
@@ -1495,7 +1517,7 @@ impl Db {
             && let Some(change) = row_change(q, &result, now)
         {
             let lag = f.lag.sample_duration(&mut f.rng);
-            out.send(f.to, lag, M::from(change));
+            out.send(f.to, lag.saturating_add(f.fault_lag), M::from(change));
         }
         if let DbResult::Scanned { .. } = result {
             if scan_order.len() >= Db::MAX_SCAN_PAGES {

@@ -73,10 +73,14 @@ pub enum FaultKind {
     ClientNoBackoff,
     /// Throttling quotas are multiplied by `factor` (< 1).
     QuotaTooLow { factor: f64 },
+    /// The database's change feed reaches its consumer `lag` late (the binlog consumer falls
+    /// behind): binlog-driven cache invalidations arrive that much later. Needs
+    /// `[topology.cache] invalidation = "binlog"`.
+    BinlogLag { lag: SimDuration },
 }
 
 /// Every kind's name as written in scenario files, in catalog order.
-pub const KIND_NAMES: [&str; 20] = [
+pub const KIND_NAMES: [&str; 21] = [
     "dep_latency",
     "dep_errors",
     "dep_blackhole",
@@ -97,6 +101,7 @@ pub const KIND_NAMES: [&str; 20] = [
     "hot_tenant",
     "client_no_backoff",
     "quota_too_low",
+    "binlog_lag",
 ];
 
 /// The kinds that can be scoped to one account ([`Fault::for_account`]), in catalog order:
@@ -140,6 +145,7 @@ impl FaultKind {
             FaultKind::HotTenant { .. } => 17,
             FaultKind::ClientNoBackoff => 18,
             FaultKind::QuotaTooLow { .. } => 19,
+            FaultKind::BinlogLag { .. } => 20,
         }
     }
 
@@ -188,6 +194,11 @@ impl FaultKind {
                     lag: SimDuration::from_ns(lag.as_ns() / 2),
                 }
             }
+            FaultKind::BinlogLag { lag } if *lag > SimDuration::from_ms(20) => {
+                FaultKind::BinlogLag {
+                    lag: SimDuration::from_ns(lag.as_ns() / 2),
+                }
+            }
             FaultKind::ClockSkew { skew_ns } if skew_ns.unsigned_abs() > 20_000_000 => {
                 FaultKind::ClockSkew {
                     skew_ns: skew_ns / 2,
@@ -220,6 +231,7 @@ impl FaultKind {
                 | FaultKind::HeapLeak { .. }
                 | FaultKind::DbSlowSql { .. }
                 | FaultKind::ReplicaLag { .. }
+                | FaultKind::BinlogLag { .. }
                 | FaultKind::ClockSkew { .. }
                 | FaultKind::TrafficSurge { .. }
                 | FaultKind::HotTenant { .. }
@@ -257,9 +269,10 @@ impl FaultKind {
             | FaultKind::HeapLeak { .. }
             | FaultKind::DbConnectionLeak { .. }
             | FaultKind::ClockSkew { .. } => "nodes or node.<i>",
-            FaultKind::DbSlowSql { .. } | FaultKind::DbFailover | FaultKind::ReplicaLag { .. } => {
-                "db"
-            }
+            FaultKind::DbSlowSql { .. }
+            | FaultKind::DbFailover
+            | FaultKind::ReplicaLag { .. }
+            | FaultKind::BinlogLag { .. } => "db",
             FaultKind::L2Loss | FaultKind::L2Flush => "l2",
             FaultKind::Partition { .. } => {
                 "nodes, node.<i> or gateway (peer: db, l2, workflow, dep.<name>, gateway or node.<i>)"
@@ -283,9 +296,10 @@ impl FaultKind {
             | FaultKind::HeapLeak { .. }
             | FaultKind::DbConnectionLeak { .. }
             | FaultKind::ClockSkew { .. } => matches!(target, Target::Nodes | Target::Node(_)),
-            FaultKind::DbSlowSql { .. } | FaultKind::DbFailover | FaultKind::ReplicaLag { .. } => {
-                *target == Target::Db
-            }
+            FaultKind::DbSlowSql { .. }
+            | FaultKind::DbFailover
+            | FaultKind::ReplicaLag { .. }
+            | FaultKind::BinlogLag { .. } => *target == Target::Db,
             FaultKind::L2Loss | FaultKind::L2Flush => *target == Target::L2,
             FaultKind::Partition { peer } => {
                 matches!(target, Target::Nodes | Target::Node(_) | Target::Gateway)
@@ -362,6 +376,11 @@ impl FaultKind {
             FaultKind::ReplicaLag { lag } => {
                 if lag.is_zero() || *lag > SimDuration::DAY {
                     return bad("lag", "a replication lag in (0, 1d], e.g. \"5s\"");
+                }
+            }
+            FaultKind::BinlogLag { lag } => {
+                if lag.is_zero() || *lag > SimDuration::DAY {
+                    return bad("lag", "a change feed lag in (0, 1d], e.g. \"30s\"");
                 }
             }
             FaultKind::ClockSkew { skew_ns } => {
@@ -512,7 +531,7 @@ pub enum FaultError {
     #[error("a {kind} fault needs a duration > 0 (its window), e.g. duration = \"60s\"")]
     EmptyWindow { kind: &'static str },
     #[error(
-        "a {kind} fault has no intensity to ramp; remove `ramp` (kinds with a ramp: dep_latency, dep_errors, dep_partial_outage, heap_leak, db_slow_sql, replica_lag, clock_skew, traffic_surge, hot_tenant, quota_too_low)"
+        "a {kind} fault has no intensity to ramp; remove `ramp` (kinds with a ramp: dep_latency, dep_errors, dep_partial_outage, heap_leak, db_slow_sql, replica_lag, binlog_lag, clock_skew, traffic_surge, hot_tenant, quota_too_low)"
     )]
     NotRampable { kind: &'static str },
     #[error("the ramp ({ramp}) is longer than the fault's duration ({duration})")]

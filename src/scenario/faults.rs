@@ -25,7 +25,7 @@ pub(super) fn kind_keys(kind: &str) -> &'static [(&'static str, bool)] {
         "heap_leak" => &[("gib_per_min", true)],
         "db_slow_sql" => &[("class", false), ("multiply", true)],
         "db_connection_leak" => &[("connections", true)],
-        "replica_lag" => &[("lag", true)],
+        "replica_lag" | "binlog_lag" => &[("lag", true)],
         "partition" => &[("peer", true)],
         "clock_skew" => &[("skew_ms", true)],
         "worker_crash" => &[("workers", false)],
@@ -326,6 +326,9 @@ fn read_kind(c: &mut Check<'_, '_>, path: &str, kind: &str, f: &RawFault) -> Opt
             connections: nonneg(c, &f.connections, "connections", 100_000)?,
         },
         "replica_lag" => FaultKind::ReplicaLag {
+            lag: f.lag.as_ref().map_or(SimDuration::ZERO, |l| *l.get_ref()),
+        },
+        "binlog_lag" => FaultKind::BinlogLag {
             lag: f.lag.as_ref().map_or(SimDuration::ZERO, |l| *l.get_ref()),
         },
         "l2_loss" => FaultKind::L2Loss,

@@ -723,7 +723,10 @@ pub fn scenario_schema() -> Json {
                     100_000,
                 ),
             ),
-            ("lag", duration("replica_lag: the replicas' lag.")),
+            (
+                "lag",
+                duration("replica_lag: the replicas' lag; binlog_lag: the change feed's."),
+            ),
             (
                 "skew_ms",
                 int(

@@ -814,3 +814,87 @@ fn partition_node_from_l2_times_out_its_cache_calls_and_reads_the_database() {
     assert_eq!(r.counter("node.0.deadline_aborts"), 0);
     assert!(r.violations.is_empty(), "{:?}", r.violations);
 }
+
+/// The binlog invalidator's statistics of a world.
+fn feed(w: &World) -> firedrill::cache::FeedStats {
+    let id = w.invalidator.expect("binlog invalidation");
+    match w.sim.component(id) {
+        Part::Invalidator(i) => i.stats().clone(),
+        _ => unreachable!(),
+    }
+}
+
+/// A binlog lag delays the change feed by `lag` during its window only: no change reaches the
+/// invalidator late before it or after it, and every change made in it comes `lag` (plus the
+/// feed's own 20 ms and the L2's answer) late; a ramp scales it; without binlog
+/// invalidation there is no feed to delay and the fault is refused.
+#[test]
+fn binlog_lag_delays_the_change_feed_only_during_the_window() {
+    use firedrill::cache::{FeedConfig, Invalidation};
+    let m = mix(&[
+        (Api::RunInstances, 30.0),
+        (Api::DeleteInstance, 20.0),
+        (Api::DescribeInstanceStatus, 50.0),
+    ]);
+    let writers = cached(base(
+        200.0,
+        m,
+        4,
+        DbConfig::assumed_defaults(),
+        unlimited(4),
+        40,
+    ));
+    let mut setup = writers.cache().unwrap().clone();
+    setup.invalidation = Invalidation::Binlog(FeedConfig::with_lag(Dist::constant(0.02).unwrap()));
+    let plain = writers.clone().with_cache(setup);
+    let kind = FaultKind::BinlogLag {
+        lag: SimDuration::from_secs(3),
+    };
+    let err = writers
+        .with_faults(plan(kind.clone(), Target::Db, 10, 10))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("invalidation = \"binlog\""),
+        "{err}"
+    );
+
+    let faulty = plain
+        .clone()
+        .with_faults(plan(kind.clone(), Target::Db, 10, 10))
+        .unwrap();
+    identical_until(&plain, &faulty, 7, before(10));
+    let ms = |ns: u64| ns / 1_000_000;
+    let a = feed(&world_at(&plain, 7, secs(80)));
+    assert!(a.acked > 500, "{}", a.acked);
+    assert_eq!(a.acked, a.changes);
+    // The feed's 20 ms, a hop each way and the L2's service: well under 100 ms.
+    assert!(ms(a.delivery.max_ns().unwrap()) < 100);
+
+    let before_start = feed(&world_at(&faulty, 7, before(10)));
+    assert!(ms(before_start.delivery.max_ns().unwrap()) < 100);
+    let mut w = world_at(&faulty, 7, secs(15));
+    assert_eq!(db(&w).feed_fault_lag(), SimDuration::from_secs(3));
+    w.run_until(secs(80));
+    assert_eq!(db(&w).feed_fault_lag(), SimDuration::ZERO);
+    let b = feed(&w);
+    assert_eq!(b.acked, b.changes);
+    let late = b.delivery.max_ns().unwrap();
+    assert!((3_020..3_100).contains(&ms(late)), "{}", ms(late));
+    // A quarter of the changes came in the window (10 s of 40), each 3 s late.
+    let p60 = b.delivery.quantile_ns(0.6).unwrap();
+    assert!(ms(p60) < 100, "{}", ms(p60));
+    let p80 = b.delivery.quantile_ns(0.8).unwrap();
+    assert!((3_020..3_100).contains(&ms(p80)), "{}", ms(p80));
+
+    // Ramped over 4 s: 2.5 s in is step 7 of 10, a lag of 0.7 × 3 s.
+    let ramped = plain
+        .with_faults(FaultPlan::new(vec![
+            Fault::new(kind, Target::Db, secs(10), SimDuration::from_secs(10))
+                .unwrap()
+                .with_ramp(SimDuration::from_secs(4))
+                .unwrap(),
+        ]))
+        .unwrap();
+    let w = world_at(&ramped, 7, SimTime::from_ns(12_500_000_000));
+    assert_eq!(db(&w).feed_fault_lag(), SimDuration::from_ms(2_100));
+}

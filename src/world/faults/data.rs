@@ -9,6 +9,8 @@
 //!   once, [`DbTimer::failover`]); for the window primary queries are refused at once (replica
 //!   reads go on); at the end a replica is promoted and the shard serves again.
 //! - `replica_lag`: replicas are at least `lag·i` behind (the largest of the active faults).
+//! - `binlog_lag`: the change feed's messages take `lag·i` longer (the largest of the active
+//!   faults), on top of the feed's own lag.
 //! - `l2_loss`: the L2 is down for the window (lookups miss, writes are lost) and comes back
 //!   empty; `l2_flush`: the L2 is emptied at the start.
 //! - `worker_crash`: workers `0..n` lose their task at the start; it is redelivered when its
@@ -53,6 +55,22 @@ pub(super) fn apply(world: &mut World, t: &mut Transition<'_, '_>) {
             .max()
             .unwrap_or(SimDuration::ZERO);
         world.db_mut().set_fault_lag(lag);
+    }
+    if t.of(|k| matches!(k, FaultKind::BinlogLag { .. }))
+        .next()
+        .is_some()
+    {
+        let lag = t
+            .of(|k| matches!(k, FaultKind::BinlogLag { .. }))
+            .filter_map(|s| match s.fault.kind() {
+                FaultKind::BinlogLag { lag } => {
+                    Some(SimDuration::from_secs_f64(lag.as_secs_f64() * s.intensity))
+                }
+                _ => None,
+            })
+            .max()
+            .unwrap_or(SimDuration::ZERO);
+        world.db_mut().set_feed_fault_lag(lag);
     }
     for s in t.steps {
         match (s.fault.kind(), s.edge) {

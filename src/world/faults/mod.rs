@@ -188,6 +188,16 @@ impl Topology {
                 self.check_target(peer, f)
                     .map_err(|reason| TopologyError::FaultTarget { index: i, reason })?;
             }
+            if let FaultKind::BinlogLag { .. } = f.kind()
+                && !self.cache().is_some_and(|c| c.invalidation.is_binlog())
+            {
+                return Err(TopologyError::FaultTarget {
+                    index: i,
+                    reason: "binlog_lag delays the database's change feed, which only binlog \
+                             invalidation has: set `[topology.cache] invalidation = \"binlog\"`"
+                        .to_string(),
+                });
+            }
         }
         self.faults = plan;
         Ok(self)
