@@ -40,36 +40,18 @@ pub(super) fn apply(world: &mut World, t: &mut Transition<'_, '_>) {
         }
         world.db_mut().set_slow_factors(factors);
     }
-    if t.of(|k| matches!(k, FaultKind::ReplicaLag { .. }))
-        .next()
-        .is_some()
-    {
-        let lag = t
-            .of(|k| matches!(k, FaultKind::ReplicaLag { .. }))
-            .filter_map(|s| match s.fault.kind() {
-                FaultKind::ReplicaLag { lag } => {
-                    Some(SimDuration::from_secs_f64(lag.as_secs_f64() * s.intensity))
-                }
-                _ => None,
-            })
-            .max()
-            .unwrap_or(SimDuration::ZERO);
+    let replica = |k: &FaultKind| match k {
+        FaultKind::ReplicaLag { lag } => Some(*lag),
+        _ => None,
+    };
+    if let Some(lag) = largest_lag(t, replica) {
         world.db_mut().set_fault_lag(lag);
     }
-    if t.of(|k| matches!(k, FaultKind::BinlogLag { .. }))
-        .next()
-        .is_some()
-    {
-        let lag = t
-            .of(|k| matches!(k, FaultKind::BinlogLag { .. }))
-            .filter_map(|s| match s.fault.kind() {
-                FaultKind::BinlogLag { lag } => {
-                    Some(SimDuration::from_secs_f64(lag.as_secs_f64() * s.intensity))
-                }
-                _ => None,
-            })
-            .max()
-            .unwrap_or(SimDuration::ZERO);
+    let binlog = |k: &FaultKind| match k {
+        FaultKind::BinlogLag { lag } => Some(*lag),
+        _ => None,
+    };
+    if let Some(lag) = largest_lag(t, binlog) {
         world.db_mut().set_feed_fault_lag(lag);
     }
     for s in t.steps {
@@ -106,4 +88,23 @@ pub(super) fn apply(world: &mut World, t: &mut Transition<'_, '_>) {
             _ => {}
         }
     }
+}
+
+/// The largest lag (× its intensity) of the faults `lag_of` takes in the transition, zero if
+/// none is active; `None` when the transition has no such fault (nothing to update).
+fn largest_lag(
+    t: &Transition<'_, '_>,
+    lag_of: impl Fn(&FaultKind) -> Option<SimDuration>,
+) -> Option<SimDuration> {
+    let mut steps = t.of(|k| lag_of(k).is_some()).peekable();
+    steps.peek()?;
+    Some(
+        steps
+            .filter_map(|s| {
+                lag_of(s.fault.kind())
+                    .map(|lag| SimDuration::from_secs_f64(lag.as_secs_f64() * s.intensity))
+            })
+            .max()
+            .unwrap_or(SimDuration::ZERO),
+    )
 }
