@@ -338,6 +338,40 @@ fn scaled_out_nodes_join_the_l1_invalidation_broadcast() {
     );
 }
 
+/// With binlog invalidation the invalidator announces every row change to every node, the
+/// writer included, and nodes added at 20 s join its broadcast: the L1 invalidations received
+/// are exactly 2 per row changed before 20 s and 4 per row after.
+#[test]
+fn scaled_out_nodes_join_the_binlog_invalidators_broadcast() {
+    use firedrill::cache::{FeedConfig, Invalidation};
+    let node = plain_node();
+    let t = traffic(500.0, state_write_mix(), 20, secs(30));
+    let mut setup = crate::core::default_cache();
+    setup.invalidation = Invalidation::Binlog(FeedConfig::default());
+    let topo = runbook(
+        topology(2, node, DbConfig::assumed_defaults(), t, unlimited(20), 40).with_cache(setup),
+        &[(Action::ScaleOut { nodes: 2 }, 20)],
+    );
+    let rows = |w: &World| match w.sim.component(w.invalidator.unwrap()) {
+        Part::Invalidator(i) => i.stats().rows,
+        _ => unreachable!(),
+    };
+    let mut w = topo.build(RootSeed::new(23));
+    quiet_deps(&mut w, None);
+    assert!(w.run_until(at(20)).is_none());
+    let before = rows(&w);
+    let report = w.run();
+    assert!(w.result(report, topo.duration()).ended_normally());
+    let after = rows(&w) - before;
+    assert!(before > 300 && after > 300, "{before} then {after} rows");
+    let lags: Vec<u64> = (0..4)
+        .map(|i| w.node_mut(i).l1_invalidation_lag().unwrap().count())
+        .collect();
+    assert_eq!(lags.iter().sum::<u64>(), 2 * before + 4 * after, "{lags:?}");
+    assert_eq!(lags[2], after);
+    assert_eq!(lags[3], after);
+}
+
 /// The same game day twice (all three actions, a fault, the cache): the same trace, the same
 /// notes; it differs from the run without its runbook.
 #[test]
