@@ -210,6 +210,8 @@ pub struct Invalidator {
     next_tag: u64,
     timers: LocalTimers<u64>,
     stats: FeedStats,
+    /// The largest lag of the changes received since the last [`Invalidator::take_lag_window`].
+    lag_window_max_ns: Option<u64>,
 }
 
 impl Invalidator {
@@ -231,6 +233,7 @@ impl Invalidator {
             next_tag: 0,
             timers: LocalTimers::new(),
             stats: FeedStats::default(),
+            lag_window_max_ns: None,
         }
     }
 
@@ -240,6 +243,12 @@ impl Invalidator {
     /// Deletes not yet acknowledged.
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+    /// The largest lag (the database's change to its arrival here, ns) of the changes received
+    /// since the last call, `None` if none came; the window starts again. For the time series
+    /// (`feed_lag_ms_max`): the binlog consumer's lag.
+    pub fn take_lag_window(&mut self) -> Option<u64> {
+        self.lag_window_max_ns.take()
     }
     /// Delivers L1 invalidations to `node` too from now on (a node added mid-run).
     pub fn add_node(&mut self, node: ComponentId) {
@@ -254,6 +263,8 @@ impl Invalidator {
     ) {
         self.stats.changes += 1;
         self.stats.rows += u64::from(c.count);
+        let lag = out.now().saturating_since(c.version).as_ns();
+        self.lag_window_max_ns = Some(self.lag_window_max_ns.map_or(lag, |m| m.max(lag)));
         let key = CacheKey {
             account: c.account,
             instance: c.first,

@@ -32,10 +32,13 @@ pub enum Metric {
     ThroughputPerS,
     /// L2 requests answered with an error, per second.
     L2ErrorsPerS,
+    /// The binlog consumer's lag: the largest lag of the row changes the invalidator received
+    /// in the bucket, ms (no value without binlog invalidation or changes).
+    FeedLagMs,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 9] = [
+    pub const ALL: [Metric; 10] = [
         Metric::Rate5xx,
         Metric::P99Ms,
         Metric::GcPauseMs,
@@ -45,6 +48,7 @@ impl Metric {
         Metric::DbQueriesPerS,
         Metric::ThroughputPerS,
         Metric::L2ErrorsPerS,
+        Metric::FeedLagMs,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -58,6 +62,7 @@ impl Metric {
             Metric::DbQueriesPerS => "db_queries_per_s",
             Metric::ThroughputPerS => "throughput_per_s",
             Metric::L2ErrorsPerS => "l2_errors_per_s",
+            Metric::FeedLagMs => "feed_lag_ms",
         }
     }
 
@@ -82,6 +87,7 @@ impl Metric {
             Metric::DbQueriesPerS => per_s(r.db_queries),
             Metric::ThroughputPerS => per_s(r.requests),
             Metric::L2ErrorsPerS => per_s(r.l2_errors),
+            Metric::FeedLagMs => r.feed_lag_max_ns.map(ms),
         }
     }
 }

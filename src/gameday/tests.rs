@@ -26,6 +26,7 @@ fn rows(errors: &[u64]) -> Vec<SeriesRow> {
             l1_hits: None,
             db_queries: 0,
             l2_errors: 0,
+            feed_lag_max_ns: None,
         })
         .collect()
 }

@@ -19,7 +19,7 @@ pub const MAX_ROWS: u64 = 10_000;
 const WIDTHS_S: [u64; 6] = [1, 10, 60, 600, 3_600, 86_400];
 
 /// The CSV header of [`TimeSeries::to_csv`].
-pub const CSV_HEADER: &str = "t_s,requests,throughput_per_s,rate_5xx,latency_ms_p50,latency_ms_p99,queue_depth,gc_pause_ms,db_pool_wait_ms_mean,db_pool_wait_ms_p99,cache_l1_hit_ratio,db_queries,l2_errors";
+pub const CSV_HEADER: &str = "t_s,requests,throughput_per_s,rate_5xx,latency_ms_p50,latency_ms_p99,queue_depth,gc_pause_ms,db_pool_wait_ms_mean,db_pool_wait_ms_p99,cache_l1_hit_ratio,db_queries,l2_errors,feed_lag_ms_max";
 
 /// The bucket width for a run that lasts at most `span`: 1 s, else 10 s (past 10,000 s, about
 /// 2.8 hours), else 1 min, 10 min, 1 h, 1 d, else whole seconds — the first giving at most
@@ -100,6 +100,10 @@ pub struct SeriesRow {
     pub db_queries: u64,
     /// L2 requests answered with an error in the bucket (0 without an L2).
     pub l2_errors: u64,
+    /// The largest lag of the row changes the binlog invalidator received in the bucket, from
+    /// the database's change to its arrival, ns (`None` without binlog invalidation or without
+    /// changes in the bucket): the binlog consumer's lag.
+    pub feed_lag_max_ns: Option<u64>,
 }
 
 impl SeriesRow {
@@ -173,7 +177,8 @@ impl TimeSeries {
     }
 
     /// Closes the bucket ending at `at` (the next instant, or the run's end for a last, shorter
-    /// bucket): differences `totals` with the previous sample and keeps the windows' figures.
+    /// bucket): differences `totals` with the previous sample and keeps the windows' figures
+    /// (`feed_lag_max_ns`: the binlog invalidator's, see [`SeriesRow::feed_lag_max_ns`]).
     pub fn sample(
         &mut self,
         at: SimTime,
@@ -181,6 +186,7 @@ impl TimeSeries {
         queue_depth: u64,
         responses: &ResponseWindow,
         pool_waits: &LatencyHistogram,
+        feed_lag_max_ns: Option<u64>,
     ) {
         debug_assert!(!self.closed, "a closed series takes no sample");
         debug_assert!(at >= self.last, "samples go forward");
@@ -204,6 +210,7 @@ impl TimeSeries {
             l1_hits: self.cache.then(|| d(totals.l1_hits, self.prev.l1_hits)),
             db_queries: d(totals.db_queries, self.prev.db_queries),
             l2_errors: d(totals.l2_errors, self.prev.l2_errors),
+            feed_lag_max_ns,
         });
         self.prev = totals;
         self.last = at;
@@ -218,12 +225,20 @@ impl TimeSeries {
         queue_depth: u64,
         responses: &ResponseWindow,
         pool_waits: &LatencyHistogram,
+        feed_lag_max_ns: Option<u64>,
     ) {
         if self.closed {
             return;
         }
         if end > self.last {
-            self.sample(end, totals, queue_depth, responses, pool_waits);
+            self.sample(
+                end,
+                totals,
+                queue_depth,
+                responses,
+                pool_waits,
+                feed_lag_max_ns,
+            );
         }
         self.closed = true;
     }
@@ -240,7 +255,7 @@ impl TimeSeries {
         for r in &self.rows {
             writeln!(
                 s,
-                "{:.3},{},{:.3},{},{},{},{},{:.3},{},{},{},{},{}",
+                "{:.3},{},{:.3},{},{},{},{},{:.3},{},{},{},{},{},{}",
                 r.start.as_secs_f64(),
                 r.requests,
                 r.throughput_per_s(),
@@ -255,6 +270,7 @@ impl TimeSeries {
                 ratio(r.l1_hit_ratio()),
                 r.db_queries,
                 r.l2_errors,
+                ms(r.feed_lag_max_ns),
             )
             .expect("writing to a String");
         }
@@ -325,6 +341,7 @@ mod tests {
             3,
             &w,
             &pool,
+            None,
         );
         w.reset();
         assert_eq!(w.latency.count(), 0, "a reset empties the window");
@@ -336,6 +353,7 @@ mod tests {
             0,
             &w,
             &LatencyHistogram::new(),
+            None,
         );
         let last = window(&[5], 0);
         ts.close(
@@ -344,6 +362,7 @@ mod tests {
             1,
             &last,
             &LatencyHistogram::new(),
+            Some(3_021_500_000),
         );
         assert!(ts.is_closed());
         assert_eq!(ts.next_instant(), None);
@@ -354,6 +373,7 @@ mod tests {
             1,
             &last,
             &LatencyHistogram::new(),
+            None,
         );
         let r = ts.rows();
         assert_eq!(r.len(), 3);
@@ -387,12 +407,12 @@ mod tests {
         // capped at the exact max.
         assert_eq!(
             lines[1],
-            "0.000,4,4.000,0.250000,20.005,40.000,3,7.500,1.500,3.000,0.400000,100,0"
+            "0.000,4,4.000,0.250000,20.005,40.000,3,7.500,1.500,3.000,0.400000,100,0,"
         );
-        assert_eq!(lines[2], "1.000,0,0.000,,,,0,0.000,,,0.750000,150,0");
+        assert_eq!(lines[2], "1.000,0,0.000,,,,0,0.000,,,0.750000,150,0,");
         assert_eq!(
             lines[3],
-            "2.000,1,2.000,0.000000,5.000,5.000,1,1.500,,,0.000000,1,0"
+            "2.000,1,2.000,0.000000,5.000,5.000,1,1.500,,,0.000000,1,0,3021.500"
         );
     }
 
@@ -405,11 +425,12 @@ mod tests {
             0,
             &ResponseWindow::default(),
             &LatencyHistogram::new(),
+            None,
         );
         assert_eq!(ts.rows()[0].l1_lookups, None);
         assert_eq!(
             ts.to_csv().lines().nth(1),
-            Some("0.000,0,0.000,,,,0,0.000,,,,0,0")
+            Some("0.000,0,0.000,,,,0,0.000,,,,0,0,")
         );
     }
 }

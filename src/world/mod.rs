@@ -1278,7 +1278,7 @@ impl World {
     /// Reads the world's cumulative totals at `now` and the queue depth, and moves the windows
     /// that the gateway (responses) and nodes (pool waits) filled since the last sample into
     /// `sampled_responses` and `sampled_pool_waits`.
-    fn take_sample(&mut self, now: SimTime) -> (Totals, u64) {
+    fn take_sample(&mut self, now: SimTime) -> (Totals, u64, Option<u64>) {
         match self.sim.component_mut(self.gateway) {
             Part::Gateway(g) => g.swap_window(&mut self.sampled_responses),
             _ => unreachable!("the gateway id names the gateway"),
@@ -1305,7 +1305,11 @@ impl World {
         if let Some(Part::L2(l2)) = self.l2.map(|id| self.sim.component(id)) {
             totals.l2_errors = l2.stats().errors();
         }
-        (totals, depth)
+        let feed_lag = match self.invalidator.map(|id| self.sim.component_mut(id)) {
+            Some(Part::Invalidator(i)) => i.take_lag_window(),
+            _ => None,
+        };
+        (totals, depth, feed_lag)
     }
 
     /// Closes the time-series bucket ending at `now` (between events; reads state and
@@ -1315,7 +1319,7 @@ impl World {
         if self.series.is_none() {
             return;
         }
-        let (totals, depth) = self.take_sample(now);
+        let (totals, depth, feed_lag) = self.take_sample(now);
         if let Some(s) = &mut self.series {
             s.sample(
                 now,
@@ -1323,6 +1327,7 @@ impl World {
                 depth,
                 &self.sampled_responses,
                 &self.sampled_pool_waits,
+                feed_lag,
             );
         }
         self.gameday_on_row();
@@ -1334,7 +1339,7 @@ impl World {
             return;
         }
         let end = report.end_time;
-        let (totals, depth) = self.take_sample(end);
+        let (totals, depth, feed_lag) = self.take_sample(end);
         if let Some(s) = &mut self.series {
             s.close(
                 end,
@@ -1342,6 +1347,7 @@ impl World {
                 depth,
                 &self.sampled_responses,
                 &self.sampled_pool_waits,
+                feed_lag,
             );
         }
         self.gameday_on_row();

@@ -372,6 +372,92 @@ fn scaled_out_nodes_join_the_binlog_invalidators_broadcast() {
     assert_eq!(lags[3], after);
 }
 
+/// A binlog consumer falling 5 s behind from 20 s to 40 s: the `feed_lag_ms` series holds the
+/// feed's own lag (under 100 ms) before, nothing from 21 s to 25 s (no change arrives), the
+/// fault's 5 s while changes made during it arrive (from 25 s to 45 s), and an alert on it above
+/// 1 s detects and locates the fault at the database when the first late change arrives.
+#[test]
+fn a_feed_lag_alert_detects_a_lagging_binlog_consumer() {
+    use firedrill::cache::{FeedConfig, Invalidation};
+    use firedrill::gameday::{AlertRule, Metric};
+    let t = traffic(500.0, state_write_mix(), 20, secs(30));
+    let mut setup = crate::core::default_cache();
+    setup.invalidation = Invalidation::Binlog(FeedConfig::default());
+    let topo = faults(
+        topology(
+            2,
+            plain_node(),
+            DbConfig::assumed_defaults(),
+            t,
+            unlimited(20),
+            60,
+        )
+        .with_cache(setup),
+        vec![
+            Fault::new(
+                FaultKind::BinlogLag { lag: secs(5) },
+                Target::Db,
+                at(20),
+                secs(20),
+            )
+            .unwrap(),
+        ],
+    );
+    let cfg = GameDayConfig {
+        alerts: vec![AlertRule {
+            name: "binlog-lag".into(),
+            metric: Metric::FeedLagMs,
+            above: true,
+            threshold: 1_000.0,
+            hold: SimDuration::ZERO,
+            component: "db".into(),
+        }],
+        runbook: Vec::new(),
+    };
+    let slo = RecoverySlo {
+        p99_ms: Some(1_000.0),
+        rate_5xx_max: Some(0.01),
+        hold: secs(10),
+    };
+    let day = topo.with_gameday(cfg, slo).unwrap();
+    let (r, _) = run_checked(&day, 3, |_| {});
+    let lag_ms = |from: u64, to: u64| -> Vec<f64> {
+        rows_between(&r, from, to)
+            .iter()
+            .map(|b| b.feed_lag_max_ns.expect("changes in every bucket") as f64 / 1e6)
+            .collect()
+    };
+    assert!(
+        lag_ms(1, 20).iter().all(|&l| l < 100.0),
+        "{:?}",
+        lag_ms(1, 20)
+    );
+    assert!(
+        rows_between(&r, 21, 25)
+            .iter()
+            .all(|b| b.feed_lag_max_ns.is_none())
+    );
+    assert!(
+        lag_ms(26, 45)
+            .iter()
+            .all(|&l| (5_000.0..5_100.0).contains(&l)),
+        "{:?}",
+        lag_ms(26, 45)
+    );
+    assert!(
+        lag_ms(47, 60).iter().all(|&l| l < 100.0),
+        "{:?}",
+        lag_ms(47, 60)
+    );
+    let g = r.gameday.as_ref().unwrap();
+    assert_eq!(g.firings.len(), 1, "{:?}", g.firings);
+    assert_eq!(g.firings[0].fired_at, at(26));
+    // Changes made up to 40 s arrive up to 45.1 s: the bucket from 46 s is the first good one.
+    assert_eq!(g.firings[0].resolved_at, Some(at(47)));
+    assert_eq!(g.timelines[0].detected, Some(at(26)));
+    assert_eq!(g.timelines[0].located, Some(at(26)));
+}
+
 /// The same game day twice (all three actions, a fault, the cache): the same trace, the same
 /// notes; it differs from the run without its runbook.
 #[test]

@@ -107,13 +107,15 @@ fn rows_add_up_to_the_run_and_follow_the_arrival_rate() {
         r.db.served()
     );
     assert!(rows.iter().all(|x| x.l1_lookups.is_none()));
-    // The CSV: the header, then one line per row, every line with 13 fields (l2_errors last).
+    // The CSV: the header, then one line per row, every line with 14 fields (feed_lag_ms_max
+    // last, empty here: no binlog invalidation).
     let csv = s.to_csv();
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], CSV_HEADER);
-    assert_eq!(CSV_HEADER.split(',').count(), 13);
+    assert_eq!(CSV_HEADER.split(',').count(), 14);
     assert_eq!(lines.len(), rows.len() + 1);
-    assert!(lines.iter().all(|l| l.split(',').count() == 13));
+    assert!(lines.iter().all(|l| l.split(',').count() == 14));
+    assert!(lines[1..].iter().all(|l| l.ends_with(',')));
     assert!(lines[1].starts_with("0.000,"));
 }
 
