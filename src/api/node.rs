@@ -414,6 +414,10 @@ pub struct NodeFaultStats {
     pub stale_db_replies: u64,
     /// L2 replies that came after their call timed out (ignored).
     pub stale_l2_replies: u64,
+    /// State writes that failed `Unavailable` (a failover lost the reply, the query timed out,
+    /// or the primary was down): the write may have been applied, so its cached copies were
+    /// invalidated all the same.
+    pub uncertain_write_invalidations: u64,
     /// Workflow admission acknowledgements for work no longer waiting for them (a process that
     /// crashed, or a submission that timed out), ignored.
     pub stale_wf_acks: u64,
@@ -641,6 +645,42 @@ pub struct NodeCache {
     /// broadcast); `false` when the database's change feed does it
     /// ([`crate::cache::Invalidation::Binlog`]: the node then drops only its own L1 entry).
     pub writer_invalidates: bool,
+}
+
+/// The cache side of a node's write of `key`, applied at `version` or later (the database's
+/// time): this node's L1 at once (read-your-writes); with writer invalidation also the L2
+/// delete now (detached: cache-aside) and the other nodes' L1 invalidations after a delay. With
+/// binlog invalidation the database's change feed does those.
+fn invalidate_write(
+    cache: &mut Option<NodeCache>,
+    hop: SimDuration,
+    key: CacheKey,
+    version: SimTime,
+    local: SimTime,
+    out: &mut Outbox<'_, Msg>,
+) {
+    let Some(c) = cache else {
+        return;
+    };
+    c.l1.invalidate(key);
+    if !c.writer_invalidates {
+        return;
+    }
+    let del = L2Request {
+        tag: DETACHED,
+        reply_to: out.me(),
+        op: L2Op::Delete { key, version },
+    };
+    out.send(c.l2, hop, Msg::L2Request(del));
+    let msg = crate::cache::L1Invalidation {
+        key,
+        written_at: local,
+        count: 1,
+    };
+    let me = out.me();
+    c.broadcaster.broadcast(Some(me), |node, delay| {
+        out.send(node, delay, Msg::L1Invalidation(msg));
+    });
 }
 
 impl ApiNode {
@@ -1503,40 +1543,15 @@ impl ApiNode {
                     local_time(out.now(), self.skew_ns)
                 };
                 let skip = self.bugs.skip_delete_invalidation && w.req.api == Api::DeleteInstance;
-                if let (Some(c), Some(instance), false) =
-                    (&mut self.cache, w.req.params.instance, skip)
-                {
+                if let (Some(instance), false) = (w.req.params.instance, skip) {
                     let key = CacheKey {
                         account: w.req.account,
                         instance,
                     };
-                    // Write path: this node's L1 at once, the L2 delete now, the others after a
-                    // delay (all of it but the first from the database's change feed instead,
-                    // with binlog invalidation).
-                    c.l1.invalidate(key);
-                    if c.writer_invalidates {
-                        // The write reached the database at `last_db_arrival`: it was applied then
-                        // or later, so every value read before it is older.
-                        let written = self.last_db_arrival;
-                        let del = L2Request {
-                            tag: DETACHED,
-                            reply_to: out.me(),
-                            op: L2Op::Delete {
-                                key,
-                                version: written,
-                            },
-                        };
-                        out.send(c.l2, self.cfg.db_hop, Msg::L2Request(del));
-                        let msg = crate::cache::L1Invalidation {
-                            key,
-                            written_at: local,
-                            count: 1,
-                        };
-                        let me = out.me();
-                        c.broadcaster.broadcast(Some(me), |node, delay| {
-                            out.send(node, delay, Msg::L1Invalidation(msg));
-                        });
-                    }
+                    // The write reached the database at `last_db_arrival`: it was applied then
+                    // or later, so every value read before it is older.
+                    let hop = self.cfg.db_hop;
+                    invalidate_write(&mut self.cache, hop, key, self.last_db_arrival, local, out);
                 }
             }
             Ok(DbResult::Updated(UpdateOutcome::Mismatch { .. })) => {
@@ -1573,6 +1588,34 @@ impl ApiNode {
             },
             Err(e) => {
                 out.count(self.metrics.db_errors, 1);
+                // A state write (step 2 of Start/Stop/Reboot/Delete without the engine) that
+                // failed `Unavailable` may have been applied: a failover lost its reply, or it
+                // timed out still queued. Invalidate as for a write applied now (a value read
+                // before now is older; one the database applies later refuses older sets in
+                // the L2 by its tombstone and lasts an L1 soft TTL at most), as the engine does
+                // for rows a retry finds already written.
+                let state_write = matches!(
+                    w.req.api,
+                    Api::StartInstance
+                        | Api::StopInstance
+                        | Api::RebootInstance
+                        | Api::DeleteInstance
+                ) && w.step == 2
+                    && self.deps.workflow.is_none();
+                let skip = self.bugs.skip_delete_invalidation && w.req.api == Api::DeleteInstance;
+                if let (true, DbError::Unavailable, Some(instance), false) =
+                    (state_write, e, w.req.params.instance, skip)
+                    && self.cache.is_some()
+                {
+                    let key = CacheKey {
+                        account: w.req.account,
+                        instance,
+                    };
+                    let now = out.now();
+                    let local = local_time(now, self.skew_ns);
+                    self.fault_stats.uncertain_write_invalidations += 1;
+                    invalidate_write(&mut self.cache, self.cfg.db_hop, key, now, local, out);
+                }
                 if let CacheUse::Leader {
                     key,
                     stale: Some(v),

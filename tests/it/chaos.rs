@@ -287,3 +287,22 @@ fn a_lost_l2_delete_leaves_the_l2_stale_unless_the_binlog_invalidates() {
     assert_eq!(again["trace_hash"], summary["trace_hash"]);
     assert!(summary["trace_hash"].is_string());
 }
+
+/// A chaos finding (tests/repros/db-failover-lost-node-write.toml, API nodes writing their rows
+/// themselves): a delete applied just before a database failover, whose reply the failover
+/// replaced with `Unavailable`. The node must invalidate as for a write that may have been
+/// applied, or the L2 serves the old version for its TTL (cache_staleness, exit 3, before the
+/// fix).
+#[test]
+fn a_node_write_whose_reply_a_failover_lost_still_invalidates_the_cache() {
+    let (code, stdout, summary) = run_to(
+        "repro-db-failover-lost-node-write",
+        &["tests/repros/db-failover-lost-node-write.toml", "--quiet"],
+    );
+    assert_eq!(code, Some(0), "{stdout}");
+    let inv = &summary["invariants"];
+    assert_eq!(inv["ok"], serde_json::Value::Bool(true), "{inv}");
+    assert!(inv.to_string().contains("cache_staleness"), "{inv}");
+    assert_eq!(summary["faults"][0]["kind"], "db_failover");
+    assert_eq!(summary["cache"]["invalidation"]["mode"], "writer");
+}
