@@ -1542,8 +1542,9 @@ impl ApiNode {
                 } else {
                     local_time(out.now(), self.skew_ns)
                 };
-                let skip = self.bugs.skip_delete_invalidation && w.req.api == Api::DeleteInstance;
-                if let (Some(instance), false) = (w.req.params.instance, skip) {
+                if let Some(instance) = w.req.params.instance
+                    && !self.bugs.skips_invalidation(w.req.api)
+                {
                     let key = CacheKey {
                         account: w.req.account,
                         instance,
@@ -1594,18 +1595,20 @@ impl ApiNode {
                 // before now is older; one the database applies later refuses older sets in
                 // the L2 by its tombstone and lasts an L1 soft TTL at most), as the engine does
                 // for rows a retry finds already written.
-                let state_write = matches!(
-                    w.req.api,
-                    Api::StartInstance
-                        | Api::StopInstance
-                        | Api::RebootInstance
-                        | Api::DeleteInstance
-                ) && w.step == 2
-                    && self.deps.workflow.is_none();
-                let skip = self.bugs.skip_delete_invalidation && w.req.api == Api::DeleteInstance;
-                if let (true, DbError::Unavailable, Some(instance), false) =
-                    (state_write, e, w.req.params.instance, skip)
+                let state_write = w.step == 2
+                    && self.deps.workflow.is_none()
+                    && matches!(
+                        w.req.api,
+                        Api::StartInstance
+                            | Api::StopInstance
+                            | Api::RebootInstance
+                            | Api::DeleteInstance
+                    );
+                if state_write
+                    && matches!(e, DbError::Unavailable)
                     && self.cache.is_some()
+                    && !self.bugs.skips_invalidation(w.req.api)
+                    && let Some(instance) = w.req.params.instance
                 {
                     let key = CacheKey {
                         account: w.req.account,

@@ -27,6 +27,12 @@ pub const BUG_NAMES: [&str; 4] = [
 ];
 
 impl PlantedBugs {
+    /// Whether a node's write through `api` skips the cache invalidation it owes
+    /// (`skip_delete_invalidation`: DeleteInstance does).
+    pub fn skips_invalidation(&self, api: crate::api::types::Api) -> bool {
+        self.skip_delete_invalidation && api == crate::api::types::Api::DeleteInstance
+    }
+
     /// Whether any bug is planted.
     pub fn any(&self) -> bool {
         *self != PlantedBugs::default()

@@ -229,16 +229,11 @@ fn a_game_day_reports_its_1_5_10_timeline() {
     assert_eq!(g["runbook"][0]["at_s"], 580.0);
 }
 
-/// A chaos finding (tests/repros/db-failover-lost-state-reply.toml): a state write applied
-/// just before a database failover lost its reply; the engine's retry found the row already
-/// in the target state. Its cached copies must still be invalidated, or the L2 serves the old
-/// version for its whole TTL (cache_staleness, exit 3, before the fix).
-#[test]
-fn a_state_write_whose_reply_a_failover_lost_still_invalidates_the_cache() {
-    let (code, stdout, summary) = run_to(
-        "repro-db-failover-lost-state-reply",
-        &["tests/repros/db-failover-lost-state-reply.toml", "--quiet"],
-    );
+/// Runs `tests/repros/<name>.toml`: it exits 0 with every invariant holding, `cache_staleness`
+/// among those checked. Returns its summary.
+fn repro_holds_staleness(name: &str) -> serde_json::Value {
+    let file = format!("tests/repros/{name}.toml");
+    let (code, stdout, summary) = run_to(&format!("repro-{name}"), &[&file, "--quiet"]);
     assert_eq!(code, Some(0), "{stdout}");
     let inv = &summary["invariants"];
     assert_eq!(inv["ok"], serde_json::Value::Bool(true), "{inv}");
@@ -248,6 +243,16 @@ fn a_state_write_whose_reply_a_failover_lost_still_invalidates_the_cache() {
             .is_some_and(|c| c.iter().any(|x| x == "cache_staleness")),
         "{inv}"
     );
+    summary
+}
+
+/// A chaos finding (tests/repros/db-failover-lost-state-reply.toml): a state write applied
+/// just before a database failover lost its reply; the engine's retry found the row already
+/// in the target state. Its cached copies must still be invalidated, or the L2 serves the old
+/// version for its whole TTL (cache_staleness, exit 3, before the fix).
+#[test]
+fn a_state_write_whose_reply_a_failover_lost_still_invalidates_the_cache() {
+    let summary = repro_holds_staleness("db-failover-lost-state-reply");
     // The failover is the one fault, and it hit while the write's reply was on its way.
     assert_eq!(summary["faults"][0]["kind"], "db_failover");
 }
@@ -295,14 +300,7 @@ fn a_lost_l2_delete_leaves_the_l2_stale_unless_the_binlog_invalidates() {
 /// fix).
 #[test]
 fn a_node_write_whose_reply_a_failover_lost_still_invalidates_the_cache() {
-    let (code, stdout, summary) = run_to(
-        "repro-db-failover-lost-node-write",
-        &["tests/repros/db-failover-lost-node-write.toml", "--quiet"],
-    );
-    assert_eq!(code, Some(0), "{stdout}");
-    let inv = &summary["invariants"];
-    assert_eq!(inv["ok"], serde_json::Value::Bool(true), "{inv}");
-    assert!(inv.to_string().contains("cache_staleness"), "{inv}");
+    let summary = repro_holds_staleness("db-failover-lost-node-write");
     assert_eq!(summary["faults"][0]["kind"], "db_failover");
     assert_eq!(summary["cache"]["invalidation"]["mode"], "writer");
 }

@@ -213,6 +213,21 @@ fn db_failover_fails_writes_for_the_window_then_recovers() {
     );
 }
 
+/// `plain` with `kind` on the database from 10 s to 20 s, ramped over 4 s, run (seed 7) to
+/// 12.5 s: step 7 of the ramp's 10, an intensity of 0.7.
+fn ramped_db_fault_at_2_5_s(plain: &Topology, kind: FaultKind) -> World {
+    let ramped = plain
+        .clone()
+        .with_faults(FaultPlan::new(vec![
+            Fault::new(kind, Target::Db, secs(10), SimDuration::from_secs(10))
+                .unwrap()
+                .with_ramp(SimDuration::from_secs(4))
+                .unwrap(),
+        ]))
+        .unwrap();
+    world_at(&ramped, 7, SimTime::from_ns(12_500_000_000))
+}
+
 /// Replica lag makes replica reads stale (none without it, none after it); every stale read
 /// in the window comes from the fault's lag.
 #[test]
@@ -254,16 +269,7 @@ fn replica_lag_makes_replica_reads_stale_only_during_the_window() {
     assert_eq!(db(&b).fault_lag(), SimDuration::ZERO);
 
     // Ramped over 4 s: 2.5 s in is step 7 of 10, a lag of 0.7 × 2 s.
-    let ramped = plain
-        .clone()
-        .with_faults(FaultPlan::new(vec![
-            Fault::new(kind, Target::Db, secs(10), SimDuration::from_secs(10))
-                .unwrap()
-                .with_ramp(SimDuration::from_secs(4))
-                .unwrap(),
-        ]))
-        .unwrap();
-    let w = world_at(&ramped, 7, SimTime::from_ns(12_500_000_000));
+    let w = ramped_db_fault_at_2_5_s(&plain, kind);
     assert_eq!(db(&w).fault_lag(), SimDuration::from_ms(1_400));
 }
 
@@ -887,14 +893,6 @@ fn binlog_lag_delays_the_change_feed_only_during_the_window() {
     assert!((3_020..3_100).contains(&ms(p80)), "{}", ms(p80));
 
     // Ramped over 4 s: 2.5 s in is step 7 of 10, a lag of 0.7 × 3 s.
-    let ramped = plain
-        .with_faults(FaultPlan::new(vec![
-            Fault::new(kind, Target::Db, secs(10), SimDuration::from_secs(10))
-                .unwrap()
-                .with_ramp(SimDuration::from_secs(4))
-                .unwrap(),
-        ]))
-        .unwrap();
-    let w = world_at(&ramped, 7, SimTime::from_ns(12_500_000_000));
+    let w = ramped_db_fault_at_2_5_s(&plain, kind);
     assert_eq!(db(&w).feed_fault_lag(), SimDuration::from_ms(2_100));
 }

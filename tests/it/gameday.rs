@@ -299,18 +299,30 @@ fn scale_out_drains_a_queue_two_nodes_cannot() {
     );
 }
 
+/// State writes (and reads) at 500/s on 2 nodes with the cache `setup` for 40 s; a runbook adds
+/// 2 nodes at 20 s.
+fn scale_out_writes(setup: firedrill::world::CacheSetup) -> Topology {
+    let t = traffic(500.0, state_write_mix(), 20, secs(30));
+    runbook(
+        topology(
+            2,
+            plain_node(),
+            DbConfig::assumed_defaults(),
+            t,
+            unlimited(20),
+            40,
+        )
+        .with_cache(setup),
+        &[(Action::ScaleOut { nodes: 2 }, 20)],
+    )
+}
+
 /// With the cache on, nodes added at 20 s get every other node's L1 invalidations from then on
 /// and send theirs to all: over the run, each write is announced to every other node there was
 /// at the time (1 before 20 s, 3 after), within the few writes in flight at 20 s.
 #[test]
 fn scaled_out_nodes_join_the_l1_invalidation_broadcast() {
-    let node = plain_node();
-    let t = traffic(500.0, state_write_mix(), 20, secs(30));
-    let setup = crate::core::default_cache();
-    let topo = runbook(
-        topology(2, node, DbConfig::assumed_defaults(), t, unlimited(20), 40).with_cache(setup),
-        &[(Action::ScaleOut { nodes: 2 }, 20)],
-    );
+    let topo = scale_out_writes(crate::core::default_cache());
     // State writes answered Ok so far (each planned its broadcast 0.25 ms before).
     let writes = |w: &World| -> u64 {
         [Api::StartInstance, Api::DeleteInstance]
@@ -344,14 +356,9 @@ fn scaled_out_nodes_join_the_l1_invalidation_broadcast() {
 #[test]
 fn scaled_out_nodes_join_the_binlog_invalidators_broadcast() {
     use firedrill::cache::{FeedConfig, Invalidation};
-    let node = plain_node();
-    let t = traffic(500.0, state_write_mix(), 20, secs(30));
     let mut setup = crate::core::default_cache();
     setup.invalidation = Invalidation::Binlog(FeedConfig::default());
-    let topo = runbook(
-        topology(2, node, DbConfig::assumed_defaults(), t, unlimited(20), 40).with_cache(setup),
-        &[(Action::ScaleOut { nodes: 2 }, 20)],
-    );
+    let topo = scale_out_writes(setup);
     let rows = |w: &World| match w.sim.component(w.invalidator.unwrap()) {
         Part::Invalidator(i) => i.stats().rows,
         _ => unreachable!(),
