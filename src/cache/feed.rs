@@ -19,6 +19,12 @@
 //! past the bound gets its L1 broadcast only, and is counted as dropped. The writing node
 //! still invalidates its own L1 at once (read-your-writes on that node).
 //!
+//! The binlog consumer's lag is measured as real consumers measure it (pt-heartbeat, Debezium's
+//! heartbeats): the database writes a heartbeat row every [`FeedConfig::heartbeat`] (1 s by
+//! default) into the same feed, and the lag is the largest of the arrival lags seen and, while
+//! the next heartbeat is overdue, how overdue it is: a lower bound of the lag that keeps growing
+//! while nothing arrives ([`Invalidator::take_lag_window`]).
+//!
 //! The invalidator is sans-IO like the L2: [`RowChange`] and [`L2Reply`] in, [`L2Request`] and
 //! [`L1Invalidation`] out, [`FeedTimer`] for its own wake-ups.
 
@@ -58,18 +64,21 @@ pub struct FeedConfig {
     ack_timeout: SimDuration,
     backoff_max: SimDuration,
     max_pending: u32,
+    heartbeat: Option<SimDuration>,
 }
 
 impl Default for FeedConfig {
     /// Binlog lag uniform 10–100 ms, an L2 delete unanswered after 200 ms sent again, backoff
-    /// doubling from 200 ms to at most 5 s, 100,000 deletes pending at most. Assumed figures
-    /// (a binlog consumer's typical lag), not measured ones.
+    /// doubling from 200 ms to at most 5 s, 100,000 deletes pending at most, a heartbeat row
+    /// every second. Assumed figures (a binlog consumer's typical lag; pt-heartbeat's default
+    /// interval), not measured ones.
     fn default() -> FeedConfig {
         FeedConfig {
             lag: Dist::uniform(0.01, 0.1).expect("valid"),
             ack_timeout: SimDuration::from_ms(200),
             backoff_max: SimDuration::from_secs(5),
             max_pending: 100_000,
+            heartbeat: Some(SimDuration::from_secs(1)),
         }
     }
 }
@@ -87,6 +96,10 @@ pub enum FeedConfigError {
     #[error("max_pending must be at least 1")]
     ZeroPending,
 }
+
+/// The longest heartbeat interval [`FeedConfig::with_heartbeat`] takes: the lag is measured no
+/// more finely than the interval, so an hour is already past any use.
+pub const HEARTBEAT_MAX: SimDuration = SimDuration::from_secs(3_600);
 
 impl FeedConfig {
     /// The default settings with `lag` (seconds; a negative sample is no lag) as the binlog
@@ -124,6 +137,16 @@ impl FeedConfig {
         self.max_pending = n;
         Ok(self)
     }
+    /// A heartbeat row every `every` (`None`: no heartbeats; the lag is then seen only in the
+    /// changes that arrive). Intervals are capped at [`HEARTBEAT_MAX`].
+    pub fn with_heartbeat(mut self, every: Option<SimDuration>) -> FeedConfig {
+        self.heartbeat = every.filter(|d| !d.is_zero()).map(|d| d.min(HEARTBEAT_MAX));
+        self
+    }
+    /// The heartbeat interval (see [`FeedConfig::with_heartbeat`]).
+    pub fn heartbeat(&self) -> Option<SimDuration> {
+        self.heartbeat
+    }
     /// The binlog lag, seconds: from a row's change in the database to its [`RowChange`]
     /// reaching the invalidator.
     pub fn lag(&self) -> &Dist {
@@ -141,13 +164,30 @@ impl FeedConfig {
 }
 
 /// The database changed `count` instance rows with consecutive ids from `first` (some of them
-/// possibly unchanged: a multi-row update's span) of `account` at `version`.
+/// possibly unchanged: a multi-row update's span) of `account` at `version`. A change of no
+/// rows is a heartbeat ([`RowChange::heartbeat`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RowChange {
     pub account: AccountId,
     pub first: InstanceId,
     pub count: u32,
     pub version: SimTime,
+}
+
+impl RowChange {
+    /// The heartbeat row written at `at`: it changes no instance, and tells the consumer how
+    /// far behind it is.
+    pub fn heartbeat(at: SimTime) -> RowChange {
+        RowChange {
+            account: AccountId(0),
+            first: InstanceId(0),
+            count: 0,
+            version: at,
+        }
+    }
+    pub fn is_heartbeat(&self) -> bool {
+        self.count == 0
+    }
 }
 
 /// The invalidator's one wake-up: deletes due to be sent again.
@@ -157,8 +197,10 @@ pub struct FeedTimer;
 /// What the invalidator did.
 #[derive(Clone, Debug, Default)]
 pub struct FeedStats {
-    /// [`RowChange`]s received.
+    /// [`RowChange`]s received (heartbeats not counted).
     pub changes: u64,
+    /// Heartbeats received.
+    pub heartbeats: u64,
     /// Rows they covered.
     pub rows: u64,
     /// L2 deletes sent, first attempts and retries.
@@ -212,6 +254,8 @@ pub struct Invalidator {
     stats: FeedStats,
     /// The largest lag of the changes received since the last [`Invalidator::take_lag_window`].
     lag_window_max_ns: Option<u64>,
+    /// The newest heartbeat received (its time of writing).
+    newest_heartbeat: Option<SimTime>,
 }
 
 impl Invalidator {
@@ -234,6 +278,7 @@ impl Invalidator {
             timers: LocalTimers::new(),
             stats: FeedStats::default(),
             lag_window_max_ns: None,
+            newest_heartbeat: None,
         }
     }
 
@@ -244,11 +289,24 @@ impl Invalidator {
     pub fn pending(&self) -> usize {
         self.pending.len()
     }
-    /// The largest lag (the database's change to its arrival here, ns) of the changes received
-    /// since the last call, `None` if none came; the window starts again. For the time series
-    /// (`feed_lag_ms_max`): the binlog consumer's lag.
-    pub fn take_lag_window(&mut self) -> Option<u64> {
-        self.lag_window_max_ns.take()
+    /// The binlog consumer's lag over the window since the last call, at `now` (ns; `None` if
+    /// nothing came and no heartbeat is overdue); the window starts again. The largest of the
+    /// arrival lags (the database's change, or heartbeat, to its arrival here) of the window,
+    /// and of how overdue the next heartbeat is at `now`: the one written an interval after the
+    /// newest received has not arrived, so the lag is at least that. For the time series
+    /// (`feed_lag_ms_max`) and the `feed_lag_ms` alerts.
+    pub fn take_lag_window(&mut self, now: SimTime) -> Option<u64> {
+        let overdue = match (self.cfg.heartbeat, self.newest_heartbeat) {
+            (Some(every), Some(newest)) => {
+                let due = newest.saturating_add(every);
+                (now > due).then(|| now.saturating_since(due).as_ns())
+            }
+            _ => None,
+        };
+        match (self.lag_window_max_ns.take(), overdue) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
     }
     /// Delivers L1 invalidations to `node` too from now on (a node added mid-run).
     pub fn add_node(&mut self, node: ComponentId) {
@@ -261,10 +319,18 @@ impl Invalidator {
         c: RowChange,
         out: &mut Outbox<'_, M>,
     ) {
-        self.stats.changes += 1;
-        self.stats.rows += u64::from(c.count);
         let lag = out.now().saturating_since(c.version).as_ns();
         self.lag_window_max_ns = Some(self.lag_window_max_ns.map_or(lag, |m| m.max(lag)));
+        if c.is_heartbeat() {
+            self.stats.heartbeats += 1;
+            self.newest_heartbeat = Some(
+                self.newest_heartbeat
+                    .map_or(c.version, |v| v.max(c.version)),
+            );
+            return;
+        }
+        self.stats.changes += 1;
+        self.stats.rows += u64::from(c.count);
         let key = CacheKey {
             account: c.account,
             instance: c.first,
@@ -721,6 +787,59 @@ mod tests {
         assert_eq!((s.changes, s.dropped, s.acked, s.max_pending), (5, 3, 2, 2));
         assert_eq!(w.l1(0).len(), 5);
         assert_eq!(w.l1(1).len(), 5);
+    }
+
+    /// Heartbeats (one a second, 50 ms of lag, then none from 4 s to 9 s) are counted apart,
+    /// broadcast and delete nothing, and carry the lag: at 3.5 s the window holds their arrival
+    /// lag; then, with none arriving, the lag is how overdue the next one is (due at 4 s), so it
+    /// grows with the silence; the one written at 9 s arrives 2.5 s late, and its arrival lag
+    /// is larger than what is overdue then (the next is due at 10 s: 2 s at 12 s).
+    #[test]
+    fn heartbeats_measure_the_lag_and_an_overdue_one_raises_it() {
+        let mut w = FeedWorld::new(FeedConfig::default(), 300);
+        let inv = w.inv;
+        for s in 1..=3 {
+            w.at(
+                s * 1_000 + 50,
+                inv,
+                M::Change(RowChange::heartbeat(at(s * 1_000))),
+            );
+        }
+        w.at(
+            9_000 + 2_500,
+            inv,
+            M::Change(RowChange::heartbeat(at(9_000))),
+        );
+        let window = |w: &mut FeedWorld, until_ms: u64| {
+            // (The run ends once the last heartbeat is in: later calls find it over.)
+            let _ = w.sim.run_until(at(until_ms));
+            let id = w.inv;
+            match w.sim.component_mut(id) {
+                C::Inv(i) => i.take_lag_window(at(until_ms)),
+                _ => unreachable!(),
+            }
+        };
+        let ms = |x: u64| Some(x * 1_000_000);
+        assert_eq!(window(&mut w, 500), None, "nothing yet");
+        assert_eq!(window(&mut w, 3_500), ms(50));
+        assert_eq!(window(&mut w, 4_000), None, "the next one is due at 4 s");
+        assert_eq!(window(&mut w, 5_000), ms(1_000));
+        assert_eq!(window(&mut w, 8_250), ms(4_250));
+        assert_eq!(window(&mut w, 12_000), ms(2_500));
+        assert_eq!(window(&mut w, 13_000), ms(3_000), "due at 10 s");
+        let s = w.stats();
+        assert_eq!(
+            (s.heartbeats, s.changes, s.rows, s.deletes_sent),
+            (4, 0, 0, 0)
+        );
+        assert!(w.l1(0).is_empty() && w.l1(1).is_empty());
+        assert_eq!(w.pending(), 0);
+        // Without heartbeats configured, silence is no lag.
+        let mut quiet = FeedWorld::new(FeedConfig::default().with_heartbeat(None), 300);
+        let inv = quiet.inv;
+        quiet.at(1_050, inv, M::Change(RowChange::heartbeat(at(1_000))));
+        assert_eq!(window(&mut quiet, 9_000), ms(50));
+        assert_eq!(window(&mut quiet, 20_000), None);
     }
 
     #[test]

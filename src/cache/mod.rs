@@ -113,7 +113,8 @@ mod lru;
 mod tests;
 
 pub use feed::{
-    FeedConfig, FeedConfigError, FeedStats, FeedTimer, Invalidation, Invalidator, RowChange,
+    FeedConfig, FeedConfigError, FeedStats, FeedTimer, HEARTBEAT_MAX, Invalidation, Invalidator,
+    RowChange,
 };
 pub use invalidation::{Broadcaster, InvalidationPlan, L1Invalidation};
 pub use l1::{Eviction, L1Cache, L1Config, L1ConfigBuilder};

@@ -549,6 +549,18 @@ pub struct DbTimer {
 impl DbTimer {
     /// The `server` value of a failover notice.
     const FAILOVER: u16 = u16::MAX;
+    /// The `server` value of the change feed's heartbeat.
+    const HEARTBEAT: u16 = u16::MAX - 1;
+
+    /// The change feed's heartbeat: the database writes the heartbeat row (see
+    /// [`Db::set_change_feed`]) and schedules the next one. Whoever sets up the feed sends the
+    /// first, one interval after the start.
+    pub fn heartbeat() -> DbTimer {
+        DbTimer {
+            shard: 0,
+            server: DbTimer::HEARTBEAT,
+        }
+    }
 
     /// A notice that `shard`'s primary was lost: the database fails the transactions it held
     /// (in service and queued) at once. The fault injector sends it right after
@@ -606,6 +618,8 @@ pub struct DbStats {
     pub wakeups: u64,
     /// Failovers handled (one per shard and failover).
     pub failovers: u64,
+    /// Heartbeat rows written into the change feed.
+    pub heartbeats: u64,
     /// Transactions in service on a primary when it was lost, answered `Unavailable` at once
     /// (they stay counted as served: their effect was applied).
     pub failover_inflight_failed: u64,
@@ -1013,6 +1027,9 @@ struct ChangeFeed {
     rng: SimRng,
     /// Added to every change's lag (binlog-lag faults; zero = none).
     fault_lag: SimDuration,
+    /// A heartbeat row every this long (see [`DbTimer::heartbeat`]), with its lag drawn from
+    /// its own stream so heartbeats never shift the changes' lags.
+    heartbeat: Option<(SimDuration, SimRng)>,
 }
 
 /// The messages the database sends: replies, its own wake-ups, and row changes for the change
@@ -1067,7 +1084,18 @@ impl Db {
             lag,
             rng,
             fault_lag: SimDuration::ZERO,
+            heartbeat: None,
         });
+    }
+
+    /// Writes a heartbeat row into the change feed every `every` (as pt-heartbeat does), on
+    /// shard 0's primary: none while that primary is down, which the consumer sees as lag, as a
+    /// real one would. Its lag is drawn from `rng`. Send the first [`DbTimer::heartbeat`] to the
+    /// database `every` after the start. Nothing without a change feed.
+    pub fn set_feed_heartbeat(&mut self, every: SimDuration, rng: SimRng) {
+        if let Some(f) = &mut self.feed {
+            f.heartbeat = Some((every, rng));
+        }
     }
 
     /// The binlog-lag override now (zero without a change feed).
@@ -1297,9 +1325,31 @@ impl Db {
         if t.server == DbTimer::FAILOVER {
             return self.fail_primary(usize::from(t.shard), out);
         }
+        if t.server == DbTimer::HEARTBEAT {
+            return self.heartbeat(out);
+        }
         let (s, k) = (usize::from(t.shard), usize::from(t.server));
         self.shards[s].servers[k].wakeup = None;
         self.drain(s, k, out);
+    }
+
+    /// The change feed's heartbeat (see [`Db::set_feed_heartbeat`]): the row, unless shard 0's
+    /// primary is down, and the next heartbeat's wake-up.
+    fn heartbeat<M: DbMsg>(&mut self, out: &mut Outbox<'_, M>) {
+        let up = self.shards.first().is_some_and(|s| s.available);
+        let Some(f) = &mut self.feed else {
+            return;
+        };
+        let Some((every, rng)) = &mut f.heartbeat else {
+            return;
+        };
+        out.schedule(*every, M::from(DbTimer::heartbeat()));
+        if up {
+            let lag = f.lag.sample_duration(rng);
+            let row = RowChange::heartbeat(out.now());
+            out.send(f.to, lag.saturating_add(f.fault_lag), M::from(row));
+            self.stats.heartbeats += 1;
+        }
     }
 
     /// The primary of shard `s` is lost: its transactions in service lose their replies and are

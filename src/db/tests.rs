@@ -1304,3 +1304,35 @@ fn the_change_feed_has_writes_whose_reply_a_failover_lost() {
         )]
     );
 }
+
+/// The change feed's heartbeat: a heartbeat row every interval, stamped with its instant and
+/// delivered after the feed's lag, none while shard 0's primary is down (the consumer sees that
+/// as lag, as pt-heartbeat's would), and nothing else in the feed.
+#[test]
+fn the_change_feed_writes_a_heartbeat_every_interval_while_shard_0_is_up() {
+    let cfg = flat(0.001).build().unwrap();
+    let mut w = World::new(cfg, 8).with_feed(0.02);
+    match w.sim.component_mut(w.db) {
+        Node::Db(db) => {
+            db.set_feed_heartbeat(SimDuration::from_ms(100), RootSeed::new(2).fork("hb"))
+        }
+        Node::Caller(_) => unreachable!(),
+    }
+    w.sim
+        .schedule(ms(100), w.db, M::Timer(DbTimer::heartbeat()))
+        .unwrap();
+    w.set_available(ms(350), 0, false);
+    w.set_available(ms(550), 0, true);
+    assert!(
+        w.sim.run_until(ms(1_000)).is_none(),
+        "the heartbeat goes on"
+    );
+    let expected: Vec<(SimTime, RowChange)> = [100, 200, 300, 600, 700, 800, 900]
+        .into_iter()
+        .map(|t| (ms(t + 20), RowChange::heartbeat(ms(t))))
+        .collect();
+    assert_eq!(w.changes(), expected.as_slice());
+    assert!(w.changes().iter().all(|(_, c)| c.is_heartbeat()));
+    // The one written at 1 s is on its way.
+    assert_eq!(w.db().stats().heartbeats, 8);
+}

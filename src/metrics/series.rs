@@ -100,9 +100,10 @@ pub struct SeriesRow {
     pub db_queries: u64,
     /// L2 requests answered with an error in the bucket (0 without an L2).
     pub l2_errors: u64,
-    /// The largest lag of the row changes the binlog invalidator received in the bucket, from
-    /// the database's change to its arrival, ns (`None` without binlog invalidation or without
-    /// changes in the bucket): the binlog consumer's lag.
+    /// The binlog consumer's lag, ns: the largest lag of the row changes and heartbeats the
+    /// binlog invalidator received in the bucket (from the database's write to the arrival), or,
+    /// if larger, how overdue the next heartbeat was at the bucket's end (`None` without binlog
+    /// invalidation, or with neither). See [`crate::cache::Invalidator::take_lag_window`].
     pub feed_lag_max_ns: Option<u64>,
 }
 

@@ -209,6 +209,11 @@ pub fn summary(s: &Scenario, seed: u64, r: &RunResult, partial: bool, wall: Opti
             ),
         ),
     ]);
+    let uncertain_writes: u64 = r
+        .nodes
+        .iter()
+        .map(|n| n.faults.uncertain_write_invalidations)
+        .sum();
     let cache = match (&r.l1, &r.l2) {
         (Some(l1), l2) => Json::obj([
             (
@@ -243,15 +248,23 @@ pub fn summary(s: &Scenario, seed: u64, r: &RunResult, partial: bool, wall: Opti
                 ),
             ),
             // Who invalidated after writes: the writers, or the binlog invalidator (with what
-            // its retried L2 deletes did).
+            // its retried L2 deletes did). Either way, the nodes' state writes that failed
+            // `Unavailable` and were invalidated all the same (they may have been applied).
             (
                 "invalidation",
                 r.feed.as_ref().map_or_else(
-                    || Json::obj([("mode", Json::str("writer"))]),
+                    || {
+                        Json::obj([
+                            ("mode", Json::str("writer")),
+                            ("uncertain_writes", Json::int(uncertain_writes)),
+                        ])
+                    },
                     |f| {
                         Json::obj([
                             ("mode", Json::str("binlog")),
+                            ("uncertain_writes", Json::int(uncertain_writes)),
                             ("changes", Json::int(f.changes)),
+                            ("heartbeats", Json::int(f.heartbeats)),
                             ("rows", Json::int(f.rows)),
                             ("l2_deletes_sent", Json::int(f.deletes_sent)),
                             ("retries", Json::int(f.retries)),

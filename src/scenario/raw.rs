@@ -151,6 +151,12 @@ pub(super) struct RawCache {
     pub invalidation: Sp<String>,
     /// The change feed's lag (binlog invalidation only).
     pub binlog_lag: Sp<Dist>,
+    /// The invalidator's L2 delete timeout, backoff cap and pending bound, and the heartbeat
+    /// interval (binlog invalidation only).
+    pub binlog_retry_timeout: Sp<SimDuration>,
+    pub binlog_backoff_max: Sp<SimDuration>,
+    pub binlog_max_pending: Sp<i64>,
+    pub binlog_heartbeat: Sp<SimDuration>,
 }
 
 #[derive(Deserialize)]

@@ -259,6 +259,32 @@ pub fn scenario_schema() -> Json {
                 "binlog_lag",
                 dist("Change feed lag, seconds (binlog invalidation; default uniform 10-100 ms)."),
             ),
+            (
+                "binlog_retry_timeout",
+                duration(
+                    "Binlog invalidation: an unanswered L2 delete is sent again after this (default 200ms); a refused one after a backoff doubling from it.",
+                ),
+            ),
+            (
+                "binlog_backoff_max",
+                duration(
+                    "Binlog invalidation: the cap of the refused deletes' backoff (default 5s; at least binlog_retry_timeout).",
+                ),
+            ),
+            (
+                "binlog_max_pending",
+                int(
+                    "Binlog invalidation: L2 deletes pending at most; a change past it gets its L1 broadcast only (default 100000).",
+                    1,
+                    10_000_000,
+                ),
+            ),
+            (
+                "binlog_heartbeat",
+                duration(
+                    "Binlog invalidation: a heartbeat row every this long measures the consumer's lag while nothing else arrives (default 1s; 0s: none).",
+                ),
+            ),
         ],
         &[],
     );

@@ -598,15 +598,83 @@ fn cache_invalidation_is_the_writers_unless_the_binlog_is_chosen() {
     );
     let e = parse(&with("binlog_lag = \"const:0.5\""), &[]).unwrap_err();
     let l = lines(&e);
-    assert!(
-        l[0].starts_with(
-            "s.toml:13:14: topology.cache.binlog_lag: binlog_lag is the change feed's lag"
-        ),
-        "{l:?}"
+    assert_eq!(
+        l,
+        [
+            "s.toml:13:14: topology.cache.binlog_lag: binlog_lag sets the change feed, and the \
+             writers invalidate; set `invalidation = \"binlog\"`, or remove `binlog_lag`"
+        ],
     );
-    assert!(
-        l.iter()
-            .any(|x| x.contains("set `invalidation = \"binlog\"`")),
-        "{l:?}"
+}
+
+/// The invalidator's retries, pending bound and heartbeat are scenario keys; without binlog
+/// invalidation each is refused where it stands, and a backoff cap below the timeout is refused
+/// with the timeout it must reach.
+#[test]
+fn the_change_feed_settings_are_read_and_refused_outside_binlog_mode() {
+    use crate::cache::{FeedConfig, Invalidation};
+    let with = |extra: &str| format!("{GOOD}\n[topology.cache]\n{extra}\n");
+    let feed = |extra: &str| -> FeedConfig {
+        let s = parse(&with(&format!("invalidation = \"binlog\"\n{extra}")), &[]).unwrap();
+        match s.topology().cache().unwrap().invalidation.clone() {
+            Invalidation::Binlog(f) => f,
+            Invalidation::Writer => panic!("binlog"),
+        }
+    };
+    let d = feed("");
+    assert_eq!(d.ack_timeout(), SimDuration::from_ms(200));
+    assert_eq!(d.backoff_max(), SimDuration::from_secs(5));
+    assert_eq!(d.max_pending(), 100_000);
+    assert_eq!(d.heartbeat(), Some(SimDuration::from_secs(1)));
+    let f = feed(
+        "binlog_retry_timeout = \"50ms\"\nbinlog_backoff_max = \"2s\"\nbinlog_max_pending = 500\nbinlog_heartbeat = \"250ms\"",
+    );
+    assert_eq!(f.ack_timeout(), SimDuration::from_ms(50));
+    assert_eq!(f.backoff_max(), SimDuration::from_secs(2));
+    assert_eq!(f.max_pending(), 500);
+    assert_eq!(f.heartbeat(), Some(SimDuration::from_ms(250)));
+    assert_eq!(feed("binlog_heartbeat = \"0s\"").heartbeat(), None);
+
+    let e = parse(
+        &with("invalidation = \"binlog\"\nbinlog_retry_timeout = \"1s\"\nbinlog_backoff_max = \"500ms\""),
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(
+        lines(&e),
+        [
+            "s.toml:15:22: topology.cache.binlog_backoff_max: the backoff cap 500ms is below the \
+             delete timeout 1s: raise it; binlog_backoff_max must be at least \
+             binlog_retry_timeout (1s)"
+        ]
+    );
+    let e = parse(
+        &with("invalidation = \"binlog\"\nbinlog_max_pending = 0"),
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(
+        lines(&e),
+        [
+            "s.toml:14:22: topology.cache.binlog_max_pending: 0 is out of range; allowed range: 1 \
+             to 10000000"
+        ]
+    );
+    // Writer invalidation: each change-feed key is refused where it stands.
+    let e = parse(
+        &with("binlog_heartbeat = \"1s\"\nbinlog_max_pending = 10"),
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(
+        lines(&e),
+        [
+            "s.toml:13:20: topology.cache.binlog_heartbeat: binlog_heartbeat sets the change \
+             feed, and the writers invalidate; set `invalidation = \"binlog\"`, or remove \
+             `binlog_heartbeat`",
+            "s.toml:14:22: topology.cache.binlog_max_pending: binlog_max_pending sets the change \
+             feed, and the writers invalidate; set `invalidation = \"binlog\"`, or remove \
+             `binlog_max_pending`",
+        ]
     );
 }

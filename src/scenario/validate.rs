@@ -1,7 +1,7 @@
 //! The scenario validator: ranges, names, references and cross-field rules on the raw layer,
 //! building the typed [`Scenario`] only when nothing was wrong.
 
-use super::raw::{RawProfile, RawScenario, RawWorkload, Sp};
+use super::raw::{RawCache, RawProfile, RawScenario, RawWorkload, Sp};
 use super::{Scenario, Slo};
 use crate::api::lb::LbPolicy;
 use crate::api::node::NodeConfigBuilder;
@@ -119,6 +119,69 @@ fn ttl(
     default: SimDuration,
 ) -> Option<SimDuration> {
     c.opt_duration(v, path, SimDuration::from_ms(1), SimDuration::DAY, default)
+}
+
+/// The change feed of `[topology.cache]` with `invalidation = "binlog"`: its lag, the
+/// invalidator's retries and bound, the heartbeat (`"0s"`: none).
+fn feed_config(c: &mut Check<'_, '_>, r: &RawCache) -> Option<FeedConfig> {
+    let d = FeedConfig::default();
+    let lag = r
+        .binlog_lag
+        .as_ref()
+        .map_or_else(|| d.lag().clone(), |v| v.get_ref().clone());
+    let timeout = c.opt_duration(
+        &r.binlog_retry_timeout,
+        "topology.cache.binlog_retry_timeout",
+        SimDuration::from_ms(1),
+        SimDuration::from_secs(600),
+        d.ack_timeout(),
+    );
+    let cap = c.opt_duration(
+        &r.binlog_backoff_max,
+        "topology.cache.binlog_backoff_max",
+        SimDuration::from_ms(1),
+        SimDuration::from_secs(3_600),
+        d.backoff_max(),
+    );
+    let pending = c.opt_int(
+        &r.binlog_max_pending,
+        "topology.cache.binlog_max_pending",
+        1,
+        10_000_000,
+        i64::from(d.max_pending()),
+    );
+    let heartbeat = c.opt_duration(
+        &r.binlog_heartbeat,
+        "topology.cache.binlog_heartbeat",
+        SimDuration::ZERO,
+        crate::cache::HEARTBEAT_MAX,
+        d.heartbeat().unwrap_or(SimDuration::ZERO),
+    );
+    let (timeout, cap, pending, heartbeat) = (timeout?, cap?, pending?, heartbeat?);
+    let cfg = match FeedConfig::with_lag(lag).with_retry(timeout, cap) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            let span = r
+                .binlog_backoff_max
+                .as_ref()
+                .or(r.binlog_retry_timeout.as_ref())
+                .map(|v| v.span())
+                .unwrap_or_default();
+            c.problem(
+                span,
+                "topology.cache.binlog_backoff_max",
+                e.to_string(),
+                Some(format!(
+                    "binlog_backoff_max must be at least binlog_retry_timeout ({timeout})"
+                )),
+            );
+            return None;
+        }
+    };
+    let cfg = cfg
+        .with_max_pending(pending as u32)
+        .expect("the range check keeps it at least 1");
+    Some(cfg.with_heartbeat(Some(heartbeat)))
 }
 
 fn name_of<'s>(
@@ -890,22 +953,46 @@ pub(super) fn validate(
                 &["writer", "binlog"],
                 "writer",
             )?;
-            let invalidation = match (mode, &r.binlog_lag) {
-                ("binlog", lag) => {
-                    Invalidation::Binlog(lag.as_ref().map_or_else(FeedConfig::default, |d| {
-                        FeedConfig::with_lag(d.get_ref().clone())
-                    }))
+            let invalidation = if mode == "binlog" {
+                Invalidation::Binlog(feed_config(c, r)?)
+            } else {
+                let binlog_only = [
+                    ("binlog_lag", r.binlog_lag.as_ref().map(|v| v.span())),
+                    (
+                        "binlog_retry_timeout",
+                        r.binlog_retry_timeout.as_ref().map(|v| v.span()),
+                    ),
+                    (
+                        "binlog_backoff_max",
+                        r.binlog_backoff_max.as_ref().map(|v| v.span()),
+                    ),
+                    (
+                        "binlog_max_pending",
+                        r.binlog_max_pending.as_ref().map(|v| v.span()),
+                    ),
+                    (
+                        "binlog_heartbeat",
+                        r.binlog_heartbeat.as_ref().map(|v| v.span()),
+                    ),
+                ];
+                let mut misplaced = false;
+                for (key, span) in binlog_only {
+                    if let Some(span) = span {
+                        c.problem(
+                            span,
+                            &format!("topology.cache.{key}"),
+                            format!("{key} sets the change feed, and the writers invalidate"),
+                            Some(format!(
+                                "set `invalidation = \"binlog\"`, or remove `{key}`"
+                            )),
+                        );
+                        misplaced = true;
+                    }
                 }
-                (_, Some(lag)) => {
-                    c.problem(
-                        lag.span(),
-                        "topology.cache.binlog_lag",
-                        "binlog_lag is the change feed's lag, and the writers invalidate".into(),
-                        Some("set `invalidation = \"binlog\"`, or remove `binlog_lag`".into()),
-                    );
+                if misplaced {
                     return None;
                 }
-                _ => Invalidation::Writer,
+                Invalidation::Writer
             };
             Some(CacheSetup {
                 invalidation,

@@ -862,6 +862,17 @@ impl Topology {
             let id = sim.add("invalidator", Part::Invalidator(Box::new(inv)));
             if let Part::Db(db) = sim.component_mut(db_id) {
                 db.set_change_feed(id, feed.lag().clone(), seed.fork("db.binlog"));
+                if let Some(every) = feed.heartbeat() {
+                    db.set_feed_heartbeat(every, seed.fork("db.binlog.heartbeat"));
+                }
+            }
+            if let Some(every) = feed.heartbeat() {
+                sim.schedule(
+                    SimTime::ZERO + every,
+                    db_id,
+                    Msg::DbTimer(DbTimer::heartbeat()),
+                )
+                .expect("after time zero");
             }
             Some(id)
         });
@@ -1306,7 +1317,7 @@ impl World {
             totals.l2_errors = l2.stats().errors();
         }
         let feed_lag = match self.invalidator.map(|id| self.sim.component_mut(id)) {
-            Some(Part::Invalidator(i)) => i.take_lag_window(),
+            Some(Part::Invalidator(i)) => i.take_lag_window(now),
             _ => None,
         };
         (totals, depth, feed_lag)

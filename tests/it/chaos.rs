@@ -302,5 +302,10 @@ fn a_lost_l2_delete_leaves_the_l2_stale_unless_the_binlog_invalidates() {
 fn a_node_write_whose_reply_a_failover_lost_still_invalidates_the_cache() {
     let summary = repro_holds_staleness("db-failover-lost-node-write");
     assert_eq!(summary["faults"][0]["kind"], "db_failover");
-    assert_eq!(summary["cache"]["invalidation"]["mode"], "writer");
+    let inv = &summary["cache"]["invalidation"];
+    assert_eq!(inv["mode"], "writer");
+    // The failover lost the replies of writes in flight: the nodes counted each one they
+    // invalidated without knowing it had been applied (the delete above among them).
+    let uncertain = inv["uncertain_writes"].as_u64().unwrap();
+    assert!((1..=50).contains(&uncertain), "{inv}");
 }

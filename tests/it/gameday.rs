@@ -379,10 +379,13 @@ fn scaled_out_nodes_join_the_binlog_invalidators_broadcast() {
     assert_eq!(lags[3], after);
 }
 
-/// A binlog consumer falling 5 s behind from 20 s to 40 s: the `feed_lag_ms` series holds the
-/// feed's own lag (under 100 ms) before, nothing from 21 s to 25 s (no change arrives), the
-/// fault's 5 s while changes made during it arrive (from 25 s to 45 s), and an alert on it above
-/// 1 s detects and locates the fault at the database when the first late change arrives.
+/// A binlog consumer falling 5 s behind from 20 s to 40 s. The `feed_lag_ms` series holds the
+/// feed's own lag (under 100 ms: heartbeats and changes arrive in every bucket) before; then,
+/// while nothing arrives, how overdue the next heartbeat is (the one written at 21 s: 1, 2, 3,
+/// 4 s at the ends of the buckets from 21 s to 25 s); then the fault's 5 s while changes made
+/// during it arrive (from 25 s to 45 s). An alert on it above 1 s detects and locates the fault at the
+/// database at 23 s, when the heartbeat is 2 s overdue, not when the first late change arrives
+/// (26 s without heartbeats).
 #[test]
 fn a_feed_lag_alert_detects_a_lagging_binlog_consumer() {
     use firedrill::cache::{FeedConfig, Invalidation};
@@ -431,38 +434,45 @@ fn a_feed_lag_alert_detects_a_lagging_binlog_consumer() {
     let lag_ms = |from: u64, to: u64| -> Vec<f64> {
         rows_between(&r, from, to)
             .iter()
-            .map(|b| b.feed_lag_max_ns.expect("changes in every bucket") as f64 / 1e6)
+            .map(|b| b.feed_lag_max_ns.expect("a lag in every bucket") as f64 / 1e6)
             .collect()
     };
     assert!(
-        lag_ms(1, 20).iter().all(|&l| l < 100.0),
+        lag_ms(1, 21).iter().all(|&l| l < 100.0),
         "{:?}",
-        lag_ms(1, 20)
+        lag_ms(1, 21)
     );
+    // The heartbeat written at 20 s (before the fault) arrives; the one at 21 s, 5 s late.
+    assert_eq!(lag_ms(21, 25), [1_000.0, 2_000.0, 3_000.0, 4_000.0]);
     assert!(
-        rows_between(&r, 21, 25)
-            .iter()
-            .all(|b| b.feed_lag_max_ns.is_none())
-    );
-    assert!(
-        lag_ms(26, 45)
+        lag_ms(25, 45)
             .iter()
             .all(|&l| (5_000.0..5_100.0).contains(&l)),
         "{:?}",
-        lag_ms(26, 45)
+        lag_ms(25, 45)
     );
     assert!(
-        lag_ms(47, 60).iter().all(|&l| l < 100.0),
+        lag_ms(46, 60).iter().all(|&l| l < 100.0),
         "{:?}",
-        lag_ms(47, 60)
+        lag_ms(46, 60)
     );
     let g = r.gameday.as_ref().unwrap();
     assert_eq!(g.firings.len(), 1, "{:?}", g.firings);
-    assert_eq!(g.firings[0].fired_at, at(26));
+    assert_eq!(g.firings[0].fired_at, at(23));
     // Changes made up to 40 s arrive up to 45.1 s: the bucket from 46 s is the first good one.
     assert_eq!(g.firings[0].resolved_at, Some(at(47)));
-    assert_eq!(g.timelines[0].detected, Some(at(26)));
-    assert_eq!(g.timelines[0].located, Some(at(26)));
+    assert_eq!(g.timelines[0].detected, Some(at(23)));
+    assert_eq!(g.timelines[0].located, Some(at(23)));
+    let feed = r.feed.as_ref().unwrap();
+    // One heartbeat a second from 1 s to the run's end, all in but the last few on their way.
+    assert_eq!(r.db.heartbeats, r.report.end_time.as_ns() / 1_000_000_000);
+    assert!(
+        (r.db.heartbeats - 1..=r.db.heartbeats).contains(&feed.heartbeats),
+        "{} of {}",
+        feed.heartbeats,
+        r.db.heartbeats
+    );
+    assert!(feed.changes > 1_000, "{}", feed.changes);
 }
 
 /// The same game day twice (all three actions, a fault, the cache): the same trace, the same
