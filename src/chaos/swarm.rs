@@ -74,6 +74,9 @@ fn pick<'a, T>(rng: &mut SimRng, xs: &'a [T]) -> &'a T {
     &xs[rng.below(xs.len() as u64) as usize]
 }
 
+/// The longest partition of the binlog invalidator a swarm draws.
+const INVALIDATOR_CUT_MAX: SimDuration = SimDuration::from_secs(30);
+
 /// Draws the plan of `seed`: 1 to `max_faults` faults, each in the traffic's duration minus
 /// the quiet period. Deterministic in (topology, config, seed).
 pub fn draw_plan(topo: &Topology, cfg: &ChaosConfig, seed: u64) -> FaultPlan {
@@ -107,6 +110,14 @@ pub fn draw_plan(topo: &Topology, cfg: &ChaosConfig, seed: u64) -> FaultPlan {
         let duration = SimDuration::from_ns(window as u64);
         let Some((kind, target)) = draw_kind(topo, kind, &mut rng) else {
             continue;
+        };
+        // The invalidator cut off from the L2 leaves the L2 stale for as long as the cut
+        // lasts: at most 30 s, as a binlog lag is (the staleness bound, the L1's hard TTL plus
+        // slack, judges the design, not an outage longer than itself).
+        let duration = if target == Target::Invalidator {
+            duration.min(INVALIDATOR_CUT_MAX)
+        } else {
+            duration
         };
         let start = SimTime::from_ns(start_ns);
         let Ok(mut fault) = Fault::new(kind, target, start, duration) else {
@@ -219,6 +230,19 @@ fn draw_kind(topo: &Topology, kind: &str, rng: &mut SimRng) -> Option<(FaultKind
         ),
         "l2_loss" => (FaultKind::L2Loss, Target::L2),
         "l2_flush" => (FaultKind::L2Flush, Target::L2),
+        // With binlog invalidation, one partition in four cuts the invalidator off from the L2
+        // (its deletes time out and are sent again until it heals; see `draw_plan` for its
+        // window). Other topologies draw as before.
+        "partition"
+            if topo.cache().is_some_and(|c| c.invalidation.is_binlog())
+                && topo.has_l2()
+                && rng.unit() < 0.25 =>
+        {
+            (
+                FaultKind::Partition { peer: Target::L2 },
+                Target::Invalidator,
+            )
+        }
         "partition" => {
             let mut peers = vec![Target::Db];
             peers.extend(deps.iter().map(|d| Target::Dependency {
@@ -376,5 +400,50 @@ mod tests {
         }
         // About one fault in 21 of ≈800.
         assert!((15..80).contains(&lags), "{lags}");
+    }
+
+    /// With binlog invalidation about one partition in four cuts the invalidator off from the
+    /// L2, for at most 30 s; the other partitions cut a node off; without binlog invalidation
+    /// no partition names the invalidator.
+    #[test]
+    fn invalidator_partitions_are_drawn_only_with_binlog_invalidation() {
+        let text = include_str!("../../scenarios/chaos.toml");
+        let parse = |set: &[&str]| {
+            let o: Vec<_> = set
+                .iter()
+                .map(|x| crate::scenario::Override::parse(x).unwrap())
+                .collect();
+            crate::scenario::parse_scenario("chaos.toml", text, &o, &crate::world::shipped_mocks())
+                .unwrap()
+        };
+        let writer = parse(&[]);
+        let binlog = parse(&["topology.cache.invalidation=binlog"]);
+        let (mut cuts, mut partitions) = (0u32, 0u32);
+        for seed in 1..=1_000 {
+            for f in draw_plan(writer.topology(), writer.chaos(), seed).faults() {
+                assert_ne!(f.target(), &Target::Invalidator);
+            }
+            for f in draw_plan(binlog.topology(), binlog.chaos(), seed).faults() {
+                let FaultKind::Partition { peer } = f.kind() else {
+                    continue;
+                };
+                partitions += 1;
+                if f.target() == &Target::Invalidator {
+                    assert_eq!(peer, &Target::L2);
+                    assert!(f.duration() <= SimDuration::from_secs(30), "{f:?}");
+                    cuts += 1;
+                } else {
+                    assert!(matches!(f.target(), Target::Node(_)), "{f:?}");
+                }
+            }
+        }
+        // Binomial(partitions, 1/4): within 4 standard deviations.
+        let n = f64::from(partitions);
+        let sd = (n * 0.25 * 0.75).sqrt();
+        assert!(partitions > 50, "{partitions}");
+        assert!(
+            (f64::from(cuts) - n / 4.0).abs() < 4.0 * sd,
+            "{cuts} of {partitions}"
+        );
     }
 }

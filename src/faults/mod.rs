@@ -275,7 +275,7 @@ impl FaultKind {
             | FaultKind::BinlogLag { .. } => "db",
             FaultKind::L2Loss | FaultKind::L2Flush => "l2",
             FaultKind::Partition { .. } => {
-                "nodes, node.<i> or gateway (peer: db, l2, workflow, dep.<name>, gateway or node.<i>)"
+                "nodes, node.<i> or gateway (peer: db, l2, workflow, dep.<name>, gateway or node.<i>), or invalidator (peer: l2 or node.<i>)"
             }
             FaultKind::WorkerCrash { .. } => "workflow",
             FaultKind::TrafficSurge { .. }
@@ -302,7 +302,7 @@ impl FaultKind {
             | FaultKind::BinlogLag { .. } => *target == Target::Db,
             FaultKind::L2Loss | FaultKind::L2Flush => *target == Target::L2,
             FaultKind::Partition { peer } => {
-                matches!(target, Target::Nodes | Target::Node(_) | Target::Gateway)
+                let serving = matches!(target, Target::Nodes | Target::Node(_) | Target::Gateway)
                     && matches!(
                         peer,
                         Target::Db
@@ -312,7 +312,13 @@ impl FaultKind {
                             | Target::Gateway
                             | Target::Node(_)
                     )
-                    && peer != target
+                    && peer != target;
+                // The binlog invalidator from the L2 (its deletes) or a node (its L1
+                // broadcasts). Not from the database: a binlog consumer cut off resumes from
+                // its position, which is a lag (`binlog_lag`), not lost changes.
+                let invalidator =
+                    *target == Target::Invalidator && matches!(peer, Target::L2 | Target::Node(_));
+                serving || invalidator
             }
             FaultKind::WorkerCrash { .. } => *target == Target::Workflow,
             FaultKind::TrafficSurge { .. }
@@ -433,6 +439,8 @@ pub enum Target {
     L2,
     /// The workflow engine.
     Workflow,
+    /// The binlog invalidator (binlog cache invalidation only): a partition's side.
+    Invalidator,
     /// The API gateway (load balancer and throttling).
     Gateway,
     /// The traffic (clients).
@@ -445,8 +453,8 @@ pub enum Target {
 }
 
 impl Target {
-    /// Reads `nodes`, `node.3`, `db`, `l2`, `workflow`, `gateway`, `traffic`, `dep.vpc` or
-    /// `dep.vpc.create_eni`. Names of dependencies and endpoints are checked by the world.
+    /// Reads `nodes`, `node.3`, `db`, `l2`, `workflow`, `gateway`, `traffic`, `invalidator`,
+    /// `dep.vpc` or `dep.vpc.create_eni`. Names of dependencies and endpoints are checked by the world.
     pub fn parse(s: &str) -> Result<Target, FaultError> {
         let unknown = || FaultError::Target {
             target: s.to_string(),
@@ -458,6 +466,7 @@ impl Target {
             "workflow" => Target::Workflow,
             "gateway" => Target::Gateway,
             "traffic" => Target::Traffic,
+            "invalidator" => Target::Invalidator,
             _ => {
                 if let Some(i) = s.strip_prefix("node.") {
                     Target::Node(i.parse().map_err(|_| unknown())?)
@@ -499,6 +508,7 @@ impl fmt::Display for Target {
             Target::Workflow => f.write_str("workflow"),
             Target::Gateway => f.write_str("gateway"),
             Target::Traffic => f.write_str("traffic"),
+            Target::Invalidator => f.write_str("invalidator"),
             Target::Dependency { name, endpoint } => match endpoint {
                 Some(e) => write!(f, "dep.{name}.{e}"),
                 None => write!(f, "dep.{name}"),

@@ -668,13 +668,13 @@ pub fn scenario_schema() -> Json {
             (
                 "target",
                 string(
-                    "What it hits: nodes, node.<i>, db, l2, workflow, gateway, traffic, dep.<name> or dep.<name>.<endpoint>.",
+                    "What it hits: nodes, node.<i>, db, l2, workflow, gateway, traffic, invalidator (partition only), dep.<name> or dep.<name>.<endpoint>.",
                 ),
             ),
             (
                 "peer",
                 string(
-                    "partition: the other side (db, l2, workflow, dep.<name>, gateway or node.<i>).",
+                    "partition: the other side (db, l2, workflow, dep.<name>, gateway or node.<i>; of the invalidator: l2 or node.<i>).",
                 ),
             ),
             (

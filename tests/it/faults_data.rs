@@ -896,3 +896,83 @@ fn binlog_lag_delays_the_change_feed_only_during_the_window() {
     let w = ramped_db_fault_at_2_5_s(&plain, kind);
     assert_eq!(db(&w).feed_fault_lag(), SimDuration::from_ms(2_100));
 }
+
+/// The binlog invalidator cut off from the L2 for 5 s from 10 s: its deletes and their answers
+/// are dropped, each attempt times out after 200 ms and goes out again, and the first after the
+/// cut lands, so every change is acknowledged and none is dropped or expires; a delete's
+/// delivery then takes up to the cut's length. The run is the same as without the fault up to
+/// 10 s, the nodes' own L2 traffic is untouched, and no invariant breaks (cache staleness
+/// among them). Without binlog invalidation there is no invalidator to cut off.
+#[test]
+fn an_invalidator_cut_off_from_the_l2_retries_its_deletes_until_the_cut_heals() {
+    use firedrill::cache::{FeedConfig, Invalidation};
+    let m = mix(&[
+        (Api::RunInstances, 30.0),
+        (Api::DeleteInstance, 20.0),
+        (Api::DescribeInstanceStatus, 50.0),
+    ]);
+    let writers = cached(base(
+        200.0,
+        m,
+        4,
+        DbConfig::assumed_defaults(),
+        unlimited(4),
+        40,
+    ));
+    let mut setup = writers.cache().unwrap().clone();
+    setup.invalidation = Invalidation::Binlog(FeedConfig::with_lag(Dist::constant(0.02).unwrap()));
+    let plain = writers.clone().with_cache(setup);
+    let kind = FaultKind::Partition { peer: Target::L2 };
+    let err = writers
+        .with_faults(plan(kind.clone(), Target::Invalidator, 10, 5))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("invalidation = \"binlog\""),
+        "{err}"
+    );
+    // Not from the database: a binlog consumer resumes where it was (that is `binlog_lag`).
+    let from_db = Fault::new(
+        FaultKind::Partition { peer: Target::Db },
+        Target::Invalidator,
+        secs(10),
+        SimDuration::from_secs(5),
+    )
+    .unwrap_err();
+    assert!(
+        from_db
+            .to_string()
+            .contains("invalidator (peer: l2 or node.<i>)"),
+        "{from_db}"
+    );
+
+    let cut = plain
+        .clone()
+        .with_faults(plan(kind, Target::Invalidator, 10, 5))
+        .unwrap();
+    identical_until(&plain, &cut, 7, before(10));
+    let ms = |ns: u64| ns / 1_000_000;
+    let a = feed(&world_at(&plain, 7, secs(80)));
+    assert_eq!(a.timeouts, 0);
+    assert!(ms(a.delivery.max_ns().unwrap()) < 100);
+
+    let mut w = world_at(&cut, 7, secs(15));
+    let during = feed(&w);
+    w.run_until(secs(80));
+    let b = feed(&w);
+    // Each change of the cut (the deletes: a few dozen a second) is sent again every 200 ms
+    // while it lasts, up to 25 times.
+    assert!(during.timeouts > 1_000, "{}", during.timeouts);
+    assert!(b.retries >= b.timeouts && b.timeouts >= during.timeouts);
+    assert_eq!(b.acked, b.changes, "every delete lands after the cut");
+    assert_eq!((b.expired, b.dropped), (0, 0));
+    let late = ms(b.delivery.max_ns().unwrap());
+    // A change at 10 s + 20 ms lands with the first attempt after 15 s.
+    assert!((4_900..5_300).contains(&late), "{late}");
+    let report = w.run();
+    let r = w.result(report, cut.duration());
+    assert!(r.counter("faults.0.partition_dropped") >= during.timeouts);
+    for i in 0..4 {
+        assert_eq!(r.counter(&format!("node.{i}.l2_timeouts")), 0, "node.{i}");
+    }
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+}

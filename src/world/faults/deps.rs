@@ -157,6 +157,7 @@ fn side(world: &World, target: &Target) -> Vec<ComponentId> {
         Target::L2 => world.l2.into_iter().collect(),
         Target::Workflow => world.workflow.into_iter().collect(),
         Target::Traffic => vec![world.traffic],
+        Target::Invalidator => world.invalidator.into_iter().collect(),
         Target::Dependency { name, .. } => world
             .deps
             .iter()

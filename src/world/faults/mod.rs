@@ -247,6 +247,13 @@ impl Topology {
                 "{} targets the L2 cache but this topology has none (add [topology.cache])",
                 f.kind().name()
             )),
+            Target::Invalidator if !self.cache().is_some_and(|c| c.invalidation.is_binlog()) => {
+                Err(format!(
+                    "{} targets the binlog invalidator, which only binlog invalidation has: set \
+                     `[topology.cache] invalidation = \"binlog\"`",
+                    f.kind().name()
+                ))
+            }
             Target::Workflow if self.workflows.is_none() => Err(format!(
                 "{} targets the workflow engine but this topology has none (add [topology.workflows])",
                 f.kind().name()
