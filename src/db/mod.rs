@@ -1860,12 +1860,30 @@ fn execute(
         }
         DbOp::ScanInstances { after, limit } => {
             let limit = usize::from(limit);
-            page.extend(
-                data.rows
-                    .from(InstanceId(after.0.saturating_add(1)))
-                    .take(limit)
-                    .map(|(id, r)| r.view(id)),
-            );
+            let rows = data.rows.from(InstanceId(after.0.saturating_add(1)));
+            match snapshot {
+                None => page.extend(rows.take(limit).map(|(id, r)| r.view(id))),
+                // A replica's page: the rows it has, as of its snapshot. The page is a stale
+                // read if a row in its range is missing or older than on the primary.
+                Some(v) => {
+                    let mut stale = false;
+                    for (id, r) in rows {
+                        if page.len() >= limit {
+                            break;
+                        }
+                        match r.view_as_of(id, v) {
+                            Some(seen) => {
+                                stale |= seen.state != r.state;
+                                page.push(seen);
+                            }
+                            None => stale = true,
+                        }
+                    }
+                    if stale {
+                        stats.stale_reads += 1;
+                    }
+                }
+            }
             let returned = page.len();
             let factor = cfg.index_factor(instance_rows) * cfg.batch_factor(returned as u64);
             (

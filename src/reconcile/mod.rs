@@ -61,6 +61,8 @@ pub struct ReconConfig {
     max_repairs_per_audit: u32,
     page_size: u16,
     pages_per_sec: u32,
+    /// Whether scan pages read a replica (`true`) or the primary.
+    replica_reads: bool,
 }
 
 /// Why a reconciliation schedule is not valid.
@@ -97,6 +99,7 @@ impl ReconConfig {
             max_repairs_per_audit,
             page_size: 500,
             pages_per_sec: 20,
+            replica_reads: false,
         })
     }
     /// The same schedule with another audit `period` and `grace`.
@@ -138,6 +141,7 @@ impl ReconConfig {
             max_repairs_per_audit: 10_000,
             page_size: 500,
             pages_per_sec: 20,
+            replica_reads: false,
         }
     }
     /// T+1: daily, one hour's grace, 100,000 repairs, bigger batches: 5,000-row pages at 4 a
@@ -149,7 +153,19 @@ impl ReconConfig {
             max_repairs_per_audit: 100_000,
             page_size: 5_000,
             pages_per_sec: 4,
+            replica_reads: false,
         }
+    }
+    /// Scan pages read a read replica (`true`: the primary is spared the scans' load, and the
+    /// pages see the replica's lag) or the primary (`false`, the default). Rows a lagging
+    /// replica does not have yet are missing from their page, so the records they reference
+    /// look orphaned unless they are younger than the grace: the grace must cover the lag.
+    pub fn with_replica_reads(mut self, on: bool) -> ReconConfig {
+        self.replica_reads = on;
+        self
+    }
+    pub fn replica_reads(&self) -> bool {
+        self.replica_reads
     }
     pub fn period(&self) -> SimDuration {
         self.period
@@ -588,7 +604,7 @@ impl Reconciler {
             tag,
             reply_to: out.me(),
             account: AccountId(u32::from(scan.shard)),
-            read_replica: false,
+            read_replica: self.cfg.replica_reads,
             op: DbOp::ScanInstances {
                 after: scan.after,
                 limit,

@@ -206,6 +206,8 @@ pub(super) struct RawReconciliation {
     /// Overrides of the mode's audit period and grace.
     pub period: Sp<SimDuration>,
     pub grace: Sp<SimDuration>,
+    /// `primary` (default) or `replica`: where scan pages read.
+    pub read: Sp<String>,
 }
 
 #[derive(Deserialize)]

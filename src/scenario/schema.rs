@@ -379,6 +379,13 @@ pub fn scenario_schema() -> Json {
                     "Rows and records younger than this at a scan's start are not judged (default: the mode's, 10m or 1h).",
                 ),
             ),
+            (
+                "read",
+                one_of(
+                    "Where scan pages read: the primary (default) or a read replica (its lag hides new rows: the grace must cover it).",
+                    &["primary", "replica"],
+                ),
+            ),
         ],
         &[],
     );

@@ -66,6 +66,19 @@ fn reconciliation_period_and_grace_override_the_mode() {
             .contains("topology.reconciliation.period: 0s is out of range"),
         "{e}"
     );
+    // Scans read the primary unless told to read a replica; anything else is refused.
+    assert!(!r.replica_reads());
+    let o = [Override::parse("topology.reconciliation.read=replica").unwrap()];
+    let s = parse_scenario("chaos.toml", chaos, &o, &shipped_mocks()).unwrap();
+    assert!(s.topology().reconciliation().unwrap().replica_reads());
+    let o = [Override::parse("topology.reconciliation.read=replicas").unwrap()];
+    let e = parse_scenario("chaos.toml", chaos, &o, &shipped_mocks()).unwrap_err();
+    assert!(
+        e.to_string().contains(
+            "topology.reconciliation.read: unknown value `replicas`; did you mean `replica`?"
+        ),
+        "{e}"
+    );
 }
 
 #[test]

@@ -1215,8 +1215,16 @@ pub(super) fn validate(
                 SimDuration::from_secs(366 * 86_400),
                 base.grace(),
             );
+            let read = name_of(
+                c,
+                &r.read,
+                "topology.reconciliation.read",
+                &["primary", "replica"],
+                "primary",
+            );
             // The period's range starts above zero: the schedule is valid.
-            base.with_timing(period?, grace?).ok()
+            let cfg = base.with_timing(period?, grace?).ok()?;
+            Some(cfg.with_replica_reads(read? == "replica"))
         });
 
     // ------------------------------------------------------------------------- workload

@@ -625,3 +625,51 @@ fn a_row_an_open_workflow_holds_is_not_stuck() {
     assert_eq!(rec.found_total(), 0, "{:?}", rec.found);
     assert!(r.violations.is_empty(), "{:?}", r.violations);
 }
+
+/// Scans that read a replica lagging 45 s behind (a replica-lag fault for the whole run), with a
+/// 30 s grace: rows created within the lag are missing from their pages while the records
+/// their workflows made are older than the grace, so those records look orphaned and are
+/// released under live instances (the runs then find the instances' host or disk gone). The
+/// same lag with the scans on the primary, or a 60 s grace, finds nothing: a clean run has no
+/// inconsistency, and a grace must cover the lag of what the scans read.
+#[test]
+fn replica_scans_lagging_past_the_grace_release_live_instances_resources() {
+    use firedrill::faults::{Fault, FaultKind, FaultPlan, Target};
+    let run = |replica: bool, grace_s: u64| {
+        let recon = every_minute()
+            .with_timing(SimDuration::from_secs(60), SimDuration::from_secs(grace_s))
+            .unwrap()
+            .with_replica_reads(replica);
+        let lag = Fault::new(
+            FaultKind::ReplicaLag {
+                lag: SimDuration::from_secs(45),
+            },
+            Target::Db,
+            SimTime::ZERO,
+            SimDuration::from_secs(400),
+        )
+        .unwrap();
+        let topo = world_topology(1.0, 400, recon)
+            .with_faults(FaultPlan::new(vec![lag]))
+            .unwrap();
+        let mut world = topo.build(RootSeed::new(5));
+        let report = world.run();
+        let r = world.result(report, topo.duration());
+        (r.reconciliation.unwrap(), r.db)
+    };
+    let (primary, _) = run(false, 30);
+    assert!(primary.pages > 20, "{}", primary.pages);
+    assert_eq!(primary.found_total(), 0, "{:?}", primary.found);
+    let (covered, db) = run(true, 60);
+    assert_eq!(covered.found_total(), 0, "{:?}", covered.found);
+    // The pages did read the lagging replica: rows were missing from them.
+    assert!(db.stale_reads > 0 && db.replica_reads >= covered.pages);
+    let (short, _) = run(true, 30);
+    // About a hundred instances lose every record (host, disk, ENI, subscription) as
+    // orphans, and later audits find their rows dangling: reconciliation stops them.
+    let orphans: u64 = short.orphans_found.values().sum();
+    assert!(orphans > 100, "{:?}", short.found);
+    let dangling_hosts = short.found.get(&("dangling", "host")).copied();
+    assert!(dangling_hosts.is_some_and(|n| n > 10), "{:?}", short.found);
+    assert!(short.repaired >= orphans, "{:?}", short.repaired_by);
+}
