@@ -27,6 +27,9 @@ pub enum Invariant {
     Liveness,
     /// After reconciliation converges, no orphan or dangling resource is left.
     Reconciled,
+    /// Reconciliation releases no record that a live instance (a row not `Deleted`, on the
+    /// primary) references: what it judges an orphan is one.
+    RepairsSpareLive,
     /// No cache read is older than its hard TTL plus the invalidation delay.
     CacheStaleness,
     /// A workflow step creates at most one set of resources, whatever its retries and
@@ -35,7 +38,7 @@ pub enum Invariant {
 }
 
 impl Invariant {
-    pub const ALL: [Invariant; 8] = [
+    pub const ALL: [Invariant; 9] = [
         Invariant::TokenOneInstanceSet,
         Invariant::TokenSameIds,
         Invariant::OneResponse,
@@ -44,6 +47,7 @@ impl Invariant {
         Invariant::Reconciled,
         Invariant::CacheStaleness,
         Invariant::OneResourceSetPerStep,
+        Invariant::RepairsSpareLive,
     ];
 
     /// A stable name for reports and reproduction files.
@@ -57,6 +61,7 @@ impl Invariant {
             Invariant::Reconciled => "reconciled",
             Invariant::CacheStaleness => "cache_staleness",
             Invariant::OneResourceSetPerStep => "one_resource_set_per_step",
+            Invariant::RepairsSpareLive => "repairs_spare_live",
         }
     }
 
@@ -82,6 +87,9 @@ impl Invariant {
             }
             Invariant::OneResourceSetPerStep => {
                 "a workflow step creates at most one resource set, whatever its retries"
+            }
+            Invariant::RepairsSpareLive => {
+                "reconciliation releases no record a live instance references"
             }
         }
     }

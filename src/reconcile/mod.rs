@@ -420,6 +420,9 @@ pub struct Reconciler {
     targets: ReconTargets,
     stats: ReconStats,
     scan: Option<Scan>,
+    /// The records the last orphan pass planned to release (for the driver's check that none
+    /// is referenced by a live row: [`Reconciler::take_orphan_releases`]).
+    orphan_releases: Vec<(ResourceKind, ResourceId)>,
     /// A page answered and not yet compared: its tag.
     ready: Option<u64>,
     pending: VecDeque<Plan>,
@@ -475,6 +478,7 @@ impl Reconciler {
             targets,
             stats: ReconStats::default(),
             scan: None,
+            orphan_releases: Vec::new(),
             ready: None,
             pending: VecDeque::new(),
             in_flight: BTreeMap::new(),
@@ -841,6 +845,12 @@ impl Reconciler {
     /// when the page's reply arrives) and plans the repairs. With `all_records` (after the
     /// scan's last page: every record of every dependency, `(dependency, id, record)`), also
     /// finds the orphans and ends the scan.
+    /// The records the orphan passes since the last call planned to release, in judgement
+    /// order; the list starts again.
+    pub fn take_orphan_releases(&mut self) -> Vec<(ResourceKind, ResourceId)> {
+        std::mem::take(&mut self.orphan_releases)
+    }
+
     pub fn compare_page(
         &mut self,
         now: SimTime,
@@ -882,6 +892,7 @@ impl Reconciler {
                     since: rec.created,
                 };
                 self.note((f.what, f.kind, 0, id.0), f, &mut findings);
+                self.orphan_releases.push((rec.kind, id));
                 let mut actions = Vec::with_capacity(2);
                 if rec.kind == ResourceKind::Disk && rec.state == RecordState::Attached {
                     actions.push(Action::Dep {

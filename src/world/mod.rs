@@ -1441,9 +1441,58 @@ impl World {
             (true, Some(e)) => e.held_resources().collect(),
             _ => Vec::new(),
         };
-        if let Part::Reconciler(rec) = self.sim.component_mut(rid) {
-            rec.note_held(held);
-            rec.compare_page(now, &views, all.as_deref());
+        let orphans = match self.sim.component_mut(rid) {
+            Part::Reconciler(rec) => {
+                rec.note_held(held);
+                rec.compare_page(now, &views, all.as_deref());
+                rec.take_orphan_releases()
+            }
+            _ => Vec::new(),
+        };
+        self.check_orphans_are_orphans(now, &orphans);
+    }
+
+    /// `repairs_spare_live`: every record the orphan pass is about to release is referenced by
+    /// no live row on the primary now (reads every row, only after a pass that found orphans).
+    fn check_orphans_are_orphans(
+        &mut self,
+        now: SimTime,
+        orphans: &[(crate::deps::ResourceKind, crate::deps::ResourceId)],
+    ) {
+        if orphans.is_empty() {
+            return;
+        }
+        let Part::Db(db) = self.sim.component(self.db) else {
+            unreachable!("the db id names the db")
+        };
+        let mut live = std::collections::BTreeMap::new();
+        for row in db.instance_rows() {
+            if row.state != crate::api::types::InstanceState::Deleted {
+                for r in row.resources.iter() {
+                    live.insert(r, (row.account, row.id, row.state));
+                }
+            }
+        }
+        let found: Vec<Violation> = orphans
+            .iter()
+            .filter_map(|&(kind, id)| {
+                let &(account, instance, state) = live.get(&(kind, id))?;
+                Some(Violation {
+                    invariant: Invariant::RepairsSpareLive,
+                    at: now,
+                    detail: format!(
+                        "reconciliation judged {} #{} an orphan and releases it, but instance #{} of account {} ({}) references it on the primary (its scan page missed the row: a replica lagging past the grace?)",
+                        kind.name(),
+                        id.0,
+                        instance.0,
+                        account.0,
+                        state.name()
+                    ),
+                })
+            })
+            .collect();
+        for v in found {
+            self.violation(v);
         }
     }
 

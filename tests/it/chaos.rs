@@ -309,3 +309,38 @@ fn a_node_write_whose_reply_a_failover_lost_still_invalidates_the_cache() {
     let uncertain = inv["uncertain_writes"].as_u64().unwrap();
     assert!((1..=50).contains(&uncertain), "{inv}");
 }
+
+/// A chaos finding (tests/repros/replica-scan-past-grace.toml): reconciliation scanning a read
+/// replica that lags 15.5 s, with a 10 s grace, judges the records of instances the replica
+/// does not show yet as orphans and releases them under running instances
+/// (`repairs_spare_live`, exit 3). A grace that covers the lag, or scans on the primary, break
+/// nothing.
+#[test]
+fn reconciliation_reading_a_replica_past_its_grace_releases_live_resources() {
+    let repro = "tests/repros/replica-scan-past-grace.toml";
+    let (code, stdout, summary) = run_to("repro-replica-scan", &[repro, "--quiet"]);
+    assert_eq!(code, Some(3), "{stdout}");
+    let v = &summary["invariants"]["violations"];
+    assert_eq!(v[0]["invariant"], "repairs_spare_live", "{v}");
+    assert!(
+        v[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("references it on the primary")),
+        "{v}"
+    );
+    assert_eq!(summary["faults"][0]["kind"], "replica_lag");
+    for (name, set) in [
+        (
+            "repro-replica-scan-grace",
+            "topology.reconciliation.grace=30s",
+        ),
+        (
+            "repro-replica-scan-primary",
+            "topology.reconciliation.read=primary",
+        ),
+    ] {
+        let (code, stdout, summary) = run_to(name, &[repro, "--quiet", "--set", set]);
+        assert_eq!(code, Some(0), "{set}: {stdout}");
+        assert_eq!(summary["invariants"]["ok"], serde_json::Value::Bool(true));
+    }
+}

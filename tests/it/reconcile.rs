@@ -655,16 +655,31 @@ fn replica_scans_lagging_past_the_grace_release_live_instances_resources() {
         let mut world = topo.build(RootSeed::new(5));
         let report = world.run();
         let r = world.result(report, topo.duration());
-        (r.reconciliation.unwrap(), r.db)
+        (r.reconciliation.unwrap(), r.db, r.violations)
     };
-    let (primary, _) = run(false, 30);
+    let (primary, _, v) = run(false, 30);
     assert!(primary.pages > 20, "{}", primary.pages);
     assert_eq!(primary.found_total(), 0, "{:?}", primary.found);
-    let (covered, db) = run(true, 60);
+    assert!(v.is_empty(), "{v:?}");
+    let (covered, db, v) = run(true, 60);
     assert_eq!(covered.found_total(), 0, "{:?}", covered.found);
+    assert!(v.is_empty(), "{v:?}");
     // The pages did read the lagging replica: rows were missing from them.
     assert!(db.stale_reads > 0 && db.replica_reads >= covered.pages);
-    let (short, _) = run(true, 30);
+    let (short, _, v) = run(true, 30);
+    // `repairs_spare_live` catches each release of a live instance's record when it is
+    // judged, from the first audit's scan (at 60 s the replica shows the rows of 15 s ago,
+    // and records up to 30 s old are judged).
+    assert!(
+        !v.is_empty() && v.iter().all(|x| x.invariant.name() == "repairs_spare_live"),
+        "{v:?}"
+    );
+    assert!((60 * S..61 * S).contains(&v[0].at.as_ns()), "{}", v[0]);
+    assert!(
+        v[0].detail.contains("references it on the primary"),
+        "{}",
+        v[0]
+    );
     // About a hundred instances lose every record (host, disk, ENI, subscription) as
     // orphans, and later audits find their rows dangling: reconciliation stops them.
     let orphans: u64 = short.orphans_found.values().sum();
