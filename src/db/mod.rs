@@ -553,7 +553,7 @@ impl DbTimer {
     const HEARTBEAT: u16 = u16::MAX - 1;
 
     /// The change feed's heartbeat: the database writes the heartbeat row (see
-    /// [`Db::set_change_feed`]) and schedules the next one. Whoever sets up the feed sends the
+    /// [`Db::set_feed_heartbeat`]) and schedules the next one. Whoever sets up the feed sends the
     /// first, one interval after the start.
     pub fn heartbeat() -> DbTimer {
         DbTimer {

@@ -841,16 +841,16 @@ impl Reconciler {
         }
     }
 
-    /// Compares one page's rows with the dependencies' records at `now` (the driver calls it
-    /// when the page's reply arrives) and plans the repairs. With `all_records` (after the
-    /// scan's last page: every record of every dependency, `(dependency, id, record)`), also
-    /// finds the orphans and ends the scan.
     /// The records the orphan passes since the last call planned to release, in judgement
     /// order; the list starts again.
     pub fn take_orphan_releases(&mut self) -> Vec<(ResourceKind, ResourceId)> {
         std::mem::take(&mut self.orphan_releases)
     }
 
+    /// Compares one page's rows with the dependencies' records at `now` (the driver calls it
+    /// when the page's reply arrives) and plans the repairs. With `all_records` (after the
+    /// scan's last page: every record of every dependency, `(dependency, id, record)`), also
+    /// finds the orphans and ends the scan.
     pub fn compare_page(
         &mut self,
         now: SimTime,

@@ -661,6 +661,20 @@ fn the_change_feed_settings_are_read_and_refused_outside_binlog_mode() {
              binlog_retry_timeout (1s)"
         ]
     );
+    // A timeout alone above the default 5 s cap: the problem is at the timeout.
+    let e = parse(
+        &with("invalidation = \"binlog\"\nbinlog_retry_timeout = \"10s\""),
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(
+        lines(&e),
+        [
+            "s.toml:14:24: topology.cache.binlog_retry_timeout: the backoff cap 5s is below the \
+             delete timeout 10s: raise it; binlog_backoff_max must be at least \
+             binlog_retry_timeout (10s)"
+        ]
+    );
     let e = parse(
         &with("invalidation = \"binlog\"\nbinlog_max_pending = 0"),
         &[],

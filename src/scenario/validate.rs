@@ -161,15 +161,15 @@ fn feed_config(c: &mut Check<'_, '_>, r: &RawCache) -> Option<FeedConfig> {
     let cfg = match FeedConfig::with_lag(lag).with_retry(timeout, cap) {
         Ok(cfg) => cfg,
         Err(e) => {
-            let span = r
-                .binlog_backoff_max
-                .as_ref()
-                .or(r.binlog_retry_timeout.as_ref())
-                .map(|v| v.span())
-                .unwrap_or_default();
+            // At the cap if it was given, else at the timeout that outgrew the default cap.
+            let (key, span) = match (&r.binlog_backoff_max, &r.binlog_retry_timeout) {
+                (Some(v), _) => ("binlog_backoff_max", v.span()),
+                (None, Some(v)) => ("binlog_retry_timeout", v.span()),
+                (None, None) => ("binlog_backoff_max", Default::default()),
+            };
             c.problem(
                 span,
-                "topology.cache.binlog_backoff_max",
+                &format!("topology.cache.{key}"),
                 e.to_string(),
                 Some(format!(
                     "binlog_backoff_max must be at least binlog_retry_timeout ({timeout})"
