@@ -63,6 +63,8 @@ pub struct ReconConfig {
     pages_per_sec: u32,
     /// Whether scan pages read a replica (`true`) or the primary.
     replica_reads: bool,
+    /// Whether an orphan is released only when a second orphan pass in a row finds it.
+    confirm_orphans: bool,
 }
 
 /// Why a reconciliation schedule is not valid.
@@ -100,6 +102,7 @@ impl ReconConfig {
             page_size: 500,
             pages_per_sec: 20,
             replica_reads: false,
+            confirm_orphans: false,
         })
     }
     /// The same schedule with another audit `period` and `grace`.
@@ -142,6 +145,7 @@ impl ReconConfig {
             page_size: 500,
             pages_per_sec: 20,
             replica_reads: false,
+            confirm_orphans: false,
         }
     }
     /// T+1: daily, one hour's grace, 100,000 repairs, bigger batches: 5,000-row pages at 4 a
@@ -154,6 +158,7 @@ impl ReconConfig {
             page_size: 5_000,
             pages_per_sec: 4,
             replica_reads: false,
+            confirm_orphans: false,
         }
     }
     /// Scan pages read a read replica (`true`: the primary is spared the scans' load, and the
@@ -166,6 +171,18 @@ impl ReconConfig {
     }
     pub fn replica_reads(&self) -> bool {
         self.replica_reads
+    }
+    /// Releases an orphan only when the next audit's orphan pass finds it again (`true`: mark,
+    /// then sweep), instead of at once (`false`, the default). A record that looked orphaned
+    /// only because its row was missing from a lagging page (see
+    /// [`ReconConfig::with_replica_reads`]) is referenced again one period later, as long as
+    /// the period is longer than the lag; real orphans wait one period more.
+    pub fn with_orphan_confirmation(mut self, on: bool) -> ReconConfig {
+        self.confirm_orphans = on;
+        self
+    }
+    pub fn confirms_orphans(&self) -> bool {
+        self.confirm_orphans
     }
     pub fn period(&self) -> SimDuration {
         self.period
@@ -269,6 +286,9 @@ pub struct ReconStats {
     pub repaired_by: BTreeMap<(&'static str, &'static str), u64>,
     /// Orphan records found, by resource kind (the `orphan` part of `found`).
     pub orphans_found: BTreeMap<&'static str, u64>,
+    /// With orphan confirmation: orphans seen by one pass and left for the next to confirm
+    /// (each time; those the next pass finds referenced were never orphans).
+    pub orphan_candidates: u64,
     /// Cache invalidations sent after repair writes (one L2 delete and one L1 broadcast each),
     /// when the cache is on.
     pub invalidations: u64,
@@ -423,6 +443,9 @@ pub struct Reconciler {
     /// The records the last orphan pass planned to release (for the driver's check that none
     /// is referenced by a live row: [`Reconciler::take_orphan_releases`]).
     orphan_releases: Vec<(ResourceKind, ResourceId)>,
+    /// With orphan confirmation: the orphans the last pass found, released if the next one
+    /// finds them again.
+    orphan_candidates: BTreeSet<(ResourceKind, ResourceId)>,
     /// A page answered and not yet compared: its tag.
     ready: Option<u64>,
     pending: VecDeque<Plan>,
@@ -479,6 +502,7 @@ impl Reconciler {
             stats: ReconStats::default(),
             scan: None,
             orphan_releases: Vec::new(),
+            orphan_candidates: BTreeSet::new(),
             ready: None,
             pending: VecDeque::new(),
             in_flight: BTreeMap::new(),
@@ -874,6 +898,7 @@ impl Reconciler {
             self.plan_row(v);
         }
         if let Some(records) = all_records {
+            let mut candidates = BTreeSet::new();
             for &(dep, id, rec) in records {
                 let Some(op) = release_op(rec.kind) else {
                     continue;
@@ -883,6 +908,12 @@ impl Reconciler {
                     .as_ref()
                     .is_some_and(|s| s.referenced.contains(&(rec.kind, id)));
                 if rec.created > cutoff || referenced {
+                    continue;
+                }
+                if self.cfg.confirm_orphans && !self.orphan_candidates.contains(&(rec.kind, id)) {
+                    // Seen once: judged again at the next audit.
+                    candidates.insert((rec.kind, id));
+                    self.stats.orphan_candidates += 1;
                     continue;
                 }
                 let mut findings = Vec::new();
@@ -912,6 +943,7 @@ impl Reconciler {
                     findings,
                 });
             }
+            self.orphan_candidates = candidates;
             if let Some(scan) = self.scan.take() {
                 self.last_scan = Some(scan.started);
                 self.stats.scans_completed += 1;

@@ -382,6 +382,7 @@ pub fn summary(s: &Scenario, seed: u64, r: &RunResult, partial: bool, wall: Opti
     let reconciliation = r.reconciliation.as_ref().map_or(Json::Null, |rc| {
         Json::obj([
             ("audits", Json::int(rc.audits)),
+            ("orphan_candidates", Json::int(rc.orphan_candidates)),
             (
                 "orphans_found",
                 Json::obj(rc.orphans_found.iter().map(|(k, v)| (*k, Json::int(*v)))),

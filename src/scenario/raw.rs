@@ -208,6 +208,8 @@ pub(super) struct RawReconciliation {
     pub grace: Sp<SimDuration>,
     /// `primary` (default) or `replica`: where scan pages read.
     pub read: Sp<String>,
+    /// Release an orphan only when two passes in a row find it.
+    pub confirm_orphans: Sp<bool>,
 }
 
 #[derive(Deserialize)]

@@ -386,6 +386,12 @@ pub fn scenario_schema() -> Json {
                     &["primary", "replica"],
                 ),
             ),
+            (
+                "confirm_orphans",
+                boolean(
+                    "Release an orphan only when the next audit finds it again (default false): a row a lagging page missed is seen by then.",
+                ),
+            ),
         ],
         &[],
     );

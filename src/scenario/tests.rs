@@ -71,6 +71,10 @@ fn reconciliation_period_and_grace_override_the_mode() {
     let o = [Override::parse("topology.reconciliation.read=replica").unwrap()];
     let s = parse_scenario("chaos.toml", chaos, &o, &shipped_mocks()).unwrap();
     assert!(s.topology().reconciliation().unwrap().replica_reads());
+    assert!(!s.topology().reconciliation().unwrap().confirms_orphans());
+    let o = [Override::parse("topology.reconciliation.confirm_orphans=true").unwrap()];
+    let s = parse_scenario("chaos.toml", chaos, &o, &shipped_mocks()).unwrap();
+    assert!(s.topology().reconciliation().unwrap().confirms_orphans());
     let o = [Override::parse("topology.reconciliation.read=replicas").unwrap()];
     let e = parse_scenario("chaos.toml", chaos, &o, &shipped_mocks()).unwrap_err();
     assert!(

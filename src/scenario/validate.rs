@@ -1224,7 +1224,11 @@ pub(super) fn validate(
             );
             // The period's range starts above zero: the schedule is valid.
             let cfg = base.with_timing(period?, grace?).ok()?;
-            Some(cfg.with_replica_reads(read? == "replica"))
+            let confirm = r.confirm_orphans.as_ref().is_some_and(|v| *v.get_ref());
+            Some(
+                cfg.with_replica_reads(read? == "replica")
+                    .with_orphan_confirmation(confirm),
+            )
         });
 
     // ------------------------------------------------------------------------- workload

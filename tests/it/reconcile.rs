@@ -626,6 +626,55 @@ fn a_row_an_open_workflow_holds_is_not_stuck() {
     assert!(r.violations.is_empty(), "{:?}", r.violations);
 }
 
+/// A world of `every_minute` audits with `grace_s`, scans on a replica or not, orphan
+/// confirmation or not, and a 45 s replica-lag fault for its 400 s; `lossy`: at 100 s five
+/// running instances' rows lose their ENI reference (a lost write: five real orphans). Returns the
+/// reconciliation's statistics, the database's, and the violations.
+fn lagging_replica_run(
+    replica: bool,
+    grace_s: u64,
+    confirm: bool,
+    lossy: bool,
+) -> (
+    firedrill::reconcile::ReconStats,
+    firedrill::db::DbStats,
+    Vec<firedrill::invariants::Violation>,
+) {
+    use firedrill::faults::{Fault, FaultKind, FaultPlan, Target};
+    let recon = every_minute()
+        .with_timing(SimDuration::from_secs(60), SimDuration::from_secs(grace_s))
+        .unwrap()
+        .with_replica_reads(replica)
+        .with_orphan_confirmation(confirm);
+    let lag = Fault::new(
+        FaultKind::ReplicaLag {
+            lag: SimDuration::from_secs(45),
+        },
+        Target::Db,
+        SimTime::ZERO,
+        SimDuration::from_secs(400),
+    )
+    .unwrap();
+    let topo = world_topology(1.0, 400, recon)
+        .with_faults(FaultPlan::new(vec![lag]))
+        .unwrap();
+    let mut world = topo.build(RootSeed::new(5));
+    if lossy {
+        assert!(world.run_until(SimTime::from_ns(100 * S)).is_none());
+        for victim in running(&world).into_iter().take(5) {
+            let mut res = victim.resources;
+            res.set(2, None);
+            let Part::Db(db) = world.sim.component_mut(world.db) else {
+                unreachable!()
+            };
+            assert!(db.tamper_resources(victim.account, victim.id, res));
+        }
+    }
+    let report = world.run();
+    let r = world.result(report, topo.duration());
+    (r.reconciliation.unwrap(), r.db, r.violations)
+}
+
 /// Scans that read a replica lagging 45 s behind (a replica-lag fault for the whole run), with a
 /// 30 s grace: rows created within the lag are missing from their pages while the records
 /// their workflows made are older than the grace, so those records look orphaned and are
@@ -634,39 +683,16 @@ fn a_row_an_open_workflow_holds_is_not_stuck() {
 /// inconsistency, and a grace must cover the lag of what the scans read.
 #[test]
 fn replica_scans_lagging_past_the_grace_release_live_instances_resources() {
-    use firedrill::faults::{Fault, FaultKind, FaultPlan, Target};
-    let run = |replica: bool, grace_s: u64| {
-        let recon = every_minute()
-            .with_timing(SimDuration::from_secs(60), SimDuration::from_secs(grace_s))
-            .unwrap()
-            .with_replica_reads(replica);
-        let lag = Fault::new(
-            FaultKind::ReplicaLag {
-                lag: SimDuration::from_secs(45),
-            },
-            Target::Db,
-            SimTime::ZERO,
-            SimDuration::from_secs(400),
-        )
-        .unwrap();
-        let topo = world_topology(1.0, 400, recon)
-            .with_faults(FaultPlan::new(vec![lag]))
-            .unwrap();
-        let mut world = topo.build(RootSeed::new(5));
-        let report = world.run();
-        let r = world.result(report, topo.duration());
-        (r.reconciliation.unwrap(), r.db, r.violations)
-    };
-    let (primary, _, v) = run(false, 30);
+    let (primary, _, v) = lagging_replica_run(false, 30, false, false);
     assert!(primary.pages > 20, "{}", primary.pages);
     assert_eq!(primary.found_total(), 0, "{:?}", primary.found);
     assert!(v.is_empty(), "{v:?}");
-    let (covered, db, v) = run(true, 60);
+    let (covered, db, v) = lagging_replica_run(true, 60, false, false);
     assert_eq!(covered.found_total(), 0, "{:?}", covered.found);
     assert!(v.is_empty(), "{v:?}");
     // The pages did read the lagging replica: rows were missing from them.
     assert!(db.stale_reads > 0 && db.replica_reads >= covered.pages);
-    let (short, _, v) = run(true, 30);
+    let (short, _, v) = lagging_replica_run(true, 30, false, false);
     // `repairs_spare_live` catches each release of a live instance's record when it is
     // judged, from the first audit's scan (at 60 s the replica shows the rows of 15 s ago,
     // and records up to 30 s old are judged).
@@ -687,4 +713,38 @@ fn replica_scans_lagging_past_the_grace_release_live_instances_resources() {
     let dangling_hosts = short.found.get(&("dangling", "host")).copied();
     assert!(dangling_hosts.is_some_and(|n| n > 10), "{:?}", short.found);
     assert!(short.repaired >= orphans, "{:?}", short.repaired_by);
+}
+
+/// Orphan confirmation (mark, then sweep) against the same lagging replica and short grace:
+/// the records a page missed are only candidates, referenced again at the next audit (the
+/// period, 60 s, is longer than the lag), so nothing live is released and nothing is found.
+/// Real orphans (five ENIs whose rows lost their reference at 100 s, scans on the primary) are
+/// still released, one audit after they are first seen.
+#[test]
+fn confirmed_orphans_spare_what_a_lagging_page_missed_and_still_release_real_ones() {
+    let (marked, _, v) = lagging_replica_run(true, 30, true, false);
+    assert!(v.is_empty(), "{v:?}");
+    assert!(
+        marked.orphan_candidates > 100,
+        "{}",
+        marked.orphan_candidates
+    );
+    assert_eq!(marked.found_total(), 0, "{:?}", marked.found);
+
+    let (at_once, _, v) = lagging_replica_run(false, 30, false, true);
+    assert!(v.is_empty(), "{v:?}");
+    let (confirmed, _, v) = lagging_replica_run(false, 30, true, true);
+    assert!(v.is_empty(), "{v:?}");
+    let sum = |s: &firedrill::reconcile::ReconStats| s.orphans_found.values().sum::<u64>();
+    assert_eq!(
+        at_once.orphans_found.get("eni"),
+        Some(&5),
+        "{:?}",
+        at_once.found
+    );
+    // The same orphans, each released one audit (60 s) later.
+    assert_eq!(sum(&confirmed), sum(&at_once), "{:?}", confirmed.found);
+    assert!(confirmed.orphan_candidates >= sum(&at_once));
+    let first = |s: &firedrill::reconcile::ReconStats| s.time_to_repair.min_ns().unwrap();
+    assert!(first(&confirmed) >= first(&at_once) + 59 * S);
 }
