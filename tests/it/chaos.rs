@@ -313,8 +313,8 @@ fn a_node_write_whose_reply_a_failover_lost_still_invalidates_the_cache() {
 /// A chaos finding (tests/repros/replica-scan-past-grace.toml): reconciliation scanning a read
 /// replica that lags 15.5 s, with a 10 s grace, judges the records of instances the replica
 /// does not show yet as orphans and releases them under running instances
-/// (`repairs_spare_live`, exit 3). A grace that covers the lag, or scans on the primary, break
-/// nothing.
+/// (`repairs_spare_live`, exit 3). A grace that covers the lag, scans on the primary, or orphan
+/// confirmation break nothing.
 #[test]
 fn reconciliation_reading_a_replica_past_its_grace_releases_live_resources() {
     let repro = "tests/repros/replica-scan-past-grace.toml";
@@ -337,6 +337,10 @@ fn reconciliation_reading_a_replica_past_its_grace_releases_live_resources() {
         (
             "repro-replica-scan-primary",
             "topology.reconciliation.read=primary",
+        ),
+        (
+            "repro-replica-scan-confirm",
+            "topology.reconciliation.confirm_orphans=true",
         ),
     ] {
         let (code, stdout, summary) = run_to(name, &[repro, "--quiet", "--set", set]);
