@@ -365,19 +365,21 @@ mod tests {
         );
     }
 
+    /// scenarios/chaos.toml with `set` overrides.
+    fn parse(set: &[&str]) -> crate::scenario::Scenario {
+        let text = include_str!("../../scenarios/chaos.toml");
+        let o: Vec<_> = set
+            .iter()
+            .map(|x| crate::scenario::Override::parse(x).unwrap())
+            .collect();
+        crate::scenario::parse_scenario("chaos.toml", text, &o, &crate::world::shipped_mocks())
+            .unwrap()
+    }
+
     /// `binlog_lag` is drawn only where there is a change feed to delay (binlog invalidation),
     /// on the database, with a lag of 0.5 to 30.5 s; the other kinds are the same either way.
     #[test]
     fn binlog_lag_is_drawn_only_with_binlog_invalidation() {
-        let text = include_str!("../../scenarios/chaos.toml");
-        let parse = |set: &[&str]| {
-            let o: Vec<_> = set
-                .iter()
-                .map(|x| crate::scenario::Override::parse(x).unwrap())
-                .collect();
-            crate::scenario::parse_scenario("chaos.toml", text, &o, &crate::world::shipped_mocks())
-                .unwrap()
-        };
         let writer = parse(&[]);
         let binlog = parse(&["topology.cache.invalidation=binlog"]);
         let kw = allowed_kinds(writer.topology(), writer.chaos());
@@ -407,15 +409,6 @@ mod tests {
     /// no partition names the invalidator.
     #[test]
     fn invalidator_partitions_are_drawn_only_with_binlog_invalidation() {
-        let text = include_str!("../../scenarios/chaos.toml");
-        let parse = |set: &[&str]| {
-            let o: Vec<_> = set
-                .iter()
-                .map(|x| crate::scenario::Override::parse(x).unwrap())
-                .collect();
-            crate::scenario::parse_scenario("chaos.toml", text, &o, &crate::world::shipped_mocks())
-                .unwrap()
-        };
         let writer = parse(&[]);
         let binlog = parse(&["topology.cache.invalidation=binlog"]);
         let (mut cuts, mut partitions) = (0u32, 0u32);

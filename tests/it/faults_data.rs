@@ -830,12 +830,10 @@ fn feed(w: &World) -> firedrill::cache::FeedStats {
     }
 }
 
-/// A binlog lag delays the change feed by `lag` during its window only: no change reaches the
-/// invalidator late before it or after it, and every change made in it comes `lag` (plus the
-/// feed's own 20 ms and the L2's answer) late; a ramp scales it; without binlog
-/// invalidation there is no feed to delay and the fault is refused.
-#[test]
-fn binlog_lag_delays_the_change_feed_only_during_the_window() {
+/// Four nodes writing their rows (30% RunInstances, 20% DeleteInstance, 50% status reads at
+/// 200 a second for 40 s) with the cache: with writer invalidation, and with binlog
+/// invalidation (a constant 20 ms feed lag).
+fn writer_and_binlog_topologies() -> (Topology, Topology) {
     use firedrill::cache::{FeedConfig, Invalidation};
     let m = mix(&[
         (Api::RunInstances, 30.0),
@@ -852,7 +850,17 @@ fn binlog_lag_delays_the_change_feed_only_during_the_window() {
     ));
     let mut setup = writers.cache().unwrap().clone();
     setup.invalidation = Invalidation::Binlog(FeedConfig::with_lag(Dist::constant(0.02).unwrap()));
-    let plain = writers.clone().with_cache(setup);
+    let binlog = writers.clone().with_cache(setup);
+    (writers, binlog)
+}
+
+/// A binlog lag delays the change feed by `lag` during its window only: no change reaches the
+/// invalidator late before it or after it, and every change made in it comes `lag` (plus the
+/// feed's own 20 ms and the L2's answer) late; a ramp scales it; without binlog
+/// invalidation there is no feed to delay and the fault is refused.
+#[test]
+fn binlog_lag_delays_the_change_feed_only_during_the_window() {
+    let (writers, plain) = writer_and_binlog_topologies();
     let kind = FaultKind::BinlogLag {
         lag: SimDuration::from_secs(3),
     };
@@ -905,23 +913,7 @@ fn binlog_lag_delays_the_change_feed_only_during_the_window() {
 /// among them). Without binlog invalidation there is no invalidator to cut off.
 #[test]
 fn an_invalidator_cut_off_from_the_l2_retries_its_deletes_until_the_cut_heals() {
-    use firedrill::cache::{FeedConfig, Invalidation};
-    let m = mix(&[
-        (Api::RunInstances, 30.0),
-        (Api::DeleteInstance, 20.0),
-        (Api::DescribeInstanceStatus, 50.0),
-    ]);
-    let writers = cached(base(
-        200.0,
-        m,
-        4,
-        DbConfig::assumed_defaults(),
-        unlimited(4),
-        40,
-    ));
-    let mut setup = writers.cache().unwrap().clone();
-    setup.invalidation = Invalidation::Binlog(FeedConfig::with_lag(Dist::constant(0.02).unwrap()));
-    let plain = writers.clone().with_cache(setup);
+    let (writers, plain) = writer_and_binlog_topologies();
     let kind = FaultKind::Partition { peer: Target::L2 };
     let err = writers
         .with_faults(plan(kind.clone(), Target::Invalidator, 10, 5))
